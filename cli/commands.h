@@ -1,0 +1,12 @@
+// Each subcommand registers itself on the CLI11 app; its callback does the work.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace q3n::cli {
+
+void add_devices_command(CLI::App& app);
+void add_info_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+
+}  // namespace q3n::cli

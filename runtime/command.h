@@ -1,0 +1,82 @@
+// Recording compute work into command buffers, and submitting them with a timeline semaphore.
+// Command buffers may be recorded once and submitted many times (the graph replays them).
+#pragma once
+
+#include <vulkan/vulkan.h>
+
+#include <cstdint>
+
+#include "runtime/device.h"
+#include "runtime/handle.h"
+#include "runtime/memory.h"
+#include "runtime/pipeline.h"
+
+namespace q3n {
+
+class CommandBuffer {
+ public:
+  CommandBuffer(const Device& device, VkCommandPool pool);
+  ~CommandBuffer();
+  CommandBuffer(CommandBuffer&& other) noexcept;
+  CommandBuffer(const CommandBuffer&) = delete;
+  CommandBuffer& operator=(const CommandBuffer&) = delete;
+  CommandBuffer& operator=(CommandBuffer&&) = delete;
+
+  // Starts recording, discarding previous contents. `reusable` = may be submitted many times.
+  void begin(bool reusable = false);
+  void end();
+
+  void dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t groups_x,
+                uint32_t groups_y = 1, uint32_t groups_z = 1);
+  template <typename Push>
+  void dispatch(const Pipeline& pipeline, const Push& push, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1) {
+    dispatch(pipeline, &push, sizeof(Push), gx, gy, gz);
+  }
+  // Makes every earlier shader/transfer write visible to every later shader/transfer access.
+  void barrier();
+  // Makes earlier writes visible to the host after the submission completes.
+  void barrier_to_host();
+  void copy(const BufferRange& src, const BufferRange& dst, VkDeviceSize bytes);
+  void fill(const BufferRange& dst, uint32_t value);  // whole range; size must be a multiple of 4
+  void reset_queries(VkQueryPool pool, uint32_t first, uint32_t count);
+  void timestamp(VkQueryPool pool, uint32_t query);
+
+  VkCommandBuffer get() const { return buffer_; }
+  uint32_t barrier_count() const { return barriers_; }
+  uint32_t dispatch_count() const { return dispatches_; }
+
+ private:
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer buffer_ = VK_NULL_HANDLE;
+  uint32_t barriers_ = 0, dispatches_ = 0;
+};
+
+class CommandPool {
+ public:
+  explicit CommandPool(const Device& device);
+  CommandBuffer allocate() const { return CommandBuffer(device_, pool_); }
+
+ private:
+  const Device& device_;
+  OwnedCommandPool pool_;
+};
+
+// The device's queue with a timeline semaphore: submit() returns the value that signals completion.
+class Queue {
+ public:
+  explicit Queue(const Device& device);
+  uint64_t submit(const CommandBuffer& commands);
+  // Waits for `value`; a GPU that does not finish within Q3N_GPU_TIMEOUT seconds (default 600)
+  // is reported as an error instead of hanging.
+  void wait(uint64_t value) const;
+  void submit_and_wait(const CommandBuffer& commands) { wait(submit(commands)); }
+  uint64_t last_submitted() const { return next_ - 1; }
+
+ private:
+  const Device& device_;
+  OwnedSemaphore timeline_;
+  uint64_t next_ = 1;
+};
+
+}  // namespace q3n

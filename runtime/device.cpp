@@ -1,0 +1,142 @@
+#include "runtime/device.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+
+#include "runtime/error.h"
+
+namespace q3n {
+
+namespace {
+
+int type_rank(VkPhysicalDeviceType type) {
+  switch (type) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 4;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 3;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 1;
+    default: return 0;
+  }
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+}  // namespace
+
+std::vector<DeviceInfo> list_devices(const Instance& instance) {
+  std::vector<DeviceInfo> out;
+  auto devices = instance.physical_devices();
+  for (uint32_t i = 0; i < devices.size(); ++i) out.push_back(query_device_info(instance.get(), devices[i], i));
+  return out;
+}
+
+uint32_t select_device(const std::vector<DeviceInfo>& devices, const std::string& selector_in) {
+  if (devices.empty())
+    throw Error("no Vulkan device found: install a Vulkan driver (mesa-vulkan-drivers gives the CPU driver lavapipe)");
+  std::string selector = selector_in;
+  if (selector.empty())
+    if (const char* env = std::getenv("Q3N_DEVICE")) selector = env;
+
+  auto check_runnable = [&](uint32_t i) {
+    const std::string missing = devices[i].missing_requirement();
+    if (!missing.empty())
+      throw Error("device [" + std::to_string(i) + "] " + devices[i].name + " cannot run q3n: it lacks " + missing +
+                  "; pick another with --device (see `q3n devices`)");
+    return i;
+  };
+
+  if (!selector.empty()) {
+    const bool numeric = std::all_of(selector.begin(), selector.end(), [](unsigned char c) { return std::isdigit(c); });
+    if (numeric) {
+      const unsigned long idx = std::stoul(selector);
+      if (idx >= devices.size())
+        throw Error("--device " + selector + " is out of range: there are " + std::to_string(devices.size()) +
+                    " devices (see `q3n devices`)");
+      return check_runnable(static_cast<uint32_t>(idx));
+    }
+    for (const auto& d : devices)
+      if (lower(d.name).find(lower(selector)) != std::string::npos) return check_runnable(d.index);
+    throw Error("no device name contains \"" + selector + "\" (see `q3n devices`)");
+  }
+
+  int best = -1;
+  for (const auto& d : devices) {
+    if (!d.missing_requirement().empty()) continue;
+    if (best < 0 || type_rank(d.type) > type_rank(devices[best].type)) best = static_cast<int>(d.index);
+  }
+  if (best < 0) return check_runnable(0);  // throws with the first device's missing feature
+  return static_cast<uint32_t>(best);
+}
+
+Device::Device(const Instance& instance, const std::string& selector) : instance_(instance) {
+  const auto devices = list_devices(instance);
+  const uint32_t index = select_device(devices, selector);
+  physical_ = instance.physical_devices()[index];
+  info_ = devices[index];
+
+  // Queue: the first family that can compute and write timestamps.
+  uint32_t family_count = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(physical_, &family_count, nullptr);
+  std::vector<VkQueueFamilyProperties> families(family_count);
+  vkGetPhysicalDeviceQueueFamilyProperties(physical_, &family_count, families.data());
+  bool found = false;
+  for (uint32_t f = 0; f < family_count && !found; ++f)
+    if (families[f].queueFlags & VK_QUEUE_COMPUTE_BIT) {
+      queue_family_ = f;
+      timestamp_valid_bits_ = families[f].timestampValidBits;
+      found = true;
+    }
+  if (!found) throw Error("device " + info_.name + " has no compute queue");
+
+  // Required features, plus the optional ones q3n's shaders can use when present.
+  VkPhysicalDeviceFeatures2 features{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
+  VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  features.pNext = &f11;
+  f11.pNext = &f12;
+  f11.storageBuffer16BitAccess = VK_TRUE;
+  f12.bufferDeviceAddress = VK_TRUE;
+  f12.timelineSemaphore = VK_TRUE;
+  f12.shaderFloat16 = info_.shader_float16;
+  f12.shaderInt8 = info_.shader_int8;
+  f12.storageBuffer8BitAccess = info_.storage_buffer_8bit;
+  VkPhysicalDeviceFeatures supported{};
+  vkGetPhysicalDeviceFeatures(physical_, &supported);
+  features.features.shaderInt64 = supported.shaderInt64;
+  features.features.shaderInt16 = supported.shaderInt16;
+
+  std::vector<const char*> extensions;
+  if (info_.memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+
+  float priority = 1.0f;
+  VkDeviceQueueCreateInfo queue_info{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+  queue_info.queueFamilyIndex = queue_family_;
+  queue_info.queueCount = 1;
+  queue_info.pQueuePriorities = &priority;
+
+  VkDeviceCreateInfo info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  info.pNext = &features;
+  info.queueCreateInfoCount = 1;
+  info.pQueueCreateInfos = &queue_info;
+  info.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
+  info.ppEnabledExtensionNames = extensions.data();
+  VK_CHECK(vkCreateDevice(physical_, &info, nullptr, &device_));
+  vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
+}
+
+Device::~Device() {
+  if (device_ != VK_NULL_HANDLE) {
+    vkDeviceWaitIdle(device_);
+    vkDestroyDevice(device_, nullptr);
+  }
+}
+
+VkDeviceSize Device::free_device_memory() const {
+  return query_device_info(instance_.get(), physical_, info_.index).device_local_budget();
+}
+
+}  // namespace q3n

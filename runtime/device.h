@@ -1,0 +1,49 @@
+// The logical device q3n runs on: selection among physical devices, enabled features, the queue.
+#pragma once
+
+#include <vulkan/vulkan.h>
+
+#include <string>
+#include <vector>
+
+#include "runtime/device_info.h"
+#include "runtime/instance.h"
+
+namespace q3n {
+
+// Every physical device with its capabilities, in enumeration order.
+std::vector<DeviceInfo> list_devices(const Instance& instance);
+
+// Chooses a device: `selector` is an index ("1") or a case-insensitive substring of the name
+// ("llvmpipe", "H100"); empty means Q3N_DEVICE, and if that is unset the best runnable device
+// (discrete > integrated > virtual > CPU). Throws naming the problem when none fits.
+uint32_t select_device(const std::vector<DeviceInfo>& devices, const std::string& selector);
+
+class Device {
+ public:
+  Device(const Instance& instance, const std::string& selector = "");
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  VkDevice get() const { return device_; }
+  VkPhysicalDevice physical() const { return physical_; }
+  VkQueue queue() const { return queue_; }
+  uint32_t queue_family() const { return queue_family_; }
+  uint32_t timestamp_valid_bits() const { return timestamp_valid_bits_; }
+  const DeviceInfo& info() const { return info_; }
+  const Instance& instance() const { return instance_; }
+  // Re-reads the memory budget (VK_EXT_memory_budget) of the device-local heaps, in bytes free.
+  VkDeviceSize free_device_memory() const;
+
+ private:
+  const Instance& instance_;
+  VkPhysicalDevice physical_ = VK_NULL_HANDLE;
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkQueue queue_ = VK_NULL_HANDLE;
+  uint32_t queue_family_ = 0;
+  uint32_t timestamp_valid_bits_ = 0;
+  DeviceInfo info_;
+};
+
+}  // namespace q3n

@@ -1,0 +1,121 @@
+#include "runtime/pipeline.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <tuple>
+
+#include "runtime/error.h"
+#include "runtime/shader_registry.h"
+
+namespace q3n {
+
+const EmbeddedShader* find_shader(const std::string& name) {
+  for (const auto& s : embedded_shaders())
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+Pipeline::Pipeline(const Device& device, VkPipelineCache cache, const PipelineKey& key) : key_(key) {
+  const EmbeddedShader* shader = find_shader(key.shader);
+  if (!shader) throw Error("shader variant '" + key.shader + "' is not built into this q3n binary");
+  if (key.push_bytes > device.info().max_push_constants)
+    throw Error("shader " + key.shader + " needs " + std::to_string(key.push_bytes) + " bytes of push constants");
+  VkDevice dev = device.get();
+
+  VkShaderModuleCreateInfo module_info{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+  module_info.codeSize = shader->words * 4;
+  module_info.pCode = shader->code;
+  VkShaderModule module;
+  VK_CHECK(vkCreateShaderModule(dev, &module_info, nullptr, &module));
+  OwnedShaderModule owned_module(dev, module);
+
+  VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, key.push_bytes};
+  VkPipelineLayoutCreateInfo layout_info{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+  layout_info.pushConstantRangeCount = key.push_bytes ? 1 : 0;
+  layout_info.pPushConstantRanges = &push;
+  VkPipelineLayout layout;
+  VK_CHECK(vkCreatePipelineLayout(dev, &layout_info, nullptr, &layout));
+  layout_ = OwnedPipelineLayout(dev, layout);
+
+  std::vector<uint32_t> values = {key.workgroup[0], key.workgroup[1], key.workgroup[2]};
+  values.insert(values.end(), key.constants.begin(), key.constants.end());
+  std::vector<VkSpecializationMapEntry> entries;
+  for (uint32_t i = 0; i < values.size(); ++i) entries.push_back({i, i * 4, 4});
+  VkSpecializationInfo spec{static_cast<uint32_t>(entries.size()), entries.data(), values.size() * 4, values.data()};
+
+  VkComputePipelineCreateInfo info{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+  info.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO};
+  info.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  info.stage.module = module;
+  info.stage.pName = "main";
+  info.stage.pSpecializationInfo = &spec;
+  info.layout = layout;
+  VkPipeline pipeline;
+  VK_CHECK(vkCreateComputePipelines(dev, cache, 1, &info, nullptr, &pipeline));
+  pipeline_ = OwnedPipeline(dev, pipeline);
+}
+
+namespace {
+
+std::filesystem::path cache_directory() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::filesystem::path(xdg) / "q3n";
+  if (const char* home = std::getenv("HOME"); home && *home) return std::filesystem::path(home) / ".cache" / "q3n";
+  return {};
+}
+
+}  // namespace
+
+PipelineLibrary::PipelineLibrary(const Device& device) : device_(device) {
+  VkPhysicalDeviceProperties props;
+  vkGetPhysicalDeviceProperties(device.physical(), &props);
+  std::string uuid;
+  char hex[3];
+  for (uint8_t b : props.pipelineCacheUUID) {
+    std::snprintf(hex, sizeof hex, "%02x", b);
+    uuid += hex;
+  }
+  std::vector<char> data;
+  if (auto dir = cache_directory(); !dir.empty()) {
+    cache_path_ = dir / ("pipelines-" + uuid + ".bin");
+    std::ifstream in(cache_path_, std::ios::binary);
+    if (in) data.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  VkPipelineCacheCreateInfo info{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+  info.initialDataSize = data.size();
+  info.pInitialData = data.empty() ? nullptr : data.data();
+  VkPipelineCache cache;
+  // A stale or corrupt file is not an error: drivers validate the header; retry empty.
+  if (vkCreatePipelineCache(device.get(), &info, nullptr, &cache) != VK_SUCCESS) {
+    info.initialDataSize = 0;
+    info.pInitialData = nullptr;
+    VK_CHECK(vkCreatePipelineCache(device.get(), &info, nullptr, &cache));
+  }
+  cache_ = OwnedPipelineCache(device.get(), cache);
+}
+
+PipelineLibrary::~PipelineLibrary() {
+  if (cache_path_.empty() || pipelines_.empty()) return;
+  size_t size = 0;
+  if (vkGetPipelineCacheData(device_.get(), cache_, &size, nullptr) != VK_SUCCESS || size == 0) return;
+  std::vector<char> data(size);
+  if (vkGetPipelineCacheData(device_.get(), cache_, &size, data.data()) != VK_SUCCESS) return;
+  // Best effort: an unwritable cache directory only costs start-up time next run.
+  std::error_code ec;
+  std::filesystem::create_directories(cache_path_.parent_path(), ec);
+  const auto tmp = cache_path_.string() + ".tmp";
+  std::ofstream out(tmp, std::ios::binary);
+  if (!out.write(data.data(), static_cast<std::streamsize>(size))) return;
+  out.close();
+  std::filesystem::rename(tmp, cache_path_, ec);
+}
+
+const Pipeline& PipelineLibrary::get(const PipelineKey& key) {
+  auto it = pipelines_.find(key);
+  if (it == pipelines_.end())
+    it = pipelines_.emplace(key, std::make_unique<Pipeline>(device_, cache_, key)).first;
+  return *it->second;
+}
+
+}  // namespace q3n

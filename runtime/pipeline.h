@@ -1,0 +1,63 @@
+// Compute pipelines from embedded SPIR-V, specialised by constants, cached on disk between runs.
+#pragma once
+
+#include <vulkan/vulkan.h>
+
+#include <array>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/device.h"
+#include "runtime/handle.h"
+
+namespace q3n {
+
+// Every q3n shader declares local_size_{x,y,z}_id = 0, 1, 2; further specialisation constants
+// (ids 3, 4, ...) are the shader's own (tile sizes, head dims, dtype switches).
+struct PipelineKey {
+  std::string shader;
+  std::array<uint32_t, 3> workgroup{64, 1, 1};
+  std::vector<uint32_t> constants;  // ids 3, 4, ...
+  uint32_t push_bytes = 0;
+  bool operator<(const PipelineKey& o) const {
+    return std::tie(shader, workgroup, constants, push_bytes) <
+           std::tie(o.shader, o.workgroup, o.constants, o.push_bytes);
+  }
+};
+
+class Pipeline {
+ public:
+  Pipeline(const Device& device, VkPipelineCache cache, const PipelineKey& key);
+  VkPipeline get() const { return pipeline_; }
+  VkPipelineLayout layout() const { return layout_; }
+  const PipelineKey& key() const { return key_; }
+
+ private:
+  PipelineKey key_;
+  OwnedPipelineLayout layout_;
+  OwnedPipeline pipeline_;
+};
+
+// Creates each pipeline once and keeps it; loads and saves the VkPipelineCache under
+// $XDG_CACHE_HOME/q3n (or ~/.cache/q3n), keyed by the device's pipeline-cache UUID.
+class PipelineLibrary {
+ public:
+  explicit PipelineLibrary(const Device& device);
+  ~PipelineLibrary();  // saves the cache
+  PipelineLibrary(const PipelineLibrary&) = delete;
+  PipelineLibrary& operator=(const PipelineLibrary&) = delete;
+
+  const Pipeline& get(const PipelineKey& key);
+  size_t size() const { return pipelines_.size(); }
+
+ private:
+  const Device& device_;
+  std::filesystem::path cache_path_;
+  OwnedPipelineCache cache_;
+  std::map<PipelineKey, std::unique_ptr<Pipeline>> pipelines_;
+};
+
+}  // namespace q3n

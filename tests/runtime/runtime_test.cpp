@@ -1,0 +1,147 @@
+// The runtime layer: device selection, memory pool, transfers, pipelines, replayed command
+// buffers, timestamps and the validation messenger.
+#include <cstring>
+#include <numeric>
+
+#include "runtime/error.h"
+#include "runtime/ops/rms_norm.h"
+#include "runtime/profiler.h"
+#include "runtime/shader_registry.h"
+#include "tests/support/gpu_test.h"
+
+namespace q3n::test {
+namespace {
+
+using RuntimeTest = GpuTest;
+
+TEST_F(RuntimeTest, SelectedDeviceMeetsRequirements) {
+  EXPECT_TRUE(rt().device.info().missing_requirement().empty());
+  EXPECT_GE(rt().device.info().subgroup_size, 1u);
+  auto devices = list_devices(rt().instance);
+  ASSERT_FALSE(devices.empty());
+  EXPECT_FALSE(describe(devices[0]).empty());
+}
+
+TEST_F(RuntimeTest, DeviceSelectorErrorsNameTheProblem) {
+  auto devices = list_devices(rt().instance);
+  try {
+    select_device(devices, "999");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+  }
+  try {
+    select_device(devices, "no-such-gpu-name");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no-such-gpu-name"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(select_device(devices, "0"), 0u);
+}
+
+TEST_F(RuntimeTest, AllocatorReusesFreedRangesAndAligns) {
+  auto& alloc = rt().allocator;
+  const VkDeviceSize before = alloc.used_bytes(MemoryKind::Device);
+  VkDeviceAddress first;
+  {
+    Allocation a = alloc.allocate(1000, MemoryKind::Device, "a");
+    Allocation b = alloc.allocate(3000, MemoryKind::Device, "b");
+    EXPECT_EQ(a.address() % alloc.alignment(), 0u);
+    EXPECT_EQ(b.address() % alloc.alignment(), 0u);
+    EXPECT_GE(b.address(), a.address() + 1000);
+    first = a.address();
+    EXPECT_GT(alloc.used_bytes(MemoryKind::Device), before);
+  }
+  EXPECT_EQ(alloc.used_bytes(MemoryKind::Device), before);
+  Allocation c = alloc.allocate(3500, MemoryKind::Device, "c");  // fits in the coalesced hole
+  EXPECT_EQ(c.address(), first);
+}
+
+TEST_F(RuntimeTest, OversizedAllocationIsAClearError) {
+  const VkDeviceSize too_big = rt().device.info().max_allocation + (1ull << 20);
+  try {
+    rt().allocator.allocate(too_big, MemoryKind::Device, "huge tensor");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("huge tensor"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(RuntimeTest, TransferRoundTripsAcrossStagingChunks) {
+  Transfer small(rt().device, rt().allocator, rt().queue, rt().pool, 4096);  // forces many chunks
+  std::vector<uint32_t> data(10000);
+  std::iota(data.begin(), data.end(), 12345u);
+  Allocation a = rt().allocator.allocate(data.size() * 4, MemoryKind::Device, "round trip");
+  small.upload(a.range(), data.data(), data.size() * 4);
+  std::vector<uint32_t> back(data.size(), 0);
+  small.download(a.range(), back.data(), back.size() * 4);
+  EXPECT_EQ(back, data);
+}
+
+TEST_F(RuntimeTest, PipelinesAreCreatedOnceAndUnknownShadersFail) {
+  PipelineKey key{"rms_norm", {256, 1, 1}, {0}, 48};
+  const Pipeline* p1 = &pipelines().get(key);
+  const Pipeline* p2 = &pipelines().get(key);
+  EXPECT_EQ(p1, p2);
+  EXPECT_NE(find_shader("rms_norm"), nullptr);
+  EXPECT_THROW(pipelines().get({"no_such_shader", {64, 1, 1}, {}, 0}), Error);
+}
+
+// A command buffer recorded once and submitted three times: the fused residual add accumulates.
+TEST_F(RuntimeTest, RecordedCommandBufferReplays) {
+  const uint32_t n = 100;
+  auto x = random_floats(n, 11);
+  std::vector<float> w(n, 0.0f), res(n, 0.0f);
+  Allocation dx = upload(x), dw = upload(w), dres = upload(res), dout = poisoned(n);
+  CommandBuffer commands = rt().pool.allocate();
+  commands.begin(/*reusable=*/true);
+  ops::record_rms_norm(pipelines(), commands, {dx.range(), dw.range(), dout.range(), dres.range(), 1, n, 1e-6f, true});
+  commands.barrier();
+  commands.end();
+  for (int i = 0; i < 3; ++i) rt().queue.submit_and_wait(commands);
+  auto got = download(dres, n);
+  std::vector<double> expected(n);
+  for (uint32_t i = 0; i < n; ++i) expected[i] = 3.0 * x[i];
+  EXPECT_TRUE(all_close(got, expected, 1e-6, 1e-6));
+  EXPECT_GE(rt().queue.last_submitted(), 3u);
+}
+
+TEST_F(RuntimeTest, ProfilerTimesDispatches) {
+  Profiler profiler(rt().device, 8);
+  if (!profiler.available()) GTEST_SKIP() << "device has no timestamps on its compute queue";
+  const uint32_t n = 4096, rows = 64;
+  auto x = random_floats(size_t(n) * rows, 12);
+  auto w = random_floats(n, 13);
+  Allocation dx = upload(x), dw = upload(w), dout = poisoned(x.size());
+  CommandBuffer commands = rt().pool.allocate();
+  commands.begin();
+  profiler.begin(commands);
+  profiler.mark(commands, "rms_norm");
+  ops::record_rms_norm(pipelines(), commands, {dx.range(), dw.range(), dout.range(), {}, rows, n, 1e-6f, true});
+  profiler.finish(commands);
+  commands.end();
+  rt().queue.submit_and_wait(commands);
+  const auto& times = profiler.read();
+  ASSERT_EQ(times.count("rms_norm"), 1u);
+  EXPECT_GE(times.at("rms_norm").milliseconds, 0.0);
+  EXPECT_EQ(times.at("rms_norm").count, 1u);
+}
+
+// The debug messenger counts errors: inject one through VK_EXT_debug_utils and see it counted.
+TEST(ValidationTest, MessengerCountsErrors) {
+  Instance& instance = runtime().instance;
+  ASSERT_TRUE(instance.validation_enabled()) << "tests must run with the validation layer";
+  auto submit = reinterpret_cast<PFN_vkSubmitDebugUtilsMessageEXT>(
+      vkGetInstanceProcAddr(instance.get(), "vkSubmitDebugUtilsMessageEXT"));
+  ASSERT_NE(submit, nullptr);
+  const uint64_t before = instance.validation_errors();
+  VkDebugUtilsMessengerCallbackDataEXT data{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CALLBACK_DATA_EXT};
+  data.pMessage = "q3n self-test: an injected error (expected in this test)";
+  submit(instance.get(), VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT, VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT,
+         &data);
+  EXPECT_EQ(instance.validation_errors(), before + 1);
+  EXPECT_EQ(instance.last_validation_error(), data.pMessage);
+}
+
+}  // namespace
+}  // namespace q3n::test

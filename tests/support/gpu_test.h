@@ -1,0 +1,48 @@
+// Shared fixture for GPU tests: one Runtime per test process with the Khronos validation layer
+// always on; a test fails if it caused any validation error.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/runtime.h"
+
+namespace q3n::test {
+
+Runtime& runtime();
+
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  Runtime& rt() { return runtime(); }
+  PipelineLibrary& pipelines() { return runtime().pipelines; }
+  Allocation upload(const std::vector<float>& values);
+  Allocation upload_words(const std::vector<uint32_t>& words);
+  Allocation upload_bytes(const void* data, size_t bytes);
+  // A device buffer whose every word is a NaN pattern, so unwritten outputs cannot pass a check.
+  Allocation poisoned(size_t floats);
+  std::vector<float> download(const Allocation& a, size_t floats);
+  std::vector<uint32_t> download_words(const Allocation& a, size_t words);
+  // Records with `record`, submits, waits.
+  void run(const std::function<void(CommandBuffer&)>& record);
+
+ private:
+  uint64_t errors_before_ = 0;
+};
+
+constexpr uint32_t kPoison = 0x7FBADBADu;  // a quiet-NaN bit pattern
+
+// Uniform in [lo, hi], never exactly zero. Deterministic for a seed.
+std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
+
+// Checks |actual - expected| <= atol + rtol * |expected| for every element; reports the worst one.
+::testing::AssertionResult all_close(const std::vector<float>& actual, const std::vector<double>& expected,
+                                     double atol, double rtol);
+
+}  // namespace q3n::test
