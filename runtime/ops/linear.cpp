@@ -1,0 +1,34 @@
+#include "runtime/ops/linear.h"
+
+#include <algorithm>
+
+#include "runtime/error.h"
+
+namespace q3n::ops {
+
+namespace {
+struct Push {
+  VkDeviceAddress x, weight, y;
+  uint32_t k, n, tokens;
+};
+constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount[0] every device has
+uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& a) {
+  if (a.x.size < uint64_t(a.tokens) * a.k * 4 || a.y.size < uint64_t(a.tokens) * a.n * 4 ||
+      a.weight.size < uint64_t(a.n) * a.k * weight_bytes(a.type))
+    throw Error("internal: linear buffers are smaller than their shapes");
+  const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
+  const uint32_t type = static_cast<uint32_t>(a.type);
+  if (a.tokens <= kGemvMaxTokens) {
+    const Pipeline& pipeline = pipelines.get({"linear_gemv", {256, 1, 1}, {type, kGemvMaxTokens}, sizeof(Push)});
+    const uint32_t gx = std::min(a.n, kMaxGroupsX);
+    commands.dispatch(pipeline, push, gx, ceil_div(a.n, gx));
+  } else {
+    const Pipeline& pipeline = pipelines.get({"linear_gemm", {256, 1, 1}, {type}, sizeof(Push)});
+    commands.dispatch(pipeline, push, ceil_div(a.n, 64), ceil_div(a.tokens, 64));
+  }
+}
+
+}  // namespace q3n::ops

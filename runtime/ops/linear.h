@@ -1,0 +1,23 @@
+// Host side of shaders/linear_gemv.comp and linear_gemm.comp: y = x W^T with W [n, k] read in
+// place. Few tokens (<= kGemvMaxTokens) take the GEMV path, more take the tiled GEMM.
+#pragma once
+
+#include "runtime/command.h"
+#include "runtime/ops/weight_type.h"
+#include "runtime/pipeline.h"
+
+namespace q3n::ops {
+
+constexpr uint32_t kGemvMaxTokens = 8;
+
+struct LinearArgs {
+  BufferRange x;       // f32 [tokens, k]
+  BufferRange weight;  // [n, k] in `type`
+  BufferRange y;       // f32 [tokens, n]
+  WeightType type = WeightType::BF16;
+  uint32_t tokens = 0, k = 0, n = 0;
+};
+
+void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& args);
+
+}  // namespace q3n::ops
