@@ -11,7 +11,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
+#include "loader/progress.h"
 #include "runtime/error.h"
 
 namespace q3n {
@@ -209,6 +211,51 @@ size_t Checkpoint::total_bytes() const {
   size_t n = 0;
   for (const auto& [_, t] : tensors_) n += t.bytes;
   return n;
+}
+
+}  // namespace q3n
+
+namespace q3n {
+
+namespace {
+bool finite_value(const std::byte* p, DType t) {
+  uint32_t bits = 0;
+  switch (t) {
+    case DType::F32:
+      std::memcpy(&bits, p, 4);
+      return (bits & 0x7F800000u) != 0x7F800000u;
+    case DType::BF16: {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      return (h & 0x7F80u) != 0x7F80u;
+    }
+    case DType::F16: {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      return (h & 0x7C00u) != 0x7C00u;
+    }
+  }
+  return true;
+}
+}  // namespace
+
+TensorScan scan_tensors(const Checkpoint& checkpoint) {
+  std::vector<const TensorView*> order;
+  for (const auto& [_, t] : checkpoint.tensors()) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return std::tie(a->file, a->data) < std::tie(b->file, b->data); });
+  TensorScan scan;
+  ProgressBar progress("verifying", checkpoint.total_bytes());
+  for (const TensorView* t : order) {
+    const size_t size = dtype_size(t->dtype);
+    uint64_t bad = 0;
+    for (size_t off = 0; off < t->bytes; off += size) bad += !finite_value(t->data + off, t->dtype);
+    if (bad && scan.first_non_finite.empty()) scan.first_non_finite = t->name;
+    scan.non_finite += bad;
+    scan.values += t->bytes / size;
+    scan.tensors++;
+    progress.advance(t->bytes);
+  }
+  return scan;
 }
 
 }  // namespace q3n

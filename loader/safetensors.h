@@ -63,3 +63,15 @@ class Checkpoint {
 };
 
 }  // namespace q3n
+
+namespace q3n {
+
+struct TensorScan {
+  uint64_t tensors = 0, values = 0, non_finite = 0;
+  std::string first_non_finite;  // name of the first tensor holding a NaN or Inf
+};
+// Reads every byte of every tensor (in file order, so the page cache streams) and counts NaN/Inf
+// values, with a progress bar for large checkpoints: `q3n info --verify`.
+TensorScan scan_tensors(const Checkpoint& checkpoint);
+
+}  // namespace q3n

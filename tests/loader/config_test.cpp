@@ -71,6 +71,17 @@ TEST(ConfigTest, TransformersFiveSpelling) {
   EXPECT_TRUE(c.is_moe_layer(0));
 }
 
+// The config.json transformers 5.17 wrote for the spec §9 tiny model (null ids, both rope spellings).
+TEST(ConfigTest, RealTransformersFiveOutput) {
+  std::ifstream in(std::string(Q3N_SOURCE_DIR) + "/tests/data/config_transformers5.json");
+  const ModelConfig c = parse_config(json::parse(in), "config_transformers5.json");
+  EXPECT_EQ(c.num_hidden_layers, 8);
+  EXPECT_EQ(c.layer_types[7], LayerType::FullAttention);
+  EXPECT_EQ(c.rotary_dim(), 16);
+  EXPECT_EQ(c.bos_token_id, -1);
+  EXPECT_TRUE(c.eos_token_ids.empty());
+}
+
 TEST(ConfigTest, DecoderSparseStepAndExplicitLayerTypesWin) {
   json j = tiny_v5();
   j["decoder_sparse_step"] = 2;

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "loader/config.h"
@@ -11,6 +12,7 @@
 #include "loader/tensor_schema.h"
 #include "runtime/error.h"
 #include "tests/support/safetensors_writer.h"
+#include "tests/support/temp_dir.h"
 
 namespace q3n {
 namespace {
@@ -18,16 +20,8 @@ namespace {
 using test::RawTensor;
 namespace fs = std::filesystem;
 
-class SafetensorsTest : public ::testing::Test {
+class SafetensorsTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("q3n_st_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   std::string error_of(const fs::path& file) {
     try {
       MappedFile f(file);
@@ -41,7 +35,6 @@ class SafetensorsTest : public ::testing::Test {
     RawTensor bf{"b", "BF16", {3, 2}, std::vector<uint8_t>(12, 0x3f)};
     return {test::f32_tensor("a", {2, 3}, 1.5f), bf};
   }
-  fs::path dir_;
 };
 
 TEST_F(SafetensorsTest, ReadsValidFile) {
@@ -146,6 +139,20 @@ TEST_F(SafetensorsTest, ShardedCheckpointFollowsIndex) {
   index["weight_map"]["a"] = "model-00002-of-00002.safetensors";
   std::ofstream(dir_ / "model.safetensors.index.json") << index.dump();
   EXPECT_THROW(Checkpoint{dir_}, Error);
+}
+
+TEST_F(SafetensorsTest, ScanCountsNonFiniteValues) {
+  auto tensors = two_tensors();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(tensors[0].bytes.data() + 8, &nan, 4);
+  tensors[1].bytes[5] = 0x7f;  // bf16 element 2: 0x7f80 = +Inf
+  tensors[1].bytes[4] = 0x80;
+  test::write_safetensors(dir_ / "model.safetensors", tensors);
+  const TensorScan scan = scan_tensors(Checkpoint(dir_));
+  EXPECT_EQ(scan.tensors, 2u);
+  EXPECT_EQ(scan.values, 12u);
+  EXPECT_EQ(scan.non_finite, 2u);
+  EXPECT_EQ(scan.first_non_finite, "a");
 }
 
 TEST_F(SafetensorsTest, EmptyFolderIsAClearError) {
