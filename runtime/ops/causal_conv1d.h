@@ -1,0 +1,24 @@
+// Host side of shaders/causal_conv1d.comp: the DeltaNet's causal depthwise conv + SiLU, continuing
+// from and updating the per-sequence conv state (spec §3.3, §5).
+#pragma once
+
+#include "runtime/command.h"
+#include "runtime/ops/weight_type.h"
+#include "runtime/pipeline.h"
+
+namespace q3n::ops {
+
+constexpr uint32_t kMaxConvKernel = 8;
+
+struct CausalConv1dArgs {
+  BufferRange x;       // f32 [batch, tokens, channels] pre-conv
+  BufferRange weight;  // [channels, kernel] in `type`
+  BufferRange state;   // f32 [batch, kernel-1, channels], updated in place
+  BufferRange y;       // f32 [batch, tokens, channels]
+  WeightType type = WeightType::BF16;
+  uint32_t batch = 1, tokens = 0, channels = 0, kernel = 4;
+};
+
+void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, const CausalConv1dArgs& args);
+
+}  // namespace q3n::ops
