@@ -213,10 +213,6 @@ size_t Checkpoint::total_bytes() const {
   return n;
 }
 
-}  // namespace q3n
-
-namespace q3n {
-
 namespace {
 bool finite_value(const std::byte* p, DType t) {
   uint32_t bits = 0;

@@ -62,10 +62,6 @@ class Checkpoint {
   std::map<std::string, TensorView> tensors_;
 };
 
-}  // namespace q3n
-
-namespace q3n {
-
 struct TensorScan {
   uint64_t tensors = 0, values = 0, non_finite = 0;
   std::string first_non_finite;  // name of the first tensor holding a NaN or Inf

@@ -136,16 +136,7 @@ Device::~Device() {
 }
 
 VkDeviceSize Device::free_device_memory() const {
-  if (!info_.memory_budget) return info_.device_local_bytes();
-  VkPhysicalDeviceMemoryProperties2 mem{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2};
-  VkPhysicalDeviceMemoryBudgetPropertiesEXT budget{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
-  mem.pNext = &budget;
-  vkGetPhysicalDeviceMemoryProperties2(physical_, &mem);
-  VkDeviceSize free = 0;
-  for (uint32_t h = 0; h < mem.memoryProperties.memoryHeapCount; ++h)
-    if (mem.memoryProperties.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
-      free += budget.heapBudget[h] > budget.heapUsage[h] ? budget.heapBudget[h] - budget.heapUsage[h] : 0;
-  return free;
+  return free_device_local_bytes(query_memory_heaps(physical_, info_.memory_budget));
 }
 
 }  // namespace q3n

@@ -77,7 +77,9 @@ VkDeviceSize DeviceInfo::device_local_bytes() const {
   return total;
 }
 
-VkDeviceSize DeviceInfo::device_local_budget() const {
+VkDeviceSize DeviceInfo::device_local_budget() const { return free_device_local_bytes(heaps); }
+
+VkDeviceSize free_device_local_bytes(const std::vector<MemoryHeapInfo>& heaps) {
   VkDeviceSize total = 0;
   for (const auto& h : heaps)
     if (h.device_local) total += h.budget ? (h.budget > h.usage ? h.budget - h.usage : 0) : h.size;
@@ -220,22 +222,27 @@ DeviceInfo query_device_info(VkInstance instance, VkPhysicalDevice device, uint3
     }
   }
 
-  // Memory heaps, with the budget where the extension reports it.
+  info.heaps = query_memory_heaps(device, info.memory_budget);
+  return info;
+}
+
+std::vector<MemoryHeapInfo> query_memory_heaps(VkPhysicalDevice device, bool with_budget) {
   VkPhysicalDeviceMemoryProperties2 mem{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2};
   VkPhysicalDeviceMemoryBudgetPropertiesEXT budget{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
-  if (info.memory_budget) mem.pNext = &budget;
+  if (with_budget) mem.pNext = &budget;
   vkGetPhysicalDeviceMemoryProperties2(device, &mem);
+  std::vector<MemoryHeapInfo> heaps;
   for (uint32_t h = 0; h < mem.memoryProperties.memoryHeapCount; ++h) {
     MemoryHeapInfo heap;
     heap.size = mem.memoryProperties.memoryHeaps[h].size;
     heap.device_local = mem.memoryProperties.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT;
-    if (info.memory_budget) {
+    if (with_budget) {
       heap.budget = budget.heapBudget[h];
       heap.usage = budget.heapUsage[h];
     }
-    info.heaps.push_back(heap);
+    heaps.push_back(heap);
   }
-  return info;
+  return heaps;
 }
 
 std::string describe(const DeviceInfo& d) {

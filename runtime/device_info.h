@@ -69,6 +69,11 @@ struct DeviceInfo {
 
 std::string device_type_name(VkPhysicalDeviceType type);
 DeviceInfo query_device_info(VkInstance instance, VkPhysicalDevice device, uint32_t index);
+// The memory heaps alone (cheap enough to re-read before each allocation), with the
+// VK_EXT_memory_budget figures when `with_budget`.
+std::vector<MemoryHeapInfo> query_memory_heaps(VkPhysicalDevice device, bool with_budget);
+// Free device-local bytes: budget minus usage where reported, else the heap sizes.
+VkDeviceSize free_device_local_bytes(const std::vector<MemoryHeapInfo>& heaps);
 // Human-readable report of one device, for `q3n devices`.
 std::string describe(const DeviceInfo& info);
 
