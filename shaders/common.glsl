@@ -42,3 +42,18 @@ float load_weight(U32Buf w, uint dtype, uint i) {
     barrier();                                                            \
     result = q3n_total;                                                   \
   }
+
+// Per-sequence step table, written by the host before each submission so that recorded command
+// buffers replay unchanged: sequence b of the step uses state slot seqs[2b] and its first token
+// of the step sits at absolute position seqs[2b+1] (= tokens already in its caches).
+uint seq_slot(U32Buf seqs, uint b) { return seqs.v[2u * b]; }
+uint seq_position(U32Buf seqs, uint b) { return seqs.v[2u * b + 1u]; }
+
+float sigmoid(float x) { return 1.0 / (1.0 + exp(-x)); }
+float silu(float x) { return x / (1.0 + exp(-x)); }
+// torch's softplus with threshold 20 (spec §8.13).
+float softplus(float x) { return x > 20.0 ? x : log(1.0 + exp(x)); }
+
+// lavapipe (llvmpipe) ends an outermost loop after 65535 iterations of everything nested in it,
+// per invocation, without an error. Loops whose trip count grows with the sequence length must
+// stay under that on CPU devices; the graph bounds its prefill chunk accordingly.

@@ -6,7 +6,7 @@ namespace q3n::ops {
 
 namespace {
 struct Push {
-  VkDeviceAddress x, weight, state, y;
+  VkDeviceAddress x, weight, state, seqs, y;
   uint32_t channels, tokens, kernel;
 };
 }  // namespace
@@ -17,11 +17,11 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
   const uint64_t rows = uint64_t(a.batch) * a.tokens;
   if (a.x.size < rows * a.channels * 4 || a.y.size < rows * a.channels * 4 ||
       a.weight.size < uint64_t(a.channels) * a.kernel * weight_bytes(a.type) ||
-      a.state.size < uint64_t(a.batch) * (a.kernel - 1) * a.channels * 4)
+      a.state.size < uint64_t(a.kernel - 1) * a.channels * 4 || a.seqs.size < uint64_t(a.batch) * 8)
     throw Error("internal: causal conv1d buffers are smaller than their shapes");
   const Pipeline& pipeline = pipelines.get(
       {"causal_conv1d", {64, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel}, sizeof(Push)});
-  const Push push{a.x.address, a.weight.address, a.state.address, a.y.address, a.channels, a.tokens, a.kernel};
+  const Push push{a.x.address, a.weight.address, a.state.address, a.seqs.address, a.y.address, a.channels, a.tokens, a.kernel};
   commands.dispatch(pipeline, push, (a.channels + 63) / 64, a.batch);
 }
 

@@ -13,7 +13,8 @@ constexpr uint32_t kMaxConvKernel = 8;
 struct CausalConv1dArgs {
   BufferRange x;       // f32 [batch, tokens, channels] pre-conv
   BufferRange weight;  // [channels, kernel] in `type`
-  BufferRange state;   // f32 [batch, kernel-1, channels], updated in place
+  BufferRange state;   // f32 [slots, kernel-1, channels], updated in place
+  BufferRange seqs;    // u32 [batch, 2] slot, position (shaders/common.glsl)
   BufferRange y;       // f32 [batch, tokens, channels]
   WeightType type = WeightType::BF16;
   uint32_t batch = 1, tokens = 0, channels = 0, kernel = 4;

@@ -1,30 +1,109 @@
 #include "runtime/ops/delta_rule.h"
 
 #include "runtime/error.h"
+#include "runtime/ops/op_support.h"
 
 namespace q3n::ops {
 
 namespace {
-struct Push {
-  VkDeviceAddress q, k, v, g, beta, state, out;
+struct PreparePush {
+  VkDeviceAddress qkv, ba, a_log, dt_bias, gates;
+  uint32_t key_heads, value_heads, dk, dv;
+};
+struct RecurrentPush {
+  VkDeviceAddress qkv, gates, state, seqs, out;
   uint32_t tokens, key_heads, value_heads, dk, dv;
 };
-constexpr uint32_t kMaxDk = 256;  // shared-memory bound of the shader
+struct ChunkPreparePush {
+  VkDeviceAddress qkv, gates, gamma, w, kc;
+  uint32_t tokens, key_heads, value_heads, dk, dv;
+};
+struct ChunkStatePush {
+  VkDeviceAddress qkv, gamma, w, kc, u, snapshots, state, seqs;
+  uint32_t tokens, key_heads, value_heads, dk, dv;
+};
+struct ChunkOutputPush {
+  VkDeviceAddress qkv, gamma, u, snapshots, out;
+  uint32_t tokens, key_heads, value_heads, dk, dv;
+};
+constexpr uint32_t kDvTile = 16;
+
+void check_shape(const DeltaShape& s) {
+  if (s.key_heads == 0 || s.value_heads % s.key_heads != 0)
+    throw Error("linear_num_value_heads must be a multiple of linear_num_key_heads");
+  if (s.dk > kMaxDeltaHeadDim || s.dv > kMaxDeltaHeadDim)
+    throw Error("linear key/value head dims above 256 are not supported by q3n");
+}
+
+void check_rule_args(const DeltaRuleArgs& a) {
+  const DeltaShape& s = a.shape;
+  check_shape(s);
+  require_bytes(a.qkv, s.rows() * s.qkv_width() * 4, "delta rule qkv");
+  require_bytes(a.gates, s.rows() * 2 * s.value_heads * 4, "delta rule gates");
+  require_bytes(a.out, s.rows() * s.value_heads * s.dv * 4, "delta rule output");
+  require_bytes(a.seqs, uint64_t(s.batch) * 8, "delta rule sequence table");
+  require_bytes(a.state, uint64_t(s.value_heads) * s.dk * s.dv * 4, "delta rule state");
+}
 }  // namespace
 
+DeltaChunkScratchFloats delta_chunk_scratch_floats(const DeltaShape& s) {
+  const uint64_t chunks = ceil_div(s.tokens, kDeltaChunk);
+  const uint64_t rh = s.rows() * s.value_heads;
+  return {rh, rh * s.dv, rh * s.dk, rh * s.dv, uint64_t(s.batch) * chunks * s.value_heads * s.dk * s.dv};
+}
+
+void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaPrepareArgs& a) {
+  const DeltaShape& s = a.shape;
+  check_shape(s);
+  require_bytes(a.qkv, s.rows() * s.qkv_width() * 4, "delta prepare qkv");
+  require_bytes(a.ba, s.rows() * 2 * s.value_heads * 4, "delta prepare ba");
+  require_bytes(a.gates, s.rows() * 2 * s.value_heads * 4, "delta prepare gates");
+  require_bytes(a.a_log, s.value_heads * 4, "delta prepare A_log");
+  require_bytes(a.dt_bias, s.value_heads * 4, "delta prepare dt_bias");
+  const Pipeline& pipeline = pipelines.get({"delta_prepare", {64, 1, 1}, {}, sizeof(PreparePush)});
+  const PreparePush push{a.qkv.address,  a.ba.address,   a.a_log.address, a.dt_bias.address,
+                         a.gates.address, s.key_heads, s.value_heads, s.dk, s.dv};
+  commands.dispatch(pipeline, push, 2 * s.key_heads + 1, static_cast<uint32_t>(s.rows()));
+}
+
 void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a) {
-  if (a.value_heads % a.key_heads != 0) throw Error("internal: value heads must be a multiple of key heads");
-  if (a.dk > kMaxDk) throw Error("linear_key_head_dim " + std::to_string(a.dk) + " exceeds q3n's limit of 256");
-  const uint64_t bt = uint64_t(a.batch) * a.tokens;
-  if (a.q.size < bt * a.key_heads * a.dk * 4 || a.k.size < bt * a.key_heads * a.dk * 4 ||
-      a.v.size < bt * a.value_heads * a.dv * 4 || a.g.size < bt * a.value_heads * 4 ||
-      a.beta.size < bt * a.value_heads * 4 || a.out.size < bt * a.value_heads * a.dv * 4 ||
-      a.state.size < uint64_t(a.batch) * a.value_heads * a.dk * a.dv * 4)
-    throw Error("internal: delta rule buffers are smaller than their shapes");
-  const Pipeline& pipeline = pipelines.get({"delta_rule_recurrent", {64, 1, 1}, {kMaxDk}, sizeof(Push)});
-  const Push push{a.q.address, a.k.address,    a.v.address,    a.g.address, a.beta.address, a.state.address,
-                  a.out.address, a.tokens, a.key_heads, a.value_heads, a.dk, a.dv};
-  commands.dispatch(pipeline, push, a.value_heads, a.batch);
+  check_rule_args(a);
+  const DeltaShape& s = a.shape;
+  const Pipeline& pipeline =
+      pipelines.get({"delta_rule_recurrent", {64, 1, 1}, {kMaxDeltaHeadDim}, sizeof(RecurrentPush)});
+  const RecurrentPush push{a.qkv.address, a.gates.address, a.state.address, a.seqs.address, a.out.address,
+                           s.tokens,      s.key_heads,     s.value_heads,   s.dk,           s.dv};
+  commands.dispatch(pipeline, push, s.value_heads, s.batch);
+}
+
+void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a,
+                               const DeltaChunkScratch& scratch) {
+  check_rule_args(a);
+  const DeltaShape& s = a.shape;
+  const DeltaChunkScratchFloats need = delta_chunk_scratch_floats(s);
+  require_bytes(scratch.gamma, need.gamma * 4, "delta chunk gamma");
+  require_bytes(scratch.w, need.w * 4, "delta chunk W");
+  require_bytes(scratch.kc, need.kc * 4, "delta chunk Kc");
+  require_bytes(scratch.u, need.u * 4, "delta chunk U");
+  require_bytes(scratch.snapshots, need.snapshots * 4, "delta chunk snapshots");
+  const uint32_t chunks = ceil_div(s.tokens, kDeltaChunk);
+
+  const ChunkPreparePush prepare{a.qkv.address, a.gates.address, scratch.gamma.address, scratch.w.address,
+                                 scratch.kc.address, s.tokens, s.key_heads, s.value_heads, s.dk, s.dv};
+  commands.dispatch(pipelines.get({"delta_chunk_prepare", {128, 1, 1}, {kDeltaChunk}, sizeof(prepare)}), prepare,
+                    chunks, s.value_heads, s.batch);
+  commands.barrier();
+  const ChunkStatePush state{a.qkv.address,        scratch.gamma.address, scratch.w.address, scratch.kc.address,
+                             scratch.u.address,    scratch.snapshots.address, a.state.address, a.seqs.address,
+                             s.tokens, s.key_heads, s.value_heads, s.dk, s.dv};
+  commands.dispatch(pipelines.get({"delta_chunk_state", {128, 1, 1}, {kDeltaChunk, kDvTile, kMaxDeltaHeadDim},
+                                   sizeof(state)}),
+                    state, ceil_div(s.dv, kDvTile), s.value_heads, s.batch);
+  commands.barrier();
+  const ChunkOutputPush output{a.qkv.address, scratch.gamma.address, scratch.u.address, scratch.snapshots.address,
+                               a.out.address, s.tokens, s.key_heads, s.value_heads, s.dk, s.dv};
+  commands.dispatch(pipelines.get({"delta_chunk_output", {128, 1, 1}, {kDeltaChunk}, sizeof(output)}), output,
+                    chunks, s.value_heads, s.batch);
 }
 
 }  // namespace q3n::ops

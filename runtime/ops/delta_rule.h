@@ -1,5 +1,10 @@
-// Host side of shaders/delta_rule_recurrent.comp: the gated delta rule token by token from a
-// cached fp32 state (decode; spec §3.4).
+// Host side of the Gated DeltaNet core (spec §3.3, §3.4, §6): the per-token preparation of q, k
+// and the gates, and the gated delta rule in its recurrent form (decode: shaders/
+// delta_rule_recurrent.comp) and its chunked form (prefill: shaders/delta_chunk_*.comp).
+//
+// Layouts. After the causal conv, row r (= b * tokens + t) of `qkv` holds the conv_dim channels
+// q (Hk x dk) | k (Hk x dk) | v (Hv x dv), the channel order of conv1d.weight. q and k are
+// normalised in place by record_delta_prepare. `gates` row r holds g (Hv) | beta (Hv).
 #pragma once
 
 #include "runtime/command.h"
@@ -7,16 +12,51 @@
 
 namespace q3n::ops {
 
-struct DeltaRuleArgs {
-  BufferRange q, k;   // f32 [batch, tokens, key_heads, dk]; q l2-normed and scaled, k l2-normed
-  BufferRange v;      // f32 [batch, tokens, value_heads, dv]
-  BufferRange g;      // f32 [batch, tokens, value_heads] log-decay
-  BufferRange beta;   // f32 [batch, tokens, value_heads]
-  BufferRange state;  // f32 [batch, value_heads, dk, dv], updated in place
-  BufferRange out;    // f32 [batch, tokens, value_heads, dv]
+constexpr uint32_t kDeltaChunk = 64;      // chunk length of the chunked form (FLA's and HF's)
+constexpr uint32_t kMaxDeltaHeadDim = 256;  // shared-memory bound of the shaders
+
+struct DeltaShape {
   uint32_t batch = 1, tokens = 1, key_heads = 0, value_heads = 0, dk = 0, dv = 0;
+  uint32_t qkv_width() const { return 2 * key_heads * dk + value_heads * dv; }
+  uint64_t rows() const { return uint64_t(batch) * tokens; }
 };
 
+struct DeltaPrepareArgs {
+  BufferRange qkv;      // f32 [rows, qkv_width]: q and k are l2-normalised in place, q scaled by dk^-1/2
+  BufferRange ba;       // f32 [rows, 2 Hv]: b | a (in_proj_ba output after the load-time row permutation)
+  BufferRange a_log;    // f32 [Hv]
+  BufferRange dt_bias;  // f32 [Hv]
+  BufferRange gates;    // f32 [rows, 2 Hv]: g = -exp(A_log) softplus(a + dt_bias) | beta = sigmoid(b)
+  DeltaShape shape;
+};
+
+struct DeltaRuleArgs {
+  BufferRange qkv;    // f32 [rows, qkv_width], prepared
+  BufferRange gates;  // f32 [rows, 2 Hv]
+  BufferRange state;  // f32 [slots, Hv, dk, dv], read and written in place
+  BufferRange seqs;   // u32 [batch, 2]: slot, position (shaders/common.glsl)
+  BufferRange out;    // f32 [rows, Hv, dv]
+  DeltaShape shape;
+};
+
+// Intermediates of the chunked form; sizes from delta_chunk_scratch_floats().
+struct DeltaChunkScratch {
+  BufferRange gamma;      // f32 [rows, Hv] in-chunk cumulative log-decay
+  BufferRange w;          // f32 [rows, Hv, dv]  T (beta V)
+  BufferRange kc;         // f32 [rows, Hv, dk]  T (beta Gamma K)
+  BufferRange u;          // f32 [rows, Hv, dv]  pseudo-values W - Kc S
+  BufferRange snapshots;  // f32 [batch, chunks, Hv, dk, dv] state at each chunk start
+};
+
+struct DeltaChunkScratchFloats {
+  uint64_t gamma, w, kc, u, snapshots;
+};
+DeltaChunkScratchFloats delta_chunk_scratch_floats(const DeltaShape& shape);
+
+void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaPrepareArgs& args);
 void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& args);
+// Three dispatches with barriers between them; continues from and writes back the state.
+void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& args,
+                               const DeltaChunkScratch& scratch);
 
 }  // namespace q3n::ops

@@ -22,20 +22,25 @@ TEST_P(CausalConv1dTest, MatchesReferenceAndUpdatesState) {
   auto x = random_floats(size_t(batch) * tokens * channels, 51, -2, 2);
   auto w = random_floats(size_t(channels) * kernel, 52, -1, 1);
   const auto words = encode_weights(w, type);
-  auto state = random_floats(std::max<size_t>(1, size_t(batch) * history * channels), 53, -2, 2);
-  Allocation dx = upload(x), dw = upload_words(words), dstate = upload(state),
+  // batch + 1 state slots; sequence b uses slot batch - b, so slot 0 must stay untouched.
+  const uint32_t slots = batch + 1;
+  auto state = random_floats(std::max<size_t>(1, size_t(slots) * history * channels), 53, -2, 2);
+  std::vector<uint32_t> seqs;
+  for (uint32_t b = 0; b < batch; ++b) seqs.insert(seqs.end(), {batch - b, 7});
+  Allocation dx = upload(x), dw = upload_words(words), dstate = upload(state), dseqs = upload_words(seqs),
              dy = poisoned(size_t(batch) * tokens * channels);
   run([&](CommandBuffer& cb) {
     ops::record_causal_conv1d(pipelines(), cb,
-                              {dx.range(), dw.range(), dstate.range(), dy.range(), type, batch, tokens, channels, kernel});
+                              {dx.range(), dw.range(), dstate.range(), dseqs.range(), dy.range(), type, batch, tokens, channels, kernel});
   });
 
-  std::vector<double> y(x.size()), new_state(size_t(batch) * history * channels);
+  std::vector<double> y(x.size()), new_state(state.begin(), state.end());
   for (uint32_t b = 0; b < batch; ++b)
     for (uint32_t c = 0; c < channels; ++c) {
       // The full input sequence of this channel: state rows, then the tokens.
       std::vector<double> seq;
-      for (uint32_t j = 0; j < history; ++j) seq.push_back(state[(size_t(b) * history + j) * channels + c]);
+      const size_t slot = batch - b;
+      for (uint32_t j = 0; j < history; ++j) seq.push_back(state[(slot * history + j) * channels + c]);
       for (uint32_t t = 0; t < tokens; ++t) seq.push_back(x[(size_t(b) * tokens + t) * channels + c]);
       for (uint32_t t = 0; t < tokens; ++t) {
         double acc = 0;
@@ -43,11 +48,11 @@ TEST_P(CausalConv1dTest, MatchesReferenceAndUpdatesState) {
         y[(size_t(b) * tokens + t) * channels + c] = acc / (1.0 + std::exp(-acc));
       }
       for (uint32_t j = 0; j < history; ++j)
-        new_state[(size_t(b) * history + j) * channels + c] = seq[seq.size() - history + j];
+        new_state[(slot * history + j) * channels + c] = seq[seq.size() - history + j];
     }
   // K products summed in fp32 (|terms| <= 2) then SiLU with fp32 exp: a few ulps of values <= ~16.
   EXPECT_TRUE(all_close(download(dy, y.size()), y, 2e-6, 2e-6)) << "outputs";
-  if (history > 0) EXPECT_TRUE(all_close(download(dstate, new_state.size()), new_state, 0, 0)) << "state (exact copy)";
+  if (history > 0) EXPECT_TRUE(all_close(download(dstate, new_state.size()), new_state, 0, 0)) << "state (exact copy; the unused slot unchanged)";
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CausalConv1dTest,
