@@ -52,6 +52,7 @@ class PipelineLibrary {
 
   const Pipeline& get(const PipelineKey& key);
   size_t size() const { return pipelines_.size(); }
+  const Device& device() const { return device_; }
 
  private:
   const Device& device_;

@@ -57,3 +57,24 @@ float softplus(float x) { return x > 20.0 ? x : log(1.0 + exp(x)); }
 // lavapipe (llvmpipe) ends an outermost loop after 65535 iterations of everything nested in it,
 // per invocation, without an error. Loops whose trip count grows with the sequence length must
 // stay under that on CPU devices; the graph bounds its prefill chunk accordingly.
+
+// sin and cos of an fp32 angle to a few 1e-8, on every device: reduction by pi/2 with pi/2 split
+// into parts of 6 significant bits, so each k * part is exact for k < 2^18 (|x| < 4e5) without
+// relying on a fused fma (lavapipe does not fuse), then polynomials on [-pi/4, pi/4]. Native
+// sin/cos are only specified near [-pi, pi] and differ between drivers; RoPE angles reach 2.6e5.
+void sincos_accurate(precise float x, out float s, out float c) {
+  precise const float k = round(x * 0.63661977236758134);
+  precise float r = x - k * 1.5625;
+  r -= k * 0.008056640625;
+  r -= k * 0.00023651123046875;
+  r -= k * 3.159046173095703e-06;
+  r -= k * 1.5832483768463135e-08;
+  r -= k * 6.07710062827671e-11;
+  const float r2 = r * r;
+  // Taylor series to r^11 / r^12: truncation < 2e-10 for |r| <= pi/4.
+  const float sin_r = r * (1.0 + r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362880.0 + r2 * (-1.0 / 39916800.0))))));
+  const float cos_r = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0 + r2 * (-1.0 / 3628800.0 + r2 * (1.0 / 479001600.0))))));
+  const int quadrant = int(k) & 3;
+  s = quadrant == 0 ? sin_r : quadrant == 1 ? cos_r : quadrant == 2 ? -sin_r : -cos_r;
+  c = quadrant == 0 ? cos_r : quadrant == 1 ? -sin_r : quadrant == 2 ? -cos_r : sin_r;
+}

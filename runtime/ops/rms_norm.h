@@ -1,5 +1,5 @@
 // Host side of shaders/rms_norm.comp: zero-centred (or plain) RMSNorm, optionally fused with the
-// residual add that precedes it.
+// residual add that precedes it, or gated by silu(z) (the DeltaNet output norm).
 #pragma once
 
 #include "runtime/command.h"
@@ -16,6 +16,7 @@ struct RmsNormArgs {
   uint32_t rows = 0, n = 0;
   float eps = 1e-6f;
   bool zero_centred = true;  // scale by (1 + w) rather than w
+  BufferRange gate;          // f32 [rows, n]; when set, the result is multiplied by silu(gate) (spec §3.5)
 };
 
 void record_rms_norm(PipelineLibrary& pipelines, CommandBuffer& commands, const RmsNormArgs& args);

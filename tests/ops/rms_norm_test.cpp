@@ -76,6 +76,21 @@ TEST_P(RmsNormTest, FusedResidualAddUpdatesStreamAndNormalisesSum) {
   EXPECT_TRUE(all_close(download(dres, x.size()), sum, 1e-6, 1e-6));  // one fp32 add
 }
 
+TEST_P(RmsNormTest, GatedPlainWeightMatchesReference) {
+  const auto [rows, n] = GetParam();
+  auto x = random_floats(size_t(rows) * n, 8, -2, 2);
+  auto z = random_floats(x.size(), 9, -4, 4);
+  auto w = random_floats(n, 10, 0.5f, 1.5f);
+  Allocation dx = upload(x), dz = upload(z), dw = upload(w), dout = poisoned(x.size());
+  run([&](CommandBuffer& cb) {
+    ops::record_rms_norm(pipelines(), cb,
+                         {dx.range(), dw.range(), dout.range(), {}, rows, n, 1e-6f, false, dz.range()});
+  });
+  auto expected = reference(x, nullptr, w, rows, n, 1e-6, 0.0, nullptr);
+  for (size_t i = 0; i < expected.size(); ++i) expected[i] *= z[i] / (1.0 + std::exp(-double(z[i])));
+  EXPECT_TRUE(all_close(download(dout, x.size()), expected, kAtol, kRtol));  // one more fp32 exp and divide
+}
+
 // Sizes that are not multiples of the workgroup (256) or any subgroup size, one row up to many.
 INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormTest,
                          ::testing::Values(Shape{1, 1}, Shape{1, 7}, Shape{3, 130}, Shape{5, 257},

@@ -1,0 +1,103 @@
+#include "runtime/ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/error.h"
+#include "runtime/ops/op_support.h"
+
+namespace q3n::ops {
+
+namespace {
+struct PreparePush {
+  VkDeviceAddress qkv, q_norm, k_norm, inv_freq, seqs, cache_k, cache_v, q_out;
+  uint32_t tokens, heads, kv_heads, head_dim, rot_dim, capacity;
+  float eps;
+};
+struct AttentionPush {
+  VkDeviceAddress q, cache_k, cache_v, seqs, qkv, out, part_o, part_ml;
+  uint32_t tokens, heads, kv_heads, capacity, splits;
+  float scale;
+};
+struct CombinePush {
+  VkDeviceAddress part_o, part_ml, qkv, out;
+  uint32_t tokens, heads, kv_heads, head_dim, splits;
+};
+constexpr uint32_t kRowsPerTile = 16;  // BR of attention.comp
+
+// The largest key tile (power of two, <= 64) whose shared arrays fit the device.
+uint32_t key_tile(const Device& device, uint32_t head_dim) {
+  const uint64_t limit = device.info().max_shared_memory;
+  for (uint32_t bc = 64; bc >= 1; bc /= 2) {
+    const uint64_t bytes = 4ull * (kRowsPerTile * head_dim + bc * head_dim + kRowsPerTile * bc + 3 * kRowsPerTile);
+    if (bytes <= limit) return bc;
+  }
+  throw Error("this device's " + std::to_string(limit) + " bytes of compute shared memory cannot hold attention tiles of head_dim " +
+              std::to_string(head_dim));
+}
+}  // namespace
+
+std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim) {
+  std::vector<float> inv(rot_dim / 2);
+  for (uint32_t i = 0; i < inv.size(); ++i) {
+    const float exponent = float(2 * i) / float(rot_dim);                  // arange(0, rot, 2).float() / rot
+    const float power = static_cast<float>(std::pow(theta, double(exponent)));  // fp32 pow, correctly rounded
+    inv[i] = 1.0f / power;
+  }
+  return inv;
+}
+
+uint32_t attention_splits(const Device& device, uint32_t tokens, uint32_t capacity) {
+  if (device.info().type == VK_PHYSICAL_DEVICE_TYPE_CPU) return std::max(1u, ceil_div(capacity, 512));
+  if (tokens > 1) return 1;  // prefill: the token tiles already give many workgroups
+  return std::clamp(ceil_div(capacity, 1024), 1u, 64u);
+}
+
+void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const AttentionArgs& a) {
+  const AttentionShape& s = a.shape;
+  if (s.kv_heads == 0 || s.heads % s.kv_heads != 0)
+    throw Error("num_attention_heads must be a multiple of num_key_value_heads");
+  if (s.head_dim > kMaxAttentionHeadDim || s.head_dim % 2 != 0)
+    throw Error("attention head_dim " + std::to_string(s.head_dim) + " is not supported (even, at most 256)");
+  if (s.rot_dim % 2 != 0 || s.rot_dim > s.head_dim) throw Error("partial rotary dims must be even and <= head_dim");
+  const uint64_t rows = s.rows();
+  require_bytes(a.qkv, rows * s.qkv_width() * 4, "attention qkv");
+  require_bytes(a.q, rows * s.heads * s.head_dim * 4, "attention q");
+  require_bytes(a.out, rows * s.heads * s.head_dim * 4, "attention output");
+  require_bytes(a.seqs, uint64_t(s.batch) * 8, "attention sequence table");
+  require_bytes(a.cache_k, uint64_t(s.kv_heads) * s.capacity * s.head_dim * 4, "KV cache K");
+  require_bytes(a.cache_v, uint64_t(s.kv_heads) * s.capacity * s.head_dim * 4, "KV cache V");
+  require_bytes(a.q_norm, s.head_dim * 4, "q_norm");
+  require_bytes(a.k_norm, s.head_dim * 4, "k_norm");
+  if (s.splits > 1) {
+    require_bytes(a.part_o, uint64_t(s.batch) * s.splits * s.tokens * s.heads * s.head_dim * 4, "attention partials");
+    require_bytes(a.part_ml, uint64_t(s.batch) * s.splits * s.tokens * s.heads * 8, "attention partial stats");
+  }
+
+  if (s.rot_dim > 0) require_bytes(a.inv_freq, s.rot_dim / 2 * 4, "RoPE frequencies");
+  const PreparePush prepare{a.qkv.address,     a.q_norm.address,  a.k_norm.address, a.inv_freq.address,
+                            a.seqs.address,    a.cache_k.address, a.cache_v.address, a.q.address,
+                            s.tokens,          s.heads,           s.kv_heads,        s.head_dim,
+                            s.rot_dim,         s.capacity,        s.eps};
+  commands.dispatch(pipelines.get({"attention_prepare", {128, 1, 1}, {kMaxAttentionHeadDim}, sizeof(prepare)}),
+                    prepare, s.heads + s.kv_heads, static_cast<uint32_t>(rows));
+  commands.barrier();
+
+  const uint32_t bc = key_tile(pipelines.device(), s.head_dim);
+  const AttentionPush attend{a.q.address,   a.cache_k.address, a.cache_v.address, a.seqs.address,
+                             a.qkv.address, a.out.address,     a.part_o.address,  a.part_ml.address,
+                             s.tokens,      s.heads,           s.kv_heads,        s.capacity,
+                             s.splits,      1.0f / std::sqrt(float(s.head_dim))};
+  const uint32_t group = s.heads / s.kv_heads;
+  commands.dispatch(
+      pipelines.get({"attention", {128, 1, 1}, {s.head_dim, kRowsPerTile, bc}, sizeof(attend)}), attend,
+      ceil_div(uint64_t(s.tokens) * group, kRowsPerTile), s.kv_heads, s.batch * s.splits);
+  if (s.splits == 1) return;
+  commands.barrier();
+  const CombinePush combine{a.part_o.address, a.part_ml.address, a.qkv.address, a.out.address,
+                            s.tokens,         s.heads,           s.kv_heads,    s.head_dim, s.splits};
+  commands.dispatch(pipelines.get({"attention_combine", {64, 1, 1}, {}, sizeof(combine)}), combine,
+                    s.tokens * s.heads, s.batch);
+}
+
+}  // namespace q3n::ops

@@ -1,0 +1,54 @@
+// Host side of the gated full-attention family (spec §3.6, §3.7): per-token preparation with
+// the KV-cache append (shaders/attention_prepare.comp), flash attention with the fused output
+// gate (attention.comp), and the split combine for long caches (attention_combine.comp).
+//
+// The q/k/v projections are one GEMM over concatenated weights; its row layout is
+//   [ (query | gate) for each q head | k for each kv head | v for each kv head ]
+// which keeps q_proj's own per-head [query | gate] interleave (spec §2.6).
+#pragma once
+
+#include <vector>
+
+#include "runtime/command.h"
+#include "runtime/pipeline.h"
+
+namespace q3n::ops {
+
+constexpr uint32_t kMaxAttentionHeadDim = 256;
+
+struct AttentionShape {
+  uint32_t batch = 1, tokens = 1, heads = 0, kv_heads = 0, head_dim = 0;
+  uint32_t rot_dim = 0;   // partial_rotary_factor * head_dim
+  uint32_t capacity = 0;  // KV-cache positions per slot
+  uint32_t splits = 1;    // key-range splits (flash-decoding); 1 = write the result directly
+  float eps = 1e-6f;
+  uint64_t rows() const { return uint64_t(batch) * tokens; }
+  uint32_t qkv_width() const { return (2 * heads + 2 * kv_heads) * head_dim; }
+};
+
+// RoPE inverse frequencies as HF computes them in fp32: 1 / theta^(2i / rot_dim).
+std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim);
+
+// Splits for a graph of this shape on this device: lavapipe needs short key ranges per
+// workgroup (its loop limit, shaders/common.glsl); GPUs want many workgroups for decode.
+uint32_t attention_splits(const Device& device, uint32_t tokens, uint32_t capacity);
+
+struct AttentionArgs {
+  BufferRange qkv;      // f32 [rows, qkv_width] projection output
+  BufferRange q_norm;   // f32 [hd]
+  BufferRange k_norm;   // f32 [hd]
+  BufferRange inv_freq; // f32 [rot_dim / 2] from rope_inv_freq()
+  BufferRange seqs;     // u32 [batch, 2]
+  BufferRange cache_k;  // f32 [slots, kv_heads, capacity, hd]
+  BufferRange cache_v;
+  BufferRange q;        // f32 [rows, heads, hd] scratch: prepared queries
+  BufferRange part_o;   // f32 [batch, splits, tokens, heads, hd] scratch (splits > 1)
+  BufferRange part_ml;  // f32 [batch, splits, tokens, heads, 2] scratch (splits > 1)
+  BufferRange out;      // f32 [rows, heads * hd] gated attention output (o_proj input)
+  AttentionShape shape;
+};
+
+// Prepare + append, attention, and (splits > 1) combine, with the barriers between them.
+void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const AttentionArgs& args);
+
+}  // namespace q3n::ops

@@ -1,0 +1,123 @@
+// The gated attention family against a double-precision reference of spec §3.6-3.7: q/k
+// zero-centred norms, partial NeoX RoPE at absolute positions, the KV-cache append into a slot,
+// causal softmax attention with GQA, the sigmoid output gate, and the split-K combine.
+#include <cmath>
+
+#include "runtime/ops/attention.h"
+#include "tests/support/gpu_test.h"
+
+namespace q3n::test {
+namespace {
+
+struct Case {
+  uint32_t batch, tokens, heads, kv_heads, head_dim, rot_dim, past, capacity, splits;
+};
+
+// Zero-centred RMSNorm then rotate-half RoPE of the first rot dims, angle in fp32 as HF does.
+std::vector<double> norm_rope(const float* x, const std::vector<float>& w, uint32_t hd, uint32_t rot, uint32_t pos,
+                              double theta) {
+  double ss = 0;
+  for (uint32_t d = 0; d < hd; ++d) ss += double(x[d]) * x[d];
+  const double scale = 1.0 / std::sqrt(ss / hd + 1e-6);
+  std::vector<double> n(hd), out(hd);
+  for (uint32_t d = 0; d < hd; ++d) n[d] = x[d] * scale * (1.0 + w[d]);
+  out = n;
+  for (uint32_t i = 0; i < rot / 2; ++i) {
+    const float inv_freq = 1.0f / float(std::pow(theta, double(float(2 * i) / float(rot))));  // HF's fp32 steps
+    const double angle = float(pos) * inv_freq;  // the fp32 product
+    out[i] = n[i] * std::cos(angle) - n[i + rot / 2] * std::sin(angle);
+    out[i + rot / 2] = n[i + rot / 2] * std::cos(angle) + n[i] * std::sin(angle);
+  }
+  return out;
+}
+
+class AttentionTest : public GpuTest, public ::testing::WithParamInterface<Case> {};
+
+TEST_P(AttentionTest, MatchesReference) {
+  const Case c = GetParam();
+  ops::AttentionShape s{c.batch, c.tokens, c.heads, c.kv_heads, c.head_dim, c.rot_dim, c.capacity, c.splits};
+  const uint32_t hd = c.head_dim, width = s.qkv_width(), slots = c.batch + 1, group = c.heads / c.kv_heads;
+  auto qkv = random_floats(s.rows() * width, 11, -2, 2);
+  auto q_norm = random_floats(hd, 12, -0.5f, 0.5f), k_norm = random_floats(hd, 13, -0.5f, 0.5f);
+  auto inv_freq = ops::rope_inv_freq(1e7, c.rot_dim);
+  // Earlier positions hold cached (already normalised) keys and values of plausible size.
+  const size_t cache_floats = size_t(slots) * c.kv_heads * c.capacity * hd;
+  auto cache_k = random_floats(cache_floats, 14, -1.5f, 1.5f), cache_v = random_floats(cache_floats, 15, -1, 1);
+  std::vector<uint32_t> seqs;
+  for (uint32_t b = 0; b < c.batch; ++b) seqs.insert(seqs.end(), {c.batch - b, c.past + b});  // positions differ
+
+  Allocation dqkv = upload(qkv), dqn = upload(q_norm), dkn = upload(k_norm), dfreq = upload(inv_freq), dk = upload(cache_k),
+             dv = upload(cache_v), dseqs = upload_words(seqs), dq = poisoned(s.rows() * c.heads * hd),
+             part_o = poisoned(size_t(c.batch) * c.splits * c.tokens * c.heads * hd),
+             part_ml = poisoned(size_t(c.batch) * c.splits * c.tokens * c.heads * 2),
+             dout = poisoned(s.rows() * c.heads * hd);
+  run([&](CommandBuffer& cb) {
+    ops::record_attention(pipelines(), cb,
+                          {dqkv.range(), dqn.range(), dkn.range(), dfreq.range(), dseqs.range(), dk.range(), dv.range(), dq.range(),
+                           part_o.range(), part_ml.range(), dout.range(), s});
+  });
+
+  std::vector<double> want_k(cache_k.begin(), cache_k.end()), want_v(cache_v.begin(), cache_v.end());
+  std::vector<double> want_out(s.rows() * c.heads * hd);
+  for (uint32_t b = 0; b < c.batch; ++b) {
+    const uint32_t slot = seqs[2 * b], pos0 = seqs[2 * b + 1];
+    for (uint32_t t = 0; t < c.tokens; ++t) {  // append
+      const float* row = &qkv[(size_t(b) * c.tokens + t) * width];
+      for (uint32_t g = 0; g < c.kv_heads; ++g) {
+        const auto k = norm_rope(row + (2 * c.heads + g) * hd, k_norm, hd, c.rot_dim, pos0 + t, 1e7);
+        const size_t at = ((size_t(slot) * c.kv_heads + g) * c.capacity + pos0 + t) * hd;
+        for (uint32_t d = 0; d < hd; ++d) {
+          want_k[at + d] = k[d];
+          want_v[at + d] = row[(2 * c.heads + c.kv_heads + g) * hd + d];
+        }
+      }
+    }
+    for (uint32_t t = 0; t < c.tokens; ++t) {
+      const float* row = &qkv[(size_t(b) * c.tokens + t) * width];
+      for (uint32_t h = 0; h < c.heads; ++h) {
+        const auto q = norm_rope(row + h * 2 * hd, q_norm, hd, c.rot_dim, pos0 + t, 1e7);
+        const size_t kv = (size_t(slot) * c.kv_heads + h / group) * c.capacity;
+        std::vector<double> scores(pos0 + t + 1);
+        double m = -1e300, sum = 0;
+        for (uint32_t u = 0; u <= pos0 + t; ++u) {
+          double dot = 0;
+          for (uint32_t d = 0; d < hd; ++d) dot += q[d] * want_k[(kv + u) * hd + d];
+          scores[u] = dot / std::sqrt(double(hd));
+          m = std::max(m, scores[u]);
+        }
+        for (auto& x : scores) sum += (x = std::exp(x - m));
+        for (uint32_t d = 0; d < hd; ++d) {
+          double o = 0;
+          for (uint32_t u = 0; u <= pos0 + t; ++u) o += scores[u] * want_v[(kv + u) * hd + d];
+          const double gate = row[h * 2 * hd + hd + d];
+          want_out[((size_t(b) * c.tokens + t) * c.heads + h) * hd + d] = o / sum / (1.0 + std::exp(-gate));
+        }
+      }
+    }
+  }
+  // Norm + RoPE: fp32 sums over hd and a reduced-angle cos/sin: a few 1e-6 of values <= ~4.
+  EXPECT_TRUE(all_close(download(dk, cache_floats), want_k, 2e-5, 1e-5)) << "K cache (appended rows; others untouched)";
+  EXPECT_TRUE(all_close(download(dv, cache_floats), want_v, 0, 0)) << "V cache (exact copies)";
+  // Scores are fp32 dots of hd terms (|score| <~ 4) -> ~hd ulps; the softmax-weighted mean of
+  // |v| <= 1 inherits that relatively.
+  EXPECT_TRUE(all_close(download(dout, want_out.size()), want_out, 3e-5, 1e-4)) << "gated attention output";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, AttentionTest,
+    ::testing::Values(Case{1, 65, 4, 2, 64, 16, 0, 80, 1},       // prefill from empty, GQA 2, rotary 0.25
+                      Case{1, 63, 3, 1, 128, 64, 70, 140, 1},    // continuation chunk, GQA 3, rotary 0.5
+                      Case{1, 17, 2, 2, 256, 128, 5, 30, 1},     // head_dim 256, no GQA
+                      Case{1, 20, 4, 2, 64, 16, 30, 60, 3},      // prefill split across workgroups
+                      Case{3, 1, 16, 2, 256, 64, 100, 130, 1},   // batched decode, 80B head shape
+                      Case{2, 1, 16, 2, 256, 64, 4200, 4300, 9}, // decode at a cache > 4096, split-K
+                      Case{2, 2, 4, 1, 64, 32, 4100, 4110, 16}), // 2-token verify step, many splits
+    [](const auto& info) {
+      const Case& c = info.param;
+      return "b" + std::to_string(c.batch) + "t" + std::to_string(c.tokens) + "h" + std::to_string(c.heads) + "kv" +
+             std::to_string(c.kv_heads) + "d" + std::to_string(c.head_dim) + "past" + std::to_string(c.past) + "s" +
+             std::to_string(c.splits);
+    });
+
+}  // namespace
+}  // namespace q3n::test
