@@ -62,7 +62,7 @@ float softplus(float x) { return x > 20.0 ? x : log(1.0 + exp(x)); }
 // into parts of 6 significant bits, so each k * part is exact for k < 2^18 (|x| < 4e5) without
 // relying on a fused fma (lavapipe does not fuse), then polynomials on [-pi/4, pi/4]. Native
 // sin/cos are only specified near [-pi, pi] and differ between drivers; RoPE angles reach 2.6e5.
-void sincos_accurate(precise float x, out float s, out float c) {
+void sincos_accurate(float x, out float s, out float c) {
   precise const float k = round(x * 0.63661977236758134);
   precise float r = x - k * 1.5625;
   r -= k * 0.008056640625;

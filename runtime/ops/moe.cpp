@@ -1,0 +1,97 @@
+#include "runtime/ops/moe.h"
+
+#include <algorithm>
+
+#include "runtime/error.h"
+#include "runtime/ops/op_support.h"
+
+namespace q3n::ops {
+
+namespace {
+struct RoutePush {
+  VkDeviceAddress logits, ids, weights;
+  uint32_t experts, top_k, logit_stride, normalise;
+};
+struct GroupPush {
+  VkDeviceAddress ids, offsets, sorted, active;
+  uint32_t assignments, experts;
+};
+struct ExpertPush {
+  VkDeviceAddress x, weight, offsets, sorted, active, y;
+  uint32_t k, n, top_k;
+};
+struct CombinePush {
+  VkDeviceAddress y, weights, shared_out, shared_logit, out;
+  uint32_t hidden, top_k, logit_stride, has_shared;
+};
+struct SwigluPush {
+  VkDeviceAddress x, h;
+  uint32_t n, rows;
+};
+constexpr uint32_t kExpertTile = 64;  // BN of moe_expert.comp
+}  // namespace
+
+MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
+  const uint64_t a = s.assignments();
+  return {a * 4, a * 4, (uint64_t(s.experts) + 1) * 4, a * 4, (uint64_t(s.experts) + 1) * 4,
+          a * s.expert_dim * 4, a * s.hidden * 4};
+}
+
+void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
+  const MoeShape& s = a.shape;
+  if (s.top_k == 0 || s.top_k > s.experts) throw Error("num_experts_per_tok must be between 1 and num_experts");
+  const MoeScratchBytes need = moe_scratch_bytes(s);
+  require_bytes(a.x, uint64_t(s.tokens) * s.hidden * 4, "moe input");
+  require_bytes(a.logits, uint64_t(s.tokens) * a.logit_stride * 4, "moe logits");
+  require_bytes(a.gate_up, uint64_t(s.experts) * 2 * s.expert_dim * s.hidden * weight_bytes(a.type), "expert gate_up");
+  require_bytes(a.down, uint64_t(s.experts) * s.hidden * s.expert_dim * weight_bytes(a.type), "expert down");
+  require_bytes(a.out, uint64_t(s.tokens) * s.hidden * 4, "moe output");
+  require_bytes(scratch.ids, need.ids, "moe ids");
+  require_bytes(scratch.weights, need.weights, "moe weights");
+  require_bytes(scratch.offsets, need.offsets, "moe offsets");
+  require_bytes(scratch.sorted, need.sorted, "moe sorted");
+  require_bytes(scratch.active, need.active, "moe active");
+  require_bytes(scratch.h, need.h, "moe h");
+  require_bytes(scratch.y, need.y, "moe y");
+  const bool shared = a.shared_out.address != 0;
+  if (shared) require_bytes(a.shared_out, uint64_t(s.tokens) * s.hidden * 4, "shared expert output");
+
+  const RoutePush route{a.logits.address, scratch.ids.address, scratch.weights.address, s.experts, s.top_k,
+                        a.logit_stride, s.normalise ? 1u : 0u};
+  commands.dispatch(pipelines.get({"moe_route", {256, 1, 1}, {s.experts}, sizeof(route)}), route, s.tokens);
+  commands.barrier();
+  const GroupPush group{scratch.ids.address, scratch.offsets.address, scratch.sorted.address, scratch.active.address,
+                        static_cast<uint32_t>(s.assignments()), s.experts};
+  commands.dispatch(pipelines.get({"moe_group", {256, 1, 1}, {s.experts}, sizeof(group)}), group, 1);
+  commands.barrier();
+
+  // Small row tiles for decode (each expert sees a few rows), larger ones for prefill.
+  const uint32_t tm = s.tokens <= 16 ? 4 : 32;
+  const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
+  const uint32_t type = static_cast<uint32_t>(a.type);
+  const ExpertPush gate_up{a.x.address, a.gate_up.address, scratch.offsets.address, scratch.sorted.address,
+                           scratch.active.address, scratch.h.address, s.hidden, s.expert_dim, s.top_k};
+  commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 1u, tm}, sizeof(gate_up)}), gate_up,
+                    ceil_div(s.expert_dim, kExpertTile), ceil_div(s.tokens, tm), slots);
+  commands.barrier();
+  const ExpertPush down{scratch.h.address, a.down.address, scratch.offsets.address, scratch.sorted.address,
+                        scratch.active.address, scratch.y.address, s.expert_dim, s.hidden, s.top_k};
+  commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 0u, tm}, sizeof(down)}), down,
+                    ceil_div(s.hidden, kExpertTile), ceil_div(s.tokens, tm), slots);
+  commands.barrier();
+  const CombinePush combine{scratch.y.address, scratch.weights.address, shared ? a.shared_out.address : a.out.address,
+                            a.logits.address + uint64_t(a.shared_logit_column) * 4, a.out.address, s.hidden, s.top_k,
+                            a.logit_stride, shared ? 1u : 0u};
+  commands.dispatch(pipelines.get({"moe_combine", {256, 1, 1}, {}, sizeof(combine)}), combine,
+                    ceil_div(s.hidden, 256), s.tokens);
+}
+
+void record_swiglu(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& x, const BufferRange& h,
+                   uint32_t rows, uint32_t n) {
+  require_bytes(x, uint64_t(rows) * 2 * n * 4, "swiglu input");
+  require_bytes(h, uint64_t(rows) * n * 4, "swiglu output");
+  const SwigluPush push{x.address, h.address, n, rows};
+  commands.dispatch(pipelines.get({"swiglu", {256, 1, 1}, {}, sizeof(push)}), push, ceil_div(n, 256), rows);
+}
+
+}  // namespace q3n::ops

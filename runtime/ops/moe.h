@@ -1,0 +1,58 @@
+// Host side of the MLP family (spec §3.8): MoE routing, grouping by expert, the grouped expert
+// GEMMs with SwiGLU fused between gate/up and down, the weighted combine with the shared
+// expert's sigmoid gate; and the SwiGLU of the dense MLP / shared expert.
+//
+// The router and the shared-expert gate are one GEMM over concatenated weights, so `logits`
+// rows hold the experts' logits followed by the shared gate's logit (logit_stride = E + 1).
+// Expert weights are packed per layer at load: gate_up [E, 2I, H] (gate rows first, then up,
+// as HF's in-memory gate_up_proj) and down [E, H, I].
+#pragma once
+
+#include "runtime/command.h"
+#include "runtime/ops/weight_type.h"
+#include "runtime/pipeline.h"
+
+namespace q3n::ops {
+
+struct MoeShape {
+  uint32_t tokens = 0, hidden = 0, experts = 0, top_k = 0, expert_dim = 0;
+  bool normalise = true;  // norm_topk_prob
+  uint64_t assignments() const { return uint64_t(tokens) * top_k; }
+};
+
+struct MoeScratch {
+  BufferRange ids;      // u32 [assignments]
+  BufferRange weights;  // f32 [assignments]
+  BufferRange offsets;  // u32 [experts + 1]
+  BufferRange sorted;   // u32 [assignments]
+  BufferRange active;   // u32 [experts + 1]
+  BufferRange h;        // f32 [assignments, expert_dim]
+  BufferRange y;        // f32 [assignments, hidden]
+};
+
+struct MoeScratchBytes {
+  uint64_t ids, weights, offsets, sorted, active, h, y;
+};
+MoeScratchBytes moe_scratch_bytes(const MoeShape& shape);
+
+struct MoeArgs {
+  BufferRange x;             // f32 [tokens, hidden] normalised input
+  BufferRange logits;        // f32 [tokens, logit_stride]
+  uint32_t logit_stride = 0;
+  BufferRange gate_up;       // [experts, 2 I, hidden] in `type`
+  BufferRange down;          // [experts, hidden, I] in `type`
+  WeightType type = WeightType::BF16;
+  BufferRange shared_out;    // f32 [tokens, hidden] shared expert output; empty = no shared expert
+  uint32_t shared_logit_column = 0;  // column of `logits` holding the shared gate logit
+  BufferRange out;           // f32 [tokens, hidden]
+  MoeShape shape;
+};
+
+// route -> group -> gate/up -> down -> combine, with barriers between.
+void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& args, const MoeScratch& scratch);
+
+// h[r, i] = silu(x[r, i]) * x[r, n + i]
+void record_swiglu(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& x, const BufferRange& h,
+                   uint32_t rows, uint32_t n);
+
+}  // namespace q3n::ops

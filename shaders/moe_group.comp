@@ -1,0 +1,42 @@
+#version 460
+// Groups the (token, choice) assignments by expert on the GPU, in one workgroup: counts,
+// exclusive prefix sums (offsets), the assignment ids of each expert contiguous in `sorted`,
+// and the list of experts that received any token (`live`: count, then ids ascending).
+// The order of assignments inside one expert depends on atomics; nothing downstream depends on
+// it, because every result is written at its assignment id.
+#include "common.glsl"
+
+layout(constant_id = 3) const uint MAX_EXPERTS = 512;
+
+layout(push_constant) uniform Push {
+  U32Buf ids;      // [assignments] expert of each (token, choice)
+  U32Buf offsets;  // [experts + 1]
+  U32Buf sorted;   // [assignments]
+  U32Buf live;   // [1 + experts]
+  uint assignments;
+  uint experts;
+} p;
+
+shared uint count[MAX_EXPERTS];
+shared uint cursor[MAX_EXPERTS];
+
+void main() {
+  const uint tid = gl_LocalInvocationID.x;
+  for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) count[e] = 0u;
+  barrier();
+  for (uint a = tid; a < p.assignments; a += gl_WorkGroupSize.x) atomicAdd(count[p.ids.v[a]], 1u);
+  barrier();
+  if (tid == 0u) {
+    uint running = 0u, live = 0u;
+    for (uint e = 0; e < p.experts; ++e) {
+      p.offsets.v[e] = running;
+      cursor[e] = running;
+      running += count[e];
+      if (count[e] > 0u) p.live.v[1u + live++] = e;
+    }
+    p.offsets.v[p.experts] = running;
+    p.live.v[0] = live;
+  }
+  barrier();
+  for (uint a = tid; a < p.assignments; a += gl_WorkGroupSize.x) p.sorted.v[atomicAdd(cursor[p.ids.v[a]], 1u)] = a;
+}

@@ -1,0 +1,129 @@
+// The MoE family against a double-precision reference of spec §3.8: softmax over all experts,
+// top-k, optional renormalisation, SwiGLU experts, weighted combine and the sigmoid-gated
+// shared expert; plus the dense SwiGLU. Includes a routing where one expert receives every
+// token and others none.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "runtime/ops/moe.h"
+#include "tests/support/gpu_test.h"
+#include "tests/support/numeric.h"
+
+namespace q3n::test {
+namespace {
+
+struct Case {
+  uint32_t tokens, hidden, experts, top_k, expert_dim;
+  bool normalise, shared;
+  ops::WeightType type;
+  bool skewed;  // expert 1 wins every token; the last three experts never win
+};
+
+double silu(double x) { return x / (1.0 + std::exp(-x)); }
+
+class MoeTest : public GpuTest, public ::testing::WithParamInterface<Case> {};
+
+TEST_P(MoeTest, MatchesReference) {
+  const Case c = GetParam();
+  const ops::MoeShape s{c.tokens, c.hidden, c.experts, c.top_k, c.expert_dim, c.normalise};
+  const uint32_t stride = c.experts + 1, H = c.hidden, I = c.expert_dim;
+  auto x = random_floats(size_t(c.tokens) * H, 21, -1, 1);
+  auto logits = random_floats(size_t(c.tokens) * stride, 22, -3, 3);
+  if (c.skewed)
+    for (uint32_t t = 0; t < c.tokens; ++t) {
+      logits[t * stride + 1] += 10;
+      for (uint32_t e = c.experts - 3; e < c.experts; ++e) logits[t * stride + e] -= 10;
+    }
+  auto gate_up = random_floats(size_t(c.experts) * 2 * I * H, 23, -0.2f, 0.2f);
+  auto down = random_floats(size_t(c.experts) * H * I, 24, -0.2f, 0.2f);
+  const auto gate_up_words = encode_weights(gate_up, c.type), down_words = encode_weights(down, c.type);
+  auto shared_out = random_floats(size_t(c.tokens) * H, 25, -1, 1);
+
+  const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
+  Allocation dx = upload(x), dlogits = upload(logits), dgu = upload_words(gate_up_words),
+             ddown = upload_words(down_words), dshared = upload(shared_out), dout = poisoned(size_t(c.tokens) * H),
+             ids = poisoned(need.ids / 4), weights = poisoned(need.weights / 4), offsets = poisoned(need.offsets / 4),
+             sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
+             y = poisoned(need.y / 4);
+  run([&](CommandBuffer& cb) {
+    ops::record_moe(pipelines(), cb,
+                    {dx.range(), dlogits.range(), stride, dgu.range(), ddown.range(), c.type,
+                     c.shared ? dshared.range() : BufferRange{}, c.experts, dout.range(), s},
+                    {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
+  });
+
+  std::vector<double> want(size_t(c.tokens) * H, 0.0);
+  std::vector<uint32_t> count(c.experts, 0);
+  for (uint32_t t = 0; t < c.tokens; ++t) {
+    std::vector<double> p(c.experts);
+    double m = -1e300, sum = 0;
+    for (uint32_t e = 0; e < c.experts; ++e) m = std::max(m, double(logits[t * stride + e]));
+    for (uint32_t e = 0; e < c.experts; ++e) sum += (p[e] = std::exp(logits[t * stride + e] - m));
+    for (auto& v : p) v /= sum;
+    std::vector<uint32_t> order(c.experts);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return p[a] > p[b]; });
+    double chosen = 0;
+    for (uint32_t j = 0; j < c.top_k; ++j) chosen += p[order[j]];
+    for (uint32_t j = 0; j < c.top_k; ++j) {
+      const uint32_t e = order[j];
+      ++count[e];
+      const double w = c.normalise ? p[e] / chosen : p[e];
+      std::vector<double> hh(I);
+      for (uint32_t i = 0; i < I; ++i) {
+        double g = 0, u = 0;
+        for (uint32_t k = 0; k < H; ++k) {
+          g += double(x[t * H + k]) * gate_up[(size_t(e) * 2 * I + i) * H + k];
+          u += double(x[t * H + k]) * gate_up[(size_t(e) * 2 * I + I + i) * H + k];
+        }
+        hh[i] = silu(g) * u;
+      }
+      for (uint32_t d = 0; d < H; ++d) {
+        double o = 0;
+        for (uint32_t i = 0; i < I; ++i) o += hh[i] * down[(size_t(e) * H + d) * I + i];
+        want[t * H + d] += w * o;
+      }
+    }
+    if (c.shared)
+      for (uint32_t d = 0; d < H; ++d)
+        want[t * H + d] += shared_out[t * H + d] / (1.0 + std::exp(-double(logits[t * stride + c.experts])));
+  }
+  if (c.skewed) {  // the scenario really happened: check the GPU's own grouping
+    const auto got_offsets = download_words(offsets, c.experts + 1);
+    EXPECT_EQ(got_offsets[2] - got_offsets[1], c.tokens) << "expert 1 receives every token";
+    for (uint32_t e = c.experts - 3; e < c.experts; ++e) EXPECT_EQ(got_offsets[e + 1], got_offsets[e]) << e;
+    EXPECT_EQ(count[1], c.tokens);
+  }
+  // Two fp32 dot products of H and I terms (|terms| <= 0.2) and the weighted sum of top_k
+  // experts: ~ (H + I) ulps of outputs of size ~0.5.
+  EXPECT_TRUE(all_close(download(dout, want.size()), want, 2e-5, 1e-4));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MoeTest,
+    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16, false},     // one decode token
+                      Case{5, 130, 16, 4, 65, false, true, ops::WeightType::F32, false},   // norm_topk_prob false
+                      Case{70, 64, 12, 3, 40, true, false, ops::WeightType::F16, false},   // prefill tiles, no shared
+                      Case{45, 33, 10, 2, 17, true, true, ops::WeightType::BF16, true},    // one expert takes all
+                      Case{130, 48, 20, 10, 24, true, true, ops::WeightType::BF16, false}),// top-10 like the 80B
+    [](const auto& info) {
+      const Case& c = info.param;
+      return "t" + std::to_string(c.tokens) + "h" + std::to_string(c.hidden) + "e" + std::to_string(c.experts) + "k" +
+             std::to_string(c.top_k) + "i" + std::to_string(c.expert_dim) + (c.skewed ? "skewed" : "");
+    });
+
+class SwigluTest : public GpuTest {};
+TEST_F(SwigluTest, MatchesReference) {
+  const uint32_t rows = 5, n = 300;
+  auto x = random_floats(size_t(rows) * 2 * n, 31, -4, 4);
+  Allocation dx = upload(x), dh = poisoned(size_t(rows) * n);
+  run([&](CommandBuffer& cb) { ops::record_swiglu(pipelines(), cb, dx.range(), dh.range(), rows, n); });
+  std::vector<double> want(size_t(rows) * n);
+  for (uint32_t r = 0; r < rows; ++r)
+    for (uint32_t i = 0; i < n; ++i) want[r * n + i] = silu(x[r * 2 * n + i]) * x[r * 2 * n + n + i];
+  EXPECT_TRUE(all_close(download(dh, want.size()), want, 1e-6, 1e-6));  // one fp32 exp, divide, multiply
+}
+
+}  // namespace
+}  // namespace q3n::test
