@@ -1,0 +1,169 @@
+#version 460
+// Token sampling on the GPU, one workgroup per sequence, so only token ids go back to the host.
+// temperature <= 0 or top_k == 1: argmax (lowest id on ties). Otherwise, on z = logits / T and
+// in HF's order: top-k, then top-p over what top-k kept, then min-p. Each filter is a threshold
+// on z found by bisection over value (count or probability mass above it), never a sort; then
+// one token is drawn from the kept mass with a counter-based RNG keyed by (seed, counter), so a
+// replayed step with the same parameters draws the same token.
+#include "common.glsl"
+
+const uint THREADS = 256;  // the host dispatches 256 invocations
+const uint BISECT_STEPS = 48;
+
+layout(push_constant) uniform Push {
+  F32Buf logits;  // [B, vocab]
+  U32Buf params;  // [B, 8]: temperature, top_k, top_p, min_p (f32 bits except top_k), seed lo, seed hi, counter, -
+  U32Buf ids;     // [B]
+  uint vocab;
+} p;
+
+shared float red_f[THREADS];
+shared uint red_u[THREADS];
+
+uint hash32(uint x) {  // lowbias32
+  x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+  return x;
+}
+
+// Workgroup reductions: subgroup operations, then one value per subgroup through shared memory
+// (any subgroup size). Every invocation receives the result.
+float workgroup_max(float v) {
+  const float part = subgroupMax(v);
+  if (subgroupElect()) red_f[gl_SubgroupID] = part;
+  barrier();
+  float m = red_f[0];
+  for (uint i = 1; i < gl_NumSubgroups; ++i) m = max(m, red_f[i]);
+  barrier();
+  return m;
+}
+float workgroup_sum(float v) {
+  float total;
+  Q3N_WORKGROUP_SUM(v, red_f, total);
+  return total;
+}
+uint workgroup_count(uint v) {
+  const uint part = subgroupAdd(v);
+  if (subgroupElect()) red_u[gl_SubgroupID] = part;
+  barrier();
+  uint s = 0u;
+  for (uint i = 0; i < gl_NumSubgroups; ++i) s += red_u[i];
+  barrier();
+  return s;
+}
+
+void main() {
+  const uint b = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
+  const uint base = b * p.vocab;
+  const float temperature = uintBitsToFloat(p.params.v[b * 8u]);
+  const uint top_k = p.params.v[b * 8u + 1u];
+  const float top_p = uintBitsToFloat(p.params.v[b * 8u + 2u]);
+  const float min_p = uintBitsToFloat(p.params.v[b * 8u + 3u]);
+
+  // Each invocation owns a contiguous slice, so the final scan walks ids in order.
+  const uint per = (p.vocab + THREADS - 1u) / THREADS;
+  const uint begin = min(tid * per, p.vocab), end = min(begin + per, p.vocab);
+
+  if (temperature <= 0.0 || top_k == 1u) {
+    float best = uintBitsToFloat(0xFF800000u);
+    uint best_id = 0xFFFFFFFFu;
+    for (uint i = begin; i < end; ++i)
+      if (p.logits.v[base + i] > best) {
+        best = p.logits.v[base + i];
+        best_id = i;
+      }
+    const float m = workgroup_max(best);
+    red_u[tid] = best == m ? best_id : 0xFFFFFFFFu;
+    barrier();
+    if (tid == 0u) {
+      uint id = red_u[0];
+      for (uint i = 1; i < THREADS; ++i) id = min(id, red_u[i]);
+      p.ids.v[b] = id;
+    }
+    return;
+  }
+
+  const float inv_t = 1.0 / temperature;
+  float local_max = uintBitsToFloat(0xFF800000u), local_min = uintBitsToFloat(0x7F800000u);
+  for (uint i = begin; i < end; ++i) {
+    const float z = p.logits.v[base + i] * inv_t;
+    local_max = max(local_max, z);
+    local_min = min(local_min, z);
+  }
+  const float z_max = workgroup_max(local_max);
+  const float z_min = -workgroup_max(-local_min);
+
+  // top-k: the largest threshold keeping at least k tokens.
+  float threshold = z_min;
+  if (top_k > 1u && top_k < p.vocab) {
+    float lo = z_min, hi = z_max;
+    for (uint step = 0; step < BISECT_STEPS; ++step) {
+      const float mid = 0.5 * (lo + hi);
+      uint n = 0u;
+      for (uint i = begin; i < end; ++i) n += p.logits.v[base + i] * inv_t >= mid ? 1u : 0u;
+      if (workgroup_count(n) >= top_k) lo = mid; else hi = mid;
+    }
+    threshold = lo;
+  }
+  // top-p: the largest threshold whose mass is at least top_p of the top-k mass.
+  if (top_p > 0.0 && top_p < 1.0) {
+    float kept = 0.0;
+    for (uint i = begin; i < end; ++i) {
+      const float z = p.logits.v[base + i] * inv_t;
+      if (z >= threshold) kept += exp(z - z_max);
+    }
+    const float target = top_p * workgroup_sum(kept);
+    float lo = threshold, hi = z_max;
+    for (uint step = 0; step < BISECT_STEPS; ++step) {
+      const float mid = 0.5 * (lo + hi);
+      float mass = 0.0;
+      for (uint i = begin; i < end; ++i) {
+        const float z = p.logits.v[base + i] * inv_t;
+        if (z >= mid) mass += exp(z - z_max);
+      }
+      if (workgroup_sum(mass) >= target) lo = mid; else hi = mid;
+    }
+    threshold = lo;
+  }
+  // min-p: probability at least min_p times the largest, i.e. z >= z_max + log(min_p).
+  if (min_p > 0.0) threshold = max(threshold, z_max + log(min_p));
+
+  float kept = 0.0;
+  for (uint i = begin; i < end; ++i) {
+    const float z = p.logits.v[base + i] * inv_t;
+    if (z >= threshold) kept += exp(z - z_max);
+  }
+  red_f[tid] = kept;
+  barrier();
+  if (tid == 0u) {
+    float total = 0.0;
+    for (uint i = 0; i < THREADS; ++i) total += red_f[i];
+    const uint seed_lo = p.params.v[b * 8u + 4u], seed_hi = p.params.v[b * 8u + 5u], counter = p.params.v[b * 8u + 6u];
+    const uint bits = hash32(seed_lo ^ hash32(seed_hi ^ hash32(counter + 0x9e3779b9u)));
+    const float u = float(bits >> 8) * (1.0 / 16777216.0);
+    float target = u * total, running = 0.0;
+    uint owner = THREADS - 1u;
+    for (uint i = 0; i < THREADS; ++i) {
+      if (red_f[i] > 0.0 && running + red_f[i] > target) {
+        owner = i;
+        break;
+      }
+      running += red_f[i];
+    }
+    red_u[0] = owner;
+    red_f[0] = target - running;  // mass still to walk inside the owner's slice
+  }
+  barrier();
+  if (tid == red_u[0]) {
+    const float remaining = red_f[0];
+    float running = 0.0;
+    uint chosen = 0xFFFFFFFFu;
+    for (uint i = begin; i < end; ++i) {
+      const float z = p.logits.v[base + i] * inv_t;
+      if (z < threshold) continue;
+      chosen = i;  // the last kept token, should rounding leave `remaining` unreached
+      running += exp(z - z_max);
+      if (running > remaining) break;
+    }
+    p.ids.v[b] = chosen;
+  }
+}
