@@ -149,9 +149,6 @@ TEST_F(DeltaRuleLongTest, ChunkedMatchesDoubleRecurrenceOver200Tokens) {
   std::vector<double> state(in.state.begin(), in.state.end());
   const std::vector<double> out = reference_rule(s, in, state);
   const RuleResult got = run_rule(s, in, true);
-  { double e=0,m=0,es=0,ms=0; for(size_t i=0;i<out.size();++i){e=std::max(e,std::abs(got.out[i]-out[i]));m=std::max(m,std::abs(out[i]));}
-    for(size_t i=0;i<state.size();++i){es=std::max(es,std::abs(got.state[i]-state[i]));ms=std::max(ms,std::abs(state[i]));}
-    printf("DBG t%u dk%u: out err %g max %g; state err %g max %g\n", s.tokens, s.dk, e, m, es, ms); }
   EXPECT_TRUE(all_close(got.out, out, rule_tolerance(s, 4), 0)) << "outputs";
   EXPECT_TRUE(all_close(got.state, state, rule_tolerance(s, 4), 0)) << "final state";
 }

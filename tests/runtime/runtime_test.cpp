@@ -79,7 +79,7 @@ TEST_F(RuntimeTest, TransferRoundTripsAcrossStagingChunks) {
 }
 
 TEST_F(RuntimeTest, PipelinesAreCreatedOnceAndUnknownShadersFail) {
-  PipelineKey key{"rms_norm", {256, 1, 1}, {0}, 48};
+  PipelineKey key{"rms_norm", {256, 1, 1}, {0}, 56};  // the shader's push-constant size
   const Pipeline* p1 = &pipelines().get(key);
   const Pipeline* p2 = &pipelines().get(key);
   EXPECT_EQ(p1, p2);
