@@ -7,38 +7,11 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/input_files.h"
 #include "loader/tokenizer.h"
 #include "runtime/error.h"
 
 namespace q3n::cli {
-
-namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::vector<TokenId> parse_ids(const std::string& text) {
-  std::vector<TokenId> ids;
-  std::istringstream in(text);
-  std::string word;
-  while (in >> word) {
-    size_t used = 0;
-    long long v = -1;
-    try {
-      v = std::stoll(word, &used);
-    } catch (const std::exception&) {
-    }
-    if (used != word.size() || v < 0 || v > INT32_MAX)
-      throw Error("\"" + word + "\" is not a token id (expected whitespace-separated non-negative integers)");
-    ids.push_back(static_cast<TokenId>(v));
-  }
-  return ids;
-}
-
-}  // namespace
 
 void add_tokenize_command(CLI::App& app) {
   struct Options {
@@ -54,10 +27,10 @@ void add_tokenize_command(CLI::App& app) {
   cmd->add_flag("--decode", o->decode, "Turn ids back into text");
   cmd->callback([o, text, file] {
     if (!*text && !*file) throw Error("tokenize needs --text or --file");
-    const std::string input = *file ? read_file(o->file) : o->text;
+    const std::string input = *file ? read_text_file(o->file) : o->text;
     const Tokenizer tokenizer(std::filesystem::path(o->model) / "tokenizer.json");
     if (o->decode) {
-      const std::string out = tokenizer.decode(parse_ids(input));
+      const std::string out = tokenizer.decode(parse_token_ids(input));
       std::fwrite(out.data(), 1, out.size(), stdout);
       std::printf("\n");
       return;

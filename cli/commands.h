@@ -8,5 +8,8 @@ namespace q3n::cli {
 void add_devices_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_run_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_graph_command(CLI::App& app);
 
 }  // namespace q3n::cli

@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   q3n::cli::add_devices_command(app);
   q3n::cli::add_info_command(app);
   q3n::cli::add_tokenize_command(app);
+  q3n::cli::add_run_command(app);
+  q3n::cli::add_eval_command(app);
+  q3n::cli::add_graph_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,63 @@
+// `q3n eval -m DIR (--text-file F | --token-ids F) [--logits-out F.npy]`: runs the sequence
+// teacher-forced and prints its perplexity; optionally writes every position's logits.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/input_files.h"
+#include "cli/model_session.h"
+#include "loader/tokenizer.h"
+#include "runtime/error.h"
+
+namespace q3n::cli {
+
+void add_eval_command(CLI::App& app) {
+  struct Options {
+    ModelOptions model;
+    std::string text_file, token_ids, logits_out;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("eval", "Perplexity of a text, teacher-forced; optionally dump logits");
+  add_model_options(*cmd, o->model);
+  auto* tf = cmd->add_option("--text-file", o->text_file, "Text to evaluate");
+  auto* ti = cmd->add_option("--token-ids", o->token_ids, "Whitespace-separated token ids to evaluate");
+  tf->excludes(ti);
+  cmd->add_option("--logits-out", o->logits_out, "Write float32 logits [T, vocab] as a NumPy .npy file");
+  cmd->callback([o] {
+    if (o->text_file.empty() && o->token_ids.empty()) throw Error("nothing to evaluate: give --text-file or --token-ids");
+    std::vector<TokenId> ids;
+    if (!o->token_ids.empty())
+      ids = parse_token_ids(read_text_file(o->token_ids));
+    else
+      ids = Tokenizer(std::filesystem::path(o->model.model) / "tokenizer.json").encode(read_text_file(o->text_file));
+    if (ids.empty()) throw Error("the input holds no tokens");
+    const uint32_t context = o->model.context ? o->model.context : uint32_t(ids.size());
+    ModelSession session = open_model(o->model, context);
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<float> logits = session.engine->feed_logits(0, ids, true);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const size_t vocab = session.config.vocab_size;
+
+    double nll = 0;
+    for (size_t t = 0; t + 1 < ids.size(); ++t) {
+      const float* row = &logits[t * vocab];
+      double m = row[0];
+      for (size_t i = 1; i < vocab; ++i) m = std::max(m, double(row[i]));
+      double sum = 0;
+      for (size_t i = 0; i < vocab; ++i) sum += std::exp(double(row[i]) - m);
+      nll += m + std::log(sum) - row[ids[t + 1]];
+    }
+    if (ids.size() > 1)
+      std::printf("perplexity %.6f over %zu predicted tokens (mean NLL %.6f)\n", std::exp(nll / (ids.size() - 1)),
+                  ids.size() - 1, nll / (ids.size() - 1));
+    else
+      std::printf("perplexity undefined: one token predicts nothing\n");
+    std::fprintf(stderr, "[q3n] %zu tokens in %.3f s (%.1f tok/s)\n", ids.size(), seconds, ids.size() / seconds);
+    if (!o->logits_out.empty()) write_npy(o->logits_out, logits, ids.size(), vocab);
+    if (o->model.profile) std::fprintf(stderr, "%s", format_profile(session.engine->take_profile()).c_str());
+  });
+}
+
+}  // namespace q3n::cli

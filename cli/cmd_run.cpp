@@ -1,0 +1,132 @@
+// `q3n run -m DIR (-p TEXT | --prompt-file F | --prompt-ids F) [-n N] [sampling] [--chat]`:
+// prompt processing in chunks, then token-by-token generation streamed to stdout, stopping at
+// the model's stop tokens; speeds on stderr at the end.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <set>
+
+#include "cli/commands.h"
+#include "cli/input_files.h"
+#include "cli/model_session.h"
+#include "loader/chat.h"
+#include "loader/tokenizer.h"
+#include "runtime/error.h"
+
+namespace q3n::cli {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+}  // namespace
+
+void add_run_command(CLI::App& app) {
+  struct Options {
+    ModelOptions model;
+    std::string prompt, prompt_file, prompt_ids, system;
+    int tokens = 128;
+    std::optional<float> temperature, top_p, min_p;
+    std::optional<uint32_t> top_k;
+    uint64_t seed = 0;
+    bool chat = false, print_ids = false;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("run", "Generate text from a prompt");
+  add_model_options(*cmd, o->model);
+  auto* p = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
+  auto* pf = cmd->add_option("--prompt-file", o->prompt_file, "Read the prompt text from a file");
+  auto* pi = cmd->add_option("--prompt-ids", o->prompt_ids, "Read the prompt as whitespace-separated token ids");
+  p->excludes(pf)->excludes(pi);
+  pf->excludes(pi);
+  cmd->add_option("-n,--tokens", o->tokens, "Tokens to generate at most")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temp", o->temperature, "Temperature; 0 = greedy (default: generation_config.json)");
+  cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens; 0 = off");
+  cmd->add_option("--top-p", o->top_p, "Keep the smallest set with this much probability; 1 = off");
+  cmd->add_option("--min-p", o->min_p, "Keep tokens at least this fraction of the most likely; 0 = off");
+  cmd->add_option("--seed", o->seed, "Random seed for sampling");
+  cmd->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template");
+  cmd->add_option("--system", o->system, "System message (with --chat)");
+  cmd->add_flag("--print-ids", o->print_ids, "Print the generated token ids instead of text");
+  cmd->callback([o] {
+    if (o->prompt.empty() && o->prompt_file.empty() && o->prompt_ids.empty())
+      throw Error("no prompt: give -p TEXT, --prompt-file F or --prompt-ids F");
+    if (!o->system.empty() && !o->chat) throw Error("--system needs --chat");
+    if (o->temperature && *o->temperature < 0) throw Error("--temp must be >= 0");
+    if (o->top_p && (*o->top_p <= 0 || *o->top_p > 1)) throw Error("--top-p must be in (0, 1]");
+    if (o->min_p && (*o->min_p < 0 || *o->min_p >= 1)) throw Error("--min-p must be in [0, 1)");
+
+    const std::filesystem::path dir = o->model.model;
+    std::unique_ptr<Tokenizer> tokenizer;
+    if (o->prompt_ids.empty() || !o->print_ids) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
+    std::vector<TokenId> prompt;
+    if (!o->prompt_ids.empty()) {
+      prompt = parse_token_ids(read_text_file(o->prompt_ids));
+    } else {
+      std::string text = o->prompt_file.empty() ? o->prompt : read_text_file(o->prompt_file);
+      if (o->chat) {
+        std::vector<ChatMessage> messages;
+        if (!o->system.empty()) messages.push_back({"system", o->system});
+        messages.push_back({"user", text});
+        text = render_chat(messages, detect_chat_template(dir));
+      }
+      prompt = tokenizer->encode(text);
+    }
+    if (prompt.empty()) throw Error("the prompt is empty");
+
+    const uint32_t context = o->model.context ? o->model.context : uint32_t(prompt.size() + o->tokens);
+    ModelSession session = open_model(o->model, context);
+    graph::Engine& engine = *session.engine;
+    const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
+    ops::SamplingParams sampling;
+    sampling.temperature = o->temperature.value_or(float(defaults.temperature));
+    sampling.top_k = o->top_k.value_or(uint32_t(defaults.top_k));
+    sampling.top_p = o->top_p.value_or(float(defaults.top_p));
+    sampling.min_p = o->min_p.value_or(float(defaults.min_p));
+    sampling.seed = o->seed;
+    const std::set<int> stops(defaults.stop_token_ids.begin(), defaults.stop_token_ids.end());
+
+    std::optional<StreamDecoder> stream;
+    if (!o->print_ids) stream.emplace(*tokenizer);
+    std::vector<TokenId> generated;
+    auto emit = [&](TokenId id) {
+      generated.push_back(id);
+      if (stream) {
+        std::fputs(stream->push(id).c_str(), stdout);
+        std::fflush(stdout);
+      }
+    };
+
+    const auto prefill_start = Clock::now();
+    int32_t next = o->tokens > 0 ? engine.feed_and_sample(0, prompt, sampling) : -1;
+    const double prefill_seconds = seconds_since(prefill_start);
+    const auto decode_start = Clock::now();
+    std::string stopped = "token limit";
+    for (int i = 0; i < o->tokens; ++i) {
+      if (stops.count(next)) {
+        stopped = "stop token";
+        break;
+      }
+      emit(next);
+      if (i + 1 == o->tokens) break;
+      if (engine.position(0) >= context) {
+        stopped = "context full (raise --ctx)";
+        break;
+      }
+      const uint32_t slot = 0;
+      next = engine.decode(std::span(&slot, 1), std::span(&next, 1), sampling)[0];
+    }
+    const double decode_seconds = seconds_since(decode_start);
+    if (stream) std::fputs(stream->flush().c_str(), stdout);
+    if (o->print_ids)
+      for (size_t i = 0; i < generated.size(); ++i) std::printf(i ? " %d" : "%d", generated[i]);
+    std::printf("\n");
+    const size_t decoded = generated.empty() ? 0 : generated.size() - 1;  // the first came from the prefill step
+    std::fprintf(stderr, "[q3n] prompt: %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens (%s), decode %.1f tok/s\n",
+                 prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated.size(), stopped.c_str(),
+                 decode_seconds > 0 && decoded ? decoded / decode_seconds : 0.0);
+    if (o->model.profile) std::fprintf(stderr, "%s", format_profile(engine.take_profile()).c_str());
+  });
+}
+
+}  // namespace q3n::cli

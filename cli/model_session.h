@@ -1,0 +1,38 @@
+// What `run`, `eval` and `graph` share: options naming a model and a device, and the loaded
+// model (config, checkpoint, runtime, engine) built from them.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "graph/engine.h"
+#include "loader/config.h"
+#include "loader/safetensors.h"
+#include "runtime/runtime.h"
+
+namespace q3n::cli {
+
+struct ModelOptions {
+  std::string model;
+  std::string device;
+  uint32_t context = 0;  // 0: the command's default
+  uint32_t chunk = 512;
+  bool profile = false;
+};
+void add_model_options(CLI::App& cmd, ModelOptions& o);
+
+struct ModelSession {
+  ModelConfig config;
+  std::unique_ptr<Checkpoint> checkpoint;
+  std::unique_ptr<Runtime> runtime;
+  std::unique_ptr<graph::Engine> engine;
+};
+// Loads and validates the checkpoint, opens the device and uploads the weights.
+ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots = 1);
+
+// "GPU time by operator" table of a profile, most expensive first.
+std::string format_profile(const std::map<std::string, double>& seconds);
+
+}  // namespace q3n::cli

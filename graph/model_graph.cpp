@@ -1,0 +1,298 @@
+#include "graph/model_graph.h"
+
+#include "runtime/error.h"
+#include "runtime/ops/attention.h"
+#include "runtime/ops/causal_conv1d.h"
+#include "runtime/ops/delta_rule.h"
+#include "runtime/ops/embedding.h"
+#include "runtime/ops/linear.h"
+#include "runtime/ops/moe.h"
+#include "runtime/ops/rms_norm.h"
+#include "runtime/ops/sample.h"
+
+namespace q3n::graph {
+
+namespace {
+
+std::string dims(std::initializer_list<uint64_t> d, const char* type = "f32") {
+  std::string s = "[";
+  for (uint64_t v : d) s += (s.size() > 1 ? ", " : "") + std::to_string(v);
+  return s + "] " + type;
+}
+const char* type_name(ops::WeightType t) {
+  return t == ops::WeightType::F32 ? "f32" : t == ops::WeightType::F16 ? "f16" : "bf16";
+}
+
+// Builds one step's graph; small helpers add one node each.
+class Builder {
+ public:
+  Builder(const Device& device, const ModelConfig& c, const DeviceWeights& w, const SequenceState& s,
+          const StepShape& shape, const StepIO& io)
+      : device_(device), c_(c), w_(w), state_(s), shape_(shape), io_(io), rows_(shape.rows()) {}
+
+  Graph build() {
+    const uint32_t H = c_.hidden_size;
+    ids_ = g_.bind("token ids", TensorRole::Input, io_.ids.range(), dims({rows_}, "i32"));
+    seqs_ = g_.bind("sequence table", TensorRole::Input, io_.seqs.range(), dims({shape_.batch, 2}, "u32"));
+    TensorId h = g_.scratch("hidden", uint64_t(rows_) * H * 4, dims({rows_, H}));
+    const TensorId embed = weight("embed_tokens", w_.embed);
+    // Node lambdas outlive this builder: they capture values only, never `this`.
+    const TensorId ids = ids_;
+    const Matrix table = w_.embed;
+    const uint32_t rows = rows_;
+    g_.add({"embedding", "embedding", {embed, ids}, {h}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_embedding(p, cb, {b[embed], b[ids], b[h], table.type, table.rows, H, rows});
+            }});
+    TensorId pending = kNone;  // the previous MLP's output, added into h by the next norm
+    for (int L = 0; L < c_.num_hidden_layers; ++L) {
+      const std::string name = "layer " + std::to_string(L);
+      const LayerWeights& lw = w_.layers[L];
+      TensorId x = norm(name + " input_layernorm", h, pending, lw.input_norm, rows_);
+      TensorId mixed = lw.type == LayerType::LinearAttention ? delta_net(name, L, x) : attention(name, L, x);
+      x = norm(name + " post_attention_layernorm", h, mixed, lw.post_norm, rows_);
+      pending = lw.mlp.moe ? moe(name, lw.mlp, x) : dense(name, lw.mlp, x);
+    }
+    head(h, pending);
+    g_.prune();
+    return std::move(g_);
+  }
+
+ private:
+  static constexpr TensorId kNone = ~0u;
+
+  TensorId weight(const std::string& name, const Matrix& m) {
+    return g_.bind(name, TensorRole::Weight, m.range, dims({m.rows, m.cols}, type_name(m.type)));
+  }
+  TensorId vector(const std::string& name, const BufferRange& r, uint64_t n) {
+    return g_.bind(name, TensorRole::Weight, r, dims({n}));
+  }
+
+  // x = RMSNorm_zc(h (+= add)); `rows` rows of h starting at `first_row`.
+  TensorId norm(const std::string& name, TensorId h, TensorId add, const BufferRange& weight, uint32_t rows,
+                uint32_t first_row = 0, bool zero_centred = true) {
+    const uint32_t H = c_.hidden_size;
+    const TensorId w = vector(name + ".weight", weight, H);
+    const TensorId out = g_.scratch(name + " out", uint64_t(rows) * H * 4, dims({rows, H}));
+    std::vector<TensorId> reads = {h, w}, writes = {out};
+    if (add != kNone) reads.push_back(add), writes.push_back(h);
+    const float eps = float(c_.rms_norm_eps);
+    g_.add({name, "norm", reads, writes, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              const uint64_t offset = uint64_t(first_row) * H * 4, bytes = uint64_t(rows) * H * 4;
+              const BufferRange hr = b[h].sub(offset, bytes);
+              if (add == kNone)
+                ops::record_rms_norm(p, cb, {hr, b[w], b[out], {}, rows, H, eps, zero_centred});
+              else
+                ops::record_rms_norm(p, cb, {b[add].sub(offset, bytes), b[w], b[out], hr, rows, H, eps, zero_centred});
+            }});
+    return out;
+  }
+
+  TensorId linear(const std::string& name, TensorId x, const Matrix& m, uint32_t rows) {
+    const TensorId w = weight(name + ".weight", m);
+    const TensorId y = g_.scratch(name + " out", uint64_t(rows) * m.rows * 4, dims({rows, m.rows}));
+    g_.add({name, "linear", {x, w}, {y}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_linear(p, cb, {b[x], b[w], b[y], m.type, rows, m.cols, m.rows});
+            }});
+    return y;
+  }
+
+  TensorId delta_net(const std::string& name, int L, TensorId x) {
+    const DeltaNetWeights& w = w_.layers[L].delta;
+    const LayerState& st = state_.layers()[L];
+    const ops::DeltaShape s{shape_.batch,
+                            shape_.tokens,
+                            uint32_t(c_.linear_num_key_heads),
+                            uint32_t(c_.linear_num_value_heads),
+                            uint32_t(c_.linear_key_head_dim),
+                            uint32_t(c_.linear_value_head_dim)};
+    const uint32_t conv_dim = s.qkv_width(), kernel = c_.linear_conv_kernel_dim, value_dim = s.value_heads * s.dv;
+    const TensorId mixed = linear(name + " in_proj_qkv", x, w.qkv, rows_);
+    const TensorId z = linear(name + " in_proj_z", x, w.z, rows_);
+    const TensorId ba = linear(name + " in_proj_ba", x, w.ba, rows_);
+
+    const TensorId conv_w = g_.bind(name + " conv1d.weight", TensorRole::Weight, w.conv, dims({conv_dim, kernel}, type_name(w.conv_type)));
+    const TensorId conv_state = g_.bind(name + " conv state", TensorRole::State, st.conv, dims({state_.slots(), kernel - 1, conv_dim}));
+    const TensorId qkv = g_.scratch(name + " conv out", uint64_t(rows_) * conv_dim * 4, dims({rows_, conv_dim}));
+    const uint32_t batch = shape_.batch, tokens = shape_.tokens;
+    const TensorId seqs = seqs_;
+    g_.add({name + " conv1d", "conv", {mixed, conv_w, conv_state, seqs}, {qkv, conv_state},
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_causal_conv1d(p, cb, {b[mixed], b[conv_w], b[conv_state], b[seqs], b[qkv], w.conv_type, batch, tokens, conv_dim, kernel});
+            }});
+
+    const TensorId a_log = vector(name + " A_log", w.a_log, s.value_heads), dt = vector(name + " dt_bias", w.dt_bias, s.value_heads);
+    const TensorId gates = g_.scratch(name + " gates", uint64_t(rows_) * 2 * s.value_heads * 4, dims({rows_, 2 * s.value_heads}));
+    g_.add({name + " delta prepare", "delta_prepare", {qkv, ba, a_log, dt}, {qkv, gates},
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_delta_prepare(p, cb, {b[qkv], b[ba], b[a_log], b[dt], b[gates], s});
+            }});
+
+    const TensorId recurrent = g_.bind(name + " recurrent state", TensorRole::State, st.recurrent,
+                                       dims({state_.slots(), s.value_heads, s.dk, s.dv}));
+    const TensorId core = g_.scratch(name + " delta out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
+    if (tokens == 1) {
+      g_.add({name + " delta rule (recurrent)", "delta_rule", {qkv, gates, recurrent, seqs}, {core, recurrent},
+              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                ops::record_delta_rule_recurrent(p, cb, {b[qkv], b[gates], b[recurrent], b[seqs], b[core], s});
+              }});
+    } else {
+      const ops::DeltaChunkScratchFloats f = ops::delta_chunk_scratch_floats(s);
+      const TensorId gamma = g_.scratch(name + " chunk gamma", f.gamma * 4, dims({f.gamma}));
+      const TensorId wt = g_.scratch(name + " chunk W", f.w * 4, dims({f.w}));
+      const TensorId kc = g_.scratch(name + " chunk Kc", f.kc * 4, dims({f.kc}));
+      const TensorId u = g_.scratch(name + " chunk U", f.u * 4, dims({f.u}));
+      const TensorId snaps = g_.scratch(name + " chunk states", f.snapshots * 4, dims({f.snapshots}));
+      g_.add({name + " delta rule (chunked)", "delta_rule", {qkv, gates, recurrent, seqs},
+              {core, recurrent, gamma, wt, kc, u, snaps}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                ops::record_delta_rule_chunked(p, cb, {b[qkv], b[gates], b[recurrent], b[seqs], b[core], s},
+                                               {b[gamma], b[wt], b[kc], b[u], b[snaps]});
+              }});
+    }
+    const TensorId norm_w = vector(name + " linear_attn.norm.weight", w.norm, s.dv);
+    const TensorId normed = g_.scratch(name + " gated norm out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
+    const float eps = float(c_.rms_norm_eps);
+    const uint32_t head_rows = rows_ * s.value_heads;
+    g_.add({name + " gated norm", "norm", {core, norm_w, z}, {normed}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_rms_norm(p, cb, {b[core], b[norm_w], b[normed], {}, head_rows, s.dv, eps, false, b[z]});
+            }});
+    return linear(name + " out_proj", normed, w.out, rows_);
+  }
+
+  TensorId attention(const std::string& name, int L, TensorId x) {
+    const AttentionWeights& w = w_.layers[L].attention;
+    const LayerState& st = state_.layers()[L];
+    ops::AttentionShape s;
+    s.batch = shape_.batch;
+    s.tokens = shape_.tokens;
+    s.heads = c_.num_attention_heads;
+    s.kv_heads = c_.num_key_value_heads;
+    s.head_dim = c_.head_dim;
+    s.rot_dim = c_.rotary_dim();
+    s.capacity = state_.capacity();
+    s.splits = ops::attention_splits(device_, shape_.tokens, state_.capacity());
+    s.eps = float(c_.rms_norm_eps);
+    const TensorId qkv = linear(name + " {q,k,v}_proj", x, w.qkv, rows_);
+    const TensorId qn = vector(name + " q_norm", w.q_norm, s.head_dim), kn = vector(name + " k_norm", w.k_norm, s.head_dim);
+    const TensorId freq = rope_frequencies();
+    const TensorId ck = g_.bind(name + " K cache", TensorRole::State, st.k, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
+    const TensorId cv = g_.bind(name + " V cache", TensorRole::State, st.v, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
+    const uint32_t qdim = s.heads * s.head_dim;
+    const TensorId q = g_.scratch(name + " q", uint64_t(rows_) * qdim * 4, dims({rows_, s.heads, s.head_dim}));
+    const uint64_t parts = uint64_t(s.batch) * s.splits * s.tokens * s.heads;
+    const TensorId po = g_.scratch(name + " split partials", s.splits > 1 ? parts * s.head_dim * 4 : 4, dims({parts, s.head_dim}));
+    const TensorId pml = g_.scratch(name + " split stats", s.splits > 1 ? parts * 8 : 4, dims({parts, 2}));
+    const TensorId out = g_.scratch(name + " attention out", uint64_t(rows_) * qdim * 4, dims({rows_, qdim}));
+    const TensorId seqs = seqs_;
+    g_.add({name + " attention", "attention", {qkv, qn, kn, freq, seqs, ck, cv}, {ck, cv, q, po, pml, out},
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_attention(p, cb, {b[qkv], b[qn], b[kn], b[freq], b[seqs], b[ck], b[cv], b[q], b[po], b[pml], b[out], s});
+            }});
+    return linear(name + " o_proj", out, w.out, rows_);
+  }
+
+  TensorId rope_frequencies() {
+    if (freq_ == kNone)
+      freq_ = g_.bind("RoPE inverse frequencies", TensorRole::Weight, w_.rope_inv_freq, dims({uint64_t(c_.rotary_dim() / 2)}));
+    return freq_;
+  }
+
+  TensorId moe(const std::string& name, const MlpWeights& w, TensorId x) {
+    const uint32_t H = c_.hidden_size, E = c_.num_experts;
+    const TensorId logits = linear(name + " router", x, w.router, rows_);
+    TensorId shared_out = kNone;
+    if (w.has_shared) {
+      const TensorId gu = linear(name + " shared_expert.gate_up", x, w.shared_gate_up, rows_);
+      const uint32_t I = w.shared_gate_up.rows / 2;
+      const TensorId act = g_.scratch(name + " shared_expert act", uint64_t(rows_) * I * 4, dims({rows_, I}));
+      const uint32_t rows = rows_;
+      g_.add({name + " shared_expert swiglu", "swiglu", {gu}, {act}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                ops::record_swiglu(p, cb, b[gu], b[act], rows, I);
+              }});
+      shared_out = linear(name + " shared_expert.down", act, w.shared_down, rows_);
+    }
+    const ops::MoeShape s{rows_, H, E, uint32_t(c_.num_experts_per_tok), uint32_t(c_.moe_intermediate_size), c_.norm_topk_prob};
+    const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
+    const TensorId gu = g_.bind(name + " experts.gate_up", TensorRole::Weight, w.experts_gate_up, dims({E, 2 * s.expert_dim, H}, type_name(w.experts_type)));
+    const TensorId dn = g_.bind(name + " experts.down", TensorRole::Weight, w.experts_down, dims({E, H, s.expert_dim}, type_name(w.experts_type)));
+    const TensorId ids = g_.scratch(name + " expert ids", need.ids, dims({rows_, s.top_k}, "u32"));
+    const TensorId wts = g_.scratch(name + " expert weights", need.weights, dims({rows_, s.top_k}));
+    const TensorId offs = g_.scratch(name + " expert offsets", need.offsets, dims({E + 1}, "u32"));
+    const TensorId sorted = g_.scratch(name + " assignments by expert", need.sorted, dims({rows_ * s.top_k}, "u32"));
+    const TensorId live = g_.scratch(name + " active experts", need.active, dims({E + 1}, "u32"));
+    const TensorId hbuf = g_.scratch(name + " expert act", need.h, dims({rows_ * s.top_k, s.expert_dim}));
+    const TensorId ybuf = g_.scratch(name + " expert out", need.y, dims({rows_ * s.top_k, H}));
+    const TensorId out = g_.scratch(name + " moe out", uint64_t(rows_) * H * 4, dims({rows_, H}));
+    std::vector<TensorId> reads = {x, logits, gu, dn};
+    if (shared_out != kNone) reads.push_back(shared_out);
+    const uint32_t stride = w.router.rows;
+    const ops::WeightType type = w.experts_type;
+    g_.add({name + " moe", "moe", reads, {ids, wts, offs, sorted, live, hbuf, ybuf, out},
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_moe(p, cb,
+                              {b[x], b[logits], stride, b[gu], b[dn], type,
+                               shared_out != kNone ? b[shared_out] : BufferRange{}, E, b[out], s},
+                              {b[ids], b[wts], b[offs], b[sorted], b[live], b[hbuf], b[ybuf]});
+            }});
+    return out;
+  }
+
+  TensorId dense(const std::string& name, const MlpWeights& w, TensorId x) {
+    const TensorId gu = linear(name + " mlp.gate_up", x, w.gate_up, rows_);
+    const uint32_t I = w.gate_up.rows / 2;
+    const TensorId act = g_.scratch(name + " mlp act", uint64_t(rows_) * I * 4, dims({rows_, I}));
+    const uint32_t rows = rows_;
+    g_.add({name + " mlp swiglu", "swiglu", {gu}, {act}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_swiglu(p, cb, b[gu], b[act], rows, I);
+            }});
+    return linear(name + " mlp.down", act, w.down, rows_);
+  }
+
+  void head(TensorId h, TensorId pending) {
+    if (shape_.head == Head::None) return;
+    const uint32_t V = c_.vocab_size, H = c_.hidden_size;
+    const bool all = shape_.head == Head::AllLogits;
+    if (!all && shape_.batch > 1 && shape_.tokens > 1)
+      throw Error("internal: last-token heads need one sequence or one token per sequence");
+    const uint32_t rows = shape_.logit_rows();
+    const uint32_t first_row = all || shape_.tokens == 1 ? 0 : shape_.tokens - 1;
+    const TensorId hn = norm("final norm", h, pending, w_.final_norm, rows, first_row);
+    const TensorId lm = weight("lm_head", w_.lm_head);
+    const TensorId logits = g_.scratch("logits", uint64_t(rows) * V * 4, dims({rows, V}));
+    const Matrix m = w_.lm_head;
+    g_.add({"lm_head", "lm_head", {hn, lm}, {logits}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_linear(p, cb, {b[hn], b[lm], b[logits], m.type, rows, H, V});
+            }});
+    if (shape_.head == Head::Sample) {
+      const TensorId params = g_.bind("sampling parameters", TensorRole::Input, io_.sampling.range(), dims({shape_.batch, 8}, "u32"));
+      const TensorId ids = g_.bind("sampled ids", TensorRole::Output, io_.sampled.range(), dims({shape_.batch}, "u32"));
+      g_.add({"sample", "sample", {logits, params}, {ids}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                ops::record_sample(p, cb, {b[logits], b[params], b[ids], rows, V});
+              }});
+    } else {
+      const TensorId host = g_.bind("logits (host)", TensorRole::Output, io_.logits.range(), dims({rows, V}));
+      const uint64_t bytes = uint64_t(rows) * V * 4;
+      g_.add({"logits to host", "copy", {logits}, {host}, [=](const Bindings& b, PipelineLibrary&, CommandBuffer& cb) {
+                cb.copy(b[logits], b[host], bytes);
+              }});
+    }
+  }
+
+  const Device& device_;
+  const ModelConfig& c_;
+  const DeviceWeights& w_;
+  const SequenceState& state_;
+  const StepShape shape_;
+  const StepIO& io_;
+  const uint32_t rows_;
+  Graph g_;
+  TensorId ids_ = kNone, seqs_ = kNone, freq_ = kNone;
+};
+
+}  // namespace
+
+Graph build_step_graph(const Device& device, const ModelConfig& config, const DeviceWeights& weights,
+                       const SequenceState& state, const StepShape& shape, const StepIO& io) {
+  return Builder(device, config, weights, state, shape, io).build();
+}
+
+}  // namespace q3n::graph

@@ -1,0 +1,140 @@
+#include "graph/program.h"
+
+#include <sstream>
+
+#include "runtime/error.h"
+
+namespace q3n::graph {
+
+namespace {
+struct Span {
+  VkBuffer buffer;
+  VkDeviceSize begin, end;
+  bool overlaps(const Span& o) const { return buffer == o.buffer && begin < o.end && o.begin < end; }
+};
+Span span_of(const BufferRange& r) { return {r.buffer, r.offset, r.offset + r.size}; }
+
+// Memory hazards since the last barrier. Checked on byte ranges, not tensor ids, because the
+// memory plan lets different tensors share bytes.
+class HazardTracker {
+ public:
+  bool needs_barrier(const std::vector<Span>& reads, const std::vector<Span>& writes) const {
+    for (const Span& r : reads)
+      for (const Span& w : written_)
+        if (r.overlaps(w)) return true;  // read after write
+    for (const Span& w : writes) {
+      for (const Span& o : written_)
+        if (w.overlaps(o)) return true;  // write after write
+      for (const Span& o : read_)
+        if (w.overlaps(o)) return true;  // write after read
+    }
+    return false;
+  }
+  void clear() { read_.clear(), written_.clear(); }
+  void add(const std::vector<Span>& reads, const std::vector<Span>& writes) {
+    read_.insert(read_.end(), reads.begin(), reads.end());
+    written_.insert(written_.end(), writes.begin(), writes.end());
+  }
+
+ private:
+  std::vector<Span> read_, written_;
+};
+}  // namespace
+
+Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool profile)
+    : runtime_(runtime), graph_(std::move(graph)), commands_(runtime.pool.allocate()), profile_(profile) {
+  plan_ = plan_memory(graph_, runtime.allocator.alignment());
+  arena_ = runtime.allocator.allocate(std::max<uint64_t>(plan_.arena_bytes, 4), MemoryKind::Device, what + " scratch arena");
+  std::vector<BufferRange> ranges;
+  for (TensorId id = 0; id < graph_.tensors().size(); ++id) {
+    const Tensor& t = graph_.tensors()[id];
+    ranges.push_back(t.role == TensorRole::Scratch ? arena_.range().sub(plan_.offsets[id], t.bytes) : t.bound);
+  }
+  const Bindings bindings(std::move(ranges));
+
+  const auto& nodes = graph_.nodes();
+  if (profile_) {
+    VkQueryPoolCreateInfo info{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+    info.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    info.queryCount = static_cast<uint32_t>(nodes.size() + 1);
+    VK_CHECK(vkCreateQueryPool(runtime.device.get(), &info, nullptr, &queries_));
+  }
+  commands_.begin(true);
+  if (profile_) {
+    commands_.reset_queries(queries_, 0, static_cast<uint32_t>(nodes.size() + 1));
+    commands_.timestamp(queries_, 0);
+  }
+  HazardTracker hazards;
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    std::vector<Span> reads, writes;
+    for (TensorId id : nodes[n].reads) reads.push_back(span_of(bindings[id]));
+    for (TensorId id : nodes[n].writes) writes.push_back(span_of(bindings[id]));
+    if (hazards.needs_barrier(reads, writes)) {
+      commands_.barrier();
+      hazards.clear();
+    }
+    hazards.add(reads, writes);
+    nodes[n].record(bindings, runtime.pipelines, commands_);
+    if (profile_) commands_.timestamp(queries_, static_cast<uint32_t>(n + 1));
+  }
+  commands_.barrier_to_host();
+  commands_.end();
+}
+
+Program::~Program() {
+  if (queries_) vkDestroyQueryPool(runtime_.device.get(), queries_, nullptr);
+}
+
+void Program::run() { runtime_.queue.submit_and_wait(commands_); }
+
+void Program::add_gpu_times(std::map<std::string, double>& into) const {
+  if (!profile_) return;
+  const auto& nodes = graph_.nodes();
+  std::vector<uint64_t> stamps(nodes.size() + 1);
+  VK_CHECK(vkGetQueryPoolResults(runtime_.device.get(), queries_, 0, static_cast<uint32_t>(stamps.size()),
+                                 stamps.size() * 8, stamps.data(), 8, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
+  const double period = runtime_.device.info().timestamp_period_ns * 1e-9;
+  for (size_t n = 0; n < nodes.size(); ++n) into[nodes[n].kind] += double(stamps[n + 1] - stamps[n]) * period;
+}
+
+std::string describe(const Program& program) {
+  std::ostringstream out;
+  const Graph& g = program.graph();
+  out << "nodes: " << g.nodes().size() << ", dispatches: " << program.dispatch_count()
+      << ", barriers: " << program.barrier_count() << "\n";
+  for (size_t n = 0; n < g.nodes().size(); ++n) {
+    const Node& node = g.nodes()[n];
+    out << "  " << n << "  " << node.name << "  [" << node.kind << "]\n";
+    for (TensorId id : node.reads) out << "      in   " << g.tensors()[id].name << " " << g.tensors()[id].shape << "\n";
+    for (TensorId id : node.writes) out << "      out  " << g.tensors()[id].name << " " << g.tensors()[id].shape << "\n";
+  }
+  uint64_t by_role[5] = {0, 0, 0, 0, 0};
+  for (const Tensor& t : g.tensors()) by_role[static_cast<int>(t.role)] += t.bytes;
+  out << "memory plan: scratch arena " << format_bytes(program.plan().arena_bytes) << " (unshared "
+      << format_bytes(program.plan().unshared_bytes) << "); weights " << format_bytes(by_role[0]) << ", state "
+      << format_bytes(by_role[1]) << ", inputs " << format_bytes(by_role[2]) << ", outputs "
+      << format_bytes(by_role[3]) << "\n";
+  return out.str();
+}
+
+std::string to_dot(const Graph& g) {
+  std::ostringstream out;
+  out << "digraph q3n {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n";
+  for (size_t n = 0; n < g.nodes().size(); ++n)
+    out << "  n" << n << " [shape=box, label=\"" << g.nodes()[n].name << "\"];\n";
+  std::vector<int> last_writer(g.tensors().size(), -1);
+  for (size_t n = 0; n < g.nodes().size(); ++n) {
+    for (TensorId id : g.nodes()[n].reads) {
+      const Tensor& t = g.tensors()[id];
+      if (last_writer[id] >= 0)
+        out << "  n" << last_writer[id] << " -> n" << n << " [label=\"" << t.name << "\"];\n";
+      else if (t.role != TensorRole::Weight)
+        out << "  \"" << t.name << "\" [shape=ellipse];\n  \"" << t.name << "\" -> n" << n << ";\n";
+    }
+    for (TensorId id : g.nodes()[n].writes) last_writer[id] = static_cast<int>(n);
+  }
+  out << "}\n";
+  return out.str();
+}
+
+}  // namespace q3n::graph

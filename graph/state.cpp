@@ -1,0 +1,43 @@
+#include "graph/state.h"
+
+namespace q3n::graph {
+
+SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t slots, uint32_t capacity)
+    : runtime_(runtime), slots_(slots), capacity_(capacity) {
+  conv_slot_bytes_ = uint64_t(c.linear_conv_kernel_dim - 1) * c.linear_conv_dim() * 4;
+  recurrent_slot_bytes_ =
+      uint64_t(c.linear_num_value_heads) * c.linear_key_head_dim * c.linear_value_head_dim * 4;
+  const uint64_t kv_bytes = uint64_t(slots) * c.num_key_value_heads * capacity * c.head_dim * 4;
+  auto allocate = [&](uint64_t bytes, const std::string& what) {
+    storage_.push_back(runtime.allocator.allocate(std::max<uint64_t>(bytes, 4), MemoryKind::Device, what));
+    bytes_ += bytes;
+    return storage_.back().range();
+  };
+  for (int L = 0; L < c.num_hidden_layers; ++L) {
+    LayerState s;
+    const std::string name = "layer " + std::to_string(L);
+    if (c.layer_types[L] == LayerType::LinearAttention) {
+      s.conv = allocate(slots * conv_slot_bytes_, name + " conv state");
+      s.recurrent = allocate(slots * recurrent_slot_bytes_, name + " recurrent state");
+    } else {
+      s.k = allocate(kv_bytes, name + " KV cache (K)");
+      s.v = allocate(kv_bytes, name + " KV cache (V)");
+    }
+    layers_.push_back(s);
+  }
+}
+
+void SequenceState::reset(uint32_t slot) {
+  CommandBuffer commands = runtime_.pool.allocate();
+  commands.begin();
+  for (const LayerState& s : layers_) {
+    if (s.conv.size == 0) continue;
+    if (conv_slot_bytes_) commands.fill(s.conv.sub(slot * conv_slot_bytes_, conv_slot_bytes_), 0);
+    commands.fill(s.recurrent.sub(slot * recurrent_slot_bytes_, recurrent_slot_bytes_), 0);
+  }
+  commands.barrier();
+  commands.end();
+  runtime_.queue.submit_and_wait(commands);
+}
+
+}  // namespace q3n::graph
