@@ -1,0 +1,193 @@
+// q3n_ops_bench: GPU time of each hot operator at the Qwen3-Next-80B-A3B shapes (hidden 2048,
+// 16/32 DeltaNet heads of 128, 16 q / 2 kv heads of 256, 512 experts of 512, top-10), with
+// achieved GB/s and TFLOP/s against the copy bandwidth measured in the same run.
+// Usage: q3n_ops_bench [--device N|NAME]   (results in bench/NOTES.md)
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+
+#include "runtime/ops/attention.h"
+#include "runtime/ops/delta_rule.h"
+#include "runtime/ops/linear.h"
+#include "runtime/ops/moe.h"
+#include "runtime/ops/rms_norm.h"
+#include "runtime/ops/sample.h"
+#include "runtime/error.h"
+#include "runtime/runtime.h"
+
+using namespace q3n;
+
+namespace {
+
+struct Bench {
+  Runtime& rt;
+  std::vector<Allocation> keep;
+
+  BufferRange buffer(uint64_t bytes, uint32_t pattern = 0x3D4C3D4Cu) {  // ~0.05 as f32 and as bf16 pairs
+    keep.push_back(rt.allocator.allocate(bytes, MemoryKind::Device, "bench"));
+    rt.transfer.fill(keep.back().range(), pattern);
+    return keep.back().range();
+  }
+  BufferRange random(uint64_t floats, float lo, float hi) {
+    std::mt19937 gen(7);
+    std::uniform_real_distribution<float> d(lo, hi);
+    std::vector<float> v(floats);
+    for (auto& x : v) x = d(gen);
+    keep.push_back(rt.allocator.allocate(floats * 4, MemoryKind::Device, "bench"));
+    rt.transfer.upload(keep.back().range(), v.data(), floats * 4);
+    return keep.back().range();
+  }
+  BufferRange words(const std::vector<uint32_t>& w) {
+    keep.push_back(rt.allocator.allocate(w.size() * 4, MemoryKind::Device, "bench"));
+    rt.transfer.upload(keep.back().range(), w.data(), w.size() * 4);
+    return keep.back().range();
+  }
+
+  // Seconds per repetition, from timestamps around `reps` recorded repetitions.
+  double time(const std::function<void(CommandBuffer&)>& record, int reps = 20) {
+    VkQueryPoolCreateInfo info{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+    info.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    info.queryCount = 2;
+    VkQueryPool raw;
+    VK_CHECK(vkCreateQueryPool(rt.device.get(), &info, nullptr, &raw));
+    CommandBuffer cb = rt.pool.allocate();
+    cb.begin();
+    record(cb);  // warm-up
+    cb.barrier();
+    cb.reset_queries(raw, 0, 2);
+    cb.timestamp(raw, 0);
+    for (int i = 0; i < reps; ++i) {
+      record(cb);
+      cb.barrier();
+    }
+    cb.timestamp(raw, 1);
+    cb.end();
+    rt.queue.submit_and_wait(cb);
+    uint64_t t[2];
+    VK_CHECK(vkGetQueryPoolResults(rt.device.get(), raw, 0, 2, sizeof t, t, 8, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
+    vkDestroyQueryPool(rt.device.get(), raw, nullptr);
+    return double(t[1] - t[0]) * rt.device.info().timestamp_period_ns * 1e-9 / reps;
+  }
+};
+
+void report(const char* name, double seconds, double bytes, double flops, double ceiling) {
+  const double gbs = bytes / seconds / 1e9;
+  std::printf("%-44s %9.1f us %8.0f GB/s (%4.0f%% of copy) %7.2f TFLOP/s\n", name, seconds * 1e6, gbs,
+              100 * gbs / ceiling, flops / seconds / 1e12);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  RuntimeOptions options;
+  if (argc == 3 && std::string(argv[1]) == "--device") options.device = argv[2];
+  options.instance.validation = false;
+  Runtime rt(options);
+  Bench b{rt, {}};
+  std::printf("device: %s\n", rt.device.info().name.c_str());
+
+  // Copy ceiling: 1 GiB buffer to buffer (read + write).
+  const uint64_t copy_bytes = 1ull << 30;
+  const BufferRange src = b.buffer(copy_bytes), dst = b.buffer(copy_bytes);
+  const double copy_s = b.time([&](CommandBuffer& cb) { cb.copy(src, dst, copy_bytes); }, 5);
+  const double ceiling = 2.0 * copy_bytes / copy_s / 1e9;
+  std::printf("%-44s %9.1f us %8.0f GB/s (read + write)\n", "copy 1 GiB", copy_s * 1e6, ceiling);
+
+  const uint32_t H = 2048, V = 151936;
+  using ops::WeightType;
+  for (const auto& [name, tokens, n, k] : std::vector<std::tuple<const char*, uint32_t, uint32_t, uint32_t>>{
+           {"linear bf16 lm_head 1 x 2048 -> 151936", 1, V, H},
+           {"linear bf16 in_proj_qkvz 1 x 2048 -> 12288", 1, 12288, H},
+           {"linear bf16 in_proj_qkvz 8 x 2048 -> 12288", 8, 12288, H},
+           {"linear bf16 in_proj_qkvz 512 x 2048 -> 12288", 512, 12288, H},
+           {"linear bf16 lm_head 512 x 2048 -> 151936", 512, V, H}}) {
+    const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(uint64_t(n) * k * 2), y = b.buffer(uint64_t(tokens) * n * 4);
+    const double s = b.time([&](CommandBuffer& cb) { ops::record_linear(rt.pipelines, cb, {x, w, y, WeightType::BF16, tokens, k, n}); });
+    report(name, s, double(n) * k * 2 + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
+  }
+
+  const BufferRange normw = b.random(H, -0.1f, 0.1f);
+  for (uint32_t rows : {1u, 512u}) {
+    const BufferRange x = b.random(uint64_t(rows) * H, -1, 1), out = b.buffer(uint64_t(rows) * H * 4);
+    const double s = b.time([&](CommandBuffer& cb) { ops::record_rms_norm(rt.pipelines, cb, {x, normw, out, {}, rows, H}); });
+    report(("rms_norm " + std::to_string(rows) + " x 2048").c_str(), s, 8.0 * rows * H, 0, ceiling);
+  }
+
+  // Gated DeltaNet core: state [32, 128, 128] f32.
+  for (uint32_t tokens : {1u, 512u}) {
+    const ops::DeltaShape shape{1, tokens, 16, 32, 128, 128};
+    const BufferRange qkv = b.random(shape.rows() * shape.qkv_width(), -0.1f, 0.1f);
+    const BufferRange gates = b.random(shape.rows() * 64, -0.5f, -0.01f), state = b.random(32ull * 128 * 128, -0.1f, 0.1f);
+    const BufferRange seqs = b.words({0, 0}), out = b.buffer(shape.rows() * 32 * 128 * 4);
+    const auto f = ops::delta_chunk_scratch_floats(shape);
+    const ops::DeltaChunkScratch scratch{b.buffer(f.gamma * 4), b.buffer(f.w * 4), b.buffer(f.kc * 4), b.buffer(f.u * 4),
+                                         b.buffer(f.snapshots * 4)};
+    const ops::DeltaRuleArgs args{qkv, gates, state, seqs, out, shape};
+    const double state_bytes = 2.0 * 32 * 128 * 128 * 4;
+    if (tokens == 1) {
+      const double s = b.time([&](CommandBuffer& cb) { ops::record_delta_rule_recurrent(rt.pipelines, cb, args); });
+      report("delta rule recurrent, 1 token", s, state_bytes, 4.0 * 32 * 128 * 128 * 2, ceiling);
+    } else {
+      const double s = b.time([&](CommandBuffer& cb) { ops::record_delta_rule_chunked(rt.pipelines, cb, args, scratch); });
+      // Chunked FLOPs per head and chunk: KK^T, QK^T (2 C^2 dk), T (C^3/3), W/Kc (C^2 (dk+dv)),
+      // U and S updates (4 C dk dv), inter-chunk output (2 C dk dv), intra output (C^2 dv).
+      const double C = 64, d = 128, chunks = tokens / 64.0;
+      const double flops = 32 * chunks * (2 * (2 * C * C * d) + C * C * C / 3 + 2 * C * C * 2 * d + 6 * 2 * C * d * d + 2 * C * C * d);
+      report("delta rule chunked, 512 tokens", s, state_bytes, flops, ceiling);
+    }
+  }
+
+  // Gated attention: 16 q / 2 kv heads of 256, f32 KV cache.
+  for (const auto& [tokens, past] : std::vector<std::pair<uint32_t, uint32_t>>{{1, 4096}, {1, 32768}, {1, 100000}, {512, 0}}) {
+    ops::AttentionShape s{1, tokens, 16, 2, 256, 64, past + tokens, 1};
+    s.splits = ops::attention_splits(rt.device, tokens, s.capacity);
+    const BufferRange qkv = b.random(s.rows() * s.qkv_width(), -1, 1), qn = b.random(256, -0.1f, 0.1f),
+                      kn = b.random(256, -0.1f, 0.1f);
+    const auto freq = ops::rope_inv_freq(1e7, 64);
+    std::vector<uint32_t> freq_words(freq.size());
+    std::memcpy(freq_words.data(), freq.data(), freq.size() * 4);
+    const BufferRange fr = b.words(freq_words), seqs = b.words({0, past});
+    const uint64_t kv = 2ull * s.capacity * 256 * 4;
+    const BufferRange ck = b.buffer(kv, 0x3C000000u), cv = b.buffer(kv, 0x3C000000u);
+    const BufferRange q = b.buffer(s.rows() * 16 * 256 * 4), out = b.buffer(s.rows() * 16 * 256 * 4);
+    const uint64_t parts = uint64_t(s.splits) * tokens * 16;
+    const BufferRange po = b.buffer(std::max<uint64_t>(parts * 256 * 4, 4)), pml = b.buffer(std::max<uint64_t>(parts * 8, 4));
+    const double t = b.time([&](CommandBuffer& cb) {
+      ops::record_attention(rt.pipelines, cb, {qkv, qn, kn, fr, seqs, ck, cv, q, po, pml, out, s});
+    });
+    const double keys = tokens == 1 ? double(past + 1) : double(tokens) * (tokens + 1) / 2;
+    char name[96];
+    std::snprintf(name, sizeof name, "attention %u token(s), cache %u (%u splits)", tokens, past + tokens, s.splits);
+    report(name, t, tokens == 1 ? 2.0 * kv : 2.0 * kv, 4.0 * 16 * 256 * keys, ceiling);
+  }
+
+  // MoE: 512 experts of 512, top-10, bf16 experts (the routed part; shared expert = linears).
+  for (uint32_t tokens : {1u, 8u, 512u}) {
+    const ops::MoeShape s{tokens, H, 512, 10, 512, true};
+    const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 513, -4, 4);
+    const BufferRange gu = b.buffer(512ull * 1024 * H * 2), dn = b.buffer(512ull * H * 512 * 2);
+    const auto need = ops::moe_scratch_bytes(s);
+    const ops::MoeScratch scratch{b.buffer(need.ids), b.buffer(need.weights), b.buffer(need.offsets), b.buffer(need.sorted),
+                                  b.buffer(need.active), b.buffer(need.h), b.buffer(need.y)};
+    const BufferRange out = b.buffer(uint64_t(tokens) * H * 4), shared = b.random(uint64_t(tokens) * H, -1, 1);
+    const double t = b.time([&](CommandBuffer& cb) {
+      ops::record_moe(rt.pipelines, cb, {x, logits, 513, gu, dn, WeightType::BF16, shared, 512, out, s}, scratch);
+    });
+    const double experts_touched = std::min(512.0, tokens * 10.0);  // upper bound on distinct experts
+    char name[64];
+    std::snprintf(name, sizeof name, "moe routed, %u token(s)", tokens);
+    report(name, t, experts_touched * 3 * 512 * H * 2, 2.0 * tokens * 10 * 3 * 512 * H, ceiling);
+  }
+
+  for (uint32_t top_k : {1u, 40u}) {
+    const BufferRange logits = b.random(V, -10, 10), ids = b.buffer(4);
+    const auto rec = ops::sampling_record({1.0f, top_k, 0.9f, 0.05f, 1}, 0);
+    const BufferRange params = b.words(rec);
+    const double t = b.time([&](CommandBuffer& cb) { ops::record_sample(rt.pipelines, cb, {logits, params, ids, 1, V}); });
+    report(top_k == 1 ? "sample argmax, vocab 151936" : "sample top-k 40 / top-p 0.9 / min-p 0.05", t, 4.0 * V, 0, ceiling);
+  }
+  return 0;
+}
