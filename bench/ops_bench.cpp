@@ -15,6 +15,7 @@
 #include "runtime/ops/rms_norm.h"
 #include "runtime/ops/sample.h"
 #include "runtime/error.h"
+#include "runtime/profiler.h"
 #include "runtime/runtime.h"
 
 using namespace q3n;
@@ -47,28 +48,22 @@ struct Bench {
 
   // Seconds per repetition, from timestamps around `reps` recorded repetitions.
   double time(const std::function<void(CommandBuffer&)>& record, int reps = 20) {
-    VkQueryPoolCreateInfo info{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
-    info.queryType = VK_QUERY_TYPE_TIMESTAMP;
-    info.queryCount = 2;
-    VkQueryPool raw;
-    VK_CHECK(vkCreateQueryPool(rt.device.get(), &info, nullptr, &raw));
+    Profiler profiler(rt.device, 1);
+    if (!profiler.available()) throw Error("this device has no timestamps on its compute queue");
     CommandBuffer cb = rt.pool.allocate();
     cb.begin();
+    profiler.begin(cb);
     record(cb);  // warm-up
     cb.barrier();
-    cb.reset_queries(raw, 0, 2);
-    cb.timestamp(raw, 0);
+    profiler.mark(cb, "op");
     for (int i = 0; i < reps; ++i) {
       record(cb);
       cb.barrier();
     }
-    cb.timestamp(raw, 1);
+    profiler.finish(cb);
     cb.end();
     rt.queue.submit_and_wait(cb);
-    uint64_t t[2];
-    VK_CHECK(vkGetQueryPoolResults(rt.device.get(), raw, 0, 2, sizeof t, t, 8, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
-    vkDestroyQueryPool(rt.device.get(), raw, nullptr);
-    return double(t[1] - t[0]) * rt.device.info().timestamp_period_ns * 1e-9 / reps;
+    return profiler.read().at("op").milliseconds * 1e-3 / reps;
   }
 };
 

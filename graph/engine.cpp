@@ -81,7 +81,6 @@ void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, s
     }
   }
   prog.run();
-  prog.add_gpu_times(profile_);
   for (uint32_t b = 0; b < shape.batch; ++b) positions_.at(slots[b]) += shape.tokens;
 }
 
@@ -131,6 +130,11 @@ std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<c
   return std::vector<int32_t>(out, out + slots.size());
 }
 
-std::map<std::string, double> Engine::take_profile() { return std::exchange(profile_, {}); }
+std::map<std::string, double> Engine::take_profile() {
+  std::map<std::string, double> total;
+  for (auto& [shape, step] : steps_)
+    for (const auto& [kind, seconds] : step.program->take_gpu_seconds()) total[kind] += seconds;
+  return total;
+}
 
 }  // namespace q3n::graph

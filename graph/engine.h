@@ -65,7 +65,6 @@ class Engine {
   SequenceState state_;
   std::vector<uint32_t> positions_;
   std::map<StepShape, Step> steps_;
-  std::map<std::string, double> profile_;
   uint32_t sample_counter_ = 0;
 };
 

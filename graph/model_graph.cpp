@@ -50,7 +50,7 @@ class Builder {
       TensorId x = norm(name + " input_layernorm", h, pending, lw.input_norm, rows_);
       TensorId mixed = lw.type == LayerType::LinearAttention ? delta_net(name, L, x) : attention(name, L, x);
       x = norm(name + " post_attention_layernorm", h, mixed, lw.post_norm, rows_);
-      pending = lw.mlp.moe ? moe(name, lw.mlp, x) : dense(name, lw.mlp, x);
+      pending = lw.mlp.moe ? moe(name, lw.mlp, x) : swiglu_mlp(name + " mlp", x, lw.mlp.gate_up, lw.mlp.down);
     }
     head(h, pending);
     g_.prune();
@@ -200,16 +200,7 @@ class Builder {
     const uint32_t H = c_.hidden_size, E = c_.num_experts;
     const TensorId logits = linear(name + " router", x, w.router, rows_);
     TensorId shared_out = kNone;
-    if (w.has_shared) {
-      const TensorId gu = linear(name + " shared_expert.gate_up", x, w.shared_gate_up, rows_);
-      const uint32_t I = w.shared_gate_up.rows / 2;
-      const TensorId act = g_.scratch(name + " shared_expert act", uint64_t(rows_) * I * 4, dims({rows_, I}));
-      const uint32_t rows = rows_;
-      g_.add({name + " shared_expert swiglu", "swiglu", {gu}, {act}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-                ops::record_swiglu(p, cb, b[gu], b[act], rows, I);
-              }});
-      shared_out = linear(name + " shared_expert.down", act, w.shared_down, rows_);
-    }
+    if (w.has_shared) shared_out = swiglu_mlp(name + " shared_expert", x, w.shared_gate_up, w.shared_down);
     const ops::MoeShape s{rows_, H, E, uint32_t(c_.num_experts_per_tok), uint32_t(c_.moe_intermediate_size), c_.norm_topk_prob};
     const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
     const TensorId gu = g_.bind(name + " experts.gate_up", TensorRole::Weight, w.experts_gate_up, dims({E, 2 * s.expert_dim, H}, type_name(w.experts_type)));
@@ -236,15 +227,15 @@ class Builder {
     return out;
   }
 
-  TensorId dense(const std::string& name, const MlpWeights& w, TensorId x) {
-    const TensorId gu = linear(name + " mlp.gate_up", x, w.gate_up, rows_);
-    const uint32_t I = w.gate_up.rows / 2;
-    const TensorId act = g_.scratch(name + " mlp act", uint64_t(rows_) * I * 4, dims({rows_, I}));
-    const uint32_t rows = rows_;
-    g_.add({name + " mlp swiglu", "swiglu", {gu}, {act}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+  // down(silu(gate(x)) * up(x)) with gate|up one matrix: the dense MLP and the shared expert.
+  TensorId swiglu_mlp(const std::string& name, TensorId x, const Matrix& gate_up, const Matrix& down) {
+    const TensorId gu = linear(name + ".gate_up", x, gate_up, rows_);
+    const uint32_t I = gate_up.rows / 2, rows = rows_;
+    const TensorId act = g_.scratch(name + " act", uint64_t(rows) * I * 4, dims({rows, I}));
+    g_.add({name + " swiglu", "swiglu", {gu}, {act}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               ops::record_swiglu(p, cb, b[gu], b[act], rows, I);
             }});
-    return linear(name + " mlp.down", act, w.down, rows_);
+    return linear(name + ".down", act, down, rows_);
   }
 
   void head(TensorId h, TensorId pending) {

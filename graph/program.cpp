@@ -42,7 +42,7 @@ class HazardTracker {
 }  // namespace
 
 Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool profile)
-    : runtime_(runtime), graph_(std::move(graph)), commands_(runtime.pool.allocate()), profile_(profile) {
+    : runtime_(runtime), graph_(std::move(graph)), commands_(runtime.pool.allocate()) {
   plan_ = plan_memory(graph_, runtime.allocator.alignment());
   arena_ = runtime.allocator.allocate(std::max<uint64_t>(plan_.arena_bytes, 4), MemoryKind::Device, what + " scratch arena");
   std::vector<BufferRange> ranges;
@@ -53,17 +53,9 @@ Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool pr
   const Bindings bindings(std::move(ranges));
 
   const auto& nodes = graph_.nodes();
-  if (profile_) {
-    VkQueryPoolCreateInfo info{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
-    info.queryType = VK_QUERY_TYPE_TIMESTAMP;
-    info.queryCount = static_cast<uint32_t>(nodes.size() + 1);
-    VK_CHECK(vkCreateQueryPool(runtime.device.get(), &info, nullptr, &queries_));
-  }
+  if (profile) profiler_ = std::make_unique<Profiler>(runtime.device, static_cast<uint32_t>(nodes.size()));
   commands_.begin(true);
-  if (profile_) {
-    commands_.reset_queries(queries_, 0, static_cast<uint32_t>(nodes.size() + 1));
-    commands_.timestamp(queries_, 0);
-  }
+  if (profiler_) profiler_->begin(commands_);
   HazardTracker hazards;
   for (size_t n = 0; n < nodes.size(); ++n) {
     std::vector<Span> reads, writes;
@@ -74,27 +66,24 @@ Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool pr
       hazards.clear();
     }
     hazards.add(reads, writes);
+    if (profiler_) profiler_->mark(commands_, nodes[n].kind);
     nodes[n].record(bindings, runtime.pipelines, commands_);
-    if (profile_) commands_.timestamp(queries_, static_cast<uint32_t>(n + 1));
   }
+  if (profiler_) profiler_->finish(commands_);
   commands_.barrier_to_host();
   commands_.end();
 }
 
-Program::~Program() {
-  if (queries_) vkDestroyQueryPool(runtime_.device.get(), queries_, nullptr);
+void Program::run() {
+  runtime_.queue.submit_and_wait(commands_);
+  if (profiler_) profiler_->read();
 }
 
-void Program::run() { runtime_.queue.submit_and_wait(commands_); }
-
-void Program::add_gpu_times(std::map<std::string, double>& into) const {
-  if (!profile_) return;
-  const auto& nodes = graph_.nodes();
-  std::vector<uint64_t> stamps(nodes.size() + 1);
-  VK_CHECK(vkGetQueryPoolResults(runtime_.device.get(), queries_, 0, static_cast<uint32_t>(stamps.size()),
-                                 stamps.size() * 8, stamps.data(), 8, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
-  const double period = runtime_.device.info().timestamp_period_ns * 1e-9;
-  for (size_t n = 0; n < nodes.size(); ++n) into[nodes[n].kind] += double(stamps[n + 1] - stamps[n]) * period;
+std::map<std::string, double> Program::take_gpu_seconds() {
+  std::map<std::string, double> seconds;
+  if (profiler_)
+    for (const auto& [kind, entry] : profiler_->take()) seconds[kind] = entry.milliseconds * 1e-3;
+  return seconds;
 }
 
 std::string describe(const Program& program) {

@@ -4,30 +4,31 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 
 #include "graph/graph.h"
 #include "graph/memory_plan.h"
+#include "runtime/profiler.h"
 #include "runtime/runtime.h"
 
 namespace q3n::graph {
 
 class Program {
  public:
-  // With `profile`, a timestamp follows every node so that gpu_times() can attribute time.
+  // With `profile`, every node is timed so that take_gpu_seconds() can attribute GPU time.
   Program(Runtime& runtime, Graph graph, const std::string& what, bool profile);
-  ~Program();
   Program(const Program&) = delete;
   Program& operator=(const Program&) = delete;
 
-  void run();  // submit and wait
+  void run();  // submit and wait (and read the node timings when profiling)
 
   const Graph& graph() const { return graph_; }
   const MemoryPlan& plan() const { return plan_; }
   uint32_t barrier_count() const { return commands_.barrier_count(); }
   uint32_t dispatch_count() const { return commands_.dispatch_count(); }
-  // Seconds of GPU time per node kind in the last run (profile only), accumulated into `into`.
-  void add_gpu_times(std::map<std::string, double>& into) const;
+  // Seconds of GPU time per node kind over the runs since the last call (profile only).
+  std::map<std::string, double> take_gpu_seconds();
 
  private:
   Runtime& runtime_;
@@ -35,8 +36,7 @@ class Program {
   MemoryPlan plan_;
   Allocation arena_;
   CommandBuffer commands_;
-  VkQueryPool queries_ = VK_NULL_HANDLE;
-  bool profile_ = false;
+  std::unique_ptr<Profiler> profiler_;  // when profiling
 };
 
 // Text description: nodes with their tensors, the memory plan and the barrier count.

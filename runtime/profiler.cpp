@@ -1,5 +1,7 @@
 #include "runtime/profiler.h"
 
+#include <utility>
+
 #include "runtime/error.h"
 
 namespace q3n {
@@ -43,8 +45,9 @@ const std::map<std::string, Profiler::Entry>& Profiler::read() {
     e.milliseconds += static_cast<double>(ticks[i + 1] - ticks[i]) * ns_per_tick * 1e-6;
     e.count++;
   }
-  labels_.clear();
   return totals_;
 }
+
+std::map<std::string, Profiler::Entry> Profiler::take() { return std::exchange(totals_, {}); }
 
 }  // namespace q3n

@@ -1,5 +1,6 @@
 // Optional per-dispatch GPU timing with timestamp queries: mark() before each dispatch,
-// finish() after the last, then times() once the submission has completed.
+// finish() after the last, then read() once after every completed submission. The marks belong
+// to the recording, so a command buffer recorded once may be submitted and read many times.
 #pragma once
 
 #include <map>
@@ -22,6 +23,8 @@ class Profiler {
   };
   // Accumulated GPU time per label over every completed submission read so far.
   const std::map<std::string, Entry>& read();
+  // The accumulated totals, which start again from zero.
+  std::map<std::string, Entry> take();
   bool available() const { return available_; }
 
  private:

@@ -1,6 +1,7 @@
 #include "runtime/ops/causal_conv1d.h"
 
 #include "runtime/error.h"
+#include "runtime/ops/op_support.h"
 
 namespace q3n::ops {
 
@@ -22,7 +23,7 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
   const Pipeline& pipeline = pipelines.get(
       {"causal_conv1d", {64, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel}, sizeof(Push)});
   const Push push{a.x.address, a.weight.address, a.state.address, a.seqs.address, a.y.address, a.channels, a.tokens, a.kernel};
-  commands.dispatch(pipeline, push, (a.channels + 63) / 64, a.batch);
+  commands.dispatch(pipeline, push, ceil_div(a.channels, 64), a.batch);
 }
 
 }  // namespace q3n::ops

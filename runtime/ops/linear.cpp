@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/error.h"
+#include "runtime/ops/op_support.h"
 
 namespace q3n::ops {
 
@@ -12,7 +13,6 @@ struct Push {
   uint32_t k, n, tokens;
 };
 constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount[0] every device has
-uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
 }  // namespace
 
 void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& a) {
