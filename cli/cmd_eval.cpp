@@ -1,5 +1,6 @@
-// `q3n eval -m DIR (--text-file F | --token-ids F) [--logits-out F.npy]`: runs the sequence
-// teacher-forced and prints its perplexity; optionally writes every position's logits.
+// `q3n eval -m DIR (--text-file F | --token-ids F) [--logits-out F.npy] [--kl-base F.npy]`: runs
+// the sequence teacher-forced and prints its perplexity; optionally writes every position's logits
+// or compares them with reference logits (quantisation accuracy).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/input_files.h"
 #include "cli/model_session.h"
+#include "graph/logit_metrics.h"
 #include "loader/tokenizer.h"
 #include "runtime/error.h"
 
@@ -16,7 +18,7 @@ namespace q3n::cli {
 void add_eval_command(CLI::App& app) {
   struct Options {
     ModelOptions model;
-    std::string text_file, token_ids, logits_out;
+    std::string text_file, token_ids, logits_out, kl_base;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("eval", "Perplexity of a text, teacher-forced; optionally dump logits");
@@ -25,6 +27,10 @@ void add_eval_command(CLI::App& app) {
   auto* ti = cmd->add_option("--token-ids", o->token_ids, "Whitespace-separated token ids to evaluate");
   tf->excludes(ti);
   cmd->add_option("--logits-out", o->logits_out, "Write float32 logits [T, vocab] as a NumPy .npy file");
+  cmd->add_option("--kl-base", o->kl_base,
+                  "Compare with reference logits (.npy [T, vocab], e.g. --logits-out of a bf16 run): "
+                  "mean KL divergence and top-1 agreement")
+      ->check(CLI::ExistingFile);
   cmd->callback([o] {
     if (o->text_file.empty() && o->token_ids.empty()) throw Error("nothing to evaluate: give --text-file or --token-ids");
     std::vector<TokenId> ids;
@@ -33,6 +39,13 @@ void add_eval_command(CLI::App& app) {
     else
       ids = Tokenizer(std::filesystem::path(o->model.model) / "tokenizer.json").encode(read_text_file(o->text_file));
     if (ids.empty()) throw Error("the input holds no tokens");
+    NpyMatrix base;  // read before the model loads, so a wrong file fails fast
+    if (!o->kl_base.empty()) {
+      base = read_npy(o->kl_base);
+      if (base.rows != ids.size())
+        throw Error(o->kl_base + " holds logits of " + std::to_string(base.rows) + " tokens but the input has " +
+                    std::to_string(ids.size()) + ": write it with --logits-out on the same input");
+    }
     const uint32_t context = o->model.context ? o->model.context : uint32_t(ids.size());
     ModelSession session = open_model(o->model, context);
     const auto start = std::chrono::steady_clock::now();
@@ -40,21 +53,21 @@ void add_eval_command(CLI::App& app) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const size_t vocab = session.config.vocab_size;
 
-    double nll = 0;
-    for (size_t t = 0; t + 1 < ids.size(); ++t) {
-      const float* row = &logits[t * vocab];
-      double m = row[0];
-      for (size_t i = 1; i < vocab; ++i) m = std::max(m, double(row[i]));
-      double sum = 0;
-      for (size_t i = 0; i < vocab; ++i) sum += std::exp(double(row[i]) - m);
-      nll += m + std::log(sum) - row[ids[t + 1]];
-    }
-    if (ids.size() > 1)
-      std::printf("perplexity %.6f over %zu predicted tokens (mean NLL %.6f)\n", std::exp(nll / (ids.size() - 1)),
-                  ids.size() - 1, nll / (ids.size() - 1));
-    else
+    if (ids.size() > 1) {
+      const double nll = graph::mean_next_token_nll(logits, ids, vocab);
+      std::printf("perplexity %.6f over %zu predicted tokens (mean NLL %.6f)\n", std::exp(nll), ids.size() - 1, nll);
+    } else {
       std::printf("perplexity undefined: one token predicts nothing\n");
+    }
     std::fprintf(stderr, "[q3n] %zu tokens in %.3f s (%.1f tok/s)\n", ids.size(), seconds, ids.size() / seconds);
+    if (!o->kl_base.empty()) {
+      if (base.cols != vocab)
+        throw Error(o->kl_base + " has a vocabulary of " + std::to_string(base.cols) + ", this model " +
+                    std::to_string(vocab));
+      const graph::Divergence d = graph::divergence(base.values, logits, vocab);
+      std::printf("KL(base || this): mean %.6g nats, max %.6g over %zu positions; top-1 agreement %.2f%%\n",
+                  d.mean_kl, d.max_kl, d.rows, 100.0 * d.top1_agreement);
+    }
     if (!o->logits_out.empty()) write_npy(o->logits_out, logits, ids.size(), vocab);
     if (o->model.profile) std::fprintf(stderr, "%s", format_profile(session.engine->take_profile()).c_str());
   });

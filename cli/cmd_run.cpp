@@ -121,6 +121,7 @@ void add_run_command(CLI::App& app) {
     if (o->print_ids)
       for (size_t i = 0; i < generated.size(); ++i) std::printf(i ? " %d" : "%d", generated[i]);
     std::printf("\n");
+    std::fflush(stdout);  // the text ends before the statistics on stderr
     const size_t decoded = generated.empty() ? 0 : generated.size() - 1;  // the first came from the prefill step
     std::fprintf(stderr, "[q3n] prompt: %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens (%s), decode %.1f tok/s\n",
                  prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated.size(), stopped.c_str(),

@@ -1,6 +1,7 @@
 #include "cli/input_files.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -50,6 +51,30 @@ void write_npy(const std::string& path, const std::vector<float>& values, size_t
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
   out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * 4));
   if (!out) throw Error("writing " + path + " failed (disk full?)");
+}
+
+NpyMatrix read_npy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open " + path);
+  char preamble[10];
+  in.read(preamble, 10);
+  if (!in || std::string(preamble, 6) != "\x93NUMPY" || preamble[6] != 1)
+    throw Error(path + " is not a version-1 NumPy .npy file");
+  const size_t header_len = size_t(uint8_t(preamble[8])) | size_t(uint8_t(preamble[9])) << 8;
+  std::string header(header_len, '\0');
+  in.read(header.data(), std::streamsize(header_len));
+  if (!in) throw Error(path + ": truncated .npy header");
+  if (header.find("'descr': '<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos)
+    throw Error(path + ": expected little-endian float32 in C order (numpy.save of a float32 array), got " + header);
+  NpyMatrix m;
+  const size_t open = header.find("'shape': (");
+  if (open == std::string::npos || std::sscanf(header.c_str() + open, "'shape': (%zu, %zu)", &m.rows, &m.cols) != 2)
+    throw Error(path + ": expected a two-dimensional array [tokens, vocab], got " + header);
+  m.values.resize(m.rows * m.cols);
+  in.read(reinterpret_cast<char*>(m.values.data()), std::streamsize(m.values.size() * 4));
+  if (!in) throw Error(path + ": truncated: the header promises " + std::to_string(m.rows) + " x " +
+                       std::to_string(m.cols) + " floats");
+  return m;
 }
 
 }  // namespace q3n::cli

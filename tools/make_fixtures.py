@@ -17,12 +17,9 @@ import os
 import sys
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
 
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-               r"\s*[\r\n]+|\s+(?!\S)|\s+")
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+from qwen_bpe import make_tokenizer
 
 FIXTURES = {
     # F32, transformers-5 config spelling, untied, Hv/Hk = 2, dk != dv, rotary 0.25, a dense
@@ -55,21 +52,6 @@ def corpus():
     return [m.__doc__ or "" for m in (argparse, collections, j, pathlib, textwrap, os, torch.nn)]
 
 
-def make_tokenizer(vocab_size):
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(SPECIAL), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus(), trainer)
-    tok.add_special_tokens(SPECIAL)
-    assert tok.get_vocab_size() == vocab_size, tok.get_vocab_size()
-    return tok
-
-
 def randomise(model):
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -87,7 +69,7 @@ def build(name, spec, out_root):
     torch.manual_seed(spec["seed"])
     out = os.path.join(out_root, name)
     os.makedirs(out, exist_ok=True)
-    tok = make_tokenizer(spec["config"]["vocab_size"])
+    tok = make_tokenizer(spec["config"]["vocab_size"], corpus())
     eos = tok.token_to_id("<|endoftext|>")
     c = dict(spec["config"])
     partial = c.pop("partial_rotary_factor")
