@@ -34,6 +34,8 @@ void add_eval_command(CLI::App& app) {
   cmd->callback([o] {
     if (o->text_file.empty() && o->token_ids.empty()) throw Error("nothing to evaluate: give --text-file or --token-ids");
     std::vector<TokenId> ids;
+    if (!o->model.synthetic.empty() && o->token_ids.empty())
+      throw Error("--synthetic has no tokenizer: give --token-ids F");
     if (!o->token_ids.empty())
       ids = parse_token_ids(read_text_file(o->token_ids));
     else

@@ -56,7 +56,12 @@ void add_run_command(CLI::App& app) {
     if (o->top_p && (*o->top_p <= 0 || *o->top_p > 1)) throw Error("--top-p must be in (0, 1]");
     if (o->min_p && (*o->min_p < 0 || *o->min_p >= 1)) throw Error("--min-p must be in [0, 1)");
 
-    const std::filesystem::path dir = o->model.model;
+    if (!o->model.synthetic.empty()) {
+      if (o->prompt_ids.empty()) throw Error("--synthetic has no tokenizer: give the prompt as --prompt-ids F");
+      o->print_ids = true;
+    }
+    const std::filesystem::path dir =
+        o->model.synthetic.empty() ? std::filesystem::path(o->model.model) : std::filesystem::path(o->model.synthetic).parent_path();
     std::unique_ptr<Tokenizer> tokenizer;
     if (o->prompt_ids.empty() || !o->print_ids) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
     std::vector<TokenId> prompt;

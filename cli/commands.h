@@ -11,5 +11,6 @@ void add_tokenize_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_graph_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace q3n::cli

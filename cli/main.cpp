@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   q3n::cli::add_run_command(app);
   q3n::cli::add_eval_command(app);
   q3n::cli::add_graph_command(app);
+  q3n::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

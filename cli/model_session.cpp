@@ -4,36 +4,87 @@
 #include <cstdio>
 #include <vector>
 
+#include "loader/progress.h"
 #include "loader/tensor_schema.h"
 #include "runtime/error.h"
 
 namespace q3n::cli {
 
 void add_model_options(CLI::App& cmd, ModelOptions& o) {
-  cmd.add_option("-m,--model", o.model, "Checkpoint folder (config.json, *.safetensors, tokenizer.json)")->required();
+  auto* model = cmd.add_option("-m,--model", o.model, "Checkpoint folder (config.json, *.safetensors, tokenizer.json)");
+  auto* synthetic = cmd.add_option("--synthetic", o.synthetic,
+                                   "config.json of a model to run with deterministic random weights generated "
+                                   "on the GPU (no checkpoint; benchmarks)")
+                        ->check(CLI::ExistingFile);
+  model->excludes(synthetic);
+  cmd.add_option("--weights", o.weights, "Weight format on the device: bf16, q8 or q4 (default: as stored)")
+      ->check(CLI::IsMember({"bf16", "q8", "q4", "stored"}));
   cmd.add_option("--device", o.device, "Device index or name substring (default: Q3N_DEVICE or the best GPU)");
   cmd.add_option("--ctx", o.context, "Context length: KV-cache positions per sequence")->check(CLI::PositiveNumber);
   cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
   cmd.add_flag("--profile", o.profile, "Print GPU time per operator kind at the end");
 }
 
+namespace {
+
+double gib(uint64_t bytes) { return double(bytes) / double(1ull << 30); }
+
+// Refuses, before any allocation, a model whose weights and state cannot fit in device memory.
+void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint32_t context, uint32_t slots) {
+  const uint64_t weights = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
+  const uint64_t state = graph::SequenceState::planned_bytes(s.config, slots, context);
+  const uint64_t headroom = 256ull << 20;  // activations, step buffers, driver
+  const uint64_t free = s.runtime->device.free_device_memory();
+  if (weights + state + headroom <= free) return;
+  char msg[512];
+  std::snprintf(msg, sizeof msg,
+                "the model does not fit: it needs %.2f GiB of device memory (weights %.2f GiB as %s, state and "
+                "KV cache %.2f GiB for %u sequence(s) of %u tokens, 0.25 GiB headroom) but %s has %.2f GiB free; "
+                "use %sa smaller --ctx, fewer sequences or a device with more memory",
+                gib(weights + state + headroom), gib(weights), graph::weight_format_name(format), gib(state), slots,
+                context, s.runtime->device.info().name.c_str(), gib(free),
+                format == graph::WeightFormat::Q4 ? "" : format == graph::WeightFormat::Q8 ? "--weights q4, " : "--weights q4 or q8, ");
+  throw Error(msg);
+}
+
+}  // namespace
+
 ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots) {
   ModelSession s;
-  s.config = load_config(o.model);
-  s.checkpoint = std::make_unique<Checkpoint>(o.model);
-  validate_checkpoint(*s.checkpoint, s.config);
+  const bool synthetic = !o.synthetic.empty();
+  if (!synthetic && o.model.empty()) throw Error("no model: give -m DIR (a checkpoint folder) or --synthetic CONFIG.json");
+  graph::WeightFormat format = graph::parse_weight_format(o.weights);
+  if (synthetic) {
+    s.config = load_config_file(o.synthetic);
+    if (format == graph::WeightFormat::AsStored) format = graph::WeightFormat::BF16;
+  } else {
+    s.config = load_config(o.model);
+    s.checkpoint = std::make_unique<Checkpoint>(o.model);
+    validate_checkpoint(*s.checkpoint, s.config);
+  }
   if (s.config.max_position_embeddings > 0 && context > uint32_t(s.config.max_position_embeddings))
     throw Error("--ctx " + std::to_string(context) + " exceeds the model's max_position_embeddings (" +
                 std::to_string(s.config.max_position_embeddings) + ")");
   RuntimeOptions ro;
   ro.device = o.device;
   s.runtime = std::make_unique<Runtime>(ro);
+  check_memory_fit(s, format, context, slots);
+  graph::WeightOptions wo;
+  wo.format = format;
+  const uint64_t load_bytes = synthetic ? graph::DeviceWeights::planned_bytes(s.config, nullptr, format)
+                                        : s.checkpoint->total_bytes();
+  auto weights = [&] {
+    ProgressBar progress(synthetic ? "generating weights" : "loading weights", load_bytes);
+    wo.progress = &progress;
+    return synthetic ? graph::DeviceWeights(*s.runtime, s.config, o.seed, wo)
+                     : graph::DeviceWeights(*s.runtime, s.config, *s.checkpoint, wo);
+  }();
   graph::EngineOptions eo;
   eo.context = context;
   eo.slots = slots;
   eo.prefill_chunk = o.chunk;
   eo.profile = o.profile;
-  s.engine = std::make_unique<graph::Engine>(*s.runtime, s.config, *s.checkpoint, eo);
+  s.engine = std::make_unique<graph::Engine>(*s.runtime, s.config, std::move(weights), eo);
   return s;
 }
 

@@ -16,6 +16,9 @@ namespace q3n::cli {
 
 struct ModelOptions {
   std::string model;
+  std::string synthetic;  // a config.json: random weights of its shapes instead of a checkpoint
+  std::string weights;    // bf16 | q8 | q4; empty = as stored (synthetic: bf16)
+  uint32_t seed = 1;      // synthetic weights
   std::string device;
   uint32_t context = 0;  // 0: the command's default
   uint32_t chunk = 512;
@@ -29,7 +32,8 @@ struct ModelSession {
   std::unique_ptr<Runtime> runtime;
   std::unique_ptr<graph::Engine> engine;
 };
-// Loads and validates the checkpoint, opens the device and uploads the weights.
+// Loads and validates the checkpoint (or reads the synthetic config), opens the device, checks
+// that weights and state fit in its memory, then uploads (or generates) the weights.
 ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots = 1);
 
 // "GPU time by operator" table of a profile, most expensive first.

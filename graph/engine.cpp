@@ -25,10 +25,13 @@ StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shap
 }
 
 Engine::Engine(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, const EngineOptions& options)
+    : Engine(runtime, config, DeviceWeights(runtime, config, checkpoint, WeightOptions{}), options) {}
+
+Engine::Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weights, const EngineOptions& options)
     : runtime_(runtime),
       config_(config),
       options_(options),
-      weights_(runtime, config, checkpoint, nullptr),
+      weights_(std::move(weights)),
       state_(runtime, config, options.slots, options.context),
       positions_(options.slots, 0) {
   options_.prefill_chunk = std::clamp(options_.prefill_chunk, 1u, max_chunk(runtime.device));

@@ -26,6 +26,8 @@ struct EngineOptions {
 class Engine {
  public:
   Engine(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, const EngineOptions& options);
+  // With weights already on the device (converted, quantised or synthetic).
+  Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weights, const EngineOptions& options);
 
   // Starts a new sequence in `slot` (position 0, zeroed state).
   void reset(uint32_t slot);

@@ -19,9 +19,6 @@ std::string dims(std::initializer_list<uint64_t> d, const char* type = "f32") {
   for (uint64_t v : d) s += (s.size() > 1 ? ", " : "") + std::to_string(v);
   return s + "] " + type;
 }
-const char* type_name(ops::WeightType t) {
-  return t == ops::WeightType::F32 ? "f32" : t == ops::WeightType::F16 ? "f16" : "bf16";
-}
 
 // Builds one step's graph; small helpers add one node each.
 class Builder {
@@ -61,7 +58,7 @@ class Builder {
   static constexpr TensorId kNone = ~0u;
 
   TensorId weight(const std::string& name, const Matrix& m) {
-    return g_.bind(name, TensorRole::Weight, m.range, dims({m.rows, m.cols}, type_name(m.type)));
+    return g_.bind(name, TensorRole::Weight, m.range, dims({m.rows, m.cols}, ops::weight_type_name(m.type)));
   }
   TensorId vector(const std::string& name, const BufferRange& r, uint64_t n) {
     return g_.bind(name, TensorRole::Weight, r, dims({n}));
@@ -110,7 +107,7 @@ class Builder {
     const TensorId z = linear(name + " in_proj_z", x, w.z, rows_);
     const TensorId ba = linear(name + " in_proj_ba", x, w.ba, rows_);
 
-    const TensorId conv_w = g_.bind(name + " conv1d.weight", TensorRole::Weight, w.conv, dims({conv_dim, kernel}, type_name(w.conv_type)));
+    const TensorId conv_w = g_.bind(name + " conv1d.weight", TensorRole::Weight, w.conv, dims({conv_dim, kernel}, ops::weight_type_name(w.conv_type)));
     const TensorId conv_state = g_.bind(name + " conv state", TensorRole::State, st.conv, dims({state_.slots(), kernel - 1, conv_dim}));
     const TensorId qkv = g_.scratch(name + " conv out", uint64_t(rows_) * conv_dim * 4, dims({rows_, conv_dim}));
     const uint32_t batch = shape_.batch, tokens = shape_.tokens;
@@ -203,8 +200,8 @@ class Builder {
     if (w.has_shared) shared_out = swiglu_mlp(name + " shared_expert", x, w.shared_gate_up, w.shared_down);
     const ops::MoeShape s{rows_, H, E, uint32_t(c_.num_experts_per_tok), uint32_t(c_.moe_intermediate_size), c_.norm_topk_prob};
     const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
-    const TensorId gu = g_.bind(name + " experts.gate_up", TensorRole::Weight, w.experts_gate_up, dims({E, 2 * s.expert_dim, H}, type_name(w.experts_type)));
-    const TensorId dn = g_.bind(name + " experts.down", TensorRole::Weight, w.experts_down, dims({E, H, s.expert_dim}, type_name(w.experts_type)));
+    const TensorId gu = g_.bind(name + " experts.gate_up", TensorRole::Weight, w.experts_gate_up, dims({E, 2 * s.expert_dim, H}, ops::weight_type_name(w.experts_type)));
+    const TensorId dn = g_.bind(name + " experts.down", TensorRole::Weight, w.experts_down, dims({E, H, s.expert_dim}, ops::weight_type_name(w.experts_type)));
     const TensorId ids = g_.scratch(name + " expert ids", need.ids, dims({rows_, s.top_k}, "u32"));
     const TensorId wts = g_.scratch(name + " expert weights", need.weights, dims({rows_, s.top_k}));
     const TensorId offs = g_.scratch(name + " expert offsets", need.offsets, dims({E + 1}, "u32"));

@@ -2,12 +2,29 @@
 
 namespace q3n::graph {
 
+namespace {
+struct SlotBytes {
+  uint64_t conv, recurrent, kv;  // per slot: one DeltaNet layer's conv / recurrent state, one K (or V) cache
+};
+SlotBytes slot_bytes(const ModelConfig& c, uint32_t capacity) {
+  return {uint64_t(c.linear_conv_kernel_dim - 1) * c.linear_conv_dim() * 4,
+          uint64_t(c.linear_num_value_heads) * c.linear_key_head_dim * c.linear_value_head_dim * 4,
+          uint64_t(c.num_key_value_heads) * capacity * c.head_dim * 4};
+}
+}  // namespace
+
+uint64_t SequenceState::planned_bytes(const ModelConfig& c, uint32_t slots, uint32_t capacity) {
+  const SlotBytes b = slot_bytes(c, capacity);
+  return slots * (c.count_layers(LayerType::LinearAttention) * (b.conv + b.recurrent) +
+                  c.count_layers(LayerType::FullAttention) * 2 * b.kv);
+}
+
 SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t slots, uint32_t capacity)
     : runtime_(runtime), slots_(slots), capacity_(capacity) {
-  conv_slot_bytes_ = uint64_t(c.linear_conv_kernel_dim - 1) * c.linear_conv_dim() * 4;
-  recurrent_slot_bytes_ =
-      uint64_t(c.linear_num_value_heads) * c.linear_key_head_dim * c.linear_value_head_dim * 4;
-  const uint64_t kv_bytes = uint64_t(slots) * c.num_key_value_heads * capacity * c.head_dim * 4;
+  const SlotBytes per_slot = slot_bytes(c, capacity);
+  conv_slot_bytes_ = per_slot.conv;
+  recurrent_slot_bytes_ = per_slot.recurrent;
+  const uint64_t kv_bytes = slots * per_slot.kv;
   auto allocate = [&](uint64_t bytes, const std::string& what) {
     storage_.push_back(runtime.allocator.allocate(std::max<uint64_t>(bytes, 4), MemoryKind::Device, what));
     bytes_ += bytes;

@@ -18,6 +18,8 @@ struct LayerState {
 class SequenceState {
  public:
   SequenceState(Runtime& runtime, const ModelConfig& config, uint32_t slots, uint32_t capacity);
+  // Bytes the constructor would allocate (memory-fit checks).
+  static uint64_t planned_bytes(const ModelConfig& config, uint32_t slots, uint32_t capacity);
   // Zeroes a slot's conv and recurrent state: the start of a new sequence. (KV-cache rows are
   // overwritten by position, so they need no clearing.)
   void reset(uint32_t slot);

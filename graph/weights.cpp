@@ -1,46 +1,24 @@
 #include "graph/weights.h"
 
+#include <cmath>
 #include <cstring>
+#include <map>
 
 #include "runtime/error.h"
+#include "loader/tensor_schema.h"
 #include "runtime/ops/attention.h"
+#include "runtime/ops/fill_random.h"
+#include "runtime/ops/quantize.h"
 
 namespace q3n::graph {
 
 namespace {
 
-float bf16_to_f32(uint16_t h) {
-  const uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = uint32_t(h >> 15) << 31, exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: renormalise
-      int e = -1;
-      uint32_t m = mant;
-      do { ++e; m <<= 1; } while ((m & 0x400) == 0);
-      bits = sign | uint32_t(127 - 15 - e) << 23 | (m & 0x3FF) << 13;
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7F800000u | mant << 13;
-  } else {
-    bits = sign | (exp + 127 - 15) << 23 | mant << 13;
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 float element(const TensorView& t, size_t i) {
   switch (t.dtype) {
     case DType::F32: { float f; std::memcpy(&f, t.data + i * 4, 4); return f; }
-    case DType::BF16: { uint16_t h; std::memcpy(&h, t.data + i * 2, 2); return bf16_to_f32(h); }
-    case DType::F16: { uint16_t h; std::memcpy(&h, t.data + i * 2, 2); return f16_to_f32(h); }
+    case DType::BF16: return ops::decode_weight(ops::WeightType::BF16, t.data, i);
+    case DType::F16: return ops::decode_weight(ops::WeightType::F16, t.data, i);
   }
   return 0;
 }
@@ -51,22 +29,31 @@ struct RowSource {
   int64_t row;
 };
 
-// Streams converted rows to the device in bounded pieces.
+// How a matrix may be stored: as on disk, or converted to the requested format.
+enum class Use { Keep, Convert, Output };
+
+ops::WeightType target_type(ops::WeightType stored, Use use, WeightFormat format, int64_t cols) {
+  if (use == Use::Keep || format == WeightFormat::AsStored) return stored;
+  if (format == WeightFormat::BF16) return stored == ops::WeightType::F32 ? ops::WeightType::BF16 : stored;
+  if (cols % ops::kQuantBlock) return stored;  // rows that are not whole blocks stay as they are
+  if (format == WeightFormat::Q4 && use == Use::Output) return ops::WeightType::Q8;
+  return format == WeightFormat::Q8 ? ops::WeightType::Q8 : ops::WeightType::Q4;
+}
+
+// Streams rows, converted to `type`, to the device in bounded pieces.
 class Assembler {
  public:
-  Assembler(Runtime& rt, const BufferRange& dst, DType type) : rt_(rt), dst_(dst), type_(type) {}
+  Assembler(Runtime& rt, const BufferRange& dst, ops::WeightType type) : rt_(rt), dst_(dst), type_(type) {}
   void add_row(const TensorView& t, int64_t row, int64_t cols) {
     const size_t first = size_t(row) * cols;
-    if (t.dtype == type_) {
-      const size_t bytes = size_t(cols) * dtype_size(type_);
-      const std::byte* src = t.data + first * dtype_size(type_);
+    if (weight_type(t.dtype) == type_) {
+      const size_t bytes = size_t(cols) * dtype_size(t.dtype);
+      const std::byte* src = t.data + first * dtype_size(t.dtype);
       buffer_.insert(buffer_.end(), src, src + bytes);
-    } else {  // mixed parts: widen to f32 (the only target used for mixtures)
-      for (int64_t c = 0; c < cols; ++c) {
-        const float f = element(t, first + c);
-        const auto* p = reinterpret_cast<const std::byte*>(&f);
-        buffer_.insert(buffer_.end(), p, p + 4);
-      }
+    } else {
+      row_.resize(size_t(cols));
+      for (int64_t c = 0; c < cols; ++c) row_[size_t(c)] = element(t, first + c);
+      ops::encode_weights(type_, row_.data(), row_.size(), buffer_);
     }
     if (buffer_.size() >= (64u << 20)) flush();
   }
@@ -80,50 +67,105 @@ class Assembler {
  private:
   Runtime& rt_;
   BufferRange dst_;
-  DType type_;
+  ops::WeightType type_;
+  std::vector<float> row_;
   std::vector<std::byte> buffer_;
   uint64_t written_ = 0;
 };
 
+// The value range of a synthetic f32 vector, by what it is (spec §9's randomisation).
+std::pair<float, float> synthetic_range(const std::string& name) {
+  if (name.ends_with("A_log")) return {0.0f, 2.77f};            // log(U(1, 16))
+  if (name.ends_with("dt_bias")) return {-0.5f, 0.5f};
+  if (name.ends_with("linear_attn.norm.weight")) return {0.9f, 1.1f};  // plain (not zero-centred)
+  return {-0.1f, 0.1f};                                          // zero-centred norms: 1 + w
+}
+
+// Puts each tensor on the device: from the checkpoint, as synthetic random values, or (runtime
+// null) only counting the bytes it would take.
 class Uploader {
  public:
-  Uploader(Runtime& rt, const Checkpoint& ck, ProgressBar* progress, std::vector<Allocation>& storage, uint64_t& bytes)
-      : rt_(rt), ck_(ck), progress_(progress), storage_(storage), bytes_(bytes) {}
+  Uploader(Runtime* rt, const std::map<std::string, TensorView>& tensors, bool synthetic, uint32_t seed,
+           const WeightOptions& options, std::vector<Allocation>& storage, uint64_t& bytes)
+      : rt_(rt), tensors_(tensors), synthetic_(synthetic), seed_(seed), options_(options), storage_(storage),
+        bytes_(bytes) {
+    if (rt_ && synthetic_) {
+      fills_ = std::make_unique<CommandBuffer>(rt_->pool.allocate());
+      fills_->begin();
+    }
+  }
+  // Synthetic fills are recorded into one command buffer, submitted here.
+  void finish() {
+    if (!fills_) return;
+    fills_->barrier();
+    fills_->end();
+    rt_->queue.submit_and_wait(*fills_);
+    fills_.reset();
+  }
 
-  const TensorView& tensor(const std::string& name) const { return ck_.tensor(name); }
-  bool has(const std::string& name) const { return ck_.find(name) != nullptr; }
+  const TensorView& tensor(const std::string& name) const {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) throw Error("the checkpoint has no tensor " + name);
+    return it->second;
+  }
+  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
 
   // Rows gathered from several 2-D tensors of equal width into one matrix.
-  Matrix matrix(const std::string& what, const std::vector<RowSource>& rows) {
+  Matrix matrix(const std::string& what, const std::vector<RowSource>& rows, Use use = Use::Convert) {
     if (rows.empty()) throw Error("internal: empty matrix " + what);
     const int64_t cols = rows[0].tensor->shape.back();
-    DType type = rows[0].tensor->dtype;
+    DType stored = rows[0].tensor->dtype;
     for (const RowSource& r : rows) {
       if (r.tensor->shape.back() != cols) throw Error("tensor " + r.tensor->name + " has the wrong width for " + what);
-      if (r.tensor->dtype != type) type = DType::F32;
+      if (r.tensor->dtype != stored) stored = DType::F32;
     }
-    const uint64_t size = uint64_t(rows.size()) * cols * dtype_size(type);
-    BufferRange range = allocate(size, what);
-    Assembler out(rt_, range, type);
+    const ops::WeightType type = target_type(weight_type(stored), use, options_.format, cols);
+    const uint64_t elements = uint64_t(rows.size()) * cols;
+    const Matrix shape{{}, type, static_cast<uint32_t>(rows.size()), static_cast<uint32_t>(cols)};
+    if (!rt_) {  // planning
+      bytes_ += ops::weight_storage_bytes(type, elements);
+      return shape;
+    }
+    Matrix m = shape;
+    m.range = allocate(ops::weight_storage_bytes(type, elements), what);
+    if (synthetic_) {
+      const float a = std::sqrt(3.0f / float(cols));  // unit variance in, unit variance out
+      ops::record_fill_random(rt_->pipelines, *fills_, {m.range, type, elements, seed_++, -a, a});
+      if (options_.progress) options_.progress->advance(m.range.size);
+      return m;
+    }
+    Assembler out(*rt_, m.range, type);
     const TensorView* last = nullptr;
     for (const RowSource& r : rows) {
       out.add_row(*r.tensor, r.row, cols);
-      if (r.tensor != last && progress_) progress_->advance(r.tensor->bytes);
+      if (r.tensor != last && options_.progress) options_.progress->advance(r.tensor->bytes);
       last = r.tensor;
     }
     out.flush();
-    return {range, weight_type(type), static_cast<uint32_t>(rows.size()), static_cast<uint32_t>(cols)};
+    return m;
   }
-  Matrix matrix(const std::string& name) { return matrix(name, all_rows({&tensor(name)})); }
+  Matrix matrix(const std::string& name, Use use = Use::Convert) {
+    return matrix(name, all_rows({&tensor(name)}), use);
+  }
 
   // A tensor as f32, whatever its stored dtype (norms, A_log, dt_bias).
   BufferRange vector_f32(const std::string& name) {
     const TensorView& t = tensor(name);
+    const uint64_t bytes = uint64_t(t.elements()) * 4;
+    if (!rt_) {  // planning
+      bytes_ += bytes;
+      return {};
+    }
+    BufferRange range = allocate(bytes, name);
+    if (synthetic_) {
+      const auto [lo, hi] = synthetic_range(name);
+      ops::record_fill_random(rt_->pipelines, *fills_, {range, ops::WeightType::F32, uint64_t(t.elements()), seed_++, lo, hi});
+      return range;
+    }
     std::vector<float> values(t.elements());
     for (size_t i = 0; i < values.size(); ++i) values[i] = element(t, i);
-    BufferRange range = allocate(values.size() * 4, name);
-    rt_.transfer.upload(range, values.data(), values.size() * 4);
-    if (progress_) progress_->advance(t.bytes);
+    rt_->transfer.upload(range, values.data(), values.size() * 4);
+    if (options_.progress) options_.progress->advance(t.bytes);
     return range;
   }
 
@@ -136,16 +178,34 @@ class Uploader {
 
  private:
   BufferRange allocate(uint64_t bytes, const std::string& what) {
-    storage_.push_back(rt_.allocator.allocate(bytes, MemoryKind::Device, what));
+    storage_.push_back(rt_->allocator.allocate(bytes, MemoryKind::Device, what));
     bytes_ += bytes;
     return storage_.back().range();
   }
-  Runtime& rt_;
-  const Checkpoint& ck_;
-  ProgressBar* progress_;
+  Runtime* rt_;
+  const std::map<std::string, TensorView>& tensors_;
+  bool synthetic_;
+  uint32_t seed_;
+  const WeightOptions& options_;
   std::vector<Allocation>& storage_;
   uint64_t& bytes_;
+  std::unique_ptr<CommandBuffer> fills_;
 };
+
+// The tensors a checkpoint of this config holds (spec §2), as BF16 views without data.
+std::map<std::string, TensorView> synthetic_tensors(const ModelConfig& c) {
+  std::map<std::string, TensorView> out;
+  for (const ExpectedTensor& e : expected_tensors(c, false)) {
+    TensorView t;
+    t.name = e.name;
+    t.dtype = DType::BF16;
+    t.shape = e.shape;
+    t.bytes = size_t(t.elements()) * 2;
+    t.file = "(synthetic)";
+    out.emplace(e.name, std::move(t));
+  }
+  return out;
+}
 
 DeltaNetWeights load_delta(Uploader& up, const ModelConfig& c, const std::string& p) {
   const int hk = c.linear_num_key_heads, hv = c.linear_num_value_heads, dk = c.linear_key_head_dim,
@@ -168,9 +228,9 @@ DeltaNetWeights load_delta(Uploader& up, const ModelConfig& c, const std::string
   DeltaNetWeights w;
   w.qkv = up.matrix(p + "in_proj_qkvz.weight [q; k; v]", qkv_rows);
   w.z = up.matrix(p + "in_proj_qkvz.weight [z]", z_rows);
-  w.ba = up.matrix(p + "in_proj_ba.weight [b; a]", ba_rows);
+  w.ba = up.matrix(p + "in_proj_ba.weight [b; a]", ba_rows, Use::Keep);
   w.out = up.matrix(p + "out_proj.weight");
-  const Matrix conv = up.matrix(p + "conv1d.weight", Uploader::all_rows({&up.tensor(p + "conv1d.weight")}));
+  const Matrix conv = up.matrix(p + "conv1d.weight", Uploader::all_rows({&up.tensor(p + "conv1d.weight")}), Use::Keep);
   w.conv = conv.range;
   w.conv_type = conv.type;
   w.a_log = up.vector_f32(p + "A_log");
@@ -202,7 +262,7 @@ MlpWeights load_mlp(Uploader& up, const ModelConfig& c, int layer, const std::st
   w.has_shared = up.has(p + "shared_expert.gate_proj.weight");
   std::vector<const TensorView*> router = {&up.tensor(p + "gate.weight")};
   if (w.has_shared) router.push_back(&up.tensor(p + "shared_expert_gate.weight"));
-  w.router = up.matrix(p + "gate.weight + shared_expert_gate.weight", Uploader::all_rows(router));
+  w.router = up.matrix(p + "gate.weight + shared_expert_gate.weight", Uploader::all_rows(router), Use::Keep);
   std::vector<const TensorView*> gate_up, down;
   for (int e = 0; e < c.num_experts; ++e) {
     const std::string ep = p + "experts." + std::to_string(e) + ".";
@@ -228,11 +288,43 @@ MlpWeights load_mlp(Uploader& up, const ModelConfig& c, int layer, const std::st
 
 }  // namespace
 
-DeviceWeights::DeviceWeights(Runtime& runtime, const ModelConfig& c, const Checkpoint& ck, ProgressBar* progress) {
-  Uploader up(runtime, ck, progress, storage_, bytes_);
-  embed = up.matrix("model.embed_tokens.weight");
+WeightFormat parse_weight_format(const std::string& name) {
+  if (name == "bf16") return WeightFormat::BF16;
+  if (name == "q8") return WeightFormat::Q8;
+  if (name == "q4") return WeightFormat::Q4;
+  if (name == "stored" || name.empty()) return WeightFormat::AsStored;
+  throw Error("unknown weight format '" + name + "': use bf16, q8 or q4 (or stored)");
+}
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::AsStored: return "as stored";
+    case WeightFormat::BF16: return "bf16";
+    case WeightFormat::Q8: return "q8";
+    case WeightFormat::Q4: return "q4";
+  }
+  return "?";
+}
+
+DeviceWeights::DeviceWeights(Runtime& runtime, const ModelConfig& c, const Checkpoint& ck, const WeightOptions& o)
+    : DeviceWeights(&runtime, c, &ck, 0, o) {}
+
+DeviceWeights::DeviceWeights(Runtime& runtime, const ModelConfig& c, uint32_t seed, const WeightOptions& o)
+    : DeviceWeights(&runtime, c, nullptr, seed, o) {}
+
+uint64_t DeviceWeights::planned_bytes(const ModelConfig& c, const Checkpoint* ck, WeightFormat format) {
+  WeightOptions o;
+  o.format = format;
+  return DeviceWeights(nullptr, c, ck, 0, o).bytes();
+}
+
+DeviceWeights::DeviceWeights(Runtime* runtime, const ModelConfig& c, const Checkpoint* ck, uint32_t seed,
+                             const WeightOptions& options) {
+  const std::map<std::string, TensorView> synthetic = ck ? std::map<std::string, TensorView>{} : synthetic_tensors(c);
+  Uploader up(runtime, ck ? ck->tensors() : synthetic, ck == nullptr, seed, options, storage_, bytes_);
+  embed = up.matrix("model.embed_tokens.weight", Use::Keep);
   final_norm = up.vector_f32("model.norm.weight");
-  lm_head = (c.tie_word_embeddings || !up.has("lm_head.weight")) ? embed : up.matrix("lm_head.weight");
+  lm_head = (c.tie_word_embeddings || !up.has("lm_head.weight")) ? embed : up.matrix("lm_head.weight", Use::Output);
   for (int L = 0; L < c.num_hidden_layers; ++L) {
     const std::string p = "model.layers." + std::to_string(L) + ".";
     LayerWeights layer;
@@ -248,9 +340,12 @@ DeviceWeights::DeviceWeights(Runtime& runtime, const ModelConfig& c, const Check
   }
   std::vector<float> freq = ops::rope_inv_freq(c.rope_theta, c.rotary_dim());
   if (freq.empty()) freq.push_back(0.0f);
-  storage_.push_back(runtime.allocator.allocate(freq.size() * 4, MemoryKind::Device, "RoPE inverse frequencies"));
+  bytes_ += freq.size() * 4;
+  if (!runtime) return;
+  up.finish();
+  storage_.push_back(runtime->allocator.allocate(freq.size() * 4, MemoryKind::Device, "RoPE inverse frequencies"));
   rope_inv_freq = storage_.back().range();
-  runtime.transfer.upload(rope_inv_freq, freq.data(), freq.size() * 4);
+  runtime->transfer.upload(rope_inv_freq, freq.data(), freq.size() * 4);
 }
 
 }  // namespace q3n::graph

@@ -6,7 +6,14 @@
 //    shared-expert gate into one; each MoE layer's experts are packed into gate_up [E, 2I, H]
 //    and down [E, H, I];
 //  - norms, A_log and dt_bias become f32.
-// Matrices keep their stored dtype (bf16/f16/f32) unless concatenated parts differ, then f32.
+// Matrices keep their stored dtype (bf16/f16/f32) unless concatenated parts differ, then f32,
+// or, with a WeightFormat, are converted/quantised row by row as they stream (see weight_type.h
+// for the Q8/Q4 blocks). The router, the DeltaNet gate projection in_proj_ba, the conv weights,
+// the embeddings, norms, A_log and dt_bias always keep their precision; with Q4 the lm_head is
+// stored as Q8 (the logits are the most quantisation-sensitive matrix).
+//
+// A synthetic model has the config's shapes and deterministic random values generated on the
+// GPU (shaders/fill_random.comp): full-size benchmarks without a checkpoint.
 #pragma once
 
 #include <memory>
@@ -19,6 +26,16 @@
 #include "runtime/runtime.h"
 
 namespace q3n::graph {
+
+enum class WeightFormat { AsStored, BF16, Q8, Q4 };
+// "bf16", "q8", "q4" (or "stored"); throws naming the accepted values.
+WeightFormat parse_weight_format(const std::string& name);
+const char* weight_format_name(WeightFormat format);
+
+struct WeightOptions {
+  WeightFormat format = WeightFormat::AsStored;
+  ProgressBar* progress = nullptr;  // advanced by checkpoint bytes (or by planned bytes, synthetic)
+};
 
 struct Matrix {
   BufferRange range;
@@ -61,7 +78,15 @@ struct LayerWeights {
 
 class DeviceWeights {
  public:
-  DeviceWeights(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, ProgressBar* progress);
+  // From a checkpoint, streamed tensor by tensor.
+  DeviceWeights(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, const WeightOptions& options);
+  // Synthetic: random weights of the config's shapes (stored dtype: bf16), generated on the GPU.
+  DeviceWeights(Runtime& runtime, const ModelConfig& config, uint32_t seed, const WeightOptions& options);
+  DeviceWeights(DeviceWeights&&) = default;
+
+  // Device bytes the weights will take, computed without touching the GPU (memory-fit checks);
+  // `checkpoint` null = synthetic.
+  static uint64_t planned_bytes(const ModelConfig& config, const Checkpoint* checkpoint, WeightFormat format);
 
   Matrix embed, lm_head;
   BufferRange final_norm;
@@ -70,6 +95,8 @@ class DeviceWeights {
   uint64_t bytes() const { return bytes_; }
 
  private:
+  DeviceWeights(Runtime* runtime, const ModelConfig& config, const Checkpoint* checkpoint, uint32_t seed,
+                const WeightOptions& options);
   std::vector<Allocation> storage_;
   uint64_t bytes_ = 0;
 };

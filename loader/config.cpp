@@ -207,12 +207,17 @@ ModelConfig parse_config(const json& j, const std::string& source) {
 
 ModelConfig load_config(const std::filesystem::path& model_dir) {
   const auto path = model_dir / "config.json";
-  std::ifstream in(path);
-  if (!in) {
+  if (!std::filesystem::exists(path)) {
     if (!std::filesystem::exists(model_dir))
       throw Error("model folder " + model_dir.string() + " does not exist");
     throw Error(path.string() + " is missing: -m must name a Hugging Face checkpoint folder with config.json");
   }
+  return load_config_file(path);
+}
+
+ModelConfig load_config_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot open " + path.string());
   json j;
   try {
     j = json::parse(in);

@@ -64,6 +64,7 @@ struct ModelConfig {
 // Parses and validates; `source` names the file in error messages. Throws q3n::Error naming the
 // offending field and what q3n accepts.
 ModelConfig parse_config(const nlohmann::json& j, const std::string& source);
-ModelConfig load_config(const std::filesystem::path& model_dir);
+ModelConfig load_config(const std::filesystem::path& model_dir);  // model_dir/config.json
+ModelConfig load_config_file(const std::filesystem::path& json_file);
 
 }  // namespace q3n

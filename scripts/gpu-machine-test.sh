@@ -2,12 +2,13 @@
 # Runs the built test suite on the GPU device machine, whose image has no Vulkan loader or
 # validation layer of its own. Prepare here with:
 #   EXTRA_DEBS=vulkan-validationlayers ../shared/device/prepare.sh
-# then on the device:  source .device/env.sh && scripts/gpu-machine-test.sh [build-dir]
+# then on the device:  source .device/env.sh && scripts/gpu-machine-test.sh [build-dir [ctest args...]]
 set -euo pipefail
 build=${1:-build}
+shift || true
 staged=/tmp/device-debs
 export VK_LAYER_PATH=$staged/usr/share/vulkan/explicit_layer.d
 export LD_LIBRARY_PATH=$staged/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export Q3N_VALIDATE=1
 cd "$build"
-ctest --output-on-failure --timeout 1500
+ctest --output-on-failure --timeout 1500 "$@"

@@ -18,13 +18,28 @@ layout(buffer_reference, std430, buffer_reference_align = 4) buffer I32Buf { int
 const uint DTYPE_F32 = 0;
 const uint DTYPE_F16 = 1;
 const uint DTYPE_BF16 = 2;
+// Quantised blocks of 32 elements of a row (layouts in runtime/ops/weight_type.h):
+const uint DTYPE_Q8 = 3;  // 9 words: fp16 scale, 32 x int8
+const uint DTYPE_Q4 = 4;  // 5 words: fp16 scale | fp16 min, 32 x uint4
 
 // bf16 is the top half of an fp32: widen by shifting (no extension needed).
 float bf16_bits_to_f32(uint bits) { return uintBitsToFloat(bits << 16); }
 
-// Element i of a tensor stored as `dtype`, read through 32-bit words.
+// Element i of a tensor stored as `dtype`, read through 32-bit words. For the quantised types i
+// is the element's index in the unquantised row-major tensor (rows a multiple of 32 long).
 float load_weight(U32Buf w, uint dtype, uint i) {
   if (dtype == DTYPE_F32) return uintBitsToFloat(w.v[i]);
+  if (dtype == DTYPE_Q8) {
+    const uint block = (i >> 5) * 9u, j = i & 31u;
+    const int q = bitfieldExtract(int(w.v[block + 1u + (j >> 2)]), int((j & 3u) * 8u), 8);
+    return unpackHalf2x16(w.v[block]).x * float(q);
+  }
+  if (dtype == DTYPE_Q4) {
+    const uint block = (i >> 5) * 5u, j = i & 31u;
+    const vec2 scale_min = unpackHalf2x16(w.v[block]);
+    const uint q = bitfieldExtract(w.v[block + 1u + (j >> 3)], int((j & 7u) * 4u), 4);
+    return scale_min.x * float(q) + scale_min.y;
+  }
   uint word = w.v[i >> 1];
   uint bits = (i & 1u) != 0u ? (word >> 16) : (word & 0xFFFFu);
   return dtype == DTYPE_BF16 ? bf16_bits_to_f32(bits) : unpackHalf2x16(bits).x;
@@ -48,6 +63,13 @@ float load_weight(U32Buf w, uint dtype, uint i) {
 // of the step sits at absolute position seqs[2b+1] (= tokens already in its caches).
 uint seq_slot(U32Buf seqs, uint b) { return seqs.v[2u * b]; }
 uint seq_position(U32Buf seqs, uint b) { return seqs.v[2u * b + 1u]; }
+
+// A bijective 32-bit integer hash (lowbias32): counter-based random numbers for sampling and
+// synthetic weights.
+uint hash32(uint x) {
+  x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+  return x;
+}
 
 float sigmoid(float x) { return 1.0 / (1.0 + exp(-x)); }
 float silu(float x) { return x / (1.0 + exp(-x)); }

@@ -1,7 +1,9 @@
 #version 460
 // y[t, n] = sum_k x[t, k] * W[n, k] for few tokens (decode): one workgroup per output row n,
 // all tokens at once, so each weight element is read from memory once and used T times.
-// Weights are read in place in their stored dtype; accumulation is fp32.
+// Weights are read in place in their stored dtype; accumulation is fp32. Quantised weights are read
+// an eighth of a block (8 elements) per invocation step, so a 2048-wide row keeps 256 invocations
+// busy and neighbouring invocations read neighbouring words.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
@@ -24,11 +26,39 @@ void main() {
   if (row >= p.n) return;  // uniform per workgroup
   float acc[MAX_TOKENS];
   for (uint t = 0; t < MAX_TOKENS; ++t) acc[t] = 0.0;
-  const uint base = row * p.k;
-  for (uint i = gl_LocalInvocationID.x; i < p.k; i += gl_WorkGroupSize.x) {
-    const float w = load_weight(p.weight, WEIGHT_DTYPE, base + i);
-    for (uint t = 0; t < MAX_TOKENS; ++t)
-      if (t < p.tokens) acc[t] += w * p.x.v[t * p.k + i];
+  if (WEIGHT_DTYPE == DTYPE_Q8 || WEIGHT_DTYPE == DTYPE_Q4) {
+    const uint words = WEIGHT_DTYPE == DTYPE_Q8 ? 9u : 5u;
+    const uint row_words = (p.k >> 5) * words;
+    for (uint u = gl_LocalInvocationID.x; u < (p.k >> 3); u += gl_WorkGroupSize.x) {
+      const uint block = row * row_words + (u >> 2) * words, part = u & 3u;
+      float w[8];
+      if (WEIGHT_DTYPE == DTYPE_Q8) {
+        const float d = unpackHalf2x16(p.weight.v[block]).x;
+        const uint lo = p.weight.v[block + 1u + 2u * part], hi = p.weight.v[block + 2u + 2u * part];
+        for (uint j = 0; j < 4; ++j) {
+          w[j] = d * float(bitfieldExtract(int(lo), int(8u * j), 8));
+          w[j + 4] = d * float(bitfieldExtract(int(hi), int(8u * j), 8));
+        }
+      } else {
+        const vec2 scale_min = unpackHalf2x16(p.weight.v[block]);
+        const uint q = p.weight.v[block + 1u + part];
+        for (uint j = 0; j < 8; ++j) w[j] = scale_min.x * float(bitfieldExtract(q, int(4u * j), 4)) + scale_min.y;
+      }
+      const uint col = u * 8u;
+      for (uint t = 0; t < MAX_TOKENS; ++t) {
+        if (t >= p.tokens) break;
+        float sum = 0.0;
+        for (uint j = 0; j < 8; ++j) sum += w[j] * p.x.v[t * p.k + col + j];
+        acc[t] += sum;
+      }
+    }
+  } else {
+    const uint base = row * p.k;
+    for (uint i = gl_LocalInvocationID.x; i < p.k; i += gl_WorkGroupSize.x) {
+      const float w = load_weight(p.weight, WEIGHT_DTYPE, base + i);
+      for (uint t = 0; t < MAX_TOKENS; ++t)
+        if (t < p.tokens) acc[t] += w * p.x.v[t * p.k + i];
+    }
   }
   for (uint t = 0; t < p.tokens; ++t) {
     float total;

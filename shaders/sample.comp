@@ -20,11 +20,6 @@ layout(push_constant) uniform Push {
 shared float red_f[THREADS];
 shared uint red_u[THREADS];
 
-uint hash32(uint x) {  // lowbias32
-  x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
-  return x;
-}
-
 // Workgroup reductions: subgroup operations, then one value per subgroup through shared memory
 // (any subgroup size). Every invocation receives the result.
 float workgroup_max(float v) {

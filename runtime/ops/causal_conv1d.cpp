@@ -17,7 +17,7 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
     throw Error("linear_conv_kernel_dim " + std::to_string(a.kernel) + " is outside q3n's range 1..8");
   const uint64_t rows = uint64_t(a.batch) * a.tokens;
   if (a.x.size < rows * a.channels * 4 || a.y.size < rows * a.channels * 4 ||
-      a.weight.size < uint64_t(a.channels) * a.kernel * weight_bytes(a.type) ||
+      a.weight.size < weight_storage_bytes(a.type, uint64_t(a.channels) * a.kernel) ||
       a.state.size < uint64_t(a.kernel - 1) * a.channels * 4 || a.seqs.size < uint64_t(a.batch) * 8)
     throw Error("internal: causal conv1d buffers are smaller than their shapes");
   const Pipeline& pipeline = pipelines.get(

@@ -12,7 +12,7 @@ struct Push {
 }  // namespace
 
 void record_embedding(PipelineLibrary& pipelines, CommandBuffer& commands, const EmbeddingArgs& a) {
-  if (a.table.size < uint64_t(a.rows) * a.dim * weight_bytes(a.type) || a.ids.size < uint64_t(a.tokens) * 4 ||
+  if (a.table.size < weight_storage_bytes(a.type, uint64_t(a.rows) * a.dim) || a.ids.size < uint64_t(a.tokens) * 4 ||
       a.out.size < uint64_t(a.tokens) * a.dim * 4)
     throw Error("internal: embedding buffers are smaller than their shapes");
   const Pipeline& pipeline =

@@ -17,8 +17,10 @@ constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount
 
 void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& a) {
   if (a.x.size < uint64_t(a.tokens) * a.k * 4 || a.y.size < uint64_t(a.tokens) * a.n * 4 ||
-      a.weight.size < uint64_t(a.n) * a.k * weight_bytes(a.type))
+      a.weight.size < weight_storage_bytes(a.type, uint64_t(a.n) * a.k))
     throw Error("internal: linear buffers are smaller than their shapes");
+  if (is_quantized(a.type) && a.k % kQuantBlock)
+    throw Error("internal: a quantised linear needs rows a multiple of 32 long, got " + std::to_string(a.k));
   const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
   if (a.tokens <= kGemvMaxTokens) {

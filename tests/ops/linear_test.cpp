@@ -1,5 +1,7 @@
 // shaders/linear_gemv.comp and linear_gemm.comp: y = x W^T against a double reference, for every
-// weight type, token counts on both sides of the GEMV/GEMM switch, and odd k / n.
+// weight type (quantised ones included: the reference uses the decoded weights the GPU reads, so
+// the tolerance is that of the fp32 sum), token counts on both sides of the GEMV/GEMM switch, and
+// odd k / n.
 #include <cmath>
 
 #include "runtime/ops/linear.h"
@@ -45,20 +47,20 @@ TEST_P(LinearTest, MatchesReference) {
   EXPECT_EQ(bad, 0u);
 }
 
-const char* type_name(ops::WeightType t) {
-  return t == ops::WeightType::F32 ? "f32" : t == ops::WeightType::F16 ? "f16" : "bf16";
-}
-
 INSTANTIATE_TEST_SUITE_P(
     Shapes, LinearTest,
     ::testing::Values(Case{1, 2048, 67, ops::WeightType::BF16}, Case{1, 131, 300, ops::WeightType::F16},
                       Case{3, 257, 130, ops::WeightType::F32}, Case{8, 64, 63, ops::WeightType::BF16},
                       Case{9, 130, 65, ops::WeightType::BF16}, Case{63, 257, 129, ops::WeightType::F16},
                       Case{65, 100, 200, ops::WeightType::F32}, Case{130, 2048, 96, ops::WeightType::BF16},
-                      Case{1, 16, 70000, ops::WeightType::BF16}),  // n over 65535 uses the 2-D grid
+                      Case{1, 16, 70000, ops::WeightType::BF16},  // n over 65535 uses the 2-D grid
+                      // Quantised rows (k a multiple of 32): the GEMV's block path, the GEMM's tiles.
+                      Case{1, 2048, 67, ops::WeightType::Q8}, Case{5, 96, 131, ops::WeightType::Q8},
+                      Case{1, 2048, 67, ops::WeightType::Q4}, Case{8, 4128, 33, ops::WeightType::Q4},
+                      Case{70, 160, 129, ops::WeightType::Q8}, Case{130, 544, 70, ops::WeightType::Q4}),
     [](const auto& info) {
       const Case& c = info.param;
-      return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" + type_name(c.type);
+      return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" + ops::weight_type_name(c.type);
     });
 
 }  // namespace

@@ -106,11 +106,15 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{5, 130, 16, 4, 65, false, true, ops::WeightType::F32, false},   // norm_topk_prob false
                       Case{70, 64, 12, 3, 40, true, false, ops::WeightType::F16, false},   // prefill tiles, no shared
                       Case{45, 33, 10, 2, 17, true, true, ops::WeightType::BF16, true},    // one expert takes all
-                      Case{130, 48, 20, 10, 24, true, true, ops::WeightType::BF16, false}),// top-10 like the 80B
+                      Case{130, 48, 20, 10, 24, true, true, ops::WeightType::BF16, false}, // top-10 like the 80B
+                      // Quantised experts (hidden and expert sizes multiples of 32).
+                      Case{1, 96, 8, 2, 64, true, true, ops::WeightType::Q4, false},
+                      Case{37, 64, 9, 3, 32, true, true, ops::WeightType::Q8, false}),
     [](const auto& info) {
       const Case& c = info.param;
       return "t" + std::to_string(c.tokens) + "h" + std::to_string(c.hidden) + "e" + std::to_string(c.experts) + "k" +
-             std::to_string(c.top_k) + "i" + std::to_string(c.expert_dim) + (c.skewed ? "skewed" : "");
+             std::to_string(c.top_k) + "i" + std::to_string(c.expert_dim) + "_" +
+             ops::weight_type_name(c.type) + (c.skewed ? "_skewed" : "");
     });
 
 class SwigluTest : public GpuTest {};

@@ -1,0 +1,217 @@
+// `q3n bench (-m DIR | --synthetic CONFIG) [-p 512,4096] [-n 128] [-b 1,8,32] [--weights F]
+// [--reps R] [--json] [--profile]`: llama-bench-style throughput.
+//  - ppP: prompt processing of P tokens in one sequence (chunked prefill), tokens/s;
+//  - tgN@B: N decode steps of B sequences at once, generated tokens/s summed over sequences;
+//  - for every decode test, the bandwidth bound: the bytes a step must move (graph/traffic.h)
+//    over the copy bandwidth measured with shaders/copy.comp in this same run.
+// Prompts are random token ids; sampling is greedy. Each test runs once to warm up (pipelines,
+// recorded programs), then `reps` times; the mean is reported.
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <numeric>
+#include <random>
+
+#include "cli/commands.h"
+#include "cli/model_session.h"
+#include "graph/traffic.h"
+#include "runtime/error.h"
+#include "runtime/ops/copy.h"
+
+namespace q3n::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Device copy bandwidth, (bytes read + bytes written) / time, best of three batches of copies.
+double measure_copy_bandwidth(Runtime& rt) {
+  const uint64_t free = rt.device.free_device_memory();
+  const uint64_t bytes = std::clamp<uint64_t>(free / 8, 16ull << 20, 1ull << 30) / 16 * 16;
+  Allocation src = rt.allocator.allocate(bytes, MemoryKind::Device, "bandwidth probe source");
+  Allocation dst = rt.allocator.allocate(bytes, MemoryKind::Device, "bandwidth probe destination");
+  const int copies = 10;
+  double best = 0;
+  for (int attempt = 0; attempt < 4; ++attempt) {  // the first one warms up the pipeline
+    CommandBuffer cb = rt.pool.allocate();
+    cb.begin();
+    for (int i = 0; i < copies; ++i) {
+      ops::record_copy(rt.pipelines, cb, src.range(), dst.range(), bytes);
+      cb.barrier();
+    }
+    cb.end();
+    const auto start = Clock::now();
+    rt.queue.submit_and_wait(cb);
+    const double s = seconds_since(start);
+    if (attempt > 0) best = std::max(best, 2.0 * double(bytes) * copies / s);
+  }
+  return best;
+}
+
+struct Result {
+  std::string test;
+  uint32_t batch = 1, tokens = 0;
+  double seconds = 0, tokens_per_second = 0;
+  double bound_tokens_per_second = 0;  // decode only
+  uint64_t step_bytes = 0;             // decode only
+  std::map<std::string, double> profile;
+};
+
+std::vector<int32_t> random_ids(size_t n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(0, vocab - 1);
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = d(rng);
+  return ids;
+}
+
+Result prompt_test(graph::Engine& engine, uint32_t tokens, uint32_t reps, bool profile) {
+  const auto ids = random_ids(tokens, engine.config().vocab_size, tokens);
+  const ops::SamplingParams greedy;
+  engine.reset(0);
+  engine.feed_and_sample(0, ids, greedy);  // warm-up
+  engine.take_profile();
+  double total = 0;
+  for (uint32_t r = 0; r < reps; ++r) {
+    engine.reset(0);
+    const auto start = Clock::now();
+    engine.feed_and_sample(0, ids, greedy);
+    total += seconds_since(start);
+  }
+  Result res{"pp" + std::to_string(tokens), 1, tokens, total / reps, tokens * reps / total};
+  if (profile) res.profile = engine.take_profile();
+  return res;
+}
+
+// Decode: every sequence gets one prompt token, then `steps` steps of `batch` sequences.
+double decode_run(graph::Engine& engine, uint32_t batch, uint32_t steps) {
+  std::vector<uint32_t> slots(batch);
+  std::iota(slots.begin(), slots.end(), 0u);
+  std::vector<int32_t> next(batch);
+  const ops::SamplingParams greedy;
+  const auto first = random_ids(batch, engine.config().vocab_size, 7);
+  for (uint32_t b = 0; b < batch; ++b) {
+    engine.reset(b);
+    next[b] = engine.feed_and_sample(b, std::span(&first[b], 1), greedy);
+  }
+  engine.take_profile();  // time only the decode steps
+  const auto start = Clock::now();
+  for (uint32_t s = 0; s < steps; ++s) next = engine.decode(slots, next, greedy);
+  return seconds_since(start);
+}
+
+Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, uint32_t reps, double bandwidth,
+                       bool profile) {
+  decode_run(engine, batch, std::min(steps, 4u));  // warm-up
+  double total = 0;
+  std::map<std::string, double> prof;
+  for (uint32_t r = 0; r < reps; ++r) {
+    total += decode_run(engine, batch, steps);
+    if (profile)
+      for (const auto& [k, v] : engine.take_profile()) prof[k] += v;
+  }
+  Result res{"tg" + std::to_string(steps), batch, steps, total / reps, double(batch) * steps * reps / total};
+  // The bound at the average context position of the run (1 prompt token + steps / 2).
+  const graph::Program& program = engine.program({batch, 1, graph::Head::Sample});
+  const graph::StepTraffic traffic = graph::decode_traffic(program.graph(), engine.config(), batch, 1 + steps / 2);
+  res.step_bytes = traffic.total();
+  res.bound_tokens_per_second = double(batch) * bandwidth / double(traffic.total());
+  res.profile = prof;
+  return res;
+}
+
+double gib(uint64_t b) { return double(b) / double(1ull << 30); }
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  struct Options {
+    ModelOptions model;
+    std::vector<uint32_t> prompts{512};
+    uint32_t steps = 128;
+    std::vector<uint32_t> batches{1};
+    uint32_t reps = 3;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("bench", "Prompt-processing and generation throughput, with the bandwidth bound");
+  add_model_options(*cmd, o->model);
+  cmd->add_option("-p,--prompt", o->prompts, "Prompt lengths to time (comma-separated)")->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("-n,--gen", o->steps, "Decode steps per generation test; 0 = none")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-b,--batch", o->batches, "Sequences decoded together (comma-separated)")->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--reps", o->reps, "Timed repetitions per test (after one warm-up)")->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", o->json, "Print the results as JSON");
+  cmd->callback([o] {
+    const uint32_t max_prompt = *std::max_element(o->prompts.begin(), o->prompts.end());
+    const uint32_t slots = *std::max_element(o->batches.begin(), o->batches.end());
+    const uint32_t context = o->model.context ? o->model.context : std::max(max_prompt, o->steps + 1);
+    if (max_prompt > context || o->steps + 1 > context)
+      throw Error("--ctx " + std::to_string(context) + " is shorter than the longest test (" +
+                  std::to_string(std::max(max_prompt, o->steps + 1)) + " tokens)");
+    const auto load_start = Clock::now();
+    ModelSession session = open_model(o->model, context, slots);
+    const double load_seconds = seconds_since(load_start);
+    graph::Engine& engine = *session.engine;
+    Runtime& rt = *session.runtime;
+    const double bandwidth = measure_copy_bandwidth(rt);
+
+    std::vector<Result> results;
+    for (uint32_t p : o->prompts) results.push_back(prompt_test(engine, p, o->reps, o->model.profile));
+    if (o->steps > 0)
+      for (uint32_t b : o->batches)
+        results.push_back(generation_test(engine, o->steps, b, o->reps, bandwidth, o->model.profile));
+
+    const std::string model = o->model.synthetic.empty() ? o->model.model : "synthetic " + o->model.synthetic;
+    const uint64_t weights = engine.weights().bytes(), state = engine.state().bytes();
+    const uint64_t device = rt.allocator.reserved_bytes(MemoryKind::Device);
+    if (o->json) {
+      nlohmann::json j;
+      j["model"] = model;
+      j["device"] = rt.device.info().name;
+      j["weights_format"] = o->model.weights.empty() ? "stored" : o->model.weights;
+      j["memory"] = {{"weights_bytes", weights}, {"state_bytes", state}, {"device_reserved_bytes", device}};
+      j["copy_bandwidth_bytes_per_second"] = bandwidth;
+      j["load_seconds"] = load_seconds;
+      for (const Result& r : results) {
+        nlohmann::json t = {{"test", r.test}, {"batch", r.batch}, {"tokens", r.tokens}, {"seconds", r.seconds},
+                            {"tokens_per_second", r.tokens_per_second}};
+        if (r.step_bytes) {
+          t["step_bytes"] = r.step_bytes;
+          t["bound_tokens_per_second"] = r.bound_tokens_per_second;
+          t["fraction_of_bound"] = r.tokens_per_second / r.bound_tokens_per_second;
+        }
+        if (!r.profile.empty()) t["gpu_seconds_by_operator"] = r.profile;
+        j["tests"].push_back(t);
+      }
+      std::printf("%s\n", j.dump(1).c_str());
+      return;
+    }
+    std::printf("model: %s (%s weights)\ndevice: %s\n", model.c_str(),
+                o->model.weights.empty() ? "stored" : o->model.weights.c_str(), rt.device.info().name.c_str());
+    std::printf("memory: weights %.2f GiB, state + KV cache %.2f GiB, device memory reserved %.2f GiB; loaded in %.1f s\n",
+                gib(weights), gib(state), gib(device), load_seconds);
+    std::printf("copy bandwidth (shaders/copy.comp, read + write): %.1f GB/s\n\n", bandwidth / 1e9);
+    std::printf("| test       | batch |     tok/s | bytes/step |  bound tok/s | of bound |\n");
+    std::printf("| ---------- | ----: | --------: | ---------: | -----------: | -------: |\n");
+    for (const Result& r : results) {
+      if (r.step_bytes)
+        std::printf("| %-10s | %5u | %9.1f | %8.2f GB | %12.1f | %7.1f%% |\n", r.test.c_str(), r.batch,
+                    r.tokens_per_second, r.step_bytes / 1e9, r.bound_tokens_per_second,
+                    100.0 * r.tokens_per_second / r.bound_tokens_per_second);
+      else
+        std::printf("| %-10s | %5u | %9.1f |            |              |          |\n", r.test.c_str(), r.batch,
+                    r.tokens_per_second);
+    }
+    if (o->model.profile)
+      for (const Result& r : results)
+        std::printf("\n%s batch %u, %s", r.test.c_str(), r.batch, format_profile(r.profile).c_str());
+  });
+}
+
+}  // namespace q3n::cli
