@@ -45,6 +45,29 @@ float load_weight(U32Buf w, uint dtype, uint i) {
   return dtype == DTYPE_BF16 ? bf16_bits_to_f32(bits) : unpackHalf2x16(bits).x;
 }
 
+// Elements 8 part .. 8 part + 7 (part 0..3) of the quantised block starting at word `block`:
+// the unit in which GEMV-shaped kernels read Q8/Q4 rows (neighbouring invocations, neighbouring
+// words).
+void dequantize_eighth(U32Buf w, uint dtype, uint block, uint part, out float v[8]) {
+  if (dtype == DTYPE_Q8) {
+    const float d = unpackHalf2x16(w.v[block]).x;
+    const uint lo = w.v[block + 1u + 2u * part], hi = w.v[block + 2u + 2u * part];
+    for (uint j = 0; j < 4; ++j) {
+      v[j] = d * float(bitfieldExtract(int(lo), int(8u * j), 8));
+      v[j + 4] = d * float(bitfieldExtract(int(hi), int(8u * j), 8));
+    }
+  } else {
+    const vec2 scale_min = unpackHalf2x16(w.v[block]);
+    const uint q = w.v[block + 1u + part];
+    for (uint j = 0; j < 8; ++j) v[j] = scale_min.x * float(bitfieldExtract(q, int(4u * j), 4)) + scale_min.y;
+  }
+}
+// Word index of the block holding element `unit * 8` of row `row` of a [rows, k] quantised matrix.
+uint quantized_block_word(uint dtype, uint row, uint k, uint unit) {
+  const uint words = dtype == DTYPE_Q8 ? 9u : 5u;
+  return (row * (k >> 5) + (unit >> 2)) * words;
+}
+
 // Sum over the workgroup for any subgroup size. `scratch` holds one float per subgroup;
 // every invocation receives the total.
 #define Q3N_WORKGROUP_SUM(value, scratch, result)                         \

@@ -27,23 +27,9 @@ void main() {
   float acc[MAX_TOKENS];
   for (uint t = 0; t < MAX_TOKENS; ++t) acc[t] = 0.0;
   if (WEIGHT_DTYPE == DTYPE_Q8 || WEIGHT_DTYPE == DTYPE_Q4) {
-    const uint words = WEIGHT_DTYPE == DTYPE_Q8 ? 9u : 5u;
-    const uint row_words = (p.k >> 5) * words;
     for (uint u = gl_LocalInvocationID.x; u < (p.k >> 3); u += gl_WorkGroupSize.x) {
-      const uint block = row * row_words + (u >> 2) * words, part = u & 3u;
       float w[8];
-      if (WEIGHT_DTYPE == DTYPE_Q8) {
-        const float d = unpackHalf2x16(p.weight.v[block]).x;
-        const uint lo = p.weight.v[block + 1u + 2u * part], hi = p.weight.v[block + 2u + 2u * part];
-        for (uint j = 0; j < 4; ++j) {
-          w[j] = d * float(bitfieldExtract(int(lo), int(8u * j), 8));
-          w[j + 4] = d * float(bitfieldExtract(int(hi), int(8u * j), 8));
-        }
-      } else {
-        const vec2 scale_min = unpackHalf2x16(p.weight.v[block]);
-        const uint q = p.weight.v[block + 1u + part];
-        for (uint j = 0; j < 8; ++j) w[j] = scale_min.x * float(bitfieldExtract(q, int(4u * j), 4)) + scale_min.y;
-      }
+      dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, row, p.k, u), u & 3u, w);
       const uint col = u * 8u;
       for (uint t = 0; t < MAX_TOKENS; ++t) {
         if (t >= p.tokens) break;

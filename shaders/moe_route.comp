@@ -17,21 +17,39 @@ layout(push_constant) uniform Push {
 } p;
 
 shared float prob[MAX_EXPERTS];
-shared float best_value[gl_WorkGroupSize.x];
+shared float best_value[gl_WorkGroupSize.x];  // one entry per subgroup is used
 shared uint best_index[gl_WorkGroupSize.x];
 shared float partial[gl_WorkGroupSize.x];
 
+// The largest (value, -index) over the workgroup: ties go to the lowest index. Subgroup
+// reductions first, then one entry per subgroup (any subgroup size). Every invocation receives it.
+void workgroup_argmax(inout float v, inout uint index) {
+  const float m = subgroupMax(v);
+  const uint i = subgroupMin(v == m ? index : 0xFFFFFFFFu);
+  if (subgroupElect()) {
+    best_value[gl_SubgroupID] = m;
+    best_index[gl_SubgroupID] = i;
+  }
+  barrier();
+  v = best_value[0];
+  index = best_index[0];
+  for (uint s = 1u; s < gl_NumSubgroups; ++s)
+    if (best_value[s] > v || (best_value[s] == v && best_index[s] < index)) {
+      v = best_value[s];
+      index = best_index[s];
+    }
+  barrier();
+}
+
 void main() {
   const uint row = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
-  float local_max = uintBitsToFloat(0xFF800000u);
+  float row_max = uintBitsToFloat(0xFF800000u);
+  uint unused = 0u;
   for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
     prob[e] = p.logits.v[row * p.logit_stride + e];
-    local_max = max(local_max, prob[e]);
+    row_max = max(row_max, prob[e]);
   }
-  best_value[tid] = local_max;
-  barrier();
-  float row_max = best_value[0];
-  for (uint i = 1; i < gl_WorkGroupSize.x; ++i) row_max = max(row_max, best_value[i]);
+  workgroup_argmax(row_max, unused);
   float local_sum = 0.0;
   for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
     prob[e] = exp(prob[e] - row_max);
@@ -40,7 +58,7 @@ void main() {
   float total;
   Q3N_WORKGROUP_SUM(local_sum, partial, total);  // its barriers also publish prob[]
 
-  float chosen_sum = 0.0;  // meaningful in invocation 0
+  float chosen_sum = 0.0;
   for (uint j = 0; j < p.top_k; ++j) {
     float v = -1.0;
     uint index = 0xFFFFFFFFu;
@@ -49,20 +67,13 @@ void main() {
         v = prob[e];
         index = e;
       }
-    best_value[tid] = v;
-    best_index[tid] = index;
-    barrier();
+    workgroup_argmax(v, index);
     if (tid == 0u) {
-      for (uint i = 1; i < gl_WorkGroupSize.x; ++i)
-        if (best_value[i] > v || (best_value[i] == v && best_index[i] < index)) {
-          v = best_value[i];
-          index = best_index[i];
-        }
       p.ids.v[row * p.top_k + j] = index;
       p.weights.v[row * p.top_k + j] = v / total;
-      chosen_sum += v / total;
-      prob[index] = -1.0;  // taken
     }
+    chosen_sum += v / total;
+    if (index % gl_WorkGroupSize.x == tid) prob[index] = -1.0;  // taken; its owner marks it
     barrier();
   }
   if (tid == 0u && p.normalise != 0u)

@@ -24,7 +24,10 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
   const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
   if (a.tokens <= kGemvMaxTokens) {
-    const Pipeline& pipeline = pipelines.get({"linear_gemv", {256, 1, 1}, {type, kGemvMaxTokens}, sizeof(Push)});
+    // Quantised rows hold ~1.3 KB at k = 2048: 64 invocations per row keep each one busy with
+    // several block parts and halve the reduction; 16-bit rows keep 256.
+    const uint32_t threads = is_quantized(a.type) ? 64 : 256;
+    const Pipeline& pipeline = pipelines.get({"linear_gemv", {threads, 1, 1}, {type, kGemvMaxTokens}, sizeof(Push)});
     const uint32_t gx = std::min(a.n, kMaxGroupsX);
     commands.dispatch(pipeline, push, gx, ceil_div(a.n, gx));
   } else {

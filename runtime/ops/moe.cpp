@@ -28,7 +28,8 @@ struct SwigluPush {
   VkDeviceAddress x, h;
   uint32_t n, rows;
 };
-constexpr uint32_t kExpertTile = 64;  // BN of moe_expert.comp
+constexpr uint32_t kExpertTile = 64;          // BN of moe_expert.comp
+constexpr uint32_t kExpertGemvMaxTokens = 32;  // steps this small take moe_expert_gemv.comp
 }  // namespace
 
 MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
@@ -68,18 +69,29 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   commands.barrier();
 
   // Small row tiles for decode (each expert sees a few rows), larger ones for prefill.
-  const uint32_t tm = s.tokens <= 16 ? 4 : 32;
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
   const uint32_t type = static_cast<uint32_t>(a.type);
   const ExpertPush gate_up{a.x.address, a.gate_up.address, scratch.offsets.address, scratch.sorted.address,
                            scratch.active.address, scratch.h.address, s.hidden, s.expert_dim, s.top_k};
-  commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 1u, tm}, sizeof(gate_up)}), gate_up,
-                    ceil_div(s.expert_dim, kExpertTile), ceil_div(s.tokens, tm), slots);
-  commands.barrier();
   const ExpertPush down{scratch.h.address, a.down.address, scratch.offsets.address, scratch.sorted.address,
                         scratch.active.address, scratch.y.address, s.expert_dim, s.hidden, s.top_k};
-  commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 0u, tm}, sizeof(down)}), down,
-                    ceil_div(s.hidden, kExpertTile), ceil_div(s.tokens, tm), slots);
+  if (s.tokens <= kExpertGemvMaxTokens && std::max(s.hidden, s.expert_dim) <= 65535) {
+    // Decode: an expert holds at most `tokens` rows; one workgroup per output row and expert.
+    // Two register budgets: up to 8 rows (one sequence's draft/verify or small batches) or 32.
+    const uint32_t max_rows = s.tokens <= 8 ? 8 : kExpertGemvMaxTokens;
+    const PipelineKey gemv_up{"moe_expert_gemv", {64, 1, 1}, {type, 1u, max_rows}, sizeof(gate_up)};
+    commands.dispatch(pipelines.get(gemv_up), gate_up, s.expert_dim, slots);
+    commands.barrier();
+    const PipelineKey gemv_down{"moe_expert_gemv", {64, 1, 1}, {type, 0u, max_rows}, sizeof(down)};
+    commands.dispatch(pipelines.get(gemv_down), down, s.hidden, slots);
+  } else {
+    const uint32_t tm = s.tokens <= 16 ? 4 : 32;
+    commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 1u, tm}, sizeof(gate_up)}), gate_up,
+                      ceil_div(s.expert_dim, kExpertTile), ceil_div(s.tokens, tm), slots);
+    commands.barrier();
+    commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 0u, tm}, sizeof(down)}), down,
+                      ceil_div(s.hidden, kExpertTile), ceil_div(s.tokens, tm), slots);
+  }
   commands.barrier();
   const CombinePush combine{scratch.y.address, scratch.weights.address, shared ? a.shared_out.address : a.out.address,
                             a.logits.address + uint64_t(a.shared_logit_column) * 4, a.out.address, s.hidden, s.top_k,

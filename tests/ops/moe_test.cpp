@@ -109,7 +109,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{130, 48, 20, 10, 24, true, true, ops::WeightType::BF16, false}, // top-10 like the 80B
                       // Quantised experts (hidden and expert sizes multiples of 32).
                       Case{1, 96, 8, 2, 64, true, true, ops::WeightType::Q4, false},
-                      Case{37, 64, 9, 3, 32, true, true, ops::WeightType::Q8, false}),
+                      Case{37, 64, 9, 3, 32, true, true, ops::WeightType::Q8, false},
+                      // 8 tokens over 6 experts: the decode kernel with experts holding all 8 rows.
+                      Case{8, 64, 6, 3, 96, true, true, ops::WeightType::Q8, false},
+                      Case{8, 67, 6, 4, 33, false, true, ops::WeightType::BF16, false},
+                      // 32 tokens: the decode kernel's 32-row variant; 33: back to tiles.
+                      Case{32, 96, 5, 2, 64, true, true, ops::WeightType::Q4, false},
+                      Case{33, 64, 7, 2, 40, true, true, ops::WeightType::F16, false}),
     [](const auto& info) {
       const Case& c = info.param;
       return "t" + std::to_string(c.tokens) + "h" + std::to_string(c.hidden) + "e" + std::to_string(c.experts) + "k" +
