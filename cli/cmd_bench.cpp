@@ -104,8 +104,7 @@ double decode_run(graph::Engine& engine, uint32_t batch, uint32_t steps) {
   return seconds_since(start);
 }
 
-Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, uint32_t reps, double bandwidth,
-                       bool profile) {
+Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, uint32_t reps, bool profile) {
   decode_run(engine, batch, std::min(steps, 4u));  // warm-up
   double total = 0;
   std::map<std::string, double> prof;
@@ -119,7 +118,6 @@ Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, ui
   const graph::Program& program = engine.program({batch, 1, graph::Head::Sample});
   const graph::StepTraffic traffic = graph::decode_traffic(program.graph(), engine.config(), batch, 1 + steps / 2);
   res.step_bytes = traffic.total();
-  res.bound_tokens_per_second = double(batch) * bandwidth / double(traffic.total());
   res.profile = prof;
   return res;
 }
@@ -159,13 +157,17 @@ void add_bench_command(CLI::App& app) {
     const double load_seconds = seconds_since(load_start);
     graph::Engine& engine = *session.engine;
     Runtime& rt = *session.runtime;
-    const double bandwidth = measure_copy_bandwidth(rt);
+    // Measured before and after the tests, the larger kept: a GPU fresh from loading may not
+    // have reached its full clocks yet (seen on an H100: 1.6 vs 2.8 TB/s).
+    double bandwidth = measure_copy_bandwidth(rt);
 
     std::vector<Result> results;
     for (uint32_t p : o->prompts) results.push_back(prompt_test(engine, p, o->reps, o->model.profile));
     if (o->steps > 0)
-      for (uint32_t b : o->batches)
-        results.push_back(generation_test(engine, o->steps, b, o->reps, bandwidth, o->model.profile));
+      for (uint32_t b : o->batches) results.push_back(generation_test(engine, o->steps, b, o->reps, o->model.profile));
+    bandwidth = std::max(bandwidth, measure_copy_bandwidth(rt));
+    for (Result& r : results)
+      if (r.step_bytes) r.bound_tokens_per_second = double(r.batch) * bandwidth / double(r.step_bytes);
 
     const std::string model = o->model.synthetic.empty() ? o->model.model : "synthetic " + o->model.synthetic;
     const uint64_t weights = engine.weights().bytes(), state = engine.state().bytes();

@@ -19,6 +19,9 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   model->excludes(synthetic);
   cmd.add_option("--weights", o.weights, "Weight format on the device: bf16, q8 or q4 (default: as stored)")
       ->check(CLI::IsMember({"bf16", "q8", "q4", "stored"}));
+  cmd.add_option("--cache", o.cache,
+                 "Folder to keep the converted/quantised weights in, so the next start with the same "
+                 "checkpoint and --weights reads them instead of converting again");
   cmd.add_option("--device", o.device, "Device index or name substring (default: Q3N_DEVICE or the best GPU)");
   cmd.add_option("--ctx", o.context, "Context length: KV-cache positions per sequence")->check(CLI::PositiveNumber);
   cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
@@ -71,6 +74,10 @@ ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots)
   check_memory_fit(s, format, context, slots);
   graph::WeightOptions wo;
   wo.format = format;
+  if (!o.cache.empty()) {
+    if (synthetic) throw Error("--cache keeps converted checkpoint weights; a --synthetic model has none to keep");
+    wo.cache_dir = o.cache;
+  }
   const uint64_t load_bytes = synthetic ? graph::DeviceWeights::planned_bytes(s.config, nullptr, format)
                                         : s.checkpoint->total_bytes();
   auto weights = [&] {
@@ -79,6 +86,7 @@ ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots)
     return synthetic ? graph::DeviceWeights(*s.runtime, s.config, o.seed, wo)
                      : graph::DeviceWeights(*s.runtime, s.config, *s.checkpoint, wo);
   }();
+  if (!weights.cache_note().empty()) std::fprintf(stderr, "[q3n] %s\n", weights.cache_note().c_str());
   graph::EngineOptions eo;
   eo.context = context;
   eo.slots = slots;

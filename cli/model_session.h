@@ -19,6 +19,7 @@ struct ModelOptions {
   std::string synthetic;  // a config.json: random weights of its shapes instead of a checkpoint
   std::string weights;    // bf16 | q8 | q4; empty = as stored (synthetic: bf16)
   uint32_t seed = 1;      // synthetic weights
+  std::string cache;      // folder for converted/quantised weights (graph/weight_cache.h)
   std::string device;
   uint32_t context = 0;  // 0: the command's default
   uint32_t chunk = 512;

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "runtime/error.h"
+#include "graph/weight_cache.h"
 #include "loader/tensor_schema.h"
 #include "runtime/ops/attention.h"
 #include "runtime/ops/fill_random.h"
@@ -43,7 +44,8 @@ ops::WeightType target_type(ops::WeightType stored, Use use, WeightFormat format
 // Streams rows, converted to `type`, to the device in bounded pieces.
 class Assembler {
  public:
-  Assembler(Runtime& rt, const BufferRange& dst, ops::WeightType type) : rt_(rt), dst_(dst), type_(type) {}
+  Assembler(Runtime& rt, const BufferRange& dst, ops::WeightType type, WeightCache* cache)
+      : rt_(rt), dst_(dst), type_(type), cache_(cache) {}
   void add_row(const TensorView& t, int64_t row, int64_t cols) {
     const size_t first = size_t(row) * cols;
     if (weight_type(t.dtype) == type_) {
@@ -60,6 +62,7 @@ class Assembler {
   void flush() {
     if (buffer_.empty()) return;
     rt_.transfer.upload(dst_.sub(written_, buffer_.size()), buffer_.data(), buffer_.size());
+    if (cache_) cache_->write(buffer_.data(), buffer_.size());
     written_ += buffer_.size();
     buffer_.clear();
   }
@@ -68,6 +71,7 @@ class Assembler {
   Runtime& rt_;
   BufferRange dst_;
   ops::WeightType type_;
+  WeightCache* cache_;
   std::vector<float> row_;
   std::vector<std::byte> buffer_;
   uint64_t written_ = 0;
@@ -86,9 +90,9 @@ std::pair<float, float> synthetic_range(const std::string& name) {
 class Uploader {
  public:
   Uploader(Runtime* rt, const std::map<std::string, TensorView>& tensors, bool synthetic, uint32_t seed,
-           const WeightOptions& options, std::vector<Allocation>& storage, uint64_t& bytes)
-      : rt_(rt), tensors_(tensors), synthetic_(synthetic), seed_(seed), options_(options), storage_(storage),
-        bytes_(bytes) {
+           const WeightOptions& options, WeightCache* cache, std::vector<Allocation>& storage, uint64_t& bytes)
+      : rt_(rt), tensors_(tensors), synthetic_(synthetic), seed_(seed), options_(options), cache_(cache),
+        storage_(storage), bytes_(bytes) {
     if (rt_ && synthetic_) {
       fills_ = std::make_unique<CommandBuffer>(rt_->pool.allocate());
       fills_->begin();
@@ -134,10 +138,12 @@ class Uploader {
       if (options_.progress) options_.progress->advance(m.range.size);
       return m;
     }
-    Assembler out(*rt_, m.range, type);
+    const bool cached = cache_ && cache_->reading();
+    if (cached) upload_from_cache(m.range);
+    Assembler out(*rt_, m.range, type, cache_);
     const TensorView* last = nullptr;
     for (const RowSource& r : rows) {
-      out.add_row(*r.tensor, r.row, cols);
+      if (!cached) out.add_row(*r.tensor, r.row, cols);
       if (r.tensor != last && options_.progress) options_.progress->advance(r.tensor->bytes);
       last = r.tensor;
     }
@@ -163,7 +169,12 @@ class Uploader {
       return range;
     }
     std::vector<float> values(t.elements());
-    for (size_t i = 0; i < values.size(); ++i) values[i] = element(t, i);
+    if (cache_ && cache_->reading()) {
+      cache_->read(values.data(), bytes);
+    } else {
+      for (size_t i = 0; i < values.size(); ++i) values[i] = element(t, i);
+      if (cache_) cache_->write(values.data(), bytes);
+    }
     rt_->transfer.upload(range, values.data(), values.size() * 4);
     if (options_.progress) options_.progress->advance(t.bytes);
     return range;
@@ -177,6 +188,16 @@ class Uploader {
   }
 
  private:
+  void upload_from_cache(const BufferRange& range) {
+    std::vector<std::byte> chunk;
+    for (uint64_t done = 0; done < range.size;) {
+      const uint64_t n = std::min<uint64_t>(range.size - done, 64u << 20);
+      chunk.resize(n);
+      cache_->read(chunk.data(), n);
+      rt_->transfer.upload(range.sub(done, n), chunk.data(), n);
+      done += n;
+    }
+  }
   BufferRange allocate(uint64_t bytes, const std::string& what) {
     storage_.push_back(rt_->allocator.allocate(bytes, MemoryKind::Device, what));
     bytes_ += bytes;
@@ -187,6 +208,7 @@ class Uploader {
   bool synthetic_;
   uint32_t seed_;
   const WeightOptions& options_;
+  WeightCache* cache_;
   std::vector<Allocation>& storage_;
   uint64_t& bytes_;
   std::unique_ptr<CommandBuffer> fills_;
@@ -321,7 +343,15 @@ uint64_t DeviceWeights::planned_bytes(const ModelConfig& c, const Checkpoint* ck
 DeviceWeights::DeviceWeights(Runtime* runtime, const ModelConfig& c, const Checkpoint* ck, uint32_t seed,
                              const WeightOptions& options) {
   const std::map<std::string, TensorView> synthetic = ck ? std::map<std::string, TensorView>{} : synthetic_tensors(c);
-  Uploader up(runtime, ck ? ck->tensors() : synthetic, ck == nullptr, seed, options, storage_, bytes_);
+  std::unique_ptr<WeightCache> cache;
+  if (runtime && ck && !options.cache_dir.empty()) {
+    const uint64_t rope_bytes = std::max(1, c.rotary_dim() / 2) * 4ull;  // computed, not cached
+    cache = std::make_unique<WeightCache>(options.cache_dir, *ck, weight_format_name(options.format),
+                                          planned_bytes(c, ck, options.format) - rope_bytes);
+    cache_note_ = std::string(cache->reading() ? "weights read from cache " : "weights cache written to ") +
+                  cache->path().string();
+  }
+  Uploader up(runtime, ck ? ck->tensors() : synthetic, ck == nullptr, seed, options, cache.get(), storage_, bytes_);
   embed = up.matrix("model.embed_tokens.weight", Use::Keep);
   final_norm = up.vector_f32("model.norm.weight");
   lm_head = (c.tie_word_embeddings || !up.has("lm_head.weight")) ? embed : up.matrix("lm_head.weight", Use::Output);
@@ -343,6 +373,7 @@ DeviceWeights::DeviceWeights(Runtime* runtime, const ModelConfig& c, const Check
   bytes_ += freq.size() * 4;
   if (!runtime) return;
   up.finish();
+  if (cache) cache->commit();
   storage_.push_back(runtime->allocator.allocate(freq.size() * 4, MemoryKind::Device, "RoPE inverse frequencies"));
   rope_inv_freq = storage_.back().range();
   runtime->transfer.upload(rope_inv_freq, freq.data(), freq.size() * 4);

@@ -16,7 +16,9 @@
 // GPU (shaders/fill_random.comp): full-size benchmarks without a checkpoint.
 #pragma once
 
+#include <filesystem>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "loader/config.h"
@@ -35,6 +37,7 @@ const char* weight_format_name(WeightFormat format);
 struct WeightOptions {
   WeightFormat format = WeightFormat::AsStored;
   ProgressBar* progress = nullptr;  // advanced by checkpoint bytes (or by planned bytes, synthetic)
+  std::filesystem::path cache_dir;  // checkpoints only: read/write converted weights here (weight_cache.h)
 };
 
 struct Matrix {
@@ -93,12 +96,15 @@ class DeviceWeights {
   BufferRange rope_inv_freq;  // f32 [rotary_dim / 2], HF's fp32 values (ops::rope_inv_freq)
   std::vector<LayerWeights> layers;
   uint64_t bytes() const { return bytes_; }
+  // With a cache: whether the weights came from it or were written to it, and where.
+  const std::string& cache_note() const { return cache_note_; }
 
  private:
   DeviceWeights(Runtime* runtime, const ModelConfig& config, const Checkpoint* checkpoint, uint32_t seed,
                 const WeightOptions& options);
   std::vector<Allocation> storage_;
   uint64_t bytes_ = 0;
+  std::string cache_note_;
 };
 
 }  // namespace q3n::graph

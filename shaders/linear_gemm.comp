@@ -39,8 +39,19 @@ void main() {
       const uint r = e / BK, c = e % BK;
       const uint m = m0 + r, kk = k0 + c;
       tile_x[c][r] = (m < p.tokens && kk < p.k) ? p.x.v[m * p.k + kk] : 0.0;
+      if (WEIGHT_DTYPE == DTYPE_Q8 || WEIGHT_DTYPE == DTYPE_Q4) continue;
       const uint nn = n0 + r;
       tile_w[c][r] = (nn < p.n && kk < p.k) ? load_weight(p.weight, WEIGHT_DTYPE, nn * p.k + kk) : 0.0;
+    }
+    if (WEIGHT_DTYPE == DTYPE_Q8 || WEIGHT_DTYPE == DTYPE_Q4) {
+      // BK = 16 is half a block of each row (k is a multiple of 32): two eighths per row.
+      if (tid < BN * 2u) {
+        const uint r = tid >> 1, unit = (k0 >> 3) + (tid & 1u), nn = n0 + r;
+        float w[8];
+        for (uint j = 0; j < 8; ++j) w[j] = 0.0;
+        if (nn < p.n) dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, nn, p.k, unit), unit & 3u, w);
+        for (uint j = 0; j < 8; ++j) tile_w[(tid & 1u) * 8u + j][r] = w[j];
+      }
     }
     barrier();
     for (uint c = 0; c < BK; ++c) {

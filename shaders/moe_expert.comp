@@ -56,12 +56,32 @@ void main() {
       }
       x_tile[r][c] = v;
     }
-    for (uint idx = tid; idx < BN * BK; idx += THREADS) {
-      const uint r = idx / BK, c = idx % BK, kk = k0 + c, nn = n0 + r;
-      const bool inside = nn < p.n && kk < p.k;
-      gate_tile[r][c] = inside ? load_weight(p.weight, WEIGHT_DTYPE, expert_base + nn * p.k + kk) : 0.0;
-      if (SWIGLU != 0u)
-        up_tile[r][c] = inside ? load_weight(p.weight, WEIGHT_DTYPE, expert_base + (p.n + nn) * p.k + kk) : 0.0;
+    if (WEIGHT_DTYPE == DTYPE_Q8 || WEIGHT_DTYPE == DTYPE_Q4) {
+      // BK = 32 is exactly one block of each row: one eighth of a block per invocation.
+      for (uint unit = tid; unit < BN * 4u; unit += THREADS) {
+        const uint r = unit >> 2, part = unit & 3u, nn = n0 + r;
+        float wg[8], wu[8];
+        for (uint j = 0; j < 8; ++j) wg[j] = wu[j] = 0.0;
+        if (nn < p.n) {
+          const uint gate_row = e * weight_rows + nn;
+          dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, gate_row, p.k, k0 >> 3), part, wg);
+          if (SWIGLU != 0u)
+            dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, gate_row + p.n, p.k, k0 >> 3),
+                              part, wu);
+        }
+        for (uint j = 0; j < 8; ++j) {
+          gate_tile[r][part * 8u + j] = wg[j];
+          if (SWIGLU != 0u) up_tile[r][part * 8u + j] = wu[j];
+        }
+      }
+    } else {
+      for (uint idx = tid; idx < BN * BK; idx += THREADS) {
+        const uint r = idx / BK, c = idx % BK, kk = k0 + c, nn = n0 + r;
+        const bool inside = nn < p.n && kk < p.k;
+        gate_tile[r][c] = inside ? load_weight(p.weight, WEIGHT_DTYPE, expert_base + nn * p.k + kk) : 0.0;
+        if (SWIGLU != 0u)
+          up_tile[r][c] = inside ? load_weight(p.weight, WEIGHT_DTYPE, expert_base + (p.n + nn) * p.k + kk) : 0.0;
+      }
     }
     barrier();
     for (uint c = 0; c < BK; ++c) {

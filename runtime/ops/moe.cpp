@@ -85,7 +85,11 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     const PipelineKey gemv_down{"moe_expert_gemv", {64, 1, 1}, {type, 0u, max_rows}, sizeof(down)};
     commands.dispatch(pipelines.get(gemv_down), down, s.hidden, slots);
   } else {
-    const uint32_t tm = s.tokens <= 16 ? 4 : 32;
+    // Row tile: the power of two (4..32) at or above the average rows per expert, so a prefill
+    // whose experts get ~10 rows each does not compute 32-row tiles that are two-thirds empty.
+    const uint64_t average_rows = ceil_div(s.assignments(), std::min<uint64_t>(s.experts, s.assignments()));
+    uint32_t tm = 4;
+    while (tm < 32 && tm < average_rows) tm *= 2;
     commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 1u, tm}, sizeof(gate_up)}), gate_up,
                       ceil_div(s.expert_dim, kExpertTile), ceil_div(s.tokens, tm), slots);
     commands.barrier();

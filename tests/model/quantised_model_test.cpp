@@ -1,7 +1,10 @@
 // Weight formats end to end: the shipped demo model loaded as Q8 and Q4 stays close to its BF16
 // self (KL divergence, top-1 agreement, perplexity), planned sizes equal allocated sizes, and a
 // synthetic model runs, is deterministic and gives finite logits.
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include "graph/engine.h"
@@ -51,6 +54,32 @@ TEST_F(QuantisedModelTest, Q8AndQ4StayCloseToBf16) {
     EXPECT_GE(d.top1_agreement, b.min_top1);
     EXPECT_LE(std::fabs(nll - base_nll), b.max_nll_change);
   }
+}
+
+// --cache: the first load writes the converted weights, the second reads them back and computes
+// the same logits bit for bit; a truncated entry is not trusted but rewritten.
+TEST_F(QuantisedModelTest, CacheRoundTripsAndRejectsATruncatedEntry) {
+  const auto dir = std::filesystem::temp_directory_path() / ("q3n_cache_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  const ModelConfig c = load_config(kDemo);
+  const Checkpoint checkpoint(kDemo);
+  const std::vector<int32_t> ids = {12, 400, 7, 3000, 99, 5, 5, 1024};
+  graph::WeightOptions o;
+  o.format = graph::WeightFormat::Q4;
+  o.cache_dir = dir;
+  auto load = [&](const std::string& expect_note) {
+    graph::DeviceWeights w(rt(), c, checkpoint, o);
+    EXPECT_EQ(w.cache_note().rfind(expect_note, 0), 0u) << w.cache_note();
+    return logits(c, std::move(w), ids);
+  };
+  const auto written = load("weights cache written to ");
+  ASSERT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator{}), 1);
+  const auto entry = std::filesystem::directory_iterator(dir)->path();
+  EXPECT_EQ(load("weights read from cache "), written);
+  std::filesystem::resize_file(entry, std::filesystem::file_size(entry) - 100);
+  EXPECT_EQ(load("weights cache written to "), written);
+  EXPECT_EQ(load("weights read from cache "), written);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(QuantisedModelTest, SyntheticModelIsDeterministicAndFinite) {

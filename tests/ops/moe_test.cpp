@@ -115,7 +115,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{8, 67, 6, 4, 33, false, true, ops::WeightType::BF16, false},
                       // 32 tokens: the decode kernel's 32-row variant; 33: back to tiles.
                       Case{32, 96, 5, 2, 64, true, true, ops::WeightType::Q4, false},
-                      Case{33, 64, 7, 2, 40, true, true, ops::WeightType::F16, false}),
+                      Case{33, 64, 7, 2, 40, true, true, ops::WeightType::F16, false},
+                      // ~8 rows per expert: the 8-row tile.
+                      Case{40, 64, 10, 2, 48, true, false, ops::WeightType::BF16, false},
+                      Case{40, 96, 10, 2, 64, true, true, ops::WeightType::Q4, false}),  // tiled q4
     [](const auto& info) {
       const Case& c = info.param;
       return "t" + std::to_string(c.tokens) + "h" + std::to_string(c.hidden) + "e" + std::to_string(c.experts) + "k" +
