@@ -19,9 +19,9 @@ float bits_float(uint32_t u) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-void push_word(std::vector<std::byte>& out, uint32_t w) {
-  const auto* p = reinterpret_cast<const std::byte*>(&w);
-  out.insert(out.end(), p, p + 4);
+void put_word(std::byte*& out, uint32_t w) {
+  std::memcpy(out, &w, 4);
+  out += 4;
 }
 uint32_t word_at(const std::byte* data, size_t word) {
   uint32_t w;
@@ -29,12 +29,12 @@ uint32_t word_at(const std::byte* data, size_t word) {
   return w;
 }
 
-void encode_q8_block(const float* x, std::vector<std::byte>& out) {
+void encode_q8_block(const float* x, std::byte*& out) {
   float amax = 0;
   for (uint32_t j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
   const uint16_t d_bits = f32_to_f16_bits(amax / 127.0f);
   const float d = f16_bits_to_f32(d_bits);
-  push_word(out, d_bits);
+  put_word(out, d_bits);
   for (uint32_t w = 0; w < 8; ++w) {
     uint32_t word = 0;
     for (uint32_t b = 0; b < 4; ++b) {
@@ -42,16 +42,16 @@ void encode_q8_block(const float* x, std::vector<std::byte>& out) {
       const int q = d > 0 ? int(std::clamp(std::nearbyint(v / d), -127.0f, 127.0f)) : 0;
       word |= uint32_t(uint8_t(int8_t(q))) << (8 * b);
     }
-    push_word(out, word);
+    put_word(out, word);
   }
 }
 
-void encode_q4_block(const float* x, std::vector<std::byte>& out) {
+void encode_q4_block(const float* x, std::byte*& out) {
   float lo = x[0], hi = x[0];
   for (uint32_t j = 1; j < kQuantBlock; ++j) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]);
   const uint16_t d_bits = f32_to_f16_bits((hi - lo) / 15.0f), m_bits = f32_to_f16_bits(lo);
   const float d = f16_bits_to_f32(d_bits), m = f16_bits_to_f32(m_bits);
-  push_word(out, uint32_t(d_bits) | uint32_t(m_bits) << 16);
+  put_word(out, uint32_t(d_bits) | uint32_t(m_bits) << 16);
   for (uint32_t w = 0; w < 4; ++w) {
     uint32_t word = 0;
     for (uint32_t n = 0; n < 8; ++n) {
@@ -59,7 +59,7 @@ void encode_q4_block(const float* x, std::vector<std::byte>& out) {
       const uint32_t q = d > 0 ? uint32_t(std::clamp(std::nearbyint((v - m) / d), 0.0f, 15.0f)) : 0;
       word |= q << (4 * n);
     }
-    push_word(out, word);
+    put_word(out, word);
   }
 }
 
@@ -93,17 +93,16 @@ uint16_t f32_to_bf16_bits(float f) {
   return uint16_t((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
 }
 
-void encode_weights(WeightType type, const float* x, size_t n, std::vector<std::byte>& out) {
+void encode_weights(WeightType type, const float* x, size_t n, std::byte* out) {
   switch (type) {
     case WeightType::F32:
-      out.insert(out.end(), reinterpret_cast<const std::byte*>(x), reinterpret_cast<const std::byte*>(x + n));
+      std::memcpy(out, x, n * 4);
       return;
     case WeightType::F16:
     case WeightType::BF16:
       for (size_t i = 0; i < n; ++i) {
         const uint16_t h = type == WeightType::F16 ? f32_to_f16_bits(x[i]) : f32_to_bf16_bits(x[i]);
-        const auto* p = reinterpret_cast<const std::byte*>(&h);
-        out.insert(out.end(), p, p + 2);
+        std::memcpy(out + 2 * i, &h, 2);
       }
       return;
     case WeightType::Q8:
@@ -113,6 +112,12 @@ void encode_weights(WeightType type, const float* x, size_t n, std::vector<std::
         type == WeightType::Q8 ? encode_q8_block(x + b, out) : encode_q4_block(x + b, out);
       return;
   }
+}
+
+void encode_weights(WeightType type, const float* x, size_t n, std::vector<std::byte>& out) {
+  const size_t at = out.size();
+  out.resize(at + weight_storage_bytes(type, n));
+  encode_weights(type, x, n, out.data() + at);
 }
 
 float decode_weight(WeightType type, const std::byte* data, size_t i) {

@@ -18,6 +18,8 @@ uint16_t f32_to_bf16_bits(float f);  // round to nearest even
 // block, d = max|x|/127 (Q8) or d = (max-min)/15, m = min (Q4), with d and m rounded to fp16
 // before the codes are chosen, so the stored codes are the best for the stored scale.
 void encode_weights(WeightType type, const float* values, size_t n, std::vector<std::byte>& out);
+// The same into `out`, which holds exactly weight_storage_bytes(type, n) bytes.
+void encode_weights(WeightType type, const float* values, size_t n, std::byte* out);
 
 // Element i of data stored as `type` (the shaders' load_weight, on the host).
 float decode_weight(WeightType type, const std::byte* data, size_t i);

@@ -52,7 +52,9 @@ TEST_P(CausalConv1dTest, MatchesReferenceAndUpdatesState) {
     }
   // K products summed in fp32 (|terms| <= 2) then SiLU with fp32 exp: a few ulps of values <= ~16.
   EXPECT_TRUE(all_close(download(dy, y.size()), y, 2e-6, 2e-6)) << "outputs";
-  if (history > 0) EXPECT_TRUE(all_close(download(dstate, new_state.size()), new_state, 0, 0)) << "state (exact copy; the unused slot unchanged)";
+  if (history > 0) {
+    EXPECT_TRUE(all_close(download(dstate, new_state.size()), new_state, 0, 0)) << "state (exact copy; the unused slot unchanged)";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CausalConv1dTest,
