@@ -56,6 +56,8 @@ ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots)
   ModelSession s;
   const bool synthetic = !o.synthetic.empty();
   if (!synthetic && o.model.empty()) throw Error("no model: give -m DIR (a checkpoint folder) or --synthetic CONFIG.json");
+  if (synthetic && !o.cache.empty())
+    throw Error("--cache keeps converted checkpoint weights; a --synthetic model has none to keep");
   graph::WeightFormat format = graph::parse_weight_format(o.weights);
   if (synthetic) {
     s.config = load_config_file(o.synthetic);
@@ -74,10 +76,7 @@ ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots)
   check_memory_fit(s, format, context, slots);
   graph::WeightOptions wo;
   wo.format = format;
-  if (!o.cache.empty()) {
-    if (synthetic) throw Error("--cache keeps converted checkpoint weights; a --synthetic model has none to keep");
-    wo.cache_dir = o.cache;
-  }
+  wo.cache_dir = o.cache;
   const uint64_t load_bytes = synthetic ? graph::DeviceWeights::planned_bytes(s.config, nullptr, format)
                                         : s.checkpoint->total_bytes();
   auto weights = [&] {

@@ -1,9 +1,13 @@
 #version 460
 // Gated delta rule, recurrent form (spec §3.4), for decode: T tokens processed in order from the
-// state S [dk, dv] (fp32, updated in place in the sequence's slot). One workgroup per (value
-// head j, sequence b); each invocation owns value columns c of S:
+// state S [dk, dv] (fp32, updated in place in the sequence's slot):
 //   S *= exp(g_t);  u = beta_t * (v_t - S^T k_t);  S += k_t u^T;  o_t = S^T q_t
-// Value head j reads key head j / (Hv / Hk) (spec §8.10). q, k prepared by delta_prepare.comp.
+// Columns of S are independent, so the grid is (value head j, sequence b, slice of COLS
+// columns): a decode step of the 80B shape gets 256 workgroups instead of 32. In a workgroup,
+// PARTS invocations share each column, each keeping every PARTS-th row of it in registers for
+// all T tokens (S is read and written once per step); the two dot products over dk are summed
+// across the PARTS through shared memory. Value head j reads key head j / (Hv / Hk) (spec
+// §8.10). q, k prepared by delta_prepare.comp.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint MAX_DK = 256;
@@ -21,16 +25,39 @@ layout(push_constant) uniform Push {
   uint dv;
 } p;
 
+const uint COLS = 16, PARTS = 4;  // the host dispatches COLS * PARTS = 64 invocations
+const uint MAX_ROWS = (MAX_DK + PARTS - 1) / PARTS;
+
 shared float k_shared[MAX_DK];
 shared float q_shared[MAX_DK];
+shared float partial_sums[PARTS][COLS];
+
+// Sum of `value` over the PARTS invocations of this column; every one receives it.
+float column_sum(float value, uint part, uint col) {
+  partial_sums[part][col] = value;
+  barrier();
+  float total = 0.0;
+  for (uint q = 0; q < PARTS; ++q) total += partial_sums[q][col];
+  barrier();
+  return total;
+}
 
 void main() {
   const uint j = gl_WorkGroupID.x;  // value head
   const uint b = gl_WorkGroupID.y;  // sequence
+  const uint col = gl_LocalInvocationID.x % COLS, part = gl_LocalInvocationID.x / COLS;
+  const uint c = gl_WorkGroupID.z * COLS + col;
+  const bool in_range = c < p.dv;
   const uint hv = p.value_heads;
   const uint kh = j / (hv / p.key_heads);
   const uint width = 2u * p.key_heads * p.dk + hv * p.dv;
   const uint state_base = (seq_slot(p.seqs, b) * hv + j) * p.dk * p.dv;
+
+  float s[MAX_ROWS];  // rows part, part + PARTS, ... of column c
+  for (uint r = 0; r < MAX_ROWS; ++r) {
+    const uint i = part + PARTS * r;
+    s[r] = (in_range && i < p.dk) ? p.state.v[state_base + i * p.dv + c] : 0.0;
+  }
   for (uint t = 0; t < p.tokens; ++t) {
     const uint row = b * p.tokens + t;
     for (uint i = gl_LocalInvocationID.x; i < p.dk; i += gl_WorkGroupSize.x) {
@@ -40,19 +67,27 @@ void main() {
     barrier();
     const float decay = exp(p.gates.v[row * 2u * hv + j]);
     const float beta = p.gates.v[row * 2u * hv + hv + j];
-    const uint v_base = row * width + 2u * p.key_heads * p.dk + j * p.dv;
-    for (uint c = gl_LocalInvocationID.x; c < p.dv; c += gl_WorkGroupSize.x) {
-      float kv = 0.0;
-      for (uint i = 0; i < p.dk; ++i) kv += p.state.v[state_base + i * p.dv + c] * k_shared[i];
-      const float u = beta * (p.qkv.v[v_base + c] - decay * kv);
-      float out_c = 0.0;
-      for (uint i = 0; i < p.dk; ++i) {
-        const float s = decay * p.state.v[state_base + i * p.dv + c] + k_shared[i] * u;
-        p.state.v[state_base + i * p.dv + c] = s;
-        out_c += s * q_shared[i];
-      }
-      p.o.v[(row * hv + j) * p.dv + c] = out_c;
+    float kv = 0.0;
+    for (uint r = 0; r < MAX_ROWS; ++r) {
+      const uint i = part + PARTS * r;
+      if (i < p.dk) kv += s[r] * k_shared[i];
     }
-    barrier();  // k_shared / q_shared are rewritten for the next token
+    kv = column_sum(kv, part, col);
+    const float v = in_range ? p.qkv.v[row * width + 2u * p.key_heads * p.dk + j * p.dv + c] : 0.0;
+    const float u = beta * (v - decay * kv);
+    float out_c = 0.0;
+    for (uint r = 0; r < MAX_ROWS; ++r) {
+      const uint i = part + PARTS * r;
+      if (i < p.dk) {
+        s[r] = decay * s[r] + k_shared[i] * u;
+        out_c += s[r] * q_shared[i];
+      }
+    }
+    out_c = column_sum(out_c, part, col);  // its barriers also free k_shared / q_shared
+    if (in_range && part == 0u) p.o.v[(row * hv + j) * p.dv + c] = out_c;
+  }
+  for (uint r = 0; r < MAX_ROWS; ++r) {
+    const uint i = part + PARTS * r;
+    if (in_range && i < p.dk) p.state.v[state_base + i * p.dv + c] = s[r];
   }
 }

@@ -66,6 +66,8 @@ void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, c
   commands.dispatch(pipeline, push, 2 * s.key_heads + 1, static_cast<uint32_t>(s.rows()));
 }
 
+constexpr uint32_t kRecurrentColumns = 16;  // COLS of delta_rule_recurrent.comp
+
 void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a) {
   check_rule_args(a);
   const DeltaShape& s = a.shape;
@@ -73,7 +75,7 @@ void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& comm
       pipelines.get({"delta_rule_recurrent", {64, 1, 1}, {kMaxDeltaHeadDim}, sizeof(RecurrentPush)});
   const RecurrentPush push{a.qkv.address, a.gates.address, a.state.address, a.seqs.address, a.out.address,
                            s.tokens,      s.key_heads,     s.value_heads,   s.dk,           s.dv};
-  commands.dispatch(pipeline, push, s.value_heads, s.batch);
+  commands.dispatch(pipeline, push, s.value_heads, s.batch, ceil_div(s.dv, kRecurrentColumns));
 }
 
 void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a,
