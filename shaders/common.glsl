@@ -13,6 +13,15 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32Buf { float v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer U32Buf { uint v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer I32Buf { int v[]; };
+// An f32 tensor read four floats at a time; its address and every index used must be 16-byte
+// aligned (tensors start 256-byte aligned; rows of quantised matrices are multiples of 32 long).
+layout(buffer_reference, std430, buffer_reference_align = 16) buffer F32x4Buf { vec4 v[]; };
+
+// Dot product of 8 weights with the 8 floats of x starting at element `at` (a multiple of 4).
+float dot8(const float w[8], F32x4Buf x, uint at) {
+  const vec4 a = x.v[at >> 2], b = x.v[(at >> 2) + 1u];
+  return dot(vec4(w[0], w[1], w[2], w[3]), a) + dot(vec4(w[4], w[5], w[6], w[7]), b);
+}
 
 // Weight storage types, chosen per pipeline by a specialisation constant.
 const uint DTYPE_F32 = 0;

@@ -30,12 +30,9 @@ void main() {
     for (uint u = gl_LocalInvocationID.x; u < (p.k >> 3); u += gl_WorkGroupSize.x) {
       float w[8];
       dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, row, p.k, u), u & 3u, w);
-      const uint col = u * 8u;
       for (uint t = 0; t < MAX_TOKENS; ++t) {
         if (t >= p.tokens) break;
-        float sum = 0.0;
-        for (uint j = 0; j < 8; ++j) sum += w[j] * p.x.v[t * p.k + col + j];
-        acc[t] += sum;
+        acc[t] += dot8(w, F32x4Buf(p.x), t * p.k + u * 8u);
       }
     }
   } else {

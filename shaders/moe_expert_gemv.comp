@@ -52,11 +52,8 @@ void main() {
         dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, up_row, p.k, u), u & 3u, wu);
       for (uint r = 0; r < MAX_ROWS; ++r) {
         if (r >= rows) break;
-        for (uint j = 0; j < 8; ++j) {
-          const float xv = p.x.v[src[r] + u * 8u + j];
-          acc_gate[r] += xv * wg[j];
-          if (SWIGLU != 0u) acc_up[r] += xv * wu[j];
-        }
+        acc_gate[r] += dot8(wg, F32x4Buf(p.x), src[r] + u * 8u);
+        if (SWIGLU != 0u) acc_up[r] += dot8(wu, F32x4Buf(p.x), src[r] + u * 8u);
       }
     }
   } else {

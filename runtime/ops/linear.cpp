@@ -19,15 +19,18 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
   if (a.x.size < uint64_t(a.tokens) * a.k * 4 || a.y.size < uint64_t(a.tokens) * a.n * 4 ||
       a.weight.size < weight_storage_bytes(a.type, uint64_t(a.n) * a.k))
     throw Error("internal: linear buffers are smaller than their shapes");
-  if (is_quantized(a.type) && a.k % kQuantBlock)
-    throw Error("internal: a quantised linear needs rows a multiple of 32 long, got " + std::to_string(a.k));
+  if (is_quantized(a.type) && (a.k % kQuantBlock || a.x.address % 16))
+    throw Error("internal: a quantised linear needs rows a multiple of 32 long and a 16-byte aligned input");
   const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
-  if (a.tokens <= kGemvMaxTokens) {
+  // Quantised weights also take the GEMV up to 32 tokens (batched decode): the scalar GEMM's
+  // 64-token tiles would be half empty and dequantise every block once per tile anyway.
+  const uint32_t gemv_tokens = is_quantized(a.type) && a.tokens > kGemvMaxTokens ? kQuantGemvMaxTokens : kGemvMaxTokens;
+  if (a.tokens <= gemv_tokens) {
     // Quantised rows hold ~1.3 KB at k = 2048: 64 invocations per row keep each one busy with
     // several block parts and halve the reduction; 16-bit rows keep 256.
     const uint32_t threads = is_quantized(a.type) ? 64 : 256;
-    const Pipeline& pipeline = pipelines.get({"linear_gemv", {threads, 1, 1}, {type, kGemvMaxTokens}, sizeof(Push)});
+    const Pipeline& pipeline = pipelines.get({"linear_gemv", {threads, 1, 1}, {type, gemv_tokens}, sizeof(Push)});
     const uint32_t gx = std::min(a.n, kMaxGroupsX);
     commands.dispatch(pipeline, push, gx, ceil_div(a.n, gx));
   } else {

@@ -1,5 +1,6 @@
 // Host side of shaders/linear_gemv.comp and linear_gemm.comp: y = x W^T with W [n, k] read in
-// place. Few tokens (<= kGemvMaxTokens) take the GEMV path, more take the tiled GEMM.
+// place. Few tokens (<= kGemvMaxTokens, or kQuantGemvMaxTokens for Q8/Q4) take the GEMV path,
+// more take the tiled GEMM.
 #pragma once
 
 #include "runtime/command.h"
@@ -9,6 +10,7 @@
 namespace q3n::ops {
 
 constexpr uint32_t kGemvMaxTokens = 8;
+constexpr uint32_t kQuantGemvMaxTokens = 32;  // quantised weights: GEMV up to this many tokens
 
 struct LinearArgs {
   BufferRange x;       // f32 [tokens, k]

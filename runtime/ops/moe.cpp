@@ -44,8 +44,9 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   const MoeScratchBytes need = moe_scratch_bytes(s);
   require_bytes(a.x, uint64_t(s.tokens) * s.hidden * 4, "moe input");
   require_bytes(a.logits, uint64_t(s.tokens) * a.logit_stride * 4, "moe logits");
-  if (is_quantized(a.type) && (s.hidden % kQuantBlock || s.expert_dim % kQuantBlock))
-    throw Error("internal: quantised experts need hidden and expert sizes that are multiples of 32");
+  if (is_quantized(a.type) && (s.hidden % kQuantBlock || s.expert_dim % kQuantBlock || a.x.address % 16 ||
+                              scratch.h.address % 16))
+    throw Error("internal: quantised experts need sizes that are multiples of 32 and 16-byte aligned inputs");
   require_bytes(a.gate_up, weight_storage_bytes(a.type, uint64_t(s.experts) * 2 * s.expert_dim * s.hidden), "expert gate_up");
   require_bytes(a.down, weight_storage_bytes(a.type, uint64_t(s.experts) * s.hidden * s.expert_dim), "expert down");
   require_bytes(a.out, uint64_t(s.tokens) * s.hidden * 4, "moe output");

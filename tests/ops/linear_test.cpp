@@ -57,7 +57,10 @@ INSTANTIATE_TEST_SUITE_P(
                       // Quantised rows (k a multiple of 32): the GEMV's block path, the GEMM's tiles.
                       Case{1, 2048, 67, ops::WeightType::Q8}, Case{5, 96, 131, ops::WeightType::Q8},
                       Case{1, 2048, 67, ops::WeightType::Q4}, Case{8, 4128, 33, ops::WeightType::Q4},
-                      Case{70, 160, 129, ops::WeightType::Q8}, Case{130, 544, 70, ops::WeightType::Q4}),
+                      Case{70, 160, 129, ops::WeightType::Q8}, Case{130, 544, 70, ops::WeightType::Q4},
+                      // Quantised GEMV up to 32 tokens, GEMM from 33.
+                      Case{32, 96, 67, ops::WeightType::Q4}, Case{33, 64, 40, ops::WeightType::Q8},
+                      Case{20, 128, 35, ops::WeightType::Q8}),
     [](const auto& info) {
       const Case& c = info.param;
       return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" + ops::weight_type_name(c.type);
