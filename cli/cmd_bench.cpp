@@ -122,8 +122,6 @@ Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, ui
   return res;
 }
 
-double gib(uint64_t b) { return double(b) / double(1ull << 30); }
-
 }  // namespace
 
 void add_bench_command(CLI::App& app) {

@@ -30,11 +30,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
 
 namespace {
 
-double gib(uint64_t bytes) { return double(bytes) / double(1ull << 30); }
-
-// Refuses, before any allocation, a model whose weights and state cannot fit in device memory.
-void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint32_t context, uint32_t slots) {
-  const uint64_t weights = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
+// Refuses, before any allocation, a model whose weights (`weights` bytes, planned) and state
+// cannot fit in device memory.
+void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_t weights, uint32_t context,
+                      uint32_t slots) {
   const uint64_t state = graph::SequenceState::planned_bytes(s.config, slots, context);
   const uint64_t headroom = 256ull << 20;  // activations, step buffers, driver
   const uint64_t free = s.runtime->device.free_device_memory();
@@ -73,12 +72,12 @@ ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots)
   RuntimeOptions ro;
   ro.device = o.device;
   s.runtime = std::make_unique<Runtime>(ro);
-  check_memory_fit(s, format, context, slots);
+  const uint64_t planned = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
+  check_memory_fit(s, format, planned, context, slots);
   graph::WeightOptions wo;
   wo.format = format;
   wo.cache_dir = o.cache;
-  const uint64_t load_bytes = synthetic ? graph::DeviceWeights::planned_bytes(s.config, nullptr, format)
-                                        : s.checkpoint->total_bytes();
+  const uint64_t load_bytes = synthetic ? planned : s.checkpoint->total_bytes();
   auto weights = [&] {
     ProgressBar progress(synthetic ? "generating weights" : "loading weights", load_bytes);
     wo.progress = &progress;

@@ -37,6 +37,8 @@ struct ModelSession {
 // that weights and state fit in its memory, then uploads (or generates) the weights.
 ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots = 1);
 
+inline double gib(uint64_t bytes) { return double(bytes) / double(1ull << 30); }
+
 // "GPU time by operator" table of a profile, most expensive first.
 std::string format_profile(const std::map<std::string, double>& seconds);
 

@@ -191,14 +191,16 @@ def main():
     os.makedirs(args.work, exist_ok=True)
 
     chapters = read_chapters(args.corpus)
-    train_text = "".join(chapter_text(c) for i, c in enumerate(chapters) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1)
-    held_text = "".join(chapter_text(c) for i, c in enumerate(chapters) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1)
+    held_out = [i % HELDOUT_EVERY == HELDOUT_EVERY - 1 for i in range(len(chapters))]
+    train_chapters = [chapter_text(c) for c, h in zip(chapters, held_out) if not h]
+    train_text = "".join(train_chapters)
+    held_text = "".join(chapter_text(c) for c, h in zip(chapters, held_out) if h)
     tok_path = os.path.join(args.work, "tokenizer.json")
     if args.resume and os.path.exists(tok_path):
         from tokenizers import Tokenizer
         tok = Tokenizer.from_file(tok_path)
     else:
-        tok = make_tokenizer(VOCAB, [chapter_text(c) for i, c in enumerate(chapters) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1])
+        tok = make_tokenizer(VOCAB, train_chapters)
         tok.save(tok_path)
     eos = tok.token_to_id("<|endoftext|>")
     train_ids = torch.tensor(tok.encode(train_text).ids, device=dev)
