@@ -1,6 +1,7 @@
 // q3n_ops_bench: GPU time of each hot operator at the Qwen3-Next-80B-A3B shapes (hidden 2048,
 // 16/32 DeltaNet heads of 128, 16 q / 2 kv heads of 256, 512 experts of 512, top-10), with
-// achieved GB/s and TFLOP/s against the copy bandwidth measured in the same run.
+// achieved GB/s and TFLOP/s against the copy bandwidth measured in the same run. GEMM and MoE
+// rows run once per kernel family: portable, and "[coopmat]" where the device has matrix units.
 // Usage: q3n_ops_bench [--device N|NAME]   (results in bench/NOTES.md)
 #include <cstdio>
 #include <cstring>
@@ -93,16 +94,29 @@ int main(int argc, char** argv) {
 
   const uint32_t H = 2048, V = 151936;
   using ops::WeightType;
+  // Kernel families to compare: the portable one, and the cooperative-matrix one where it runs.
+  std::vector<bool> families = {false};
+  if (rt.device.coopmat()) families.push_back(true);
+  auto family_name = [](bool coopmat) { return coopmat ? " [coopmat]" : ""; };
+
   for (const auto& [name, tokens, n, k] : std::vector<std::tuple<const char*, uint32_t, uint32_t, uint32_t>>{
-           {"linear bf16 lm_head 1 x 2048 -> 151936", 1, V, H},
-           {"linear bf16 in_proj_qkvz 1 x 2048 -> 12288", 1, 12288, H},
-           {"linear bf16 in_proj_qkvz 8 x 2048 -> 12288", 8, 12288, H},
-           {"linear bf16 in_proj_qkvz 512 x 2048 -> 12288", 512, 12288, H},
-           {"linear bf16 lm_head 512 x 2048 -> 151936", 512, V, H}}) {
-    const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(uint64_t(n) * k * 2), y = b.buffer(uint64_t(tokens) * n * 4);
-    const double s = b.time([&](CommandBuffer& cb) { ops::record_linear(rt.pipelines, cb, {x, w, y, WeightType::BF16, tokens, k, n}); });
-    report(name, s, double(n) * k * 2 + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
-  }
+           {"lm_head 1 x 2048 -> 151936", 1, V, H},
+           {"in_proj_qkvz 1 x 2048 -> 12288", 1, 12288, H},
+           {"in_proj_qkvz 8 x 2048 -> 12288", 8, 12288, H},
+           {"in_proj_qkvz 512 x 2048 -> 12288", 512, 12288, H},
+           {"lm_head 512 x 2048 -> 151936", 512, V, H}})
+    for (WeightType type : {WeightType::BF16, WeightType::Q4})
+      for (bool coopmat : families) {
+        if (tokens < 512 && coopmat) continue;  // GEMV sizes take no matrix units
+        rt.pipelines.set_coopmat(coopmat);
+        const uint64_t weight_bytes = ops::weight_storage_bytes(type, uint64_t(n) * k);
+        const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes), y = b.buffer(uint64_t(tokens) * n * 4);
+        const double s = b.time([&](CommandBuffer& cb) { ops::record_linear(rt.pipelines, cb, {x, w, y, type, tokens, k, n}); });
+        const std::string label = std::string("linear ") + ops::weight_type_name(type) + " " + name + family_name(coopmat);
+        report(label.c_str(), s, double(weight_bytes) + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
+        b.keep.clear();
+      }
+  rt.pipelines.set_coopmat(rt.device.coopmat());
 
   const BufferRange normw = b.random(H, -0.1f, 0.1f);
   for (uint32_t rows : {1u, 512u}) {
@@ -159,23 +173,30 @@ int main(int argc, char** argv) {
     report(name, t, tokens == 1 ? 2.0 * kv : 2.0 * kv, 4.0 * 16 * 256 * keys, ceiling);
   }
 
-  // MoE: 512 experts of 512, top-10, bf16 experts (the routed part; shared expert = linears).
-  for (uint32_t tokens : {1u, 8u, 512u}) {
-    const ops::MoeShape s{tokens, H, 512, 10, 512, true};
-    const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 513, -4, 4);
-    const BufferRange gu = b.buffer(512ull * 1024 * H * 2), dn = b.buffer(512ull * H * 512 * 2);
-    const auto need = ops::moe_scratch_bytes(s);
-    const ops::MoeScratch scratch{b.buffer(need.ids), b.buffer(need.weights), b.buffer(need.offsets), b.buffer(need.sorted),
-                                  b.buffer(need.active), b.buffer(need.h), b.buffer(need.y)};
-    const BufferRange out = b.buffer(uint64_t(tokens) * H * 4), shared = b.random(uint64_t(tokens) * H, -1, 1);
-    const double t = b.time([&](CommandBuffer& cb) {
-      ops::record_moe(rt.pipelines, cb, {x, logits, 513, gu, dn, WeightType::BF16, shared, 512, out, s}, scratch);
-    });
-    const double experts_touched = std::min(512.0, tokens * 10.0);  // upper bound on distinct experts
-    char name[64];
-    std::snprintf(name, sizeof name, "moe routed, %u token(s)", tokens);
-    report(name, t, experts_touched * 3 * 512 * H * 2, 2.0 * tokens * 10 * 3 * 512 * H, ceiling);
-  }
+  // MoE: 512 experts of 512, top-10 (the routed part; shared expert = linears).
+  for (uint32_t tokens : {1u, 8u, 512u})
+    for (WeightType type : {WeightType::BF16, WeightType::Q4})
+      for (bool coopmat : families) {
+        if (tokens < 512 && coopmat) continue;
+        rt.pipelines.set_coopmat(coopmat);
+        const ops::MoeShape s{tokens, H, 512, 10, 512, true};
+        const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 513, -4, 4);
+        const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 1024 * H), dn_bytes = ops::weight_storage_bytes(type, 512ull * H * 512);
+        const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes);
+        const auto need = ops::moe_scratch_bytes(s);
+        const ops::MoeScratch scratch{b.buffer(need.ids), b.buffer(need.weights), b.buffer(need.offsets), b.buffer(need.sorted),
+                                      b.buffer(need.active), b.buffer(need.h), b.buffer(need.y)};
+        const BufferRange out = b.buffer(uint64_t(tokens) * H * 4), shared = b.random(uint64_t(tokens) * H, -1, 1);
+        const double t = b.time([&](CommandBuffer& cb) {
+          ops::record_moe(rt.pipelines, cb, {x, logits, 513, gu, dn, type, shared, 512, out, s}, scratch);
+        });
+        const double experts_touched = std::min(512.0, tokens * 10.0);  // upper bound on distinct experts
+        const std::string label = "moe routed " + std::string(ops::weight_type_name(type)) + ", " + std::to_string(tokens) +
+                                  " token(s)" + family_name(coopmat);
+        report(label.c_str(), t, experts_touched * double(gu_bytes + dn_bytes) / 512, 2.0 * tokens * 10 * 3 * 512 * H, ceiling);
+        b.keep.clear();
+      }
+  rt.pipelines.set_coopmat(rt.device.coopmat());
 
   for (uint32_t top_k : {1u, 40u}) {
     const BufferRange logits = b.random(V, -10, 10), ids = b.buffer(4);

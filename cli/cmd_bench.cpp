@@ -28,6 +28,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// Which GEMM / expert GEMM kernels the run used, and why the matrix units were not.
+std::string matrix_kernels(const Runtime& rt) {
+  if (rt.pipelines.coopmat()) return "cooperative matrix (NV, 16x16x16 fp16 -> fp32)";
+  if (!rt.device.coopmat()) return "portable fp32 (" + rt.device.coopmat_unavailable() + ")";
+  return "portable fp32 (--no-coopmat)";
+}
+
 // Device copy bandwidth, (bytes read + bytes written) / time, best of three batches of copies.
 double measure_copy_bandwidth(Runtime& rt) {
   const uint64_t free = rt.device.free_device_memory();
@@ -175,6 +182,7 @@ void add_bench_command(CLI::App& app) {
       j["model"] = model;
       j["device"] = rt.device.info().name;
       j["weights_format"] = o->model.weights.empty() ? "stored" : o->model.weights;
+      j["matrix_kernels"] = matrix_kernels(rt);
       j["memory"] = {{"weights_bytes", weights}, {"state_bytes", state}, {"device_reserved_bytes", device}};
       j["copy_bandwidth_bytes_per_second"] = bandwidth;
       j["load_seconds"] = load_seconds;
@@ -192,8 +200,9 @@ void add_bench_command(CLI::App& app) {
       std::printf("%s\n", j.dump(1).c_str());
       return;
     }
-    std::printf("model: %s (%s weights)\ndevice: %s\n", model.c_str(),
-                o->model.weights.empty() ? "stored" : o->model.weights.c_str(), rt.device.info().name.c_str());
+    std::printf("model: %s (%s weights)\ndevice: %s\nmatrix kernels: %s\n", model.c_str(),
+                o->model.weights.empty() ? "stored" : o->model.weights.c_str(), rt.device.info().name.c_str(),
+                matrix_kernels(rt).c_str());
     std::printf("memory: weights %.2f GiB, state + KV cache %.2f GiB, device memory reserved %.2f GiB; loaded in %.1f s\n",
                 gib(weights), gib(state), gib(device), load_seconds);
     std::printf("copy bandwidth (shaders/copy.comp, read + write): %.1f GB/s\n\n", bandwidth / 1e9);

@@ -23,6 +23,9 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "Folder to keep the converted/quantised weights in, so the next start with the same "
                  "checkpoint and --weights reads them instead of converting again");
   cmd.add_option("--device", o.device, "Device index or name substring (default: Q3N_DEVICE or the best GPU)");
+  cmd.add_flag("--no-coopmat", o.no_coopmat,
+               "Use the portable fp32 kernels even where the device has cooperative matrices (fp16 matrix "
+               "units; inputs of magnitude over 65504 need this)");
   cmd.add_option("--ctx", o.context, "Context length: KV-cache positions per sequence")->check(CLI::PositiveNumber);
   cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
   cmd.add_flag("--profile", o.profile, "Print GPU time per operator kind at the end");
@@ -71,6 +74,7 @@ ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots)
                 std::to_string(s.config.max_position_embeddings) + ")");
   RuntimeOptions ro;
   ro.device = o.device;
+  ro.coopmat = !o.no_coopmat;
   s.runtime = std::make_unique<Runtime>(ro);
   const uint64_t planned = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
   check_memory_fit(s, format, planned, context, slots);

@@ -53,9 +53,11 @@ Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool pr
   const Bindings bindings(std::move(ranges));
 
   const auto& nodes = graph_.nodes();
-  if (profile) profiler_ = std::make_unique<Profiler>(runtime.device, static_cast<uint32_t>(nodes.size()));
+  // Room for each node's mark plus the parts operators mark inside it (CommandBuffer::mark).
+  if (profile) profiler_ = std::make_unique<Profiler>(runtime.device, static_cast<uint32_t>(nodes.size() * 8));
   commands_.begin(true);
   if (profiler_) profiler_->begin(commands_);
+  commands_.attach_profiler(profiler_.get());
   HazardTracker hazards;
   for (size_t n = 0; n < nodes.size(); ++n) {
     std::vector<Span> reads, writes;
@@ -70,6 +72,7 @@ Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool pr
     nodes[n].record(bindings, runtime.pipelines, commands_);
   }
   if (profiler_) profiler_->finish(commands_);
+  commands_.attach_profiler(nullptr);
   commands_.barrier_to_host();
   commands_.end();
 }

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "runtime/error.h"
+#include "runtime/profiler.h"
 
 namespace q3n {
 
@@ -74,6 +75,10 @@ void CommandBuffer::fill(const BufferRange& dst, uint32_t value) {
 
 void CommandBuffer::reset_queries(VkQueryPool pool, uint32_t first, uint32_t count) {
   vkCmdResetQueryPool(buffer_, pool, first, count);
+}
+
+void CommandBuffer::mark(const std::string& label) {
+  if (profiler_) profiler_->mark(*this, label);
 }
 
 void CommandBuffer::timestamp(VkQueryPool pool, uint32_t query) {

@@ -5,6 +5,7 @@
 #include <vulkan/vulkan.h>
 
 #include <cstdint>
+#include <string>
 
 #include "runtime/device.h"
 #include "runtime/handle.h"
@@ -12,6 +13,8 @@
 #include "runtime/pipeline.h"
 
 namespace q3n {
+
+class Profiler;
 
 class CommandBuffer {
  public:
@@ -41,6 +44,11 @@ class CommandBuffer {
   void reset_queries(VkQueryPool pool, uint32_t first, uint32_t count);
   void timestamp(VkQueryPool pool, uint32_t query);
 
+  // While a profiler is attached (graph/program.cpp, --profile), mark() starts timing `label`:
+  // operators with several dispatches name their parts ("moe.experts").
+  void attach_profiler(Profiler* profiler) { profiler_ = profiler; }
+  void mark(const std::string& label);
+
   VkCommandBuffer get() const { return buffer_; }
   uint32_t barrier_count() const { return barriers_; }
   uint32_t dispatch_count() const { return dispatches_; }
@@ -50,6 +58,7 @@ class CommandBuffer {
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer buffer_ = VK_NULL_HANDLE;
   uint32_t barriers_ = 0, dispatches_ = 0;
+  Profiler* profiler_ = nullptr;
 };
 
 class CommandPool {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "runtime/error.h"
+#include "runtime/shader_registry.h"
 
 namespace q3n {
 
@@ -26,6 +27,23 @@ std::string lower(std::string s) {
 }
 
 }  // namespace
+
+std::string coopmat_gap(const DeviceInfo& d) {
+  if (!find_shader("linear_gemm_coopmat")) return "this build's glslc cannot compile GL_NV_cooperative_matrix";
+  if (!d.coopmat_nv) return "the device lacks VK_NV_cooperative_matrix";
+  const bool shape = std::any_of(d.coopmat_nv_shapes.begin(), d.coopmat_nv_shapes.end(), [](const CoopMatShape& s) {
+    return s.m == 16 && s.n == 16 && s.k == 16 && s.a_type == "f16" && s.b_type == "f16" && s.c_type == "f32";
+  });
+  if (!shape) return "the device has no 16x16x16 f16 -> f32 cooperative matrix";
+  if (!d.shader_float16) return "the device lacks shaderFloat16";
+  if (!d.vulkan_memory_model || !d.vulkan_memory_model_device_scope)
+    return "the device lacks vulkanMemoryModel with device scope";
+  if (d.min_subgroup_size != d.max_subgroup_size) return "the device's subgroup size is not fixed";
+  // The kernels run eight subgroups of at least 16 invocations (they fill their tiles in <= 4 passes).
+  if (d.subgroup_size < 16 || 8 * d.subgroup_size > d.max_workgroup_invocations)
+    return "the device's subgroup size does not suit eight-subgroup workgroups";
+  return "";
+}
 
 std::vector<DeviceInfo> list_devices(const Instance& instance) {
   std::vector<DeviceInfo> out;
@@ -111,6 +129,15 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
 
   std::vector<const char*> extensions;
   if (info_.memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+  coopmat_unavailable_ = coopmat_gap(info_);
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV coopmat{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+  if (coopmat_unavailable_.empty()) {
+    extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    coopmat.cooperativeMatrix = VK_TRUE;
+    f12.vulkanMemoryModel = VK_TRUE;  // the shaders' memory scopes (GL_KHR_memory_scope_semantics)
+    f12.vulkanMemoryModelDeviceScope = info_.vulkan_memory_model_device_scope;  // others use Device-scope atomics
+    f12.pNext = &coopmat;
+  }
 
   float priority = 1.0f;
   VkDeviceQueueCreateInfo queue_info{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};

@@ -19,6 +19,10 @@ std::vector<DeviceInfo> list_devices(const Instance& instance);
 // (discrete > integrated > virtual > CPU). Throws naming the problem when none fits.
 uint32_t select_device(const std::vector<DeviceInfo>& devices, const std::string& selector);
 
+// Empty when q3n's cooperative-matrix kernels (shaders/coopmat.glsl) can run on `d` with this
+// build; else why not, phrased for users.
+std::string coopmat_gap(const DeviceInfo& d);
+
 class Device {
  public:
   Device(const Instance& instance, const std::string& selector = "");
@@ -35,6 +39,11 @@ class Device {
   const Instance& instance() const { return instance_; }
   // Re-reads the memory budget (VK_EXT_memory_budget) of the device-local heaps, in bytes free.
   VkDeviceSize free_device_memory() const;
+  // Whether this device and build can run the cooperative-matrix kernels (shaders/coopmat.glsl):
+  // VK_NV_cooperative_matrix with the 16x16x16 f16 -> f32 shape, fp16 arithmetic, a fixed
+  // subgroup size, and variants this build's glslc could compile. Empty when they can; else why not.
+  const std::string& coopmat_unavailable() const { return coopmat_unavailable_; }
+  bool coopmat() const { return coopmat_unavailable_.empty(); }
 
  private:
   const Instance& instance_;
@@ -44,6 +53,7 @@ class Device {
   uint32_t queue_family_ = 0;
   uint32_t timestamp_valid_bits_ = 0;
   DeviceInfo info_;
+  std::string coopmat_unavailable_;
 };
 
 }  // namespace q3n

@@ -177,6 +177,8 @@ DeviceInfo query_device_info(VkInstance instance, VkPhysicalDevice device, uint3
   info.timeline_semaphore = f12.timelineSemaphore;
   info.storage_buffer_16bit = f11.storageBuffer16BitAccess;
   info.shader_float16 = f12.shaderFloat16;
+  info.vulkan_memory_model = f12.vulkanMemoryModel;
+  info.vulkan_memory_model_device_scope = f12.vulkanMemoryModelDeviceScope;
   info.shader_int8 = f12.shaderInt8;
   info.storage_buffer_8bit = f12.storageBuffer8BitAccess;
   info.integer_dot_product = has_dot && fdot.shaderIntegerDotProduct;

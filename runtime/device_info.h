@@ -47,6 +47,8 @@ struct DeviceInfo {
   bool storage_buffer_16bit = false;
   // Optional, used where present.
   bool shader_float16 = false;
+  bool vulkan_memory_model = false;  // needed by the cooperative-matrix shaders' memory scopes
+  bool vulkan_memory_model_device_scope = false;
   bool shader_int8 = false;
   bool storage_buffer_8bit = false;
   bool shader_bfloat16 = false;  // VK_KHR_shader_bfloat16

@@ -67,7 +67,13 @@ std::filesystem::path cache_directory() {
 
 }  // namespace
 
-PipelineLibrary::PipelineLibrary(const Device& device) : device_(device) {
+void PipelineLibrary::set_coopmat(bool on) {
+  if (on && !device_.coopmat())
+    throw Error("cooperative-matrix kernels cannot run on " + device_.info().name + ": " + device_.coopmat_unavailable());
+  coopmat_ = on;
+}
+
+PipelineLibrary::PipelineLibrary(const Device& device) : device_(device), coopmat_(device.coopmat()) {
   VkPhysicalDeviceProperties props;
   vkGetPhysicalDeviceProperties(device.physical(), &props);
   std::string uuid;

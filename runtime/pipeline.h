@@ -54,11 +54,20 @@ class PipelineLibrary {
   size_t size() const { return pipelines_.size(); }
   const Device& device() const { return device_; }
 
+  // Whether operators use their cooperative-matrix kernels: on where the device can run them
+  // (Device::coopmat), off with --no-coopmat; tests run both paths. Turning it on where the
+  // device cannot throws with the reason.
+  bool coopmat() const { return coopmat_; }
+  void set_coopmat(bool on);
+  // Invocations of a cooperative-matrix workgroup: eight subgroups.
+  uint32_t coopmat_workgroup() const { return 8 * device_.info().subgroup_size; }
+
  private:
   const Device& device_;
   std::filesystem::path cache_path_;
   OwnedPipelineCache cache_;
   std::map<PipelineKey, std::unique_ptr<Pipeline>> pipelines_;
+  bool coopmat_ = false;
 };
 
 }  // namespace q3n

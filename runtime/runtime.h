@@ -15,6 +15,7 @@ namespace q3n {
 
 struct RuntimeOptions {
   std::string device;  // see select_device(); empty = Q3N_DEVICE or the best device
+  bool coopmat = true;  // use cooperative-matrix kernels where the device has them
   InstanceOptions instance = InstanceOptions::from_environment();
 };
 
@@ -27,7 +28,9 @@ class Runtime {
         pipelines(device),
         queue(device),
         pool(device),
-        transfer(device, allocator, queue, pool) {}
+        transfer(device, allocator, queue, pool) {
+    if (!options.coopmat) pipelines.set_coopmat(false);
+  }
   ~Runtime() { vkDeviceWaitIdle(device.get()); }  // nothing may still run while members are destroyed
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;

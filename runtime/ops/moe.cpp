@@ -1,6 +1,7 @@
 #include "runtime/ops/moe.h"
 
 #include <algorithm>
+#include <string>
 
 #include "runtime/error.h"
 #include "runtime/ops/op_support.h"
@@ -29,6 +30,7 @@ struct SwigluPush {
   uint32_t n, rows;
 };
 constexpr uint32_t kExpertTile = 64;          // BN of moe_expert.comp
+constexpr uint32_t kExpertCoopmatTile = 128;  // BN of moe_expert_coopmat.comp
 constexpr uint32_t kExpertGemvMaxTokens = 32;  // steps this small take moe_expert_gemv.comp
 }  // namespace
 
@@ -62,16 +64,19 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
 
   const RoutePush route{a.logits.address, scratch.ids.address, scratch.weights.address, s.experts, s.top_k,
                         a.logit_stride, s.normalise ? 1u : 0u};
+  commands.mark("moe.route");
   commands.dispatch(pipelines.get({"moe_route", {256, 1, 1}, {s.experts}, sizeof(route)}), route, s.tokens);
   commands.barrier();
   const GroupPush group{scratch.ids.address, scratch.offsets.address, scratch.sorted.address, scratch.active.address,
                         static_cast<uint32_t>(s.assignments()), s.experts};
+  commands.mark("moe.group");
   commands.dispatch(pipelines.get({"moe_group", {256, 1, 1}, {s.experts}, sizeof(group)}), group, 1);
   commands.barrier();
 
   // Small row tiles for decode (each expert sees a few rows), larger ones for prefill.
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
   const uint32_t type = static_cast<uint32_t>(a.type);
+  commands.mark("moe.experts");
   const ExpertPush gate_up{a.x.address, a.gate_up.address, scratch.offsets.address, scratch.sorted.address,
                            scratch.active.address, scratch.h.address, s.hidden, s.expert_dim, s.top_k};
   const ExpertPush down{scratch.h.address, a.down.address, scratch.offsets.address, scratch.sorted.address,
@@ -91,13 +96,23 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     const uint64_t average_rows = ceil_div(s.assignments(), std::min<uint64_t>(s.experts, s.assignments()));
     uint32_t tm = 4;
     while (tm < 32 && tm < average_rows) tm *= 2;
-    commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 1u, tm}, sizeof(gate_up)}), gate_up,
-                      ceil_div(s.expert_dim, kExpertTile), ceil_div(s.tokens, tm), slots);
+    std::string shader = "moe_expert";
+    uint32_t threads = 256, column_tile = kExpertTile;
+    if (pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0) {
+      // Matrix units: row tiles of 16 or 32, column tiles of 128 (fp32 weights stay on the fp32 kernel).
+      shader = "moe_expert_coopmat";
+      threads = pipelines.coopmat_workgroup();
+      column_tile = kExpertCoopmatTile;
+      tm = std::max(tm, 16u);
+    }
+    commands.dispatch(pipelines.get({shader, {threads, 1, 1}, {type, 1u, tm}, sizeof(gate_up)}), gate_up,
+                      ceil_div(s.expert_dim, column_tile), ceil_div(s.tokens, tm), slots);
     commands.barrier();
-    commands.dispatch(pipelines.get({"moe_expert", {256, 1, 1}, {type, 0u, tm}, sizeof(down)}), down,
-                      ceil_div(s.hidden, kExpertTile), ceil_div(s.tokens, tm), slots);
+    commands.dispatch(pipelines.get({shader, {threads, 1, 1}, {type, 0u, tm}, sizeof(down)}), down,
+                      ceil_div(s.hidden, column_tile), ceil_div(s.tokens, tm), slots);
   }
   commands.barrier();
+  commands.mark("moe.combine");
   const CombinePush combine{scratch.y.address, scratch.weights.address, shared ? a.shared_out.address : a.out.address,
                             a.logits.address + uint64_t(a.shared_logit_column) * 4, a.out.address, s.hidden, s.top_k,
                             a.logit_stride, shared ? 1u : 0u};

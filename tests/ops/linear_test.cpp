@@ -1,8 +1,10 @@
 // shaders/linear_gemv.comp and linear_gemm.comp: y = x W^T against a double reference, for every
 // weight type (quantised ones included: the reference uses the decoded weights the GPU reads, so
 // the tolerance is that of the fp32 sum), token counts on both sides of the GEMV/GEMM switch, and
-// odd k / n.
+// odd k / n; the GEMM cases again on the cooperative-matrix kernel where the device has one.
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "runtime/ops/linear.h"
 #include "tests/support/gpu_test.h"
@@ -16,35 +18,90 @@ struct Case {
   ops::WeightType type;
 };
 
-class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {};
+class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
+ protected:
+  // Runs the case on the selected path and checks every output against a double reference.
+  // `matrix_units`: the tolerance of linear_gemm_coopmat.comp (coopmat.glsl), else of fp32 sums.
+  void check(bool matrix_units) {
+    const auto [tokens, k, n, type] = GetParam();
+    auto x = random_floats(size_t(tokens) * k, 31, -1, 1);
+    auto w = random_floats(size_t(n) * k, 32, -0.5f, 0.5f);
+    const auto words = encode_weights(w, type);  // w now holds exactly what the GPU reads
+    Allocation dx = upload(x), dw = upload_words(words), dy = poisoned(size_t(tokens) * n);
+    run([&](CommandBuffer& cb) { ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), type, tokens, k, n}); });
+    const auto got = download(dy, size_t(tokens) * n);
+
+    // fp32 summation of k products: |error| <= (k-1) u sum|x w| with u = 2^-24 (recursive
+    // summation; the GPU's tree order is no worse). Allow twice that plus a denormal floor; the
+    // matrix units (whose accumulation may truncate rather than round) four times.
+    // Matrix units also round each weight to fp16: exact for 16-bit weights, within 2^-11
+    // relative for decoded Q8/Q4 values, and below 2^-14 fp16 may be flushed (absolute 2^-14);
+    // x enters as hi + lo fp16 halves: within 2^-21 |x| + 2^-25.
+    const double u_weight = is_quantized(type) ? std::ldexp(1.0, -11) : 0.0;
+    size_t bad = 0;
+    for (uint32_t t = 0; t < tokens; ++t)
+      for (uint32_t j = 0; j < n; ++j) {
+        double ref = 0, abs_sum = 0, rounding = 0;
+        for (uint32_t i = 0; i < k; ++i) {
+          const double xv = x[size_t(t) * k + i], wv = w[size_t(j) * k + i];
+          ref += xv * wv;
+          abs_sum += std::fabs(xv * wv);
+          const double weight_error = u_weight * std::fabs(wv) + (std::fabs(wv) < std::ldexp(1.0, -14) ? std::ldexp(1.0, -14) : 0.0);
+          rounding += std::fabs(xv) * weight_error + std::fabs(wv) * (std::ldexp(std::fabs(xv), -21) + std::ldexp(1.0, -25));
+        }
+        const double tol = matrix_units ? 4.0 * k * std::ldexp(1.0, -24) * abs_sum + rounding + 1e-30
+                                        : 2.0 * k * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+        const double err = std::fabs(got[size_t(t) * n + j] - ref);
+        if (!(err <= tol) && bad++ < 3)
+          ADD_FAILURE() << "y[" << t << "," << j << "] = " << got[size_t(t) * n + j] << ", expected " << ref
+                        << " (tolerance " << tol << ")";
+      }
+    EXPECT_EQ(bad, 0u);
+  }
+};
 
 TEST_P(LinearTest, MatchesReference) {
-  const auto [tokens, k, n, type] = GetParam();
-  auto x = random_floats(size_t(tokens) * k, 31, -1, 1);
-  auto w = random_floats(size_t(n) * k, 32, -0.5f, 0.5f);
-  const auto words = encode_weights(w, type);  // w now holds exactly what the GPU reads
-  Allocation dx = upload(x), dw = upload_words(words), dy = poisoned(size_t(tokens) * n);
-  run([&](CommandBuffer& cb) { ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), type, tokens, k, n}); });
-  const auto got = download(dy, size_t(tokens) * n);
+  use_coopmat(false);
+  check(false);
+}
 
-  // fp32 summation of k products: |error| <= (k-1) u sum|x w| with u = 2^-24 (recursive
-  // summation; the GPU's tree order is no worse). Allow twice that plus a denormal floor.
-  size_t bad = 0;
-  for (uint32_t t = 0; t < tokens; ++t)
-    for (uint32_t j = 0; j < n; ++j) {
-      double ref = 0, abs_sum = 0;
-      for (uint32_t i = 0; i < k; ++i) {
-        const double p = double(x[size_t(t) * k + i]) * w[size_t(j) * k + i];
-        ref += p;
-        abs_sum += std::fabs(p);
-      }
-      const double tol = 2.0 * k * std::ldexp(1.0, -24) * abs_sum + 1e-30;
-      const double err = std::fabs(got[size_t(t) * n + j] - ref);
-      if (!(err <= tol) && bad++ < 3)
-        ADD_FAILURE() << "y[" << t << "," << j << "] = " << got[size_t(t) * n + j] << ", expected " << ref
-                      << " (tolerance " << tol << ")";
-    }
-  EXPECT_EQ(bad, 0u);
+// The cooperative-matrix GEMM, on devices that have it, for the cases that take the GEMM with
+// 16-bit or quantised weights.
+TEST_P(LinearTest, CoopmatMatchesReference) {
+  const Case c = GetParam();
+  const uint32_t gemv_tokens = is_quantized(c.type) ? ops::kQuantGemvMaxTokens : ops::kGemvMaxTokens;
+  if (c.tokens <= gemv_tokens || c.type == ops::WeightType::F32) GTEST_SKIP() << "this case takes no matrix units";
+  std::string why;
+  if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
+  check(true);
+}
+
+// Two properties of the matrix-unit path that random data would blur, with exact answers:
+// activations keep the bits below fp16's precision (1 + 2^-15, via the lo half), and sums are
+// accumulated in fp32 across K tiles (1 + 2^-12, which an fp16 accumulator would round to 1).
+TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
+  std::string why;
+  if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
+  const uint32_t tokens = 65, k = 64, n = 2;
+  auto x = random_floats(size_t(tokens) * k, 33, -1, 1);
+  std::vector<float> w(size_t(n) * k, 0.0f);
+  w[0] = 1;                   // y[t, 0] = x[t, 0]
+  w[k + 2] = w[k + 40] = 1;   // y[t, 1] = x[t, 2] + x[t, 40], K tiles 0 and 1
+  for (uint32_t t = 0; t < tokens; ++t) {
+    x[size_t(t) * k] = 1.0f + std::ldexp(1.0f, -15);
+    x[size_t(t) * k + 2] = 1.0f;
+    x[size_t(t) * k + 40] = std::ldexp(1.0f, -12);
+  }
+  const auto words = encode_weights(w, ops::WeightType::BF16);
+  Allocation dx = upload(x), dw = upload_words(words), dy = poisoned(size_t(tokens) * n);
+  run([&](CommandBuffer& cb) {
+    ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), ops::WeightType::BF16, tokens, k, n});
+  });
+  const auto got = download(dy, size_t(tokens) * n);
+  for (uint32_t t = 0; t < tokens; t += 16) {
+    EXPECT_EQ(got[size_t(t) * n], 1.0f + std::ldexp(1.0f, -15)) << "token " << t << ": activation low bits lost";
+    EXPECT_EQ(got[size_t(t) * n + 1], 1.0f + std::ldexp(1.0f, -12)) << "token " << t << ": accumulation not fp32";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -53,6 +110,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{3, 257, 130, ops::WeightType::F32}, Case{8, 64, 63, ops::WeightType::BF16},
                       Case{9, 130, 65, ops::WeightType::BF16}, Case{63, 257, 129, ops::WeightType::F16},
                       Case{65, 100, 200, ops::WeightType::F32}, Case{130, 2048, 96, ops::WeightType::BF16},
+                      Case{200, 96, 300, ops::WeightType::BF16},  // several tiles both ways
                       Case{1, 16, 70000, ops::WeightType::BF16},  // n over 65535 uses the 2-D grid
                       // Quantised rows (k a multiple of 32): the GEMV's block path, the GEMM's tiles.
                       Case{1, 2048, 67, ops::WeightType::Q8}, Case{5, 96, 131, ops::WeightType::Q8},

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <string>
 
 #include "runtime/ops/moe.h"
 #include "tests/support/gpu_test.h"
@@ -22,9 +23,30 @@ struct Case {
 
 double silu(double x) { return x / (1.0 + std::exp(-x)); }
 
-class MoeTest : public GpuTest, public ::testing::WithParamInterface<Case> {};
+// What the matrix units multiply by: the weight rounded to fp16 (exact for 16-bit weights).
+float fp16_rounded(float w) { return ops::f16_bits_to_f32(ops::f32_to_f16_bits(w)); }
+
+class MoeTest : public GpuTest, public ::testing::WithParamInterface<Case> {
+ protected:
+  void check(bool matrix_units);
+};
 
 TEST_P(MoeTest, MatchesReference) {
+  use_coopmat(false);
+  check(false);
+}
+
+// The cooperative-matrix expert GEMM, on devices that have it, for the cases that take the tiled
+// kernel with 16-bit or quantised weights.
+TEST_P(MoeTest, CoopmatMatchesReference) {
+  const Case c = GetParam();
+  if (c.tokens <= 32 || c.type == ops::WeightType::F32) GTEST_SKIP() << "this case takes no matrix units";
+  std::string why;
+  if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
+  check(true);
+}
+
+void MoeTest::check(bool matrix_units) {
   const Case c = GetParam();
   const ops::MoeShape s{c.tokens, c.hidden, c.experts, c.top_k, c.expert_dim, c.normalise};
   const uint32_t stride = c.experts + 1, H = c.hidden, I = c.expert_dim;
@@ -38,6 +60,10 @@ TEST_P(MoeTest, MatchesReference) {
   auto gate_up = random_floats(size_t(c.experts) * 2 * I * H, 23, -0.2f, 0.2f);
   auto down = random_floats(size_t(c.experts) * H * I, 24, -0.2f, 0.2f);
   const auto gate_up_words = encode_weights(gate_up, c.type), down_words = encode_weights(down, c.type);
+  if (matrix_units) {  // the reference takes the weights as the matrix units read them
+    for (float& w : gate_up) w = fp16_rounded(w);
+    for (float& w : down) w = fp16_rounded(w);
+  }
   auto shared_out = random_floats(size_t(c.tokens) * H, 25, -1, 1);
 
   const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
@@ -96,7 +122,9 @@ TEST_P(MoeTest, MatchesReference) {
     EXPECT_EQ(count[1], c.tokens);
   }
   // Two fp32 dot products of H and I terms (|terms| <= 0.2) and the weighted sum of top_k
-  // experts: ~ (H + I) ulps of outputs of size ~0.5.
+  // experts: ~ (H + I) ulps of outputs of size ~0.5. The matrix units' other roundings sit far
+  // below: activations as hi + lo fp16 (2^-21 relative), and a weight under 2^-14 that a device
+  // flushes moves an output by < 2^-14 x 0.2 x |h| ~ 1e-6.
   EXPECT_TRUE(all_close(download(dout, want.size()), want, 2e-5, 1e-4));
 }
 
@@ -118,7 +146,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{33, 64, 7, 2, 40, true, true, ops::WeightType::F16, false},
                       // ~8 rows per expert: the 8-row tile.
                       Case{40, 64, 10, 2, 48, true, false, ops::WeightType::BF16, false},
-                      Case{40, 96, 10, 2, 64, true, true, ops::WeightType::Q4, false}),  // tiled q4
+                      Case{40, 96, 10, 2, 64, true, true, ops::WeightType::Q4, false},  // tiled q4
+                      // Several column tiles of the matrix-unit kernel (128 wide), odd K in down.
+                      Case{70, 160, 6, 2, 136, true, true, ops::WeightType::BF16, false},
+                      // ~67 rows per expert: 32-row tiles, several per expert.
+                      Case{200, 160, 6, 2, 96, true, true, ops::WeightType::Q8, false}),
     [](const auto& info) {
       const Case& c = info.param;
       return "t" + std::to_string(c.tokens) + "h" + std::to_string(c.hidden) + "e" + std::to_string(c.experts) + "k" +

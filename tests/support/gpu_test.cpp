@@ -20,9 +20,22 @@ Runtime& runtime() {
   return *rt;
 }
 
-void GpuTest::SetUp() { errors_before_ = runtime().instance.validation_errors(); }
+void GpuTest::SetUp() {
+  errors_before_ = runtime().instance.validation_errors();
+  coopmat_before_ = runtime().pipelines.coopmat();
+}
+
+bool GpuTest::use_coopmat(bool on, std::string* why) {
+  if (on && !rt().device.coopmat()) {
+    if (why) *why = "no cooperative-matrix kernels on this device: " + rt().device.coopmat_unavailable();
+    return false;
+  }
+  pipelines().set_coopmat(on);
+  return true;
+}
 
 void GpuTest::TearDown() {
+  runtime().pipelines.set_coopmat(coopmat_before_);
   EXPECT_EQ(runtime().instance.validation_errors(), errors_before_)
       << "validation error: " << runtime().instance.last_validation_error();
 }

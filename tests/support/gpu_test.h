@@ -31,9 +31,13 @@ class GpuTest : public ::testing::Test {
   std::vector<uint32_t> download_words(const Allocation& a, size_t words);
   // Records with `record`, submits, waits.
   void run(const std::function<void(CommandBuffer&)>& record);
+  // Selects the cooperative-matrix kernels or the portable ones for this test (TearDown restores
+  // the default). Returns false, with the reason in `why`, where the device cannot run them.
+  bool use_coopmat(bool on, std::string* why = nullptr);
 
  private:
   uint64_t errors_before_ = 0;
+  bool coopmat_before_ = false;
 };
 
 constexpr uint32_t kPoison = 0x7FBADBADu;  // a quiet-NaN bit pattern

@@ -1,0 +1,83 @@
+// Shared pieces of the cooperative-matrix kernels (GL_NV_cooperative_matrix, the only
+// cooperative-matrix extension Debian 12's glslc accepts): 16x16x16 products of fp16 matrices
+// accumulated in fp32, one subgroup per matrix. The host builds these variants only where glslc
+// supports the extension and runs them only on devices that report the 16x16x16 f16 -> f32 shape.
+//
+// Precision: weights enter as fp16 — exact for bf16/f16 weights in fp16's normal range, within
+// 2^-11 relative for dequantised Q8/Q4 values (far below their quantisation step). Activations
+// enter as two fp16 halves, hi = x cut to fp16 and lo = fp16((x - hi) * 2^11), multiplied
+// separately and summed in fp32, so they keep ~21 significant bits. The 2^11 keeps lo in fp16's normal
+// range (devices may flush fp16 denormals). |x| above 65504 does not fit fp16: inputs of that
+// size need the portable kernels (--no-coopmat).
+#extension GL_NV_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_control_flow_attributes : require
+
+#define F16_MATRIX fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define F32_MATRIX fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+
+const uint CM = 16;                  // the matrix shape, 16 x 16 x 16
+const float LO_SCALE = 2048.0;       // 2^11
+const float LO_UNSCALE = 1.0 / 2048.0;
+
+// Splits x into the (hi, lo * 2^11) fp16 pair described above. hi is x with its fp32 mantissa
+// cut to fp16's 10 bits — exactly representable, so nothing depends on how a driver rounds or
+// folds fp32 -> fp16 -> fp32 conversions — and x - hi is exact in fp32. Below fp16's normal
+// range (2^-14) hi is 0 and lo carries x.
+f16vec2 split_f16(float x) {
+  const float hi = abs(x) < 6.103515625e-05 ? 0.0 : uintBitsToFloat(floatBitsToUint(x) & 0xFFFFE000u);
+  return f16vec2(float16_t(hi), float16_t((x - hi) * LO_SCALE));
+}
+
+// Eight values as fp16 in one uvec4 (the unit in which tiles are stored).
+uvec4 pack_f16x8(const float v[8]) {
+  return uvec4(packFloat2x16(f16vec2(v[0], v[1])), packFloat2x16(f16vec2(v[2], v[3])),
+               packFloat2x16(f16vec2(v[4], v[5])), packFloat2x16(f16vec2(v[6], v[7])));
+}
+
+// Splits eight activations and stores their hi and lo halves.
+void split_store8(const float v[8], out uvec4 hi, out uvec4 lo) {
+  f16vec2 s[8];
+  for (uint j = 0; j < 8; ++j) s[j] = split_f16(v[j]);
+  hi = uvec4(packFloat2x16(f16vec2(s[0].x, s[1].x)), packFloat2x16(f16vec2(s[2].x, s[3].x)),
+             packFloat2x16(f16vec2(s[4].x, s[5].x)), packFloat2x16(f16vec2(s[6].x, s[7].x)));
+  lo = uvec4(packFloat2x16(f16vec2(s[0].y, s[1].y)), packFloat2x16(f16vec2(s[2].y, s[3].y)),
+             packFloat2x16(f16vec2(s[4].y, s[5].y)), packFloat2x16(f16vec2(s[6].y, s[7].y)));
+}
+
+// acc_hi += acc_lo / 2^11, element by element. (Matrix + matrix crashes Debian 12's glslc
+// optimiser; both matrices have the same type, so their elements correspond.)
+void merge_lo(inout F32_MATRIX acc_hi, F32_MATRIX acc_lo) {
+  for (int i = 0; i < acc_hi.length(); ++i) acc_hi[i] += acc_lo[i] * LO_UNSCALE;
+}
+
+// Elements col .. col + 7 of row `row` of a [rows, k] weight matrix (col a multiple of 8),
+// zero past k. Quantised types need k a multiple of 32 (the host checks).
+void load_weight8(U32Buf w, uint dtype, uint row, uint k, uint col, out float v[8]) {
+  if (dtype == DTYPE_Q8 || dtype == DTYPE_Q4) {
+    dequantize_eighth(w, dtype, quantized_block_word(dtype, row, k, col >> 3), (col >> 3) & 3u, v);
+    return;
+  }
+  const uint first = row * k + col;
+  if (dtype != DTYPE_F32 && col + 8u <= k && (first & 1u) == 0u) {
+    for (uint j = 0; j < 4; ++j) {
+      const uint word = w.v[(first >> 1) + j];
+      v[2 * j] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word & 0xFFFFu) : unpackHalf2x16(word).x;
+      v[2 * j + 1] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word >> 16) : unpackHalf2x16(word).y;
+    }
+    return;
+  }
+  for (uint j = 0; j < 8; ++j) v[j] = col + j < k ? load_weight(w, dtype, first + j) : 0.0;
+}
+
+// Elements col .. col + 7 of row `row` of an f32 [rows, k] activation matrix, zero past k.
+void load_activation8(F32Buf x, uint row, uint k, uint col, out float v[8]) {
+  const uint first = row * k + col;
+  if ((k & 3u) == 0u && col + 8u <= k) {
+    const vec4 a = F32x4Buf(x).v[first >> 2], b = F32x4Buf(x).v[(first >> 2) + 1u];
+    v = float[8](a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
+    return;
+  }
+  for (uint j = 0; j < 8; ++j) v[j] = col + j < k ? x.v[first + j] : 0.0;
+}
