@@ -28,11 +28,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Which GEMM / expert GEMM kernels the run used, and why the matrix units were not.
 std::string matrix_kernels(const Runtime& rt) {
-  if (rt.pipelines.coopmat()) return "cooperative matrix (NV, 16x16x16 fp16 -> fp32)";
-  if (!rt.device.coopmat()) return "portable fp32 (" + rt.device.coopmat_unavailable() + ")";
-  return "portable fp32 (--no-coopmat)";
+  return describe_gemm_kernels(rt.device.coopmat_unavailable(), !rt.pipelines.coopmat());
 }
 
 // Device copy bandwidth, (bytes read + bytes written) / time, best of three batches of copies.

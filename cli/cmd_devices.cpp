@@ -17,11 +17,8 @@ void add_devices_command(CLI::App& app) {
   cmd->callback([selector] {
     Instance instance;
     const auto devices = list_devices(instance);
-    for (const auto& d : devices) {
-      const std::string gap = coopmat_gap(d);
-      std::printf("%s    q3n GEMM kernels: %s\n", describe(d).c_str(),
-                  gap.empty() ? "cooperative matrix (NV, fp16 hi/lo -> fp32)" : ("portable fp32; " + gap).c_str());
-    }
+    for (const auto& d : devices)
+      std::printf("%s    q3n GEMM kernels: %s\n", describe(d).c_str(), describe_gemm_kernels(coopmat_gap(d)).c_str());
     try {
       const uint32_t chosen = select_device(devices, *selector);
       std::printf("selected: [%u] %s\n", chosen, devices[chosen].name.c_str());

@@ -45,6 +45,12 @@ std::string coopmat_gap(const DeviceInfo& d) {
   return "";
 }
 
+std::string describe_gemm_kernels(const std::string& gap, bool turned_off) {
+  if (!gap.empty()) return "portable fp32 (" + gap + ")";
+  if (turned_off) return "portable fp32 (--no-coopmat)";
+  return "cooperative matrix (NV, 16x16x16 fp16 hi/lo -> fp32)";
+}
+
 std::vector<DeviceInfo> list_devices(const Instance& instance) {
   std::vector<DeviceInfo> out;
   auto devices = instance.physical_devices();

@@ -22,6 +22,9 @@ uint32_t select_device(const std::vector<DeviceInfo>& devices, const std::string
 // Empty when q3n's cooperative-matrix kernels (shaders/coopmat.glsl) can run on `d` with this
 // build; else why not, phrased for users.
 std::string coopmat_gap(const DeviceInfo& d);
+// Names the GEMM / expert GEMM kernel family a run uses, for reports: the matrix units, or the
+// portable kernels with the reason (`gap` from coopmat_gap, or turned off by --no-coopmat).
+std::string describe_gemm_kernels(const std::string& gap, bool turned_off = false);
 
 class Device {
  public:
@@ -39,9 +42,7 @@ class Device {
   const Instance& instance() const { return instance_; }
   // Re-reads the memory budget (VK_EXT_memory_budget) of the device-local heaps, in bytes free.
   VkDeviceSize free_device_memory() const;
-  // Whether this device and build can run the cooperative-matrix kernels (shaders/coopmat.glsl):
-  // VK_NV_cooperative_matrix with the 16x16x16 f16 -> f32 shape, fp16 arithmetic, a fixed
-  // subgroup size, and variants this build's glslc could compile. Empty when they can; else why not.
+  // coopmat_gap() of this device, computed once at creation (the extension is enabled when empty).
   const std::string& coopmat_unavailable() const { return coopmat_unavailable_; }
   bool coopmat() const { return coopmat_unavailable_.empty(); }
 

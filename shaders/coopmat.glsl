@@ -21,6 +21,18 @@ const uint CM = 16;                  // the matrix shape, 16 x 16 x 16
 const float LO_SCALE = 2048.0;       // 2^11
 const float LO_UNSCALE = 1.0 / 2048.0;
 
+// Shared-memory tiles: K slices of BK values per row, held as uvec4 words of 8 fp16 (a unit: one
+// 16-byte store; the matrix loads reinterpret them), rows STRIDE words apart (80 bytes: 16-byte
+// aligned for the matrix loads, banks staggered).
+const uint BK = 32;
+const uint STRIDE = (BK + 8u) / 8u;
+
+// Unit u of a tile (BK / 8 = 4 units per row): eight neighbouring invocations take the same 8
+// columns of eight neighbouring rows, so their 16-byte stores fall in distinct banks.
+uint unit_row(uint u) { return (u & 7u) + ((u >> 5) << 3); }
+uint unit_column(uint u) { return ((u >> 3) & 3u) * 8u; }
+uint unit_word(uint u) { return unit_row(u) * STRIDE + unit_column(u) / 8u; }  // its uvec4 in the tile
+
 // Splits x into the (hi, lo * 2^11) fp16 pair described above. hi is x with its fp32 mantissa
 // cut to fp16's 10 bits — exactly representable, so nothing depends on how a driver rounds or
 // folds fp32 -> fp16 -> fp32 conversions — and x - hi is exact in fp32. Below fp16's normal

@@ -12,10 +12,8 @@ layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 
 const uint BM = 64;  // tokens per tile
 const uint BN = 64;  // output features per tile (BM = BN: both tiles have the same units)
-const uint BK = 32;
 const uint UNITS = BM * (BK / 8u);   // 8-value units per tile
 const uint MAX_UNITS_PER_THREAD = 2;  // the host guarantees >= 128 invocations
-const uint STRIDE = (BK + 8u) / 8u;  // uvec4 (8 fp16) per tile row: 80 bytes, 16-byte aligned, banks staggered
 const uint C_STRIDE = BN + 4;        // fp32 result row
 
 layout(push_constant) uniform Push {
@@ -27,15 +25,8 @@ layout(push_constant) uniform Push {
   uint tokens;
 } p;
 
-// fp16 tiles held as uvec4 words of 8 values, so a unit is one 16-byte store (the matrix loads
-// reinterpret them).
 shared uvec4 x_hi[BM * STRIDE], x_lo[BM * STRIDE], w_tile[BN * STRIDE];
 shared float c_tile[BM * C_STRIDE];
-
-// Unit u of a tile: eight neighbouring invocations take the same 8 columns of eight neighbouring
-// rows, so their 16-byte stores fall in distinct banks (rows are 80 bytes apart).
-uint unit_row(uint u) { return (u & 7u) + ((u >> 5) << 3); }
-uint unit_column(uint u) { return ((u >> 3) & 3u) * 8u; }
 
 // Loads unit u of the K slice at k0 of both tiles (zeros outside the matrices).
 void fetch(uint k0, uint u, out float xv[8], out float wv[8]) {
@@ -67,7 +58,7 @@ void main() {
     [[unroll]] for (uint i = 0; i < MAX_UNITS_PER_THREAD; ++i) {
       const uint u = tid + i * threads;
       if (i >= per_thread || u >= UNITS) continue;
-      const uint at = unit_row(u) * STRIDE + unit_column(u) / 8u;
+      const uint at = unit_word(u);
       split_store8(xa[i], x_hi[at], x_lo[at]);
       w_tile[at] = pack_f16x8(wa[i]);
     }

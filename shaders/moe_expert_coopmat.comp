@@ -12,10 +12,9 @@
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint SWIGLU = 1;
 layout(constant_id = 5) const uint TM = 16;  // rows per tile: 16 or 32
-const uint MAX_TM = 32, BN = 128, BK = 32;
+const uint MAX_TM = 32, BN = 128;
 const uint W_UNITS = BN * (BK / 8u);  // 8-value units per weight tile
 const uint MAX_W_PER_THREAD = 4;      // the host guarantees >= 128 invocations
-const uint STRIDE = (BK + 8u) / 8u;   // uvec4 (8 fp16) per tile row: 80 bytes, banks staggered
 const uint C_STRIDE = BN + 4;         // fp32 result row
 
 layout(push_constant) uniform Push {
@@ -30,15 +29,9 @@ layout(push_constant) uniform Push {
   uint top_k;
 } p;
 
-// fp16 tiles as uvec4 words of 8 values (one 16-byte store per unit; matrix loads reinterpret).
 shared uvec4 x_hi[MAX_TM * STRIDE], x_lo[MAX_TM * STRIDE], gate_tile[BN * STRIDE], up_tile[BN * STRIDE];
 shared float c_tile[MAX_TM * C_STRIDE];
 shared uint source_row[MAX_TM];  // x row of each tile row
-
-// Unit u of a tile: eight neighbouring invocations take the same 8 columns of eight neighbouring
-// rows, so their 16-byte stores fall in distinct banks (rows are 80 bytes apart).
-uint unit_row(uint u) { return (u & 7u) + ((u >> 5) << 3); }
-uint unit_column(uint u) { return ((u >> 3) & 3u) * 8u; }
 
 void main() {
   const uint slot = gl_WorkGroupID.z;
@@ -73,12 +66,11 @@ void main() {
   float xa[8], ga[MAX_W_PER_THREAD][8], ua[MAX_W_PER_THREAD][8];
   for (uint k0 = 0; k0 < p.k + BK; k0 += BK) {
     if (k0 > 0) {  // store the slice fetched last iteration (at k0 - BK)
-      if (x_unit) split_store8(xa, x_hi[unit_row(tid) * STRIDE + unit_column(tid) / 8u],
-                               x_lo[unit_row(tid) * STRIDE + unit_column(tid) / 8u]);
+      if (x_unit) split_store8(xa, x_hi[unit_word(tid)], x_lo[unit_word(tid)]);
       [[unroll]] for (uint i = 0; i < MAX_W_PER_THREAD; ++i) {
         const uint u = tid + i * threads;
         if (i >= w_per_thread || u >= W_UNITS) continue;
-        const uint at = unit_row(u) * STRIDE + unit_column(u) / 8u;
+        const uint at = unit_word(u);
         gate_tile[at] = pack_f16x8(ga[i]);
         if (SWIGLU != 0u) up_tile[at] = pack_f16x8(ua[i]);
       }
