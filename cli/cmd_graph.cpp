@@ -27,7 +27,7 @@ void add_graph_command(CLI::App& app) {
     const bool prefill = o->phase == "prefill";
     const uint32_t tokens = prefill ? (o->tokens ? o->tokens : o->model.chunk) : 1;
     const uint32_t batch = prefill ? 1 : o->batch;
-    ModelSession session = open_model(o->model, o->model.context ? o->model.context : 4096, batch);
+    ModelSession session = open_model(o->model, o->model.context, batch);
     graph::Program& program = session.engine->program({batch, tokens, prefill ? graph::Head::LastLogits : graph::Head::Sample});
     std::printf("%s", o->dot ? graph::to_dot(program.graph()).c_str() : graph::describe(program).c_str());
     if (!o->dot)

@@ -79,9 +79,10 @@ void add_run_command(CLI::App& app) {
     }
     if (prompt.empty()) throw Error("the prompt is empty");
 
-    const uint32_t context = o->model.context ? o->model.context : uint32_t(prompt.size() + o->tokens);
-    ModelSession session = open_model(o->model, context);
+    // Without --ctx: the default context (what `q3n batch` uses too), or more if the prompt needs it.
+    ModelSession session = open_model(o->model, {.context = o->model.context, .min_context = uint32_t(prompt.size() + o->tokens)});
     graph::Engine& engine = *session.engine;
+    const uint32_t context = engine.context();
     const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
     ops::SamplingParams sampling;
     sampling.temperature = o->temperature.value_or(float(defaults.temperature));

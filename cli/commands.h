@@ -12,5 +12,9 @@ void add_run_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_graph_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_batch_command(CLI::App& app);
+
+// What main() returns after a command that ran without an error (0 unless the command sets it).
+int& exit_status();
 
 }  // namespace q3n::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   q3n::cli::add_eval_command(app);
   q3n::cli::add_graph_command(app);
   q3n::cli::add_bench_command(app);
+  q3n::cli::add_batch_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -29,5 +30,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "q3n: internal error: %s\n", e.what());
     return 2;
   }
-  return 0;
+  return q3n::cli::exit_status();
+}
+
+int& q3n::cli::exit_status() {
+  static int status = 0;
+  return status;
 }

@@ -34,12 +34,19 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
 namespace {
 
 // Refuses, before any allocation, a model whose weights (`weights` bytes, planned) and state
-// cannot fit in device memory.
+// cannot fit in device memory. With `fit_slots`, lowers `slots` to what fits instead (at least 1).
 void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_t weights, uint32_t context,
-                      uint32_t slots) {
-  const uint64_t state = graph::SequenceState::planned_bytes(s.config, slots, context);
+                      uint32_t& slots, bool fit_slots) {
   const uint64_t headroom = 256ull << 20;  // activations, step buffers, driver
   const uint64_t free = s.runtime->device.free_device_memory();
+  if (fit_slots && slots > 1) {
+    const uint32_t wanted = slots;
+    while (slots > 1 && weights + graph::SequenceState::planned_bytes(s.config, slots, context) + headroom > free) --slots;
+    if (slots < wanted)
+      std::fprintf(stderr, "[q3n] %u sequences of %u positions do not fit in %s's %.2f GiB free; running %u at once\n",
+                   wanted, context, s.runtime->device.info().name.c_str(), gib(free), slots);
+  }
+  const uint64_t state = graph::SequenceState::planned_bytes(s.config, slots, context);
   if (weights + state + headroom <= free) return;
   char msg[512];
   std::snprintf(msg, sizeof msg,
@@ -54,8 +61,14 @@ void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_
 
 }  // namespace
 
-ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots) {
+uint32_t default_context(const ModelConfig& config) {
+  const uint32_t most = config.max_position_embeddings > 0 ? uint32_t(config.max_position_embeddings) : 4096u;
+  return std::min(4096u, most);
+}
+
+ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   ModelSession s;
+  uint32_t slots = shape.slots;
   const bool synthetic = !o.synthetic.empty();
   if (!synthetic && o.model.empty()) throw Error("no model: give -m DIR (a checkpoint folder) or --synthetic CONFIG.json");
   if (synthetic && !o.cache.empty())
@@ -69,15 +82,16 @@ ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots)
     s.checkpoint = std::make_unique<Checkpoint>(o.model);
     validate_checkpoint(*s.checkpoint, s.config);
   }
+  uint32_t context = shape.context ? shape.context : std::max(default_context(s.config), shape.min_context);
   if (s.config.max_position_embeddings > 0 && context > uint32_t(s.config.max_position_embeddings))
-    throw Error("--ctx " + std::to_string(context) + " exceeds the model's max_position_embeddings (" +
-                std::to_string(s.config.max_position_embeddings) + ")");
+    throw Error((shape.context ? "--ctx " : "the needed context of ") + std::to_string(context) +
+                " exceeds the model's max_position_embeddings (" + std::to_string(s.config.max_position_embeddings) + ")");
   RuntimeOptions ro;
   ro.device = o.device;
   ro.coopmat = !o.no_coopmat;
   s.runtime = std::make_unique<Runtime>(ro);
   const uint64_t planned = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
-  check_memory_fit(s, format, planned, context, slots);
+  check_memory_fit(s, format, planned, context, slots, shape.fit_slots);
   graph::WeightOptions wo;
   wo.format = format;
   wo.cache_dir = o.cache;

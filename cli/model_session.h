@@ -34,9 +34,23 @@ struct ModelSession {
   std::unique_ptr<Runtime> runtime;
   std::unique_ptr<graph::Engine> engine;
 };
+// The sequences a session is sized for.
+struct SessionShape {
+  uint32_t context = 0;      // KV positions per sequence; 0: default_context(), at least min_context
+  uint32_t min_context = 0;
+  uint32_t slots = 1;        // sequences in flight
+  bool fit_slots = false;    // fewer slots (with a notice) where `slots` do not fit in memory
+};
 // Loads and validates the checkpoint (or reads the synthetic config), opens the device, checks
 // that weights and state fit in its memory, then uploads (or generates) the weights.
-ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots = 1);
+ModelSession open_model(const ModelOptions& o, const SessionShape& shape);
+inline ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots = 1) {
+  return open_model(o, SessionShape{.context = context, .slots = slots});
+}
+// The context a command uses when --ctx is not given: 4096 positions, or the model's
+// max_position_embeddings if that is smaller. (`run` and `batch` share it, so that a request in a
+// batch computes exactly what `run` computes for it.)
+uint32_t default_context(const ModelConfig& config);
 
 inline double gib(uint64_t bytes) { return double(bytes) / double(1ull << 30); }
 

@@ -35,6 +35,7 @@ Engine::Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weight
       state_(runtime, config, options.slots, options.context),
       positions_(options.slots, 0) {
   options_.prefill_chunk = std::clamp(options_.prefill_chunk, 1u, max_chunk(runtime.device));
+  options_.max_programs = std::max(options_.max_programs, 2u);
   for (uint32_t s = 0; s < options.slots; ++s) reset(s);
 }
 
@@ -43,16 +44,46 @@ void Engine::reset(uint32_t slot) {
   positions_.at(slot) = 0;
 }
 
+std::vector<uint32_t> Engine::prompt_pieces(size_t tokens) const {
+  std::vector<uint32_t> pieces;
+  const uint32_t chunk = options_.prefill_chunk;
+  for (; tokens >= chunk; tokens -= chunk) pieces.push_back(chunk);
+  for (uint32_t p = 1u << 30; tokens > 0; p >>= 1)
+    if (tokens >= p) pieces.push_back(p), tokens -= p;
+  return pieces;
+}
+
 Program& Engine::program(const StepShape& shape) {
   auto it = steps_.find(shape);
   if (it == steps_.end()) {
+    if (steps_.size() >= options_.max_programs) evict_least_recent();
     Step step{allocate_step_io(runtime_, config_, shape), nullptr};
     Graph graph = build_step_graph(runtime_.device, config_, weights_, state_, shape, step.io);
+    const uint64_t need = std::max<uint64_t>(plan_memory(graph, runtime_.allocator.alignment()).arena_bytes, 4);
+    if (need > arena_.size()) {
+      // Every recorded program points into the old arena: drop them all (they are re-recorded
+      // on their next use) before the larger arena is allocated. Shapes are bounded, so this
+      // happens a few times early in a run and then no more.
+      for (auto& [s, old] : steps_)
+        for (const auto& [kind, seconds] : old.program->take_gpu_seconds()) evicted_profile_[kind] += seconds;
+      steps_.clear();
+      arena_ = Allocation();
+      arena_ = runtime_.allocator.allocate(need, MemoryKind::Device, "step scratch arena");
+    }
     const std::string what = "step " + std::to_string(shape.batch) + "x" + std::to_string(shape.tokens);
-    step.program = std::make_unique<Program>(runtime_, std::move(graph), what, options_.profile);
+    step.program = std::make_unique<Program>(runtime_, std::move(graph), what, options_.profile, arena_.range());
     it = steps_.emplace(shape, std::move(step)).first;
   }
+  it->second.last_used = ++use_clock_;
   return *it->second.program;
+}
+
+void Engine::evict_least_recent() {
+  auto oldest = std::min_element(steps_.begin(), steps_.end(),
+                                 [](const auto& a, const auto& b) { return a.second.last_used < b.second.last_used; });
+  if (oldest == steps_.end()) return;
+  for (const auto& [kind, seconds] : oldest->second.program->take_gpu_seconds()) evicted_profile_[kind] += seconds;
+  steps_.erase(oldest);
 }
 
 void Engine::check_ids(std::span<const int32_t> ids) const {
@@ -69,7 +100,7 @@ void Engine::check_room(uint32_t slot, size_t tokens) const {
 }
 
 void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                      const ops::SamplingParams* params) {
+                      std::span<const ops::SamplingParams> params) {
   Program& prog = program(shape);
   Step& step = steps_.at(shape);
   std::memcpy(step.io.ids.mapped(), ids.data(), ids.size() * 4);
@@ -78,13 +109,26 @@ void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, s
   for (uint32_t b = 0; b < shape.batch; ++b) {
     seqs[2 * b] = slots[b];
     seqs[2 * b + 1] = positions_.at(slots[b]);
-    if (params) {
-      const auto record = ops::sampling_record(*params, sample_counter_++);
+    if (!params.empty()) {
+      // The draw is keyed by the request's seed and the sampled token's absolute position, so
+      // it does not depend on which sequences ran before or beside it.
+      const uint32_t position = positions_.at(slots[b]) + shape.tokens;
+      const auto record = ops::sampling_record(params[params.size() == 1 ? 0 : b], position);
       std::memcpy(sampling + 8 * b, record.data(), 32);
     }
   }
   prog.run();
   for (uint32_t b = 0; b < shape.batch; ++b) positions_.at(slots[b]) += shape.tokens;
+}
+
+int32_t Engine::feed_piece(uint32_t slot, std::span<const int32_t> ids, const ops::SamplingParams* params) {
+  if (ids.empty()) throw Error("internal: an empty prompt piece");
+  check_ids(ids);
+  check_room(slot, ids.size());
+  const uint32_t slots[1] = {slot};
+  const StepShape shape{1, static_cast<uint32_t>(ids.size()), params ? Head::Sample : Head::None};
+  run_step(shape, slots, ids, params ? std::span(params, 1) : std::span<const ops::SamplingParams>());
+  return params ? static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped())[0] : -1;
 }
 
 std::vector<float> Engine::feed_logits(uint32_t slot, std::span<const int32_t> ids, bool all_logits) {
@@ -93,12 +137,13 @@ std::vector<float> Engine::feed_logits(uint32_t slot, std::span<const int32_t> i
   const uint32_t vocab = config_.vocab_size;
   std::vector<float> logits;
   const uint32_t slots[1] = {slot};
-  for (size_t start = 0; start < ids.size(); start += options_.prefill_chunk) {
-    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(options_.prefill_chunk, ids.size() - start));
+  size_t start = 0;
+  for (const uint32_t n : prompt_pieces(ids.size())) {
     const bool last = start + n == ids.size();
     const Head head = all_logits ? Head::AllLogits : last ? Head::LastLogits : Head::None;
     const StepShape shape{1, n, head};
-    run_step(shape, slots, ids.subspan(start, n), nullptr);
+    run_step(shape, slots, ids.subspan(start, n), {});
+    start += n;
     if (head == Head::None) continue;
     const auto* host = static_cast<const float*>(steps_.at(shape).io.logits.mapped());
     logits.insert(logits.end(), host, host + size_t(shape.logit_rows()) * vocab);
@@ -110,31 +155,45 @@ int32_t Engine::feed_and_sample(uint32_t slot, std::span<const int32_t> ids, con
   check_ids(ids);
   check_room(slot, ids.size());
   if (ids.empty()) throw Error("cannot sample after an empty prompt");
-  const uint32_t slots[1] = {slot};
   int32_t next = -1;
-  for (size_t start = 0; start < ids.size(); start += options_.prefill_chunk) {
-    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(options_.prefill_chunk, ids.size() - start));
+  size_t start = 0;
+  for (const uint32_t n : prompt_pieces(ids.size())) {
     const bool last = start + n == ids.size();
-    const StepShape shape{1, n, last ? Head::Sample : Head::None};
-    run_step(shape, slots, ids.subspan(start, n), last ? &params : nullptr);
-    if (last) next = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped())[0];
+    next = feed_piece(slot, ids.subspan(start, n), last ? &params : nullptr);
+    start += n;
   }
   return next;
 }
 
 std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                                    const ops::SamplingParams& params) {
+                                    std::span<const ops::SamplingParams> params) {
   if (slots.size() != ids.size() || slots.empty()) throw Error("internal: decode needs one token per sequence");
+  if (params.size() != 1 && params.size() != slots.size())
+    throw Error("internal: decode needs one set of sampling parameters, or one per sequence");
   check_ids(ids);
-  for (uint32_t s : slots) check_room(s, 1);
-  const StepShape shape{static_cast<uint32_t>(slots.size()), 1, Head::Sample};
-  run_step(shape, slots, ids, &params);
-  const auto* out = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped());
-  return std::vector<int32_t>(out, out + slots.size());
+  std::vector<bool> seen(options_.slots, false);
+  for (uint32_t s : slots) {
+    if (s >= options_.slots) throw Error("internal: slot " + std::to_string(s) + " does not exist");
+    // Two rows of one slot in one step would update the same state concurrently.
+    if (seen[s]) throw Error("internal: slot " + std::to_string(s) + " appears twice in one decode step");
+    seen[s] = true;
+    check_room(s, 1);
+  }
+  std::vector<int32_t> sampled;
+  sampled.reserve(slots.size());
+  for (size_t first = 0; first < slots.size(); first += kMaxDecodeRows) {
+    const size_t n = std::min<size_t>(kMaxDecodeRows, slots.size() - first);
+    const StepShape shape{static_cast<uint32_t>(n), 1, Head::Sample};
+    run_step(shape, slots.subspan(first, n), ids.subspan(first, n), params.size() == 1 ? params : params.subspan(first, n));
+    const auto* out = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped());
+    sampled.insert(sampled.end(), out, out + n);
+  }
+  return sampled;
 }
 
 std::map<std::string, double> Engine::take_profile() {
-  std::map<std::string, double> total;
+  std::map<std::string, double> total = std::move(evicted_profile_);
+  evicted_profile_.clear();
   for (auto& [shape, step] : steps_)
     for (const auto& [kind, seconds] : step.program->take_gpu_seconds()) total[kind] += seconds;
   return total;

@@ -1,6 +1,17 @@
-// Runs a model: owns the device weights, the per-sequence state slots and one recorded Program
-// per step shape, and turns token ids into logits or sampled ids. Prompts are processed in
-// chunks that carry conv/recurrent state and the KV cache from one chunk to the next.
+// Runs a model: owns the device weights, the per-sequence state slots and the recorded Programs
+// of the step shapes in use, and turns token ids into logits or sampled ids. Prompts are
+// processed in pieces that carry conv/recurrent state and the KV cache from one to the next.
+//
+// Step shapes are bounded so that a long batch job records a fixed set of programs: a prompt
+// is cut into full chunks of `prefill_chunk` tokens and a remainder written as a sum of powers
+// of two (prompt_pieces), and a decode step carries at most kMaxDecodeRows sequences (more are
+// run as several steps). All programs share one scratch arena (they never run at once); the
+// least recently used are dropped past `max_programs`.
+//
+// Every sequence's results depend on its own tokens only, not on which other sequences share a
+// step (the kernels reduce each row in the same order for every row count up to
+// kMaxDecodeRows), and a sampled token's random draw is keyed by the request's seed and the
+// token's absolute position.
 #pragma once
 
 #include <map>
@@ -19,12 +30,17 @@ namespace q3n::graph {
 struct EngineOptions {
   uint32_t context = 4096;        // KV-cache positions per sequence
   uint32_t slots = 1;             // sequences in flight
-  uint32_t prefill_chunk = 512;   // tokens per prefill step
+  uint32_t prefill_chunk = 512;   // tokens per prefill step (rounded down to a power of two)
+  uint32_t max_programs = 96;     // recorded step programs kept at once (least recently used go)
   bool profile = false;
 };
 
 class Engine {
  public:
+  // Rows of one decode step at most: the GEMV kernels serve every count up to this, so a row's
+  // arithmetic never depends on how many other sequences share the step.
+  static constexpr uint32_t kMaxDecodeRows = 32;
+
   Engine(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, const EngineOptions& options);
   // With weights already on the device (converted, quantised or synthetic).
   Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weights, const EngineOptions& options);
@@ -32,21 +48,37 @@ class Engine {
   // Starts a new sequence in `slot` (position 0, zeroed state).
   void reset(uint32_t slot);
   uint32_t position(uint32_t slot) const { return positions_.at(slot); }
+  uint32_t context() const { return options_.context; }
+  uint32_t slots() const { return options_.slots; }
+
+  // How a prompt of `tokens` tokens is cut into steps: full chunks, then the remainder as
+  // decreasing powers of two (so at most log2(chunk) + 1 distinct prefill shapes exist).
+  std::vector<uint32_t> prompt_pieces(size_t tokens) const;
 
   // Feeds tokens to one sequence. Returns the logits of every token ([n, vocab], AllLogits) or
   // of the last one ([vocab], otherwise).
   std::vector<float> feed_logits(uint32_t slot, std::span<const int32_t> ids, bool all_logits);
   // Feeds tokens to one sequence and samples the token that follows the last one.
   int32_t feed_and_sample(uint32_t slot, std::span<const int32_t> ids, const ops::SamplingParams& params);
+  // Feeds one piece of a prompt (a length prompt_pieces() yields). With `params`, samples the
+  // token after it and returns it; without, returns -1 and only advances the state.
+  int32_t feed_piece(uint32_t slot, std::span<const int32_t> ids, const ops::SamplingParams* params);
   // One token for each of several sequences (decode); returns each one's sampled next token.
+  // `params` holds one entry per sequence, or one for all.
   std::vector<int32_t> decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                              const ops::SamplingParams& params);
+                              std::span<const ops::SamplingParams> params);
+  std::vector<int32_t> decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                              const ops::SamplingParams& params) {
+    return decode(slots, ids, std::span(&params, 1));
+  }
 
   const ModelConfig& config() const { return config_; }
   const DeviceWeights& weights() const { return weights_; }
   const SequenceState& state() const { return state_; }
   // The program of a shape, built and recorded on first use.
   Program& program(const StepShape& shape);
+  size_t program_count() const { return steps_.size(); }
+  uint64_t arena_bytes() const { return arena_.size(); }
   // GPU seconds per operator kind, summed over steps since the last call (profile only).
   std::map<std::string, double> take_profile();
 
@@ -54,9 +86,11 @@ class Engine {
   struct Step {
     StepIO io;
     std::unique_ptr<Program> program;
+    uint64_t last_used = 0;
   };
   void run_step(const StepShape& shape, std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                const ops::SamplingParams* params);
+                std::span<const ops::SamplingParams> params);
+  void evict_least_recent();
   void check_ids(std::span<const int32_t> ids) const;
   void check_room(uint32_t slot, size_t tokens) const;
 
@@ -67,7 +101,9 @@ class Engine {
   SequenceState state_;
   std::vector<uint32_t> positions_;
   std::map<StepShape, Step> steps_;
-  uint32_t sample_counter_ = 0;
+  Allocation arena_;  // scratch of every program (grown, and programs re-recorded, when one needs more)
+  uint64_t use_clock_ = 0;
+  std::map<std::string, double> evicted_profile_;
 };
 
 }  // namespace q3n::graph

@@ -41,14 +41,20 @@ class HazardTracker {
 };
 }  // namespace
 
-Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool profile)
+Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool profile, BufferRange arena)
     : runtime_(runtime), graph_(std::move(graph)), commands_(runtime.pool.allocate()) {
   plan_ = plan_memory(graph_, runtime.allocator.alignment());
-  arena_ = runtime.allocator.allocate(std::max<uint64_t>(plan_.arena_bytes, 4), MemoryKind::Device, what + " scratch arena");
+  if (arena.size == 0) {
+    own_arena_ = runtime.allocator.allocate(std::max<uint64_t>(plan_.arena_bytes, 4), MemoryKind::Device, what + " scratch arena");
+    arena = own_arena_.range();
+  } else if (arena.size < plan_.arena_bytes) {
+    throw Error("internal: the shared scratch arena (" + format_bytes(arena.size) + ") is smaller than " + what +
+                " needs (" + format_bytes(plan_.arena_bytes) + ")");
+  }
   std::vector<BufferRange> ranges;
   for (TensorId id = 0; id < graph_.tensors().size(); ++id) {
     const Tensor& t = graph_.tensors()[id];
-    ranges.push_back(t.role == TensorRole::Scratch ? arena_.range().sub(plan_.offsets[id], t.bytes) : t.bound);
+    ranges.push_back(t.role == TensorRole::Scratch ? arena.sub(plan_.offsets[id], t.bytes) : t.bound);
   }
   const Bindings bindings(std::move(ranges));
 

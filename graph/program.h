@@ -17,7 +17,9 @@ namespace q3n::graph {
 class Program {
  public:
   // With `profile`, every node is timed so that take_gpu_seconds() can attribute GPU time.
-  Program(Runtime& runtime, Graph graph, const std::string& what, bool profile);
+  // Scratch tensors go into `arena` when it is given (shared by programs that never run at the
+  // same time; it must hold plan_memory(graph).arena_bytes), else into an arena of its own.
+  Program(Runtime& runtime, Graph graph, const std::string& what, bool profile, BufferRange arena = {});
   Program(const Program&) = delete;
   Program& operator=(const Program&) = delete;
 
@@ -34,7 +36,7 @@ class Program {
   Runtime& runtime_;
   Graph graph_;
   MemoryPlan plan_;
-  Allocation arena_;
+  Allocation own_arena_;  // when no shared arena was given
   CommandBuffer commands_;
   std::unique_ptr<Profiler> profiler_;  // when profiling
 };

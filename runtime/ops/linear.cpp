@@ -23,10 +23,9 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     throw Error("internal: a quantised linear needs rows a multiple of 32 long and a 16-byte aligned input");
   const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
-  // Quantised weights also take the GEMV up to 32 tokens (batched decode): the scalar GEMM's
-  // 64-token tiles would be half empty and dequantise every block once per tile anyway.
-  const uint32_t gemv_tokens = is_quantized(a.type) && a.tokens > kGemvMaxTokens ? kQuantGemvMaxTokens : kGemvMaxTokens;
-  if (a.tokens <= gemv_tokens) {
+  // Two GEMV variants (register budgets of 8 and 32 tokens) whose per-row arithmetic is the same.
+  const uint32_t gemv_tokens = a.tokens > kGemvSmallTokens ? kGemvMaxTokens : kGemvSmallTokens;
+  if (a.tokens <= kGemvMaxTokens) {
     // Quantised rows hold ~1.3 KB at k = 2048: 64 invocations per row keep each one busy with
     // several block parts and halve the reduction; 16-bit rows keep 256.
     const uint32_t threads = is_quantized(a.type) ? 64 : 256;

@@ -1,6 +1,5 @@
 // Host side of shaders/linear_gemv.comp and linear_gemm.comp: y = x W^T with W [n, k] read in
-// place. Few tokens (<= kGemvMaxTokens, or kQuantGemvMaxTokens for Q8/Q4) take the GEMV path,
-// more take the tiled GEMM: linear_gemm_coopmat.comp where the pipelines use cooperative
+// place. Few tokens (<= kGemvMaxTokens) take the GEMV path, more take the tiled GEMM: linear_gemm_coopmat.comp where the pipelines use cooperative
 // matrices and the weights are 16-bit or quantised, else the fp32 linear_gemm.comp.
 #pragma once
 
@@ -10,8 +9,11 @@
 
 namespace q3n::ops {
 
-constexpr uint32_t kGemvMaxTokens = 8;
-constexpr uint32_t kQuantGemvMaxTokens = 32;  // quantised weights: GEMV up to this many tokens
+// Steps of up to this many tokens take the GEMV, whatever the weight type: every row is then
+// reduced in the same order for any row count a decode step can have (batch invariance), and
+// the tiled GEMM's 64-token tiles would be mostly empty anyway.
+constexpr uint32_t kGemvMaxTokens = 32;
+constexpr uint32_t kGemvSmallTokens = 8;  // the GEMV variant with a smaller register budget
 
 struct LinearArgs {
   BufferRange x;       // f32 [tokens, k]

@@ -69,8 +69,7 @@ TEST_P(LinearTest, MatchesReference) {
 // 16-bit or quantised weights.
 TEST_P(LinearTest, CoopmatMatchesReference) {
   const Case c = GetParam();
-  const uint32_t gemv_tokens = is_quantized(c.type) ? ops::kQuantGemvMaxTokens : ops::kGemvMaxTokens;
-  if (c.tokens <= gemv_tokens || c.type == ops::WeightType::F32) GTEST_SKIP() << "this case takes no matrix units";
+  if (c.tokens <= ops::kGemvMaxTokens || c.type == ops::WeightType::F32) GTEST_SKIP() << "this case takes no matrix units";
   std::string why;
   if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
   check(true);
@@ -104,6 +103,30 @@ TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
   }
 }
 
+// Batch invariance: a token's output row is bitwise the same whether it is computed alone or
+// among up to kGemvMaxTokens others (both GEMV register variants), for every weight type.
+TEST_F(GpuTest, GemvRowsDoNotDependOnTheTokenCount) {
+  const uint32_t k = 2080, n = 45;
+  for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::F16, ops::WeightType::F32,
+                                     ops::WeightType::Q8, ops::WeightType::Q4}) {
+    auto w = random_floats(size_t(n) * k, 41, -0.5f, 0.5f);
+    Allocation dw = upload_words(encode_weights(w, type));
+    const uint32_t most = ops::kGemvMaxTokens;
+    auto x = random_floats(size_t(most) * k, 42, -1, 1);
+    std::vector<std::vector<float>> by_count;
+    for (const uint32_t tokens : {1u, 3u, 12u, most}) {
+      std::vector<float> xs(x.end() - ptrdiff_t(tokens) * k, x.end());  // the last `tokens` rows
+      Allocation dx = upload(xs), dy = poisoned(size_t(tokens) * n);
+      run([&](CommandBuffer& cb) { ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), type, tokens, k, n}); });
+      const auto y = download(dy, size_t(tokens) * n);
+      by_count.emplace_back(y.end() - n, y.end());  // the row of the last token, present in every run
+    }
+    for (size_t i = 1; i < by_count.size(); ++i)
+      for (uint32_t j = 0; j < n; ++j)
+        ASSERT_EQ(by_count[i][j], by_count[0][j]) << ops::weight_type_name(type) << " run " << i << " output " << j;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, LinearTest,
     ::testing::Values(Case{1, 2048, 67, ops::WeightType::BF16}, Case{1, 131, 300, ops::WeightType::F16},
@@ -116,9 +139,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{1, 2048, 67, ops::WeightType::Q8}, Case{5, 96, 131, ops::WeightType::Q8},
                       Case{1, 2048, 67, ops::WeightType::Q4}, Case{8, 4128, 33, ops::WeightType::Q4},
                       Case{70, 160, 129, ops::WeightType::Q8}, Case{130, 544, 70, ops::WeightType::Q4},
-                      // Quantised GEMV up to 32 tokens, GEMM from 33.
+                      // GEMV up to 32 tokens for every weight type, GEMM from 33.
                       Case{32, 96, 67, ops::WeightType::Q4}, Case{33, 64, 40, ops::WeightType::Q8},
-                      Case{20, 128, 35, ops::WeightType::Q8}),
+                      Case{20, 128, 35, ops::WeightType::Q8}, Case{32, 131, 70, ops::WeightType::BF16},
+                      Case{33, 130, 65, ops::WeightType::BF16}, Case{17, 99, 41, ops::WeightType::F32}),
     [](const auto& info) {
       const Case& c = info.param;
       return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" + ops::weight_type_name(c.type);

@@ -1,0 +1,263 @@
+#include "cli/batch_job.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "graph/batch_scheduler.h"
+#include "loader/batch_file.h"
+#include "loader/chat.h"
+#include "loader/tokenizer.h"
+#include "runtime/error.h"
+
+namespace q3n::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// SIGINT / SIGTERM: the first stops admitting requests (running ones finish), the second
+// abandons the running ones. Either way the output file stays valid.
+std::atomic<int> g_signals{0};
+extern "C" void on_signal(int) { g_signals.fetch_add(1); }
+
+class SignalGuard {
+ public:
+  SignalGuard() {
+    g_signals = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalGuard() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+std::string duration_text(double seconds) {
+  char buf[32];
+  const long s = long(seconds + 0.5);
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  return buf;
+}
+
+// Requests done / total, output tok/s and ETA on stderr: redrawn in place on a terminal,
+// a plain line every 10 s otherwise.
+class ProgressLine {
+ public:
+  explicit ProgressLine(size_t total) : total_(total), tty_(::isatty(STDERR_FILENO)), start_(Clock::now()), last_(start_) {}
+  void update(size_t done, size_t errors, uint64_t generated, bool force = false) {
+    const double since = std::chrono::duration<double>(Clock::now() - last_).count();
+    if (!force && since < (tty_ ? 0.25 : 10.0)) return;
+    last_ = Clock::now();
+    const double elapsed = seconds_since(start_);
+    const double rate = elapsed > 0 ? generated / elapsed : 0;
+    const double eta = done > 0 && total_ > done ? elapsed * double(total_ - done) / double(done) : 0;
+    std::fprintf(stderr, "%s[q3n] batch: %zu/%zu requests, %zu errors, %.1f output tok/s, ETA %s%s", tty_ ? "\r" : "", done,
+                 total_, errors, rate, done ? duration_text(eta).c_str() : "?", tty_ ? "   " : "\n");
+    drawn_ = tty_;
+  }
+  void end_line() {
+    if (drawn_) std::fputc('\n', stderr);
+    drawn_ = false;
+  }
+
+ private:
+  size_t total_;
+  bool tty_, drawn_ = false;
+  Clock::time_point start_, last_;
+};
+
+// One running request's output so far.
+struct Pending {
+  std::string custom_id;
+  std::vector<std::string> stop;
+  std::vector<int32_t> ids;
+  std::string text;
+  std::unique_ptr<StreamDecoder> decoder;
+  bool stop_string = false;
+};
+
+size_t count_requests(const std::string& path) {
+  std::ifstream in(path);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) n += !is_blank_line(line);
+  return n;
+}
+
+}  // namespace
+
+int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
+  std::ifstream input(o.input, std::ios::binary);
+  if (!input) throw Error("cannot read the batch input " + o.input);
+  if (std::filesystem::exists(o.output) && std::filesystem::equivalent(o.input, o.output))
+    throw Error("--output must not be the --input file");
+  const size_t total = count_requests(o.input);
+  BatchProgress previous = recover_batch_output(o.output);
+  if (previous.dropped_torn_line) std::fprintf(stderr, "[q3n] %s ended in a torn line (an interrupted write): dropped, its request is redone\n", o.output.c_str());
+  if (previous.records) std::fprintf(stderr, "[q3n] %s already holds %zu records: those requests are skipped\n", o.output.c_str(), previous.records);
+
+  const bool synthetic = !model.synthetic.empty();
+  ModelSession session = open_model(model, {.context = model.context, .slots = o.max_batch, .fit_slots = true});
+  graph::Engine& engine = *session.engine;
+  const std::filesystem::path dir = synthetic ? std::filesystem::path(model.synthetic).parent_path() : std::filesystem::path(model.model);
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (!synthetic) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
+  const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
+  const ChatTemplateKind chat_kind = detect_chat_template(dir);
+
+  BatchOutput out(o.output, o.sync_seconds);
+  std::unordered_map<uint64_t, Pending> pending;
+  size_t done = previous.records, errors = previous.failed_lines.size(), new_errors = 0, computed = 0;
+  auto write_error = [&](const std::optional<std::string>& id, size_t line, const std::string& message) {
+    out.append(batch_error_record(id, line, message));
+    ++done, ++errors, ++new_errors;
+  };
+
+  graph::SchedulerOptions so;
+  so.max_batch = engine.slots();
+  so.prefill_budget = o.prefill_budget ? o.prefill_budget : model.chunk;
+  so.stop_ids.insert(defaults.stop_token_ids.begin(), defaults.stop_token_ids.end());
+  auto on_token = [&](uint64_t tag, int32_t id) {
+    Pending& p = pending.at(tag);
+    p.ids.push_back(id);
+    if (!p.decoder) return false;
+    const size_t before = p.text.size();
+    p.text += p.decoder->push(id);
+    for (const std::string& stop : p.stop) {
+      const size_t from = before >= stop.size() ? before - stop.size() + 1 : 0;
+      const size_t at = p.text.find(stop, from);
+      if (at == std::string::npos) continue;
+      p.text.resize(at);  // the stop string itself is not part of the result (as OpenAI's API)
+      p.stop_string = true;
+      return true;
+    }
+    return false;
+  };
+  auto on_finish = [&](uint64_t tag, graph::FinishReason reason, uint32_t prompt_tokens, uint32_t generated) {
+    Pending& p = pending.at(tag);
+    if (p.decoder && !p.stop_string) p.text += p.decoder->flush();
+    const bool ids = o.ids || synthetic;
+    out.append(batch_result_record(p.custom_id, p.text, reason == graph::FinishReason::Stop, prompt_tokens, generated,
+                                   ids ? &p.ids : nullptr));
+    pending.erase(tag);
+    ++done, ++computed;
+  };
+  graph::BatchScheduler scheduler(engine, so, on_token, on_finish);
+
+  // Turns one input line into a queued request, an error record, or nothing (done before).
+  std::unordered_set<std::string> seen_ids;
+  size_t line_number = 0;
+  uint64_t next_tag = 0;
+  auto read_line = [&](const std::string& text) {
+    ++line_number;
+    if (is_blank_line(text)) return;
+    BatchLine parsed = parse_batch_line(text, line_number);
+    const bool duplicate = parsed.custom_id && !seen_ids.insert(*parsed.custom_id).second;
+    if (previous.done_line(line_number)) return;
+    if (duplicate) return write_error(parsed.custom_id, line_number, "duplicate custom_id \"" + *parsed.custom_id + "\" (an earlier line has it)");
+    if (!parsed.request) return write_error(parsed.custom_id, line_number, parsed.error);
+    const BatchRequest& r = *parsed.request;
+    if (previous.done(r)) return;
+    graph::GenerationRequest g;
+    g.tag = next_tag++;
+    g.max_tokens = r.max_tokens.value_or(o.max_tokens);
+    if (r.prompt_ids) {
+      g.prompt = *r.prompt_ids;
+    } else if (!tokenizer) {
+      return write_error(r.custom_id, line_number, "--synthetic has no tokenizer: give the prompt as \"prompt_ids\"");
+    } else if (r.messages) {
+      g.prompt = tokenizer->encode(render_chat(*r.messages, chat_kind));
+    } else if (o.chat) {
+      std::vector<ChatMessage> messages;
+      if (!o.system.empty()) messages.push_back({"system", o.system});
+      messages.push_back({"user", *r.prompt});
+      g.prompt = tokenizer->encode(render_chat(messages, chat_kind));
+    } else {
+      g.prompt = tokenizer->encode(*r.prompt);
+    }
+    if (g.prompt.empty()) return write_error(r.custom_id, line_number, "the prompt is empty");
+    for (int32_t id : g.prompt)
+      if (id >= session.config.vocab_size)
+        return write_error(r.custom_id, line_number, "token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                                                         std::to_string(session.config.vocab_size - 1) + ")");
+    if (!scheduler.fits(g))
+      return write_error(r.custom_id, line_number,
+                         "the prompt (" + std::to_string(g.prompt.size()) + " tokens) and max_tokens (" +
+                             std::to_string(g.max_tokens) + ") need more than the context of " +
+                             std::to_string(engine.context()) + " positions; raise --ctx or lower max_tokens");
+    ops::SamplingParams& s = g.sampling;
+    s.temperature = r.temperature.value_or(o.temperature.value_or(float(defaults.temperature)));
+    s.top_k = r.top_k.value_or(o.top_k.value_or(uint32_t(defaults.top_k)));
+    s.top_p = r.top_p.value_or(o.top_p.value_or(float(defaults.top_p)));
+    s.min_p = r.min_p.value_or(o.min_p.value_or(float(defaults.min_p)));
+    s.seed = r.seed.value_or(o.seed.value_or(seed_from_custom_id(r.custom_id)));
+    Pending p;
+    p.custom_id = r.custom_id;
+    p.stop = r.stop;
+    if (tokenizer) p.decoder = std::make_unique<StreamDecoder>(*tokenizer);
+    pending.emplace(g.tag, std::move(p));
+    scheduler.add(std::move(g));
+  };
+
+  SignalGuard signals;
+  ProgressLine progress(total);
+  const auto start = Clock::now();
+  bool input_done = false, announced = false;
+  std::string text;
+  while (true) {
+    while (!input_done && g_signals == 0 && scheduler.queued() < scheduler.running() + engine.slots()) {
+      if (std::getline(input, text)) read_line(text);
+      else input_done = true;
+    }
+    if (g_signals >= 1 && !announced) {
+      scheduler.stop_admitting();
+      progress.end_line();
+      std::fprintf(stderr, "[q3n] interrupted: finishing the %zu running requests (interrupt again to abandon them)\n", scheduler.running());
+      announced = true;
+    }
+    if (g_signals >= 2) {
+      progress.end_line();
+      std::fprintf(stderr, "[q3n] abandoned %zu running requests; rerun the same command to finish the job\n", scheduler.running());
+      scheduler.abandon_running();
+      break;
+    }
+    const bool busy = scheduler.step();
+    progress.update(done, errors, scheduler.stats().generated_tokens);
+    if (!busy && (input_done || g_signals > 0)) break;
+  }
+  out.sync();
+  progress.update(done, errors, scheduler.stats().generated_tokens, true);
+  progress.end_line();
+
+  const double wall = seconds_since(start);
+  const graph::SchedulerStats& st = scheduler.stats();
+  std::fprintf(stderr,
+               "[q3n] batch: %zu requests computed, %zu skipped (already in the output), %zu errors (%zu new); "
+               "%llu prompt + %llu generated tokens in %.2f s: %.2f requests/s, %.1f output tok/s, %.1f total tok/s; "
+               "engine busy %.0f%% of the time, %zu sequences at once\n",
+               computed, previous.records, errors, new_errors, (unsigned long long)st.prompt_tokens,
+               (unsigned long long)st.generated_tokens, wall, wall > 0 ? computed / wall : 0.0,
+               wall > 0 ? st.generated_tokens / wall : 0.0, wall > 0 ? (st.prompt_tokens + st.generated_tokens) / wall : 0.0,
+               wall > 0 ? 100 * st.busy_seconds / wall : 0.0, size_t(engine.slots()));
+  if (model.profile) std::fprintf(stderr, "%s", format_profile(engine.take_profile()).c_str());
+  if (g_signals > 0) return 130;
+  return errors ? 3 : 0;
+}
+
+}  // namespace q3n::cli

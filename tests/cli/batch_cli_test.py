@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `q3n batch` as a user runs it, on the bf16_tied random-weight fixture:
+batch outputs equal `q3n run` outputs, a killed job resumes without redoing finished requests,
+SIGINT leaves a valid file, a torn last line is redone, every bad line becomes an error record,
+and OpenAI batch-file lines are accepted.
+
+Usage: batch_cli_test.py PATH/TO/q3n   (CTest passes the built binary)
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+Q3N = None
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL = os.path.join(ROOT, "tests", "data", "fixtures", "bf16_tied")
+VOCAB = 320
+CTX = 1024
+
+
+def ids_of(seed, n):
+    """Deterministic pseudo-random token ids (below the fixture's stop token 317)."""
+    x, out = seed * 2654435761 % 2**32, []
+    for _ in range(n):
+        x = (1103515245 * x + 12345) % 2**31
+        out.append(x % 300)
+    return out
+
+
+def read_records(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+class BatchCli(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.tmp = self.dir.name
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def write_input(self, lines, name="in.jsonl"):
+        with open(self.path(name), "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+        return self.path(name)
+
+    def batch_cmd(self, inp, out, *extra):
+        return [Q3N, "batch", "-m", MODEL, "--input", inp, "--output", out, "--ctx", str(CTX), "--ids", *extra]
+
+    def batch(self, inp, out, *extra):
+        return subprocess.run(self.batch_cmd(inp, out, *extra), capture_output=True, text=True, timeout=900)
+
+    def run_ids(self, prompt_ids, n, *extra):
+        ids_file = self.path("prompt_ids.txt")
+        with open(ids_file, "w") as f:
+            f.write(" ".join(map(str, prompt_ids)))
+        r = subprocess.run([Q3N, "run", "-m", MODEL, "--prompt-ids", ids_file, "-n", str(n), "--ctx", str(CTX),
+                            "--print-ids", *extra], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [int(t) for t in r.stdout.split()]
+
+    def test_greedy_and_seeded_outputs_equal_single_runs(self):
+        # Very different prompt lengths: one token to more than one 512-token prefill chunk.
+        lengths = [1, 700, 9, 130, 2, 513, 47, 260, 31]
+        lines = [{"custom_id": f"r{i}", "prompt_ids": ids_of(i, n), "max_tokens": 6 + i % 4, "temperature": 0}
+                 for i, n in enumerate(lengths)]
+        lines.append({"custom_id": "sampled", "prompt_ids": ids_of(99, 20), "max_tokens": 8,
+                      "temperature": 0.9, "top_k": 50, "seed": 1234})
+        out = self.path("out.jsonl")
+        r = self.batch(self.write_input(lines), out, "--max-batch", "3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = {rec["custom_id"]: rec for rec in read_records(out)}
+        self.assertEqual(len(got), len(lines))
+        for line in lines:
+            rec = got[line["custom_id"]]
+            extra = ["--temp", "0"] if line["temperature"] == 0 else ["--temp", "0.9", "--top-k", "50", "--seed", "1234"]
+            want = self.run_ids(line["prompt_ids"], line["max_tokens"], *extra)
+            self.assertEqual(rec["token_ids"], want, line["custom_id"])
+            self.assertEqual(rec["usage"]["completion_tokens"], len(want))
+            self.assertEqual(rec["usage"]["prompt_tokens"], len(line["prompt_ids"]))
+
+    def long_job(self, requests=14):
+        lines = [{"custom_id": f"job{i}", "prompt_ids": ids_of(500 + i, 5 + 17 * i), "max_tokens": 24, "temperature": 0}
+                 for i in range(requests)]
+        return self.write_input(lines, "job.jsonl"), lines
+
+    def wait_for_records(self, proc, out, count):
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            if os.path.exists(out):
+                with open(out) as f:
+                    if sum(1 for _ in f) >= count:
+                        return
+            time.sleep(0.05)
+        self.fail("the job never wrote enough records")
+
+    def test_killed_job_resumes_without_recomputing(self):
+        inp, lines = self.long_job()
+        reference = self.path("reference.jsonl")
+        self.assertEqual(self.batch(inp, reference, "--max-batch", "2").returncode, 0)
+        out = self.path("out.jsonl")
+        proc = subprocess.Popen(self.batch_cmd(inp, out, "--max-batch", "2"), stderr=subprocess.DEVNULL)
+        self.wait_for_records(proc, out, 3)
+        proc.kill()  # a crash: no chance to clean up
+        proc.wait()
+        before = len(read_records(out))
+        self.assertLess(before, len(lines), "the job finished before it could be killed")
+        r = self.batch(inp, out, "--max-batch", "2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"{len(lines) - before} requests computed, {before} skipped", r.stderr)
+        final = read_records(out)
+        self.assertEqual(len(final), len(lines))
+        self.assertEqual(sorted(json.dumps(x, sort_keys=True) for x in final),
+                         sorted(json.dumps(x, sort_keys=True) for x in read_records(reference)))
+
+    def test_sigint_stops_cleanly_and_resume_finishes(self):
+        inp, lines = self.long_job()
+        out = self.path("out.jsonl")
+        proc = subprocess.Popen(self.batch_cmd(inp, out, "--max-batch", "2"), stderr=subprocess.PIPE, text=True)
+        self.wait_for_records(proc, out, 2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertIn("interrupted", err)
+        partial = read_records(out)  # every line whole
+        self.assertLess(len(partial), len(lines))
+        r = self.batch(inp, out, "--max-batch", "2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(x["custom_id"] for x in read_records(out)), sorted(x["custom_id"] for x in lines))
+
+    def test_torn_last_line_is_dropped_and_redone(self):
+        lines = [{"custom_id": f"t{i}", "prompt_ids": ids_of(i, 10 + i), "max_tokens": 4, "temperature": 0} for i in range(3)]
+        inp, out = self.write_input(lines), self.path("out.jsonl")
+        self.assertEqual(self.batch(inp, out).returncode, 0)
+        with open(out, encoding="utf-8") as f:
+            full = f.read().splitlines(keepends=True)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write("".join(full[:2]) + full[2][: len(full[2]) // 2])  # the last record half written
+        r = self.batch(inp, out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("torn line", r.stderr)
+        self.assertIn("1 requests computed, 2 skipped", r.stderr)
+        self.assertEqual(sorted(json.dumps(x, sort_keys=True) for x in read_records(out)),
+                         sorted(json.dumps(json.loads(x), sort_keys=True) for x in full))
+
+    def test_bad_lines_become_error_records(self):
+        bad = [
+            ("not json at all", "not valid JSON"),
+            ('["a", "list"]', "must be a JSON object"),
+            ({"prompt_ids": [1, 2]}, "missing \"custom_id\""),
+            ({"custom_id": {"x": 1}, "prompt_ids": [1]}, "\"custom_id\" must be a string"),
+            ({"custom_id": "e1", "prompt": ""}, "the prompt is empty"),
+            ({"custom_id": "e2"}, "no prompt"),
+            ({"custom_id": "e3", "prompt": "hi", "prompt_ids": [1]}, "only one of"),
+            ({"custom_id": "e4", "prompt_ids": [1], "temperature": "hot"}, "\"temperature\" must be a number"),
+            ({"custom_id": "e5", "prompt_ids": [1], "max_tokens": -3}, "\"max_tokens\" must not be negative"),
+            ({"custom_id": "e6", "prompt_ids": [1], "top_p": 0}, "\"top_p\" must be in"),
+            ({"custom_id": "e7", "prompt_ids": [1], "min_p": 1.5}, "\"min_p\" must be in"),
+            ({"custom_id": "e8", "prompt_ids": [1], "stop": 5}, "\"stop\" must be"),
+            ({"custom_id": "e9", "prompt_ids": [1], "n": 2}, "only one completion"),
+            ({"custom_id": "e10", "prompt_ids": ids_of(3, CTX + 5)}, "need more than the context"),
+            ({"custom_id": "e11", "prompt_ids": [1, VOCAB + 7]}, "outside the vocabulary"),
+            ({"custom_id": "e12", "prompt_ids": [1, -2]}, "non-negative integer token ids"),
+            ({"custom_id": "e13", "method": "POST", "url": "/v1/embeddings", "body": {"prompt": "x"}}, "\"url\" must be"),
+            ({"custom_id": "e14", "messages": [{"role": "robot", "content": "x"}]}, "role \"robot\""),
+            ({"custom_id": "ok", "prompt_ids": [1, 2, 3], "max_tokens": 2}, None),
+            ({"custom_id": "ok", "prompt_ids": [4], "max_tokens": 2}, "duplicate custom_id"),
+        ]
+        inp, out = self.write_input([b for b, _ in bad]), self.path("out.jsonl")
+        r = self.batch(inp, out)
+        self.assertEqual(r.returncode, 3, r.stderr)  # some requests failed
+        records = read_records(out)
+        self.assertEqual(len(records), len(bad))  # one output line per input line
+        by_line = {rec["line"]: rec for rec in records if "error" in rec}
+        for number, (_, message) in enumerate(bad, start=1):
+            if message is None:
+                continue
+            self.assertIn(number, by_line, message)
+            self.assertIn(message, by_line[number]["error"]["message"])
+        self.assertEqual([rec["custom_id"] for rec in records if "error" not in rec], ["ok"])
+        # A rerun finds everything done, computes nothing, and still reports the failures.
+        r = self.batch(inp, out)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("0 requests computed", r.stderr)
+        self.assertEqual(len(read_records(out)), len(bad))
+
+    def test_openai_batch_lines(self):
+        prompt = "the quick brown fox"
+        lines = [
+            {"custom_id": "plain", "prompt": prompt, "max_tokens": 5, "temperature": 0},
+            {"custom_id": "completions", "method": "POST", "url": "/v1/completions",
+             "body": {"model": "q3n", "prompt": prompt, "max_tokens": 5, "temperature": 0}},
+            {"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "q3n", "messages": [{"role": "user", "content": prompt}], "max_tokens": 5, "temperature": 0}},
+            {"custom_id": "plain-chat", "messages": [{"role": "user", "content": prompt}], "max_tokens": 5, "temperature": 0},
+        ]
+        out = self.path("out.jsonl")
+        r = self.batch(self.write_input(lines), out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = {rec["custom_id"]: rec for rec in read_records(out)}
+        self.assertEqual(got["plain"]["token_ids"], got["completions"]["token_ids"])
+        self.assertEqual(got["chat"]["token_ids"], got["plain-chat"]["token_ids"])
+        self.assertGreater(got["chat"]["usage"]["prompt_tokens"], got["plain"]["usage"]["prompt_tokens"])  # ChatML around it
+        r = subprocess.run([Q3N, "run", "-m", MODEL, "-p", prompt, "-n", "5", "--temp", "0", "--ctx", str(CTX), "--chat"],
+                           capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(got["chat"]["text"], r.stdout[:-1])  # run ends its text with a newline
+
+
+if __name__ == "__main__":
+    Q3N = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
