@@ -28,6 +28,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                "units; inputs of magnitude over 65504 need this)");
   cmd.add_option("--ctx", o.context, "Context length: KV-cache positions per sequence")->check(CLI::PositiveNumber);
   cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
+  cmd.add_option("--decode-rows", o.decode_rows,
+                 "Sequences per decode step at most; more are decoded in several steps (1-32; any value gives "
+                 "the same tokens, only the speed differs)")
+      ->check(CLI::Range(1u, graph::Engine::kMaxDecodeRows));
   cmd.add_flag("--profile", o.profile, "Print GPU time per operator kind at the end");
 }
 
@@ -107,6 +111,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   eo.context = context;
   eo.slots = slots;
   eo.prefill_chunk = o.chunk;
+  eo.decode_rows = o.decode_rows;
   eo.profile = o.profile;
   s.engine = std::make_unique<graph::Engine>(*s.runtime, s.config, std::move(weights), eo);
   return s;

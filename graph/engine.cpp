@@ -36,6 +36,7 @@ Engine::Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weight
       positions_(options.slots, 0) {
   options_.prefill_chunk = std::clamp(options_.prefill_chunk, 1u, max_chunk(runtime.device));
   options_.max_programs = std::max(options_.max_programs, 2u);
+  options_.decode_rows = std::clamp(options_.decode_rows, 1u, kMaxDecodeRows);
   for (uint32_t s = 0; s < options.slots; ++s) reset(s);
 }
 
@@ -181,8 +182,8 @@ std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<c
   }
   std::vector<int32_t> sampled;
   sampled.reserve(slots.size());
-  for (size_t first = 0; first < slots.size(); first += kMaxDecodeRows) {
-    const size_t n = std::min<size_t>(kMaxDecodeRows, slots.size() - first);
+  for (size_t first = 0; first < slots.size(); first += options_.decode_rows) {
+    const size_t n = std::min<size_t>(options_.decode_rows, slots.size() - first);
     const StepShape shape{static_cast<uint32_t>(n), 1, Head::Sample};
     run_step(shape, slots.subspan(first, n), ids.subspan(first, n), params.size() == 1 ? params : params.subspan(first, n));
     const auto* out = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped());

@@ -4,7 +4,7 @@
 //
 // Step shapes are bounded so that a long batch job records a fixed set of programs: a prompt
 // is cut into full chunks of `prefill_chunk` tokens and a remainder written as a sum of powers
-// of two (prompt_pieces), and a decode step carries at most kMaxDecodeRows sequences (more are
+// of two (prompt_pieces), and a decode step carries at most `decode_rows` sequences (more are
 // run as several steps). All programs share one scratch arena (they never run at once); the
 // least recently used are dropped past `max_programs`.
 //
@@ -32,6 +32,10 @@ struct EngineOptions {
   uint32_t slots = 1;             // sequences in flight
   uint32_t prefill_chunk = 512;   // tokens per prefill step (rounded down to a power of two)
   uint32_t max_programs = 96;     // recorded step programs kept at once (least recently used go)
+  // Sequences per decode step at most (1..kMaxDecodeRows); more run as several steps. 8: on the
+  // H100 (80B-A3B q4) 8-row steps decode 381 tok/s and 32-row steps 277 tok/s, so four steps of
+  // 8 beat one of 32 until the 9-32-row kernels improve (bench/NOTES.md).
+  uint32_t decode_rows = 8;
   bool profile = false;
 };
 

@@ -35,6 +35,7 @@ class BatchTest : public GpuTest, public ::testing::WithParamInterface<std::stri
     o.context = context;
     o.slots = slots;
     o.prefill_chunk = chunk;
+    o.decode_rows = graph::Engine::kMaxDecodeRows;  // steps of up to 32 rows, both GEMV variants
     return std::make_unique<graph::Engine>(rt(), config_, *checkpoint_, o);
   }
   // `steps` tokens of one sequence alone in slot 0, the way `q3n run` generates them.
