@@ -129,9 +129,13 @@ void add_run_command(CLI::App& app) {
     std::printf("\n");
     std::fflush(stdout);  // the text ends before the statistics on stderr
     const size_t decoded = generated.empty() ? 0 : generated.size() - 1;  // the first came from the prefill step
-    std::fprintf(stderr, "[q3n] prompt: %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens (%s), decode %.1f tok/s\n",
-                 prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated.size(), stopped.c_str(),
-                 decode_seconds > 0 && decoded ? decoded / decode_seconds : 0.0);
+    if (o->tokens == 0) {
+      std::fprintf(stderr, "[q3n] -n 0: the prompt (%zu tokens) was not run\n", prompt.size());
+    } else {
+      std::fprintf(stderr, "[q3n] prompt: %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens (%s), decode %.1f tok/s\n",
+                   prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated.size(), stopped.c_str(),
+                   decode_seconds > 0 && decoded ? decoded / decode_seconds : 0.0);
+    }
     if (o->model.profile) std::fprintf(stderr, "%s", format_profile(engine.take_profile()).c_str());
   });
 }

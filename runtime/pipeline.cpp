@@ -1,5 +1,7 @@
 #include "runtime/pipeline.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -110,7 +112,8 @@ PipelineLibrary::~PipelineLibrary() {
   // Best effort: an unwritable cache directory only costs start-up time next run.
   std::error_code ec;
   std::filesystem::create_directories(cache_path_.parent_path(), ec);
-  const auto tmp = cache_path_.string() + ".tmp";
+  // A name of this process's own: two q3n processes sharing the cache must not interleave writes.
+  const auto tmp = cache_path_.string() + ".tmp." + std::to_string(::getpid());
   std::ofstream out(tmp, std::ios::binary);
   if (!out.write(data.data(), static_cast<std::streamsize>(size))) return;
   out.close();

@@ -51,8 +51,10 @@ void main() {
   const uint pos0 = seq_position(p.seqs, b);
   const uint kv_base = (seq_slot(p.seqs, b) * p.kv_heads + g) * p.capacity;
 
-  // Keys of this split, clipped to what the tile's last token may see.
-  const uint kv_len = pos0 + p.tokens;
+  // Keys of this split, clipped to what the tile's last token may see and to the slot's capacity
+  // (the host never lets a sequence outgrow its slot; if it did, rows past the end would read
+  // another slot's cache, so they attend to the slot's keys only).
+  const uint kv_len = min(pos0 + p.tokens, p.capacity);
   const uint per_split = (kv_len + p.splits - 1u) / p.splits;
   const uint last_row = min(first + BR, rows) - 1u;
   const uint key_begin = split * per_split;

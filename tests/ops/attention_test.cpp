@@ -103,6 +103,34 @@ TEST_P(AttentionTest, MatchesReference) {
   EXPECT_TRUE(all_close(download(dout, want_out.size()), want_out, 3e-5, 1e-4)) << "gated attention output";
 }
 
+// A step that runs past its slot's capacity (a host bug the shader must contain): its rows read
+// the slot's own keys only, never the next slot's cache, which holds NaNs here.
+TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
+  for (const uint32_t splits : {1u, 3u}) {
+    ops::AttentionShape s{1, 4, 4, 1, 64, 32, 40, splits};
+    const uint32_t hd = s.head_dim, slots = 2;
+    auto qkv = random_floats(s.rows() * s.qkv_width(), 21, -2, 2);
+    auto norms = random_floats(hd, 22, -0.5f, 0.5f);
+    auto inv_freq = ops::rope_inv_freq(1e7, s.rot_dim);
+    const size_t slot_floats = size_t(s.kv_heads) * s.capacity * hd;
+    auto cache = random_floats(slots * slot_floats, 23, -1, 1);
+    std::fill(cache.begin() + slot_floats, cache.end(), std::nanf(""));  // slot 1
+    const std::vector<uint32_t> seqs = {0, s.capacity - 2};  // slot 0; rows 2 and 3 fall past the end
+    Allocation dqkv = upload(qkv), dn = upload(norms), dfreq = upload(inv_freq), dk = upload(cache), dv = upload(cache),
+               dseqs = upload_words(seqs), dq = poisoned(s.rows() * s.heads * hd),
+               part_o = poisoned(size_t(splits) * s.tokens * s.heads * hd), part_ml = poisoned(size_t(splits) * s.tokens * s.heads * 2),
+               dout = poisoned(s.rows() * s.heads * hd);
+    run([&](CommandBuffer& cb) {
+      ops::record_attention(pipelines(), cb, {dqkv.range(), dn.range(), dn.range(), dfreq.range(), dseqs.range(), dk.range(),
+                                              dv.range(), dq.range(), part_o.range(), part_ml.range(), dout.range(), s});
+    });
+    const auto out = download(dout, s.rows() * s.heads * hd);
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_TRUE(std::isfinite(out[i])) << "splits " << splits << ", output " << i;
+    const auto k = download(dk, slots * slot_floats);
+    for (size_t i = slot_floats; i < k.size(); ++i) ASSERT_TRUE(std::isnan(k[i])) << "slot 1 was written at " << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionTest,
     ::testing::Values(Case{1, 65, 4, 2, 64, 16, 0, 80, 1},       // prefill from empty, GQA 2, rotary 0.25
@@ -111,7 +139,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{1, 20, 4, 2, 64, 16, 30, 60, 3},      // prefill split across workgroups
                       Case{3, 1, 16, 2, 256, 64, 100, 130, 1},   // batched decode, 80B head shape
                       Case{2, 1, 16, 2, 256, 64, 4200, 4300, 9}, // decode at a cache > 4096, split-K
-                      Case{2, 2, 4, 1, 64, 32, 4100, 4110, 16}), // 2-token verify step, many splits
+                      Case{2, 2, 4, 1, 64, 32, 4100, 4110, 16},  // 2-token verify step, many splits
+                      Case{1, 5, 4, 1, 64, 32, 75, 80, 1},       // a chunk that ends at the last position
+                      Case{2, 1, 4, 1, 64, 32, 98, 100, 4}),     // decode of the last position, split-K
     [](const auto& info) {
       const Case& c = info.param;
       return "b" + std::to_string(c.batch) + "t" + std::to_string(c.tokens) + "h" + std::to_string(c.heads) + "kv" +
