@@ -21,6 +21,7 @@ StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shap
   if (shape.head == Head::LastLogits || shape.head == Head::AllLogits)
     io.logits = rt.allocator.allocate(uint64_t(shape.logit_rows()) * c.vocab_size * 4, MemoryKind::Readback, "logits");
   io.sampled = rt.allocator.allocate(uint64_t(shape.batch) * 4, MemoryKind::Readback, "sampled ids");
+  io.status = rt.allocator.allocate(uint64_t(std::max(c.num_hidden_layers, 1)) * 4, MemoryKind::Upload, "step status");
   return io;
 }
 
@@ -118,8 +119,15 @@ void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, s
       std::memcpy(sampling + 8 * b, record.data(), 32);
     }
   }
+  auto* status = static_cast<uint32_t*>(step.io.status.mapped());
+  std::memset(status, 0, size_t(config_.num_hidden_layers) * 4);
   prog.run();
   for (uint32_t b = 0; b < shape.batch; ++b) positions_.at(slots[b]) += shape.tokens;
+  for (int L = 0; L < config_.num_hidden_layers; ++L)
+    if (status[L])
+      throw Error("layer " + std::to_string(L) +
+                  ": the MoE router produced NaN or infinite logits (corrupt weights, or fp16 overflow on the "
+                  "matrix units: try --no-coopmat); the output would be meaningless, so q3n stopped");
 }
 
 int32_t Engine::feed_piece(uint32_t slot, std::span<const int32_t> ids, const ops::SamplingParams* params) {

@@ -13,6 +13,7 @@ const char* role_name(TensorRole role) {
     case TensorRole::Input: return "input";
     case TensorRole::Output: return "output";
     case TensorRole::Scratch: return "scratch";
+    case TensorRole::Status: return "status";
   }
   return "?";
 }
@@ -38,7 +39,8 @@ void Graph::add(Node node) {
 
 void Graph::prune() {
   std::vector<bool> needed(tensors_.size(), false);
-  for (size_t i = 0; i < tensors_.size(); ++i) needed[i] = tensors_[i].role != TensorRole::Scratch;
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    needed[i] = tensors_[i].role != TensorRole::Scratch && tensors_[i].role != TensorRole::Status;
   std::vector<Node> kept;
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
     const bool useful = std::any_of(it->writes.begin(), it->writes.end(), [&](TensorId id) { return needed[id]; });

@@ -23,6 +23,8 @@ enum class TensorRole {
   Input,    // host-written before each submission (token ids, sequence table, sampling)
   Output,   // read by the host after each submission
   Scratch,  // intermediate: placed in the shared arena by the memory plan
+  Status,   // host-read flags (e.g. NaN router logits): read after each run, but a node that only
+            // writes these is not needed (pruning drops it)
 };
 const char* role_name(TensorRole role);
 

@@ -47,7 +47,7 @@ class Builder {
       TensorId x = norm(name + " input_layernorm", h, pending, lw.input_norm, rows_);
       TensorId mixed = lw.type == LayerType::LinearAttention ? delta_net(name, L, x) : attention(name, L, x);
       x = norm(name + " post_attention_layernorm", h, mixed, lw.post_norm, rows_);
-      pending = lw.mlp.moe ? moe(name, lw.mlp, x) : swiglu_mlp(name + " mlp", x, lw.mlp.gate_up, lw.mlp.down);
+      pending = lw.mlp.moe ? moe(name, L, lw.mlp, x) : swiglu_mlp(name + " mlp", x, lw.mlp.gate_up, lw.mlp.down);
     }
     head(h, pending);
     g_.prune();
@@ -193,7 +193,7 @@ class Builder {
     return freq_;
   }
 
-  TensorId moe(const std::string& name, const MlpWeights& w, TensorId x) {
+  TensorId moe(const std::string& name, int L, const MlpWeights& w, TensorId x) {
     const uint32_t H = c_.hidden_size, E = c_.num_experts;
     const TensorId logits = linear(name + " router", x, w.router, rows_);
     TensorId shared_out = kNone;
@@ -210,15 +210,16 @@ class Builder {
     const TensorId hbuf = g_.scratch(name + " expert act", need.h, dims({rows_ * s.top_k, s.expert_dim}));
     const TensorId ybuf = g_.scratch(name + " expert out", need.y, dims({rows_ * s.top_k, H}));
     const TensorId out = g_.scratch(name + " moe out", uint64_t(rows_) * H * 4, dims({rows_, H}));
+    const TensorId status = g_.bind(name + " routing status", TensorRole::Status, io_.status.range().sub(uint64_t(L) * 4, 4), dims({1}, "u32"));
     std::vector<TensorId> reads = {x, logits, gu, dn};
     if (shared_out != kNone) reads.push_back(shared_out);
     const uint32_t stride = w.router.rows;
     const ops::WeightType type = w.experts_type;
-    g_.add({name + " moe", "moe", reads, {ids, wts, offs, sorted, live, hbuf, ybuf, out},
+    g_.add({name + " moe", "moe", reads, {ids, wts, offs, sorted, live, hbuf, ybuf, out, status},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               ops::record_moe(p, cb,
                               {b[x], b[logits], stride, b[gu], b[dn], type,
-                               shared_out != kNone ? b[shared_out] : BufferRange{}, E, b[out], s},
+                               shared_out != kNone ? b[shared_out] : BufferRange{}, E, b[out], s, b[status]},
                               {b[ids], b[wts], b[offs], b[sorted], b[live], b[hbuf], b[ybuf]});
             }});
     return out;

@@ -33,6 +33,7 @@ struct StepIO {
   Allocation sampling;  // u32 [batch, 8] ops::sampling_record
   Allocation logits;    // f32 [logit_rows, vocab] (LastLogits / AllLogits)
   Allocation sampled;   // u32 [batch] (Sample)
+  Allocation status;    // u32 [layers]: nonzero where a layer's router saw NaN/Inf (zeroed before each run)
 };
 StepIO allocate_step_io(Runtime& runtime, const ModelConfig& config, const StepShape& shape);
 

@@ -106,7 +106,7 @@ std::string describe(const Program& program) {
     for (TensorId id : node.reads) out << "      in   " << g.tensors()[id].name << " " << g.tensors()[id].shape << "\n";
     for (TensorId id : node.writes) out << "      out  " << g.tensors()[id].name << " " << g.tensors()[id].shape << "\n";
   }
-  uint64_t by_role[5] = {0, 0, 0, 0, 0};
+  uint64_t by_role[6] = {0, 0, 0, 0, 0, 0};
   for (const Tensor& t : g.tensors()) by_role[static_cast<int>(t.role)] += t.bytes;
   out << "memory plan: scratch arena " << format_bytes(program.plan().arena_bytes) << " (unshared "
       << format_bytes(program.plan().unshared_bytes) << "); weights " << format_bytes(by_role[0]) << ", state "

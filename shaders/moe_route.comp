@@ -1,7 +1,9 @@
 #version 460
 // MoE routing for one token per workgroup (spec §3.8, §8.12): softmax over ALL experts in fp32,
 // then the top-k probabilities (ties to the lower expert id), then optionally renormalised to
-// sum to one (norm_topk_prob).
+// sum to one (norm_topk_prob). A NaN or +Inf logit (corrupt weights, fp16 overflow) is routed as
+// -inf and raises the step's status word, which the host turns into an error; expert ids are
+// always < experts, so nothing downstream indexes out of bounds.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint MAX_EXPERTS = 512;
@@ -14,6 +16,8 @@ layout(push_constant) uniform Push {
   uint top_k;
   uint logit_stride;
   uint normalise;
+  U32Buf status;   // [1]: set to 1 on a NaN/+Inf logit (when has_status)
+  uint has_status;
 } p;
 
 shared float prob[MAX_EXPERTS];
@@ -45,14 +49,21 @@ void main() {
   const uint row = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
   float row_max = uintBitsToFloat(0xFF800000u);
   uint unused = 0u;
+  const float neg_inf = uintBitsToFloat(0xFF800000u);
   for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
-    prob[e] = p.logits.v[row * p.logit_stride + e];
-    row_max = max(row_max, prob[e]);
+    float logit = p.logits.v[row * p.logit_stride + e];
+    if (isnan(logit) || (isinf(logit) && logit > 0.0)) {
+      logit = neg_inf;
+      if (p.has_status != 0u) p.status.v[0] = 1u;  // every writer writes the same value
+    }
+    prob[e] = logit;
+    row_max = max(row_max, logit);
   }
   workgroup_argmax(row_max, unused);
+  const bool none_finite = row_max == neg_inf;  // then every expert gets the same probability
   float local_sum = 0.0;
   for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
-    prob[e] = exp(prob[e] - row_max);
+    prob[e] = none_finite ? 1.0 : exp(prob[e] - row_max);
     local_sum += prob[e];
   }
   float total;
@@ -68,6 +79,7 @@ void main() {
         index = e;
       }
     workgroup_argmax(v, index);
+    index = min(index, p.experts - 1u);  // never out of bounds, whatever the values were
     if (tid == 0u) {
       p.ids.v[row * p.top_k + j] = index;
       p.weights.v[row * p.top_k + j] = v / total;

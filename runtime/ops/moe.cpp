@@ -12,6 +12,8 @@ namespace {
 struct RoutePush {
   VkDeviceAddress logits, ids, weights;
   uint32_t experts, top_k, logit_stride, normalise;
+  VkDeviceAddress status;
+  uint32_t has_status;
 };
 struct GroupPush {
   VkDeviceAddress ids, offsets, sorted, active;
@@ -62,8 +64,9 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   const bool shared = a.shared_out.address != 0;
   if (shared) require_bytes(a.shared_out, uint64_t(s.tokens) * s.hidden * 4, "shared expert output");
 
+  if (a.status.size) require_bytes(a.status, 4, "routing status");
   const RoutePush route{a.logits.address, scratch.ids.address, scratch.weights.address, s.experts, s.top_k,
-                        a.logit_stride, s.normalise ? 1u : 0u};
+                        a.logit_stride, s.normalise ? 1u : 0u, a.status.address, a.status.size ? 1u : 0u};
   commands.mark("moe.route");
   commands.dispatch(pipelines.get({"moe_route", {256, 1, 1}, {s.experts}, sizeof(route)}), route, s.tokens);
   commands.barrier();

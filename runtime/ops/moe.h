@@ -46,6 +46,7 @@ struct MoeArgs {
   uint32_t shared_logit_column = 0;  // column of `logits` holding the shared gate logit
   BufferRange out;           // f32 [tokens, hidden]
   MoeShape shape;
+  BufferRange status;        // u32 [1], optional: routing sets it to 1 on a NaN/+Inf router logit
 };
 
 // route -> group -> gate/up -> down -> combine, with barriers between.

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""End-to-end tests of `q3n batch` as a user runs it, on the bf16_tied random-weight fixture:
+"""End-to-end tests of the built q3n as a user runs it. `q3n batch, on the bf16_tied random-weight fixture:
 batch outputs equal `q3n run` outputs, a killed job resumes without redoing finished requests,
 SIGINT leaves a valid file, a torn last line is redone, every bad line becomes an error record,
-and OpenAI batch-file lines are accepted.
+and OpenAI batch-file lines are accepted. A checkpoint whose router weight holds a NaN ends
+`q3n run` and `q3n batch` with an error naming the layer.
 
 Usage: batch_cli_test.py PATH/TO/q3n   (CTest passes the built binary)
 """
@@ -214,6 +215,42 @@ class BatchCli(unittest.TestCase):
                            capture_output=True, text=True, timeout=300)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(got["chat"]["text"], r.stdout[:-1])  # run ends its text with a newline
+
+
+class CorruptRouter(unittest.TestCase):
+    """Layer 1's router weight holds a NaN: every route of that layer sees NaN logits."""
+
+    def setUp(self):
+        import shutil
+        import struct
+        self.dir = tempfile.TemporaryDirectory()
+        self.model = os.path.join(self.dir.name, "model")
+        shutil.copytree(MODEL, self.model)
+        path = os.path.join(self.model, "model.safetensors")
+        with open(path, "r+b") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size))
+            entry = header["model.layers.1.mlp.gate.weight"]
+            self.assertEqual(entry["dtype"], "BF16")
+            f.seek(8 + size + entry["data_offsets"][0] + 2 * 5)  # the sixth value of expert 0's row
+            f.write(struct.pack("<H", 0x7FC0))  # a bf16 quiet NaN
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def test_run_stops_with_an_error_naming_the_layer(self):
+        r = subprocess.run([Q3N, "run", "-m", self.model, "-p", "hello", "-n", "4"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("layer 1: the MoE router produced NaN", r.stderr)
+
+    def test_batch_stops_with_the_same_error(self):
+        inp, out = os.path.join(self.dir.name, "in.jsonl"), os.path.join(self.dir.name, "out.jsonl")
+        with open(inp, "w") as f:
+            f.write(json.dumps({"custom_id": "a", "prompt": "hello", "max_tokens": 3}) + "\n")
+        r = subprocess.run([Q3N, "batch", "-m", self.model, "--input", inp, "--output", out], capture_output=True, text=True,
+                           timeout=300)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("layer 1: the MoE router produced NaN", r.stderr)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 // token and others none.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <string>
 
@@ -157,6 +158,41 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(c.top_k) + "i" + std::to_string(c.expert_dim) + "_" +
              ops::weight_type_name(c.type) + (c.skewed ? "_skewed" : "");
     });
+
+// NaN and +Inf router logits (corrupt weights, fp16 overflow): routing raises the status word and
+// keeps every expert id in range, finite rows are routed as before, and finite logits leave the
+// status word alone.
+TEST_F(GpuTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
+  const uint32_t tokens = 5, H = 64, E = 9, K = 3, I = 32;
+  const ops::MoeShape s{tokens, H, E, K, I, true};
+  const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
+  auto x = random_floats(size_t(tokens) * H, 51, -1, 1);
+  auto gate_up = random_floats(size_t(E) * 2 * I * H, 52, -0.2f, 0.2f), down = random_floats(size_t(E) * H * I, 53, -0.2f, 0.2f);
+  for (const bool poison : {false, true}) {
+    auto logits = random_floats(size_t(tokens) * E, 54, -3, 3);
+    if (poison) {
+      for (uint32_t e = 0; e < E; ++e) logits[1 * E + e] = std::nanf("");             // a row of NaN
+      logits[3 * E + 4] = std::numeric_limits<float>::infinity();                      // one +Inf
+      logits[4 * E + 2] = std::nanf("");                                               // one NaN
+    }
+    Allocation dx = upload(x), dl = upload(logits), dgu = upload(gate_up), ddn = upload(down), dout = poisoned(size_t(tokens) * H),
+               status = upload_words({0}), ids = poisoned(need.ids / 4), weights = poisoned(need.weights / 4),
+               offsets = poisoned(need.offsets / 4), sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4),
+               h = poisoned(need.h / 4), y = poisoned(need.y / 4);
+    run([&](CommandBuffer& cb) {
+      ops::record_moe(pipelines(), cb,
+                      {dx.range(), dl.range(), E, dgu.range(), ddn.range(), ops::WeightType::F32, {}, 0, dout.range(), s, status.range()},
+                      {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
+    });
+    EXPECT_EQ(download_words(status, 1)[0], poison ? 1u : 0u);
+    const auto got = download_words(ids, size_t(tokens) * K);
+    for (uint32_t i = 0; i < got.size(); ++i) ASSERT_LT(got[i], E) << "id " << i << (poison ? " (poisoned)" : "");
+    // Row 0 is finite in both runs: the same experts.
+    if (poison) {
+      EXPECT_NE(got[3 * K], 4u) << "the +Inf logit was routed as -inf";
+    }
+  }
+}
 
 class SwigluTest : public GpuTest {};
 TEST_F(SwigluTest, MatchesReference) {
