@@ -95,6 +95,14 @@ void Engine::check_ids(std::span<const int32_t> ids) const {
                   std::to_string(config_.vocab_size - 1) + ")");
 }
 
+void Engine::check_sampled(std::span<const int32_t> ids) const {
+  // sample.comp returns an id outside the vocabulary only for a row of NaN logits.
+  for (int32_t id : ids)
+    if (id < 0 || id >= config_.vocab_size)
+      throw Error("the model produced NaN logits (corrupt weights, or fp16 overflow on the matrix units: try "
+                  "--no-coopmat); q3n stopped rather than emit a meaningless token");
+}
+
 void Engine::check_room(uint32_t slot, size_t tokens) const {
   if (positions_.at(slot) + tokens > options_.context)
     throw Error("the sequence needs " + std::to_string(positions_.at(slot) + tokens) + " positions but the context is " +
@@ -137,7 +145,10 @@ int32_t Engine::feed_piece(uint32_t slot, std::span<const int32_t> ids, const op
   const uint32_t slots[1] = {slot};
   const StepShape shape{1, static_cast<uint32_t>(ids.size()), params ? Head::Sample : Head::None};
   run_step(shape, slots, ids, params ? std::span(params, 1) : std::span<const ops::SamplingParams>());
-  return params ? static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped())[0] : -1;
+  if (!params) return -1;
+  const int32_t id = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped())[0];
+  check_sampled(std::span(&id, 1));
+  return id;
 }
 
 std::vector<float> Engine::feed_logits(uint32_t slot, std::span<const int32_t> ids, bool all_logits) {
@@ -197,6 +208,7 @@ std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<c
     const auto* out = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped());
     sampled.insert(sampled.end(), out, out + n);
   }
+  check_sampled(sampled);
   return sampled;
 }
 

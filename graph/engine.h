@@ -97,6 +97,7 @@ class Engine {
   void evict_least_recent();
   void check_ids(std::span<const int32_t> ids) const;
   void check_room(uint32_t slot, size_t tokens) const;
+  void check_sampled(std::span<const int32_t> ids) const;
 
   Runtime& runtime_;
   ModelConfig config_;

@@ -217,33 +217,61 @@ class BatchCli(unittest.TestCase):
         self.assertEqual(got["chat"]["text"], r.stdout[:-1])  # run ends its text with a newline
 
 
-class CorruptRouter(unittest.TestCase):
-    """Layer 1's router weight holds a NaN: every route of that layer sees NaN logits."""
+class SharedCaches(unittest.TestCase):
+    def test_two_processes_share_the_pipeline_cache(self):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, XDG_CACHE_HOME=cache)
+            cmd = [Q3N, "run", "-m", MODEL, "-p", "hello", "-n", "3", "--temp", "0"]
+            procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            outs = [p.communicate(timeout=300) for p in procs]
+            for p, (out, err) in zip(procs, outs):
+                self.assertEqual(p.returncode, 0, err)
+            self.assertEqual(outs[0][0], outs[1][0])
+            names = [n for _, _, files in os.walk(cache) for n in files]
+            self.assertTrue(any(n.endswith(".bin") or "pipeline" in n for n in names), names)
+            self.assertFalse(any(".tmp" in n for n in names), names)  # no temporary file left behind
+            again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # the cache loads
+            self.assertEqual(again.returncode, 0, again.stderr)
+            self.assertEqual(again.stdout, outs[0][0])
+
+
+class CorruptWeights(unittest.TestCase):
+    """A NaN in one weight: in layer 1's router every route of that layer sees NaN logits; in the
+    final norm every logit is NaN."""
 
     def setUp(self):
         import shutil
-        import struct
         self.dir = tempfile.TemporaryDirectory()
         self.model = os.path.join(self.dir.name, "model")
         shutil.copytree(MODEL, self.model)
+
+    def corrupt(self, tensor):
+        import struct
         path = os.path.join(self.model, "model.safetensors")
         with open(path, "r+b") as f:
             size = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(size))
-            entry = header["model.layers.1.mlp.gate.weight"]
+            entry = json.loads(f.read(size))[tensor]
             self.assertEqual(entry["dtype"], "BF16")
-            f.seek(8 + size + entry["data_offsets"][0] + 2 * 5)  # the sixth value of expert 0's row
+            f.seek(8 + size + entry["data_offsets"][0] + 2 * 5)  # its sixth value
             f.write(struct.pack("<H", 0x7FC0))  # a bf16 quiet NaN
 
     def tearDown(self):
         self.dir.cleanup()
 
+    def test_nan_logits_stop_run_with_an_error(self):
+        self.corrupt("model.norm.weight")
+        r = subprocess.run([Q3N, "run", "-m", self.model, "-p", "hello", "-n", "4"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("the model produced NaN logits", r.stderr)
+
     def test_run_stops_with_an_error_naming_the_layer(self):
+        self.corrupt("model.layers.1.mlp.gate.weight")
         r = subprocess.run([Q3N, "run", "-m", self.model, "-p", "hello", "-n", "4"], capture_output=True, text=True, timeout=300)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("layer 1: the MoE router produced NaN", r.stderr)
 
     def test_batch_stops_with_the_same_error(self):
+        self.corrupt("model.layers.1.mlp.gate.weight")
         inp, out = os.path.join(self.dir.name, "in.jsonl"), os.path.join(self.dir.name, "out.jsonl")
         with open(inp, "w") as f:
             f.write(json.dumps({"custom_id": "a", "prompt": "hello", "max_tokens": 3}) + "\n")
