@@ -26,6 +26,11 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+# A glslc that compiles the KHR cooperative-matrix and integer-dot shader variants: the system's,
+# or Debian trixie's packages unpacked into .cache/ (scripts/fetch-glslc.sh). Without one, those
+# variants are not built and the rest works as before.
+glslc_args=()
+if glslc_path=$(scripts/fetch-glslc.sh); then glslc_args=(-DGLSLC="$glslc_path"); fi
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "${glslc_args[@]}" >/dev/null
 cmake --build build -j"$(nproc)"
 echo "setup: built build/q3n"
