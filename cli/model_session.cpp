@@ -43,6 +43,11 @@ void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_
                       uint32_t& slots, bool fit_slots) {
   const uint64_t headroom = 256ull << 20;  // activations, step buffers, driver
   const uint64_t free = s.runtime->device.free_device_memory();
+  if (fit_slots && slots > graph::SequenceState::max_slots(s.config, context)) {
+    std::fprintf(stderr, "[q3n] the attention kernels address at most %u sequences of %u positions; running that many at once\n",
+                 graph::SequenceState::max_slots(s.config, context), context);
+    slots = std::max(1u, graph::SequenceState::max_slots(s.config, context));
+  }
   if (fit_slots && slots > 1) {
     const uint32_t wanted = slots;
     while (slots > 1 && weights + graph::SequenceState::planned_bytes(s.config, slots, context) + headroom > free) --slots;

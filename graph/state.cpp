@@ -1,5 +1,10 @@
 #include "graph/state.h"
 
+#include <algorithm>
+#include <string>
+
+#include "runtime/error.h"
+
 namespace q3n::graph {
 
 namespace {
@@ -19,8 +24,19 @@ uint64_t SequenceState::planned_bytes(const ModelConfig& c, uint32_t slots, uint
                   c.count_layers(LayerType::FullAttention) * 2 * b.kv);
 }
 
+uint32_t SequenceState::max_slots(const ModelConfig& c, uint32_t capacity) {
+  const uint64_t per_slot = uint64_t(c.num_key_value_heads) * capacity * c.head_dim;
+  if (c.count_layers(LayerType::FullAttention) == 0 || per_slot == 0) return UINT32_MAX;
+  return uint32_t(std::min<uint64_t>(((1ull << 32) - 1) / per_slot, UINT32_MAX));
+}
+
 SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t slots, uint32_t capacity)
     : runtime_(runtime), slots_(slots), capacity_(capacity) {
+  if (slots > max_slots(c, capacity))
+    throw Error(std::to_string(slots) + " sequences of " + std::to_string(capacity) + " positions need a KV cache of " +
+                std::to_string(uint64_t(slots) * c.num_key_value_heads * capacity * c.head_dim) +
+                " values per attention layer, more than the 2^32 the attention kernels address; run at most " +
+                std::to_string(max_slots(c, capacity)) + " at once (--max-batch) or lower --ctx");
   const SlotBytes per_slot = slot_bytes(c, capacity);
   conv_slot_bytes_ = per_slot.conv;
   recurrent_slot_bytes_ = per_slot.recurrent;

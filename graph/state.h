@@ -20,6 +20,10 @@ class SequenceState {
   SequenceState(Runtime& runtime, const ModelConfig& config, uint32_t slots, uint32_t capacity);
   // Bytes the constructor would allocate (memory-fit checks).
   static uint64_t planned_bytes(const ModelConfig& config, uint32_t slots, uint32_t capacity);
+  // The most slots of `capacity` positions whose KV cache the attention shaders can index: they
+  // address one layer's K (or V) cache with 32-bit element indices, so slots x kv_heads x
+  // capacity x head_dim must stay below 2^32. The constructor refuses more, before allocating.
+  static uint32_t max_slots(const ModelConfig& config, uint32_t capacity);
   // Zeroes a slot's conv and recurrent state: the start of a new sequence. (KV-cache rows are
   // overwritten by position, so they need no clearing.)
   void reset(uint32_t slot);

@@ -148,6 +148,22 @@ TEST_P(BatchTest, ManyPromptLengthsKeepProgramsAndMemoryBounded) {
   for (const uint32_t n : e->prompt_pieces(1000)) EXPECT_TRUE(n == chunk || (n < chunk && (n & (n - 1)) == 0)) << n;
 }
 
+// The attention kernels index one layer's KV cache with 32-bit element indices: a state whose
+// cache would pass 2^32 values is refused before anything is allocated (32 sequences of 262,144
+// positions at the 80B shapes would wrap), and the limit is the exact one.
+TEST_F(GpuTest, KvCacheBeyondThirtyTwoBitIndicesIsRefused) {
+  const ModelConfig big = load_config_file(std::filesystem::path(Q3N_SOURCE_DIR) / "assets/configs/qwen3-next-80b-a3b.json");
+  EXPECT_EQ(graph::SequenceState::max_slots(big, 262144), 31u);  // 2 kv heads x 256 dims x 2^18 = 2^27 per slot
+  const auto reserved = rt().allocator.reserved_bytes(MemoryKind::Device);
+  try {
+    graph::SequenceState state(rt(), big, 32, 262144);
+    FAIL() << "32 x 262,144 positions were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("2^32"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(rt().allocator.reserved_bytes(MemoryKind::Device), reserved);  // nothing was allocated
+}
+
 // bf16_tied: 16-bit weights are the case where a step's row count once changed the kernel.
 INSTANTIATE_TEST_SUITE_P(Fixtures, BatchTest, ::testing::Values("bf16_tied"),
                          [](const auto& info) { return info.param; });
