@@ -119,6 +119,7 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
   std::unique_ptr<Tokenizer> tokenizer;
   if (!synthetic) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
   const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
+  const ops::SamplingParams default_sampling = o.sampling.over(defaults);
   const ChatTemplateKind chat_kind = detect_chat_template(dir);
 
   BatchOutput out(o.output, o.sync_seconds);
@@ -192,20 +193,21 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
       g.prompt = tokenizer->encode(*r.prompt);
     }
     if (g.prompt.empty()) return write_error(r.custom_id, line_number, "the prompt is empty");
-    for (int32_t id : g.prompt)
-      if (id >= session.config.vocab_size)
-        return write_error(r.custom_id, line_number, "token id " + std::to_string(id) + " is outside the vocabulary (0.." +
-                                                         std::to_string(session.config.vocab_size - 1) + ")");
+    try {
+      engine.check_ids(g.prompt);
+    } catch (const Error& e) {
+      return write_error(r.custom_id, line_number, e.what());
+    }
     if (!scheduler.fits(g))
       return write_error(r.custom_id, line_number,
                          "the prompt (" + std::to_string(g.prompt.size()) + " tokens) and max_tokens (" +
                              std::to_string(g.max_tokens) + ") need more than the context of " +
                              std::to_string(engine.context()) + " positions; raise --ctx or lower max_tokens");
     ops::SamplingParams& s = g.sampling;
-    s.temperature = r.temperature.value_or(o.temperature.value_or(float(defaults.temperature)));
-    s.top_k = r.top_k.value_or(o.top_k.value_or(uint32_t(defaults.top_k)));
-    s.top_p = r.top_p.value_or(o.top_p.value_or(float(defaults.top_p)));
-    s.min_p = r.min_p.value_or(o.min_p.value_or(float(defaults.min_p)));
+    s.temperature = r.temperature.value_or(default_sampling.temperature);
+    s.top_k = r.top_k.value_or(default_sampling.top_k);
+    s.top_p = r.top_p.value_or(default_sampling.top_p);
+    s.min_p = r.min_p.value_or(default_sampling.min_p);
     s.seed = r.seed.value_or(o.seed.value_or(seed_from_custom_id(r.custom_id)));
     Pending p;
     p.custom_id = r.custom_id;

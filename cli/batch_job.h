@@ -15,8 +15,7 @@ struct BatchJobOptions {
   uint32_t max_batch = 32;       // sequences in flight
   uint32_t max_tokens = 128;     // default per request
   uint32_t prefill_budget = 0;   // prompt tokens per iteration; 0: --chunk
-  std::optional<float> temperature, top_p, min_p;
-  std::optional<uint32_t> top_k;
+  SamplingFlags sampling;        // defaults of every request
   std::optional<uint64_t> seed;  // default seed; otherwise each request's comes from its custom_id
   bool chat = false;             // wrap plain "prompt" strings in the chat template
   std::string system;            // system message for --chat

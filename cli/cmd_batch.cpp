@@ -22,10 +22,7 @@ void add_batch_command(CLI::App& app) {
       ->check(CLI::Range(1u, 4096u));
   cmd->add_option("-n,--tokens", j.max_tokens, "Default max_tokens of a request")->check(CLI::NonNegativeNumber);
   cmd->add_option("--prefill-budget", j.prefill_budget, "Prompt tokens per scheduler iteration (default: --chunk)");
-  cmd->add_option("--temp", j.temperature, "Default temperature; 0 = greedy (default: generation_config.json)");
-  cmd->add_option("--top-k", j.top_k, "Default top-k; 0 = off");
-  cmd->add_option("--top-p", j.top_p, "Default top-p; 1 = off");
-  cmd->add_option("--min-p", j.min_p, "Default min-p; 0 = off");
+  add_sampling_options(*cmd, j.sampling);  // each request's defaults
   cmd->add_option("--seed", j.seed, "Default seed (default: derived from each request's custom_id)");
   cmd->add_flag("--chat", j.chat, "Wrap plain \"prompt\" strings in the model's chat template");
   cmd->add_option("--system", j.system, "System message (with --chat)");
@@ -33,9 +30,7 @@ void add_batch_command(CLI::App& app) {
   cmd->callback([o] {
     const BatchJobOptions& j = o->job;
     if (!j.system.empty() && !j.chat) throw Error("--system needs --chat");
-    if (j.temperature && *j.temperature < 0) throw Error("--temp must be >= 0");
-    if (j.top_p && (*j.top_p <= 0 || *j.top_p > 1)) throw Error("--top-p must be in (0, 1]");
-    if (j.min_p && (*j.min_p < 0 || *j.min_p >= 1)) throw Error("--min-p must be in [0, 1)");
+    check_sampling_flags(j.sampling);
     exit_status() = run_batch_job(o->model, j);
   });
 }

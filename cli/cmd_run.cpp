@@ -26,8 +26,7 @@ void add_run_command(CLI::App& app) {
     ModelOptions model;
     std::string prompt, prompt_file, prompt_ids, system;
     int tokens = 128;
-    std::optional<float> temperature, top_p, min_p;
-    std::optional<uint32_t> top_k;
+    SamplingFlags sampling;
     uint64_t seed = 0;
     bool chat = false, print_ids = false;
   };
@@ -40,10 +39,7 @@ void add_run_command(CLI::App& app) {
   p->excludes(pf)->excludes(pi);
   pf->excludes(pi);
   cmd->add_option("-n,--tokens", o->tokens, "Tokens to generate at most")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--temp", o->temperature, "Temperature; 0 = greedy (default: generation_config.json)");
-  cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens; 0 = off");
-  cmd->add_option("--top-p", o->top_p, "Keep the smallest set with this much probability; 1 = off");
-  cmd->add_option("--min-p", o->min_p, "Keep tokens at least this fraction of the most likely; 0 = off");
+  add_sampling_options(*cmd, o->sampling);
   cmd->add_option("--seed", o->seed, "Random seed for sampling");
   cmd->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template");
   cmd->add_option("--system", o->system, "System message (with --chat)");
@@ -52,9 +48,7 @@ void add_run_command(CLI::App& app) {
     if (o->prompt.empty() && o->prompt_file.empty() && o->prompt_ids.empty())
       throw Error("no prompt: give -p TEXT, --prompt-file F or --prompt-ids F");
     if (!o->system.empty() && !o->chat) throw Error("--system needs --chat");
-    if (o->temperature && *o->temperature < 0) throw Error("--temp must be >= 0");
-    if (o->top_p && (*o->top_p <= 0 || *o->top_p > 1)) throw Error("--top-p must be in (0, 1]");
-    if (o->min_p && (*o->min_p < 0 || *o->min_p >= 1)) throw Error("--min-p must be in [0, 1)");
+    check_sampling_flags(o->sampling);
 
     if (!o->model.synthetic.empty()) {
       if (o->prompt_ids.empty()) throw Error("--synthetic has no tokenizer: give the prompt as --prompt-ids F");
@@ -84,11 +78,7 @@ void add_run_command(CLI::App& app) {
     graph::Engine& engine = *session.engine;
     const uint32_t context = engine.context();
     const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
-    ops::SamplingParams sampling;
-    sampling.temperature = o->temperature.value_or(float(defaults.temperature));
-    sampling.top_k = o->top_k.value_or(uint32_t(defaults.top_k));
-    sampling.top_p = o->top_p.value_or(float(defaults.top_p));
-    sampling.min_p = o->min_p.value_or(float(defaults.min_p));
+    ops::SamplingParams sampling = o->sampling.over(defaults);
     sampling.seed = o->seed;
     const std::set<int> stops(defaults.stop_token_ids.begin(), defaults.stop_token_ids.end());
 

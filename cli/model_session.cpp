@@ -35,6 +35,28 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_flag("--profile", o.profile, "Print GPU time per operator kind at the end");
 }
 
+void add_sampling_options(CLI::App& cmd, SamplingFlags& f) {
+  cmd.add_option("--temp", f.temperature, "Temperature; 0 = greedy (default: generation_config.json)");
+  cmd.add_option("--top-k", f.top_k, "Keep the k most likely tokens; 0 = off");
+  cmd.add_option("--top-p", f.top_p, "Keep the smallest set with this much probability; 1 = off");
+  cmd.add_option("--min-p", f.min_p, "Keep tokens at least this fraction of the most likely; 0 = off");
+}
+
+void check_sampling_flags(const SamplingFlags& f) {
+  if (f.temperature && *f.temperature < 0) throw Error("--temp must be >= 0");
+  if (f.top_p && (*f.top_p <= 0 || *f.top_p > 1)) throw Error("--top-p must be in (0, 1]");
+  if (f.min_p && (*f.min_p < 0 || *f.min_p >= 1)) throw Error("--min-p must be in [0, 1)");
+}
+
+ops::SamplingParams SamplingFlags::over(const GenerationDefaults& defaults) const {
+  ops::SamplingParams p;
+  p.temperature = temperature.value_or(float(defaults.temperature));
+  p.top_k = top_k.value_or(uint32_t(defaults.top_k));
+  p.top_p = top_p.value_or(float(defaults.top_p));
+  p.min_p = min_p.value_or(float(defaults.min_p));
+  return p;
+}
+
 namespace {
 
 // Refuses, before any allocation, a model whose weights (`weights` bytes, planned) and state
@@ -43,10 +65,11 @@ void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_
                       uint32_t& slots, bool fit_slots) {
   const uint64_t headroom = 256ull << 20;  // activations, step buffers, driver
   const uint64_t free = s.runtime->device.free_device_memory();
-  if (fit_slots && slots > graph::SequenceState::max_slots(s.config, context)) {
+  const uint32_t addressable = graph::SequenceState::max_slots(s.config, context);
+  if (fit_slots && slots > addressable) {
     std::fprintf(stderr, "[q3n] the attention kernels address at most %u sequences of %u positions; running that many at once\n",
-                 graph::SequenceState::max_slots(s.config, context), context);
-    slots = std::max(1u, graph::SequenceState::max_slots(s.config, context));
+                 addressable, context);
+    slots = std::max(1u, addressable);
   }
   if (fit_slots && slots > 1) {
     const uint32_t wanted = slots;

@@ -5,9 +5,11 @@
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "graph/engine.h"
+#include "loader/chat.h"
 #include "loader/config.h"
 #include "loader/safetensors.h"
 #include "runtime/runtime.h"
@@ -52,6 +54,16 @@ inline ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t
 // max_position_embeddings if that is smaller. (`run` and `batch` share it, so that a request in a
 // batch computes exactly what `run` computes for it.)
 uint32_t default_context(const ModelConfig& config);
+
+// --temp, --top-k, --top-p, --min-p (run, batch); those left unset come from the model's
+// generation_config.json.
+struct SamplingFlags {
+  std::optional<float> temperature, top_p, min_p;
+  std::optional<uint32_t> top_k;
+  ops::SamplingParams over(const GenerationDefaults& defaults) const;  // seed left 0
+};
+void add_sampling_options(CLI::App& cmd, SamplingFlags& f);
+void check_sampling_flags(const SamplingFlags& f);  // throws Error naming a flag out of range
 
 inline double gib(uint64_t bytes) { return double(bytes) / double(1ull << 30); }
 

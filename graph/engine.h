@@ -76,6 +76,9 @@ class Engine {
     return decode(slots, ids, std::span(&params, 1));
   }
 
+  // Throws an Error naming the first id outside the vocabulary.
+  void check_ids(std::span<const int32_t> ids) const;
+
   const ModelConfig& config() const { return config_; }
   const DeviceWeights& weights() const { return weights_; }
   const SequenceState& state() const { return state_; }
@@ -95,7 +98,6 @@ class Engine {
   void run_step(const StepShape& shape, std::span<const uint32_t> slots, std::span<const int32_t> ids,
                 std::span<const ops::SamplingParams> params);
   void evict_least_recent();
-  void check_ids(std::span<const int32_t> ids) const;
   void check_room(uint32_t slot, size_t tokens) const;
   void check_sampled(std::span<const int32_t> ids) const;
 

@@ -47,9 +47,9 @@ void workgroup_argmax(inout float v, inout uint index) {
 
 void main() {
   const uint row = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
-  float row_max = uintBitsToFloat(0xFF800000u);
-  uint unused = 0u;
   const float neg_inf = uintBitsToFloat(0xFF800000u);
+  float row_max = neg_inf;
+  uint unused = 0u;
   for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
     float logit = p.logits.v[row * p.logit_stride + e];
     if (isnan(logit) || (isinf(logit) && logit > 0.0)) {
