@@ -3,6 +3,7 @@
 // achieved GB/s and TFLOP/s against the copy bandwidth measured in the same run. GEMM and MoE
 // rows run once per kernel family: portable, and "[coopmat]" where the device has matrix units.
 // Usage: q3n_ops_bench [--device N|NAME]   (results in bench/NOTES.md)
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -103,11 +104,14 @@ int main(int argc, char** argv) {
            {"lm_head 1 x 2048 -> 151936", 1, V, H},
            {"in_proj_qkvz 1 x 2048 -> 12288", 1, 12288, H},
            {"in_proj_qkvz 8 x 2048 -> 12288", 8, 12288, H},
+           {"in_proj_qkvz 32 x 2048 -> 12288", 32, 12288, H},
+           {"in_proj_qkvz 128 x 2048 -> 12288", 128, 12288, H},
+           {"in_proj_qkvz 256 x 2048 -> 12288", 256, 12288, H},
            {"in_proj_qkvz 512 x 2048 -> 12288", 512, 12288, H},
            {"lm_head 512 x 2048 -> 151936", 512, V, H}})
     for (WeightType type : {WeightType::BF16, WeightType::Q4})
       for (bool coopmat : families) {
-        if (tokens < 512 && coopmat) continue;  // GEMV sizes take no matrix units
+        if (tokens <= ops::kGemvMaxTokens && coopmat) continue;  // GEMV sizes take no matrix units
         rt.pipelines.set_coopmat(coopmat);
         const uint64_t weight_bytes = ops::weight_storage_bytes(type, uint64_t(n) * k);
         const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes), y = b.buffer(uint64_t(tokens) * n * 4);
@@ -174,10 +178,10 @@ int main(int argc, char** argv) {
   }
 
   // MoE: 512 experts of 512, top-10 (the routed part; shared expert = linears).
-  for (uint32_t tokens : {1u, 8u, 512u})
+  for (uint32_t tokens : {1u, 8u, 32u, 128u, 512u})
     for (WeightType type : {WeightType::BF16, WeightType::Q4})
       for (bool coopmat : families) {
-        if (tokens < 512 && coopmat) continue;
+        if (tokens <= ops::kExpertGemvMaxTokens && coopmat) continue;
         rt.pipelines.set_coopmat(coopmat);
         const ops::MoeShape s{tokens, H, 512, 10, 512, true};
         const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 513, -4, 4);
@@ -190,7 +194,7 @@ int main(int argc, char** argv) {
         const double t = b.time([&](CommandBuffer& cb) {
           ops::record_moe(rt.pipelines, cb, {x, logits, 513, gu, dn, type, shared, 512, out, s}, scratch);
         });
-        const double experts_touched = std::min(512.0, tokens * 10.0);  // upper bound on distinct experts
+        const double experts_touched = 512.0 * (1.0 - std::pow(1.0 - 10.0 / 512, tokens));  // expected distinct experts
         const std::string label = "moe routed " + std::string(ops::weight_type_name(type)) + ", " + std::to_string(tokens) +
                                   " token(s)" + family_name(coopmat);
         report(label.c_str(), t, experts_touched * double(gu_bytes + dn_bytes) / 512, 2.0 * tokens * 10 * 3 * 512 * H, ceiling);

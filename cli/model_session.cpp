@@ -29,7 +29,7 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_option("--ctx", o.context, "Context length: KV-cache positions per sequence")->check(CLI::PositiveNumber);
   cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
   cmd.add_option("--decode-rows", o.decode_rows,
-                 "Sequences per decode step at most; more are decoded in several steps (1-32; any value gives "
+                 "Sequences per decode step at most; more are decoded in several steps (1-128; any value gives "
                  "the same tokens, only the speed differs)")
       ->check(CLI::Range(1u, graph::Engine::kMaxDecodeRows));
   cmd.add_flag("--profile", o.profile, "Print GPU time per operator kind at the end");

@@ -26,7 +26,7 @@ struct ModelOptions {
   bool no_coopmat = false;  // portable kernels even where the device has cooperative matrices
   uint32_t context = 0;  // 0: the command's default
   uint32_t chunk = 512;
-  uint32_t decode_rows = 8;  // sequences per decode step at most (graph/engine.h)
+  uint32_t decode_rows = graph::EngineOptions{}.decode_rows;  // sequences per decode step at most
   bool profile = false;
 };
 void add_model_options(CLI::App& cmd, ModelOptions& o);

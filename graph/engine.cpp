@@ -4,8 +4,15 @@
 #include <cstring>
 
 #include "runtime/error.h"
+#include "runtime/ops/linear.h"
+#include "runtime/ops/moe.h"
 
 namespace q3n::graph {
+
+// Batch invariance: every decode step size takes the same (GEMV-shaped) kernels.
+static_assert(Engine::kMaxDecodeRows <= ops::kGemvMaxTokens && Engine::kMaxDecodeRows <= ops::kExpertGemvMaxTokens,
+              "decode steps must not reach the tiled GEMMs");
+static_assert(EngineOptions{}.decode_rows == Engine::kMaxDecodeRows, "by default a step takes every sequence");
 
 namespace {
 // lavapipe ends long shader loops early (shaders/common.glsl); the chunked delta rule walks

@@ -32,10 +32,10 @@ struct EngineOptions {
   uint32_t slots = 1;             // sequences in flight
   uint32_t prefill_chunk = 512;   // tokens per prefill step (rounded down to a power of two)
   uint32_t max_programs = 96;     // recorded step programs kept at once (least recently used go)
-  // Sequences per decode step at most (1..kMaxDecodeRows); more run as several steps. 8: on the
-  // H100 (80B-A3B q4) 8-row steps decode 381 tok/s and 32-row steps 277 tok/s, so four steps of
-  // 8 beat one of 32 until the 9-32-row kernels improve (bench/NOTES.md).
-  uint32_t decode_rows = 8;
+  // Sequences per decode step at most (1..kMaxDecodeRows); more run as several steps. On the
+  // H100 (80B-A3B q4) one step of 32 rows decodes 647 tok/s against 460 for 8 rows and 754 for
+  // 128 (bench/NOTES.md), so a step takes every generating sequence.
+  uint32_t decode_rows = 128;  // Engine::kMaxDecodeRows
   bool profile = false;
 };
 
@@ -43,7 +43,7 @@ class Engine {
  public:
   // Rows of one decode step at most: the GEMV kernels serve every count up to this, so a row's
   // arithmetic never depends on how many other sequences share the step.
-  static constexpr uint32_t kMaxDecodeRows = 32;
+  static constexpr uint32_t kMaxDecodeRows = 128;
 
   Engine(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, const EngineOptions& options);
   // With weights already on the device (converted, quantised or synthetic).

@@ -1,13 +1,21 @@
 #version 460
-// y[t, n] = sum_k x[t, k] * W[n, k] for few tokens (decode): one workgroup per output row n,
-// all tokens at once, so each weight element is read from memory once and used T times.
-// Weights are read in place in their stored dtype; accumulation is fp32. Quantised weights are read
-// an eighth of a block (8 elements) per invocation step, so a 2048-wide row keeps 256 invocations
-// busy and neighbouring invocations read neighbouring words.
+// y[t, n] = sum_k x[t, k] * W[n, k] for decode steps and small batches (up to 128 tokens): each
+// workgroup owns ROWS output rows, reads their weights once per CHUNK tokens (from memory the
+// first time, from cache after) and keeps ROWS x CHUNK sums per invocation, so each weight read
+// serves CHUNK tokens and each activation read serves ROWS rows.
+//
+// Invocations stride over K in units of 8 elements (VEC8 = 1: quantised rows an eighth of a block
+// at a time, 16-bit rows four words, activations two vec4 loads) or of single elements (VEC8 = 0:
+// k not a multiple of 8 or an unaligned input). A token's sums are reduced in the same order
+// whatever the token count and whichever chunk it falls in: its output row does not depend on
+// the other tokens of the step (batch invariance; tests/ops/linear_test.cpp).
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
-layout(constant_id = 4) const uint MAX_TOKENS = 8;
+layout(constant_id = 4) const uint ROWS = 4;   // output rows per workgroup
+layout(constant_id = 5) const uint CHUNK = 4;  // tokens per pass over the rows
+layout(constant_id = 6) const uint VEC8 = 1;
 
 layout(push_constant) uniform Push {
   F32Buf x;       // [tokens, k]
@@ -15,37 +23,90 @@ layout(push_constant) uniform Push {
   F32Buf y;       // [tokens, n]
   uint k;
   uint n;
-  uint tokens;    // <= MAX_TOKENS
+  uint tokens;
 } p;
 
-shared float partial[gl_WorkGroupSize.x];
+// Per-subgroup partial sums, [ROWS * CHUNK][subgroups] (gl_WorkGroupSize.x bounds the subgroup count).
+shared float partial[ROWS * CHUNK * gl_WorkGroupSize.x];
 
-void main() {
-  // 2-D grid: rows beyond maxComputeWorkGroupCount[0] (65535) wrap into y.
-  const uint row = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
-  if (row >= p.n) return;  // uniform per workgroup
-  float acc[MAX_TOKENS];
-  for (uint t = 0; t < MAX_TOKENS; ++t) acc[t] = 0.0;
+// Eight weights of row `row` starting at element 8 u (VEC8 rows: k a multiple of 8).
+void load_unit(uint row, uint u, out float w[8]) {
   if (WEIGHT_DTYPE == DTYPE_Q8 || WEIGHT_DTYPE == DTYPE_Q4) {
-    for (uint u = gl_LocalInvocationID.x; u < (p.k >> 3); u += gl_WorkGroupSize.x) {
-      float w[8];
-      dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, row, p.k, u), u & 3u, w);
-      for (uint t = 0; t < MAX_TOKENS; ++t) {
-        if (t >= p.tokens) break;
-        acc[t] += dot8(w, F32x4Buf(p.x), t * p.k + u * 8u);
-      }
-    }
+    dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, row, p.k, u), u & 3u, w);
+  } else if (WEIGHT_DTYPE == DTYPE_F32) {
+    [[unroll]] for (uint j = 0; j < 8; ++j) w[j] = uintBitsToFloat(p.weight.v[row * p.k + u * 8u + j]);
   } else {
-    const uint base = row * p.k;
-    for (uint i = gl_LocalInvocationID.x; i < p.k; i += gl_WorkGroupSize.x) {
-      const float w = load_weight(p.weight, WEIGHT_DTYPE, base + i);
-      for (uint t = 0; t < MAX_TOKENS; ++t)
-        if (t < p.tokens) acc[t] += w * p.x.v[t * p.k + i];
+    const uint first = (row * p.k + u * 8u) >> 1;
+    for (uint j = 0; j < 4; ++j) {
+      const uint word = p.weight.v[first + j];
+      w[2 * j] = WEIGHT_DTYPE == DTYPE_BF16 ? bf16_bits_to_f32(word & 0xFFFFu) : unpackHalf2x16(word).x;
+      w[2 * j + 1] = WEIGHT_DTYPE == DTYPE_BF16 ? bf16_bits_to_f32(word >> 16) : unpackHalf2x16(word).y;
     }
   }
-  for (uint t = 0; t < p.tokens; ++t) {
-    float total;
-    Q3N_WORKGROUP_SUM(acc[t], partial, total);
-    if (gl_LocalInvocationID.x == 0) p.y.v[t * p.n + row] = total;
+}
+
+void main() {
+  // 2-D grid: row groups beyond maxComputeWorkGroupCount[0] (65535) wrap into y.
+  const uint row0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * ROWS;
+  if (row0 >= p.n) return;  // uniform per workgroup
+  const uint rows = min(ROWS, p.n - row0);
+  const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
+
+  for (uint t0 = 0; t0 < p.tokens; t0 += CHUNK) {
+    const uint count = min(CHUNK, p.tokens - t0);  // tokens in this pass (uniform)
+    float acc[ROWS][CHUNK];
+    [[unroll]] for (uint r = 0; r < ROWS; ++r)
+      [[unroll]] for (uint c = 0; c < CHUNK; ++c) acc[r][c] = 0.0;
+
+    if (VEC8 != 0u) {
+      for (uint u = tid; u < (p.k >> 3); u += threads) {
+        vec4 xa[CHUNK], xb[CHUNK];  // this unit's activations of every token of the pass
+        [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+          if (c >= count) continue;
+          const uint at = ((t0 + c) * p.k + u * 8u) >> 2;
+          xa[c] = F32x4Buf(p.x).v[at];
+          xb[c] = F32x4Buf(p.x).v[at + 1u];
+        }
+        [[unroll]] for (uint r = 0; r < ROWS; ++r) {
+          if (r >= rows) continue;
+          float w[8];
+          load_unit(row0 + r, u, w);
+          const vec4 wa = vec4(w[0], w[1], w[2], w[3]), wb = vec4(w[4], w[5], w[6], w[7]);
+          [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+            if (c >= count) continue;
+            acc[r][c] += dot(wa, xa[c]) + dot(wb, xb[c]);
+          }
+        }
+      }
+    } else {
+      for (uint i = tid; i < p.k; i += threads) {
+        float xv[CHUNK];
+        [[unroll]] for (uint c = 0; c < CHUNK; ++c) xv[c] = c < count ? p.x.v[(t0 + c) * p.k + i] : 0.0;
+        [[unroll]] for (uint r = 0; r < ROWS; ++r) {
+          if (r >= rows) continue;
+          const float w = load_weight(p.weight, WEIGHT_DTYPE, (row0 + r) * p.k + i);
+          [[unroll]] for (uint c = 0; c < CHUNK; ++c) acc[r][c] += w * xv[c];
+        }
+      }
+    }
+
+    // One reduction for all rows x tokens of the pass: subgroup sums, then the subgroups' partials
+    // added in subgroup order by one invocation per value.
+    [[unroll]] for (uint r = 0; r < ROWS; ++r)
+      [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+        if (r >= rows || c >= count) continue;  // uniform
+        const float s = subgroupAdd(acc[r][c]);
+        if (subgroupElect()) partial[(r * CHUNK + c) * gl_NumSubgroups + gl_SubgroupID] = s;
+      }
+    barrier();
+    if (tid < ROWS * CHUNK) {
+      const uint r = tid / CHUNK, c = tid % CHUNK;
+      if (r < rows && c < count) {
+        float total = 0.0;
+        for (uint s = 0; s < gl_NumSubgroups; ++s) total += partial[tid * gl_NumSubgroups + s];
+        p.y.v[(t0 + c) * p.n + row0 + r] = total;
+      }
+    }
+    barrier();
   }
 }

@@ -13,7 +13,28 @@ struct Push {
   uint32_t k, n, tokens;
 };
 constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount[0] every device has
+// Tokens per pass of linear_gemv.comp: 4, or 1 for a single token, whose variant then holds no
+// unused registers (22 -> 15 us for in_proj_qkvz on the H100). Measured against 1-16: larger
+// register tiles lose more to occupancy than they gain in reuse (bench/NOTES.md). A token's
+// arithmetic is the same in both variants (tests/ops/linear_test.cpp checks it bitwise).
+constexpr uint32_t kGemvChunk = 4;
+// Invocations in flight that keep a large GPU's memory busy (~500 per compute unit on the H100).
+constexpr uint64_t kGemvTargetInvocations = 65536;
 }  // namespace
+
+GemvShape gemv_shape(uint32_t n, uint32_t units) {
+  // Each invocation walks its share of K in a loop whose loads wait on memory every step, so a
+  // matrix with few rows needs more invocations per row to keep enough loads in flight; one with
+  // many rows gets them from its workgroups. The shape depends on the matrix only, never on the
+  // token count: a row's reduction order depends on the invocation count (batch invariance).
+  for (const uint32_t rows : {4u, 1u}) {
+    uint32_t threads = 32;
+    while (uint64_t(ceil_div(n, rows)) * threads < kGemvTargetInvocations && threads < 256 && threads * 2 <= units)
+      threads *= 2;
+    if (uint64_t(ceil_div(n, rows)) * threads >= kGemvTargetInvocations || rows == 1) return {rows, threads};
+  }
+  return {1, 32};  // not reached
+}
 
 void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& a) {
   if (a.x.size < uint64_t(a.tokens) * a.k * 4 || a.y.size < uint64_t(a.tokens) * a.n * 4 ||
@@ -23,15 +44,15 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     throw Error("internal: a quantised linear needs rows a multiple of 32 long and a 16-byte aligned input");
   const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
-  // Two GEMV variants (register budgets of 8 and 32 tokens) whose per-row arithmetic is the same.
-  const uint32_t gemv_tokens = a.tokens > kGemvSmallTokens ? kGemvMaxTokens : kGemvSmallTokens;
   if (a.tokens <= kGemvMaxTokens) {
-    // Quantised rows hold ~1.3 KB at k = 2048: 64 invocations per row keep each one busy with
-    // several block parts and halve the reduction; 16-bit rows keep 256.
-    const uint32_t threads = is_quantized(a.type) ? 64 : 256;
-    const Pipeline& pipeline = pipelines.get({"linear_gemv", {threads, 1, 1}, {type, gemv_tokens}, sizeof(Push)});
-    const uint32_t gx = std::min(a.n, kMaxGroupsX);
-    commands.dispatch(pipeline, push, gx, ceil_div(a.n, gx));
+    // Units of 8 need rows a multiple of 8 long and a 16-byte aligned input (vec4 loads).
+    const uint32_t vec8 = is_quantized(a.type) || (a.k % 8 == 0 && a.x.address % 16 == 0) ? 1 : 0;
+    const GemvShape shape = gemv_shape(a.n, vec8 ? a.k / 8 : a.k);
+    const uint32_t chunk = a.tokens == 1 ? 1 : kGemvChunk;
+    const Pipeline& pipeline =
+        pipelines.get({"linear_gemv", {shape.threads, 1, 1}, {type, shape.rows, chunk, vec8}, sizeof(Push)});
+    const uint32_t groups = ceil_div(a.n, shape.rows), gx = std::min(groups, kMaxGroupsX);
+    commands.dispatch(pipeline, push, gx, ceil_div(groups, gx));
   } else if (pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0) {
     // fp32 weights stay on the fp32 kernel: the matrix units would round them to fp16.
     const PipelineKey key{"linear_gemm_coopmat", {pipelines.coopmat_workgroup(), 1, 1}, {type}, sizeof(Push)};

@@ -11,10 +11,17 @@
 namespace q3n::ops {
 
 // Steps of up to this many tokens take the GEMV, whatever the weight type: every row is then
-// reduced in the same order for any row count a decode step can have (batch invariance), and
-// the tiled GEMM's 64-token tiles would be mostly empty anyway.
-constexpr uint32_t kGemvMaxTokens = 32;
-constexpr uint32_t kGemvSmallTokens = 8;  // the GEMV variant with a smaller register budget
+// reduced in the same order for any row count a decode step can have (batch invariance). The
+// GEMV reads each weight from memory once and from cache once per further 8 tokens; decode steps
+// of up to 128 sequences stay on it.
+constexpr uint32_t kGemvMaxTokens = 128;
+
+// linear_gemv.comp's workgroup for a matrix of n rows and `units` K-steps per row (K / 8 for
+// rows read 8 elements at a time): output rows per workgroup (4 or 1) and invocations (32-256).
+struct GemvShape {
+  uint32_t rows, threads;
+};
+GemvShape gemv_shape(uint32_t n, uint32_t units);
 
 struct LinearArgs {
   BufferRange x;       // f32 [tokens, k]

@@ -33,7 +33,12 @@ struct SwigluPush {
 };
 constexpr uint32_t kExpertTile = 64;          // BN of moe_expert.comp
 constexpr uint32_t kExpertCoopmatTile = 128;  // BN of moe_expert_coopmat.comp
-constexpr uint32_t kExpertGemvMaxTokens = 32;  // steps this small take moe_expert_gemv.comp
+// moe_expert_gemv.comp's shape: output rows per workgroup, expert rows per pass, invocations —
+// the same for every step (an assignment's reduction order depends on the invocation count only).
+// One expert row per pass: experts hold ~1-3 rows in decode steps, and on the H100 larger
+// register tiles cost more in occupancy than they save (bench/NOTES.md).
+constexpr uint32_t kExpertGemvRows = 4, kExpertGemvChunk = 1, kExpertGemvThreads = 64;
+static_assert(kExpertGemvRows * kExpertGemvChunk <= kExpertGemvThreads, "one invocation per sum in the reduction");
 }  // namespace
 
 MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
@@ -84,15 +89,18 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                            scratch.active.address, scratch.h.address, s.hidden, s.expert_dim, s.top_k};
   const ExpertPush down{scratch.h.address, a.down.address, scratch.offsets.address, scratch.sorted.address,
                         scratch.active.address, scratch.y.address, s.expert_dim, s.hidden, s.top_k};
-  if (s.tokens <= kExpertGemvMaxTokens && std::max(s.hidden, s.expert_dim) <= 65535) {
-    // Decode: an expert holds at most `tokens` rows; one workgroup per output row and expert.
-    // Two register budgets: up to 8 rows (one sequence's draft/verify or small batches) or 32.
-    const uint32_t max_rows = s.tokens <= 8 ? 8 : kExpertGemvMaxTokens;
-    const PipelineKey gemv_up{"moe_expert_gemv", {64, 1, 1}, {type, 1u, max_rows}, sizeof(gate_up)};
-    commands.dispatch(pipelines.get(gemv_up), gate_up, s.expert_dim, slots);
+  if (s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) {
+    // Decode and small batches: experts hold a few rows each; one workgroup per (4 output rows,
+    // live expert) walks them one at a time. Units of 8 need 16-byte aligned inputs and k % 8 == 0.
+    auto gemv = [&](const ExpertPush& push, uint32_t swiglu, uint32_t k, uint32_t n, uint64_t x_address) {
+      const uint32_t vec8 = is_quantized(a.type) || (k % 8 == 0 && x_address % 16 == 0) ? 1 : 0;
+      const PipelineKey key{"moe_expert_gemv", {kExpertGemvThreads, 1, 1},
+                            {type, swiglu, kExpertGemvRows, kExpertGemvChunk, vec8}, sizeof(push)};
+      commands.dispatch(pipelines.get(key), push, ceil_div(n, kExpertGemvRows), slots);
+    };
+    gemv(gate_up, 1, s.hidden, s.expert_dim, a.x.address);
     commands.barrier();
-    const PipelineKey gemv_down{"moe_expert_gemv", {64, 1, 1}, {type, 0u, max_rows}, sizeof(down)};
-    commands.dispatch(pipelines.get(gemv_down), down, s.hidden, slots);
+    gemv(down, 0, s.expert_dim, s.hidden, scratch.h.address);
   } else {
     // Row tile: the power of two (4..32) at or above the average rows per expert, so a prefill
     // whose experts get ~10 rows each does not compute 32-row tiles that are two-thirds empty.

@@ -14,6 +14,10 @@
 
 namespace q3n::ops {
 
+// Steps of up to this many tokens take moe_expert_gemv.comp (experts then hold ~1-3 rows each
+// at the 80B shapes), more take the tiled expert GEMMs.
+constexpr uint32_t kExpertGemvMaxTokens = 128;
+
 struct MoeShape {
   uint32_t tokens = 0, hidden = 0, experts = 0, top_k = 0, expert_dim = 0;
   bool normalise = true;  // norm_topk_prob

@@ -104,27 +104,59 @@ TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
 }
 
 // Batch invariance: a token's output row is bitwise the same whether it is computed alone or
-// among up to kGemvMaxTokens others (both GEMV register variants), for every weight type.
+// among up to kGemvMaxTokens others (in any pass of the GEMV), for every weight type, on a
+// matrix with few rows (one row per workgroup, 256 invocations) and one with many (4 rows, 32).
 TEST_F(GpuTest, GemvRowsDoNotDependOnTheTokenCount) {
-  const uint32_t k = 2080, n = 45;
-  for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::F16, ops::WeightType::F32,
-                                     ops::WeightType::Q8, ops::WeightType::Q4}) {
-    auto w = random_floats(size_t(n) * k, 41, -0.5f, 0.5f);
-    Allocation dw = upload_words(encode_weights(w, type));
-    const uint32_t most = ops::kGemvMaxTokens;
-    auto x = random_floats(size_t(most) * k, 42, -1, 1);
-    std::vector<std::vector<float>> by_count;
-    for (const uint32_t tokens : {1u, 3u, 12u, most}) {
-      std::vector<float> xs(x.end() - ptrdiff_t(tokens) * k, x.end());  // the last `tokens` rows
-      Allocation dx = upload(xs), dy = poisoned(size_t(tokens) * n);
-      run([&](CommandBuffer& cb) { ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), type, tokens, k, n}); });
-      const auto y = download(dy, size_t(tokens) * n);
-      by_count.emplace_back(y.end() - n, y.end());  // the row of the last token, present in every run
+  struct Matrix {
+    uint32_t k, n;
+    std::vector<uint32_t> token_counts;
+  };
+  const uint32_t most = ops::kGemvMaxTokens;
+  for (const Matrix& m : {Matrix{2080, 45, {1, 3, 12, 37, 100, most}}, Matrix{256, 20000, {1, 37, most}}}) {
+    for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::F16, ops::WeightType::F32,
+                                       ops::WeightType::Q8, ops::WeightType::Q4}) {
+      auto w = random_floats(size_t(m.n) * m.k, 41, -0.5f, 0.5f);
+      Allocation dw = upload_words(encode_weights(w, type));
+      auto x = random_floats(size_t(most) * m.k, 42, -1, 1);
+      std::vector<std::vector<float>> by_count;
+      for (const uint32_t tokens : m.token_counts) {
+        std::vector<float> xs(x.end() - ptrdiff_t(tokens) * m.k, x.end());  // the last `tokens` rows
+        Allocation dx = upload(xs), dy = poisoned(size_t(tokens) * m.n);
+        run([&](CommandBuffer& cb) {
+          ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), type, tokens, m.k, m.n});
+        });
+        const auto y = download(dy, size_t(tokens) * m.n);
+        by_count.emplace_back(y.end() - m.n, y.end());  // the row of the last token, present in every run
+      }
+      for (size_t i = 1; i < by_count.size(); ++i)
+        for (uint32_t j = 0; j < m.n; ++j)
+          ASSERT_EQ(by_count[i][j], by_count[0][j]) << ops::weight_type_name(type) << " n " << m.n << " run " << i << " output " << j;
     }
-    for (size_t i = 1; i < by_count.size(); ++i)
-      for (uint32_t j = 0; j < n; ++j)
-        ASSERT_EQ(by_count[i][j], by_count[0][j]) << ops::weight_type_name(type) << " run " << i << " output " << j;
   }
+}
+
+// The GEMV's workgroup shape at the 80B-A3B matrices: many rows take 4 per workgroup and 32
+// invocations; fewer rows take more invocations, then one row per workgroup; never more
+// invocations than a row has units.
+TEST(GemvShape, FollowsTheMatrix) {
+  auto shape = [](uint32_t n, uint32_t units) {
+    const ops::GemvShape s = ops::gemv_shape(n, units);
+    return std::pair{s.rows, s.threads};
+  };
+  EXPECT_EQ(shape(12288, 256), std::pair(4u, 32u));   // in_proj_qkvz
+  EXPECT_EQ(shape(151936, 256), std::pair(4u, 32u));  // lm_head
+  EXPECT_EQ(shape(2048, 512), std::pair(4u, 128u));   // out_proj
+  EXPECT_EQ(shape(513, 256), std::pair(1u, 128u));    // router + shared-expert gate
+  EXPECT_EQ(shape(64, 256), std::pair(1u, 256u));     // in_proj_ba
+  EXPECT_EQ(shape(2048, 64), std::pair(1u, 32u));     // shared expert down (K = 512)
+  EXPECT_EQ(shape(3, 5), std::pair(1u, 32u));         // tiny: the minimum
+  for (uint32_t n : {1u, 7u, 100u, 5000u, 70000u})
+    for (uint32_t units : {1u, 16u, 300u, 4096u}) {
+      const ops::GemvShape s = ops::gemv_shape(n, units);
+      EXPECT_TRUE(s.rows == 1 || s.rows == 4);
+      EXPECT_TRUE(s.threads >= 32 && s.threads <= 256 && (s.threads & (s.threads - 1)) == 0);
+      EXPECT_TRUE(s.threads == 32 || s.threads <= units) << n << " " << units;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -139,10 +171,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{1, 2048, 67, ops::WeightType::Q8}, Case{5, 96, 131, ops::WeightType::Q8},
                       Case{1, 2048, 67, ops::WeightType::Q4}, Case{8, 4128, 33, ops::WeightType::Q4},
                       Case{70, 160, 129, ops::WeightType::Q8}, Case{130, 544, 70, ops::WeightType::Q4},
-                      // GEMV up to 32 tokens for every weight type, GEMM from 33.
+                      // GEMV up to 128 tokens for every weight type (passes of 8 tokens), GEMM from 129.
                       Case{32, 96, 67, ops::WeightType::Q4}, Case{33, 64, 40, ops::WeightType::Q8},
-                      Case{20, 128, 35, ops::WeightType::Q8}, Case{32, 131, 70, ops::WeightType::BF16},
-                      Case{33, 130, 65, ops::WeightType::BF16}, Case{17, 99, 41, ops::WeightType::F32}),
+                      Case{128, 96, 67, ops::WeightType::Q4}, Case{129, 64, 40, ops::WeightType::Q8},
+                      Case{20, 128, 35, ops::WeightType::Q8}, Case{128, 131, 70, ops::WeightType::BF16},
+                      Case{129, 130, 65, ops::WeightType::BF16}, Case{17, 99, 41, ops::WeightType::F32},
+                      Case{45, 72, 9, ops::WeightType::F16}),  // units of 8, 16-bit
     [](const auto& info) {
       const Case& c = info.param;
       return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" + ops::weight_type_name(c.type);
