@@ -29,7 +29,7 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string matrix_kernels(const Runtime& rt) {
-  return describe_gemm_kernels(rt.device.coopmat_unavailable(), !rt.pipelines.coopmat());
+  return describe_gemm_kernels(rt.device.coopmat_support(), !rt.pipelines.coopmat());
 }
 
 // Device copy bandwidth, (bytes read + bytes written) / time, best of three batches of copies.

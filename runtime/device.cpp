@@ -6,6 +6,7 @@
 
 #include "runtime/error.h"
 #include "runtime/shader_registry.h"
+#include "runtime/vk_compat.h"
 
 namespace q3n {
 
@@ -28,13 +29,23 @@ std::string lower(std::string s) {
 
 }  // namespace
 
-std::string coopmat_gap(const DeviceInfo& d) {
-  if (!find_shader("linear_gemm_coopmat")) return "this build's glslc cannot compile GL_NV_cooperative_matrix";
-  if (!d.coopmat_nv) return "the device lacks VK_NV_cooperative_matrix";
-  const bool shape = std::any_of(d.coopmat_nv_shapes.begin(), d.coopmat_nv_shapes.end(), [](const CoopMatShape& s) {
+bool lists_f16_16x16x16(const std::vector<CoopMatShape>& shapes) {
+  return std::any_of(shapes.begin(), shapes.end(), [](const CoopMatShape& s) {
     return s.m == 16 && s.n == 16 && s.k == 16 && s.a_type == "f16" && s.b_type == "f16" && s.c_type == "f32";
   });
-  if (!shape) return "the device has no 16x16x16 f16 -> f32 cooperative matrix";
+}
+
+namespace {
+// Why the kernels of `api` cannot run on `d` with this build; empty when they can.
+std::string coopmat_gap(const DeviceInfo& d, CoopmatApi api) {
+  const bool khr = api == CoopmatApi::Khr;
+  if (!find_shader(khr ? "linear_gemm_coopmat_khr" : "linear_gemm_coopmat"))
+    return khr ? "this build's glslc cannot compile GL_KHR_cooperative_matrix (scripts/fetch-glslc.sh provides one)"
+               : "this build's glslc cannot compile GL_NV_cooperative_matrix";
+  if (!(khr ? d.coopmat_khr : d.coopmat_nv))
+    return khr ? "the device lacks VK_KHR_cooperative_matrix" : "the device lacks VK_NV_cooperative_matrix";
+  if (!lists_f16_16x16x16(khr ? d.coopmat_khr_shapes : d.coopmat_nv_shapes))
+    return "the device has no 16x16x16 f16 -> f32 cooperative matrix";
   if (!d.shader_float16) return "the device lacks shaderFloat16";
   if (!d.vulkan_memory_model || !d.vulkan_memory_model_device_scope)
     return "the device lacks vulkanMemoryModel with device scope";
@@ -44,11 +55,21 @@ std::string coopmat_gap(const DeviceInfo& d) {
     return "the device's subgroup size does not suit eight-subgroup workgroups";
   return "";
 }
+}  // namespace
 
-std::string describe_gemm_kernels(const std::string& gap, bool turned_off) {
-  if (!gap.empty()) return "portable fp32 (" + gap + ")";
+CoopmatSupport coopmat_support(const DeviceInfo& d) {
+  const std::string khr = coopmat_gap(d, CoopmatApi::Khr);
+  if (khr.empty()) return {CoopmatApi::Khr, ""};
+  const std::string nv = coopmat_gap(d, CoopmatApi::Nv);
+  if (nv.empty()) return {CoopmatApi::Nv, ""};
+  return {CoopmatApi::None, khr == nv ? khr : "KHR: " + khr + "; NV: " + nv};
+}
+
+std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off) {
+  if (support.api == CoopmatApi::None) return "portable fp32 (" + support.gap + ")";
   if (turned_off) return "portable fp32 (--no-coopmat)";
-  return "cooperative matrix (NV, 16x16x16 fp16 hi/lo -> fp32)";
+  return std::string("cooperative matrix (") + (support.api == CoopmatApi::Khr ? "KHR" : "NV") +
+         ", 16x16x16 fp16 hi/lo -> fp32)";
 }
 
 std::vector<DeviceInfo> list_devices(const Instance& instance) {
@@ -135,14 +156,25 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
 
   std::vector<const char*> extensions;
   if (info_.memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
-  coopmat_unavailable_ = coopmat_gap(info_);
-  VkPhysicalDeviceCooperativeMatrixFeaturesNV coopmat{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
-  if (coopmat_unavailable_.empty()) {
-    extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
-    coopmat.cooperativeMatrix = VK_TRUE;
+  coopmat_ = q3n::coopmat_support(info_);
+  // Diagnostics: Q3N_COOPMAT_API=nv takes the NV kernels where both could run (to compare them).
+  if (const char* api = std::getenv("Q3N_COOPMAT_API"); api && std::string(api) == "nv" && coopmat_.api == CoopmatApi::Khr &&
+      coopmat_gap(info_, CoopmatApi::Nv).empty())
+    coopmat_.api = CoopmatApi::Nv;
+  VkPhysicalDeviceCooperativeMatrixFeaturesKHR coopmat_khr{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV coopmat_nv{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+  if (coopmat_.api != CoopmatApi::None) {
+    if (coopmat_.api == CoopmatApi::Khr) {
+      extensions.push_back(VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
+      coopmat_khr.cooperativeMatrix = VK_TRUE;
+      f12.pNext = &coopmat_khr;
+    } else {
+      extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+      coopmat_nv.cooperativeMatrix = VK_TRUE;
+      f12.pNext = &coopmat_nv;
+    }
     f12.vulkanMemoryModel = VK_TRUE;  // the shaders' memory scopes (GL_KHR_memory_scope_semantics)
     f12.vulkanMemoryModelDeviceScope = info_.vulkan_memory_model_device_scope;  // others use Device-scope atomics
-    f12.pNext = &coopmat;
   }
 
   float priority = 1.0f;

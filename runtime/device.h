@@ -19,12 +19,22 @@ std::vector<DeviceInfo> list_devices(const Instance& instance);
 // (discrete > integrated > virtual > CPU). Throws naming the problem when none fits.
 uint32_t select_device(const std::vector<DeviceInfo>& devices, const std::string& selector);
 
-// Empty when q3n's cooperative-matrix kernels (shaders/coopmat.glsl) can run on `d` with this
-// build; else why not, phrased for users.
-std::string coopmat_gap(const DeviceInfo& d);
-// Names the GEMM / expert GEMM kernel family a run uses, for reports: the matrix units, or the
-// portable kernels with the reason (`gap` from coopmat_gap, or turned off by --no-coopmat).
-std::string describe_gemm_kernels(const std::string& gap, bool turned_off = false);
+// Which extension q3n's cooperative-matrix kernels (shaders/coopmat.glsl) use on a device.
+enum class CoopmatApi { None, Khr, Nv };
+struct CoopmatSupport {
+  CoopmatApi api = CoopmatApi::None;
+  std::string gap;  // with api None: why neither can run, phrased for users
+};
+// Whether a device's list of subgroup-scope matrix shapes has the one the kernels use:
+// 16x16x16, fp16 A and B, fp32 accumulator.
+bool lists_f16_16x16x16(const std::vector<CoopMatShape>& shapes);
+// VK_KHR_cooperative_matrix where the device and this build's shaders allow it (every vendor),
+// else VK_NV_cooperative_matrix (NVIDIA, and builds whose glslc compiles only the NV extension),
+// else none, with the reasons.
+CoopmatSupport coopmat_support(const DeviceInfo& d);
+// Names the GEMM / expert GEMM kernel family a run uses, for reports: the matrix units and their
+// extension, or the portable kernels with the reason (or turned off by --no-coopmat).
+std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off = false);
 
 class Device {
  public:
@@ -42,9 +52,10 @@ class Device {
   const Instance& instance() const { return instance_; }
   // Re-reads the memory budget (VK_EXT_memory_budget) of the device-local heaps, in bytes free.
   VkDeviceSize free_device_memory() const;
-  // coopmat_gap() of this device, computed once at creation (the extension is enabled when empty).
-  const std::string& coopmat_unavailable() const { return coopmat_unavailable_; }
-  bool coopmat() const { return coopmat_unavailable_.empty(); }
+  // coopmat_support() of this device, computed once at creation (its extension is then enabled).
+  const CoopmatSupport& coopmat_support() const { return coopmat_; }
+  const std::string& coopmat_unavailable() const { return coopmat_.gap; }
+  bool coopmat() const { return coopmat_.api != CoopmatApi::None; }
 
  private:
   const Instance& instance_;
@@ -54,7 +65,7 @@ class Device {
   uint32_t queue_family_ = 0;
   uint32_t timestamp_valid_bits_ = 0;
   DeviceInfo info_;
-  std::string coopmat_unavailable_;
+  CoopmatSupport coopmat_;
 };
 
 }  // namespace q3n

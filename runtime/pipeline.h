@@ -61,6 +61,11 @@ class PipelineLibrary {
   void set_coopmat(bool on);
   // Invocations of a cooperative-matrix workgroup: eight subgroups.
   uint32_t coopmat_workgroup() const { return 8 * device_.info().subgroup_size; }
+  // The variant of a cooperative-matrix shader for the device's extension: `family` itself for
+  // the NV one, `family` + "_khr" for the KHR one (shaders/CMakeLists.txt).
+  std::string coopmat_shader(const std::string& family) const {
+    return device_.coopmat_support().api == CoopmatApi::Khr ? family + "_khr" : family;
+  }
 
  private:
   const Device& device_;

@@ -1,7 +1,9 @@
-// Shared pieces of the cooperative-matrix kernels (GL_NV_cooperative_matrix, the only
-// cooperative-matrix extension Debian 12's glslc accepts): 16x16x16 products of fp16 matrices
-// accumulated in fp32, one subgroup per matrix. The host builds these variants only where glslc
-// supports the extension and runs them only on devices that report the 16x16x16 f16 -> f32 shape.
+// Shared pieces of the cooperative-matrix kernels: 16x16x16 products of fp16 matrices accumulated
+// in fp32, one subgroup per matrix. Each kernel is built twice: with Q3N_KHR for
+// GL_KHR_cooperative_matrix (AMD, Intel, NVIDIA, Mesa drivers: VK_KHR_cooperative_matrix) and
+// without for GL_NV_cooperative_matrix (NVIDIA; the only matrix extension Debian 12's own glslc
+// compiles). The host builds a variant only where glslc supports its extension and runs it only on
+// devices that list the 16x16x16 f16 -> f32 subgroup shape for it (runtime/device.cpp).
 //
 // Precision: weights enter as fp16 — exact for bf16/f16 weights in fp16's normal range, within
 // 2^-11 relative for dequantised Q8/Q4 values (far below their quantisation step). Activations
@@ -9,13 +11,32 @@
 // separately and summed in fp32, so they keep ~21 significant bits. The 2^11 keeps lo in fp16's normal
 // range (devices may flush fp16 denormals). |x| above 65504 does not fit fp16: inputs of that
 // size need the portable kernels (--no-coopmat).
-#extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
 
-#define F16_MATRIX fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+// A_MATRIX (M x K, loaded row-major), B_MATRIX (K x N, loaded column-major: column n is row n
+// of a weight tile), F32_MATRIX (the M x N accumulator); LOAD_A / LOAD_B / STORE_C take
+// (matrix, shared array, first element, stride) in units of the array's elements.
+#ifdef Q3N_KHR
+#extension GL_KHR_cooperative_matrix : require
+#define A_MATRIX coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
+#define B_MATRIX coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB>
+#define F32_MATRIX coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>
+#define LOAD_A(m, buf, at, stride) coopMatLoad(m, buf, at, stride, gl_CooperativeMatrixLayoutRowMajor)
+#define LOAD_B(m, buf, at, stride) coopMatLoad(m, buf, at, stride, gl_CooperativeMatrixLayoutColumnMajor)
+#define STORE_C(m, buf, at, stride) coopMatStore(m, buf, at, stride, gl_CooperativeMatrixLayoutRowMajor)
+#define MUL_ADD(a, b, c) coopMatMulAdd(a, b, c)
+#else
+#extension GL_NV_cooperative_matrix : require
+#define A_MATRIX fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define B_MATRIX fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define F32_MATRIX fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+#define LOAD_A(m, buf, at, stride) coopMatLoadNV(m, buf, at, stride, false)
+#define LOAD_B(m, buf, at, stride) coopMatLoadNV(m, buf, at, stride, true)
+#define STORE_C(m, buf, at, stride) coopMatStoreNV(m, buf, at, stride, false)
+#define MUL_ADD(a, b, c) coopMatMulAddNV(a, b, c)
+#endif
 
 const uint CM = 16;                  // the matrix shape, 16 x 16 x 16
 const float LO_SCALE = 2048.0;       // 2^11

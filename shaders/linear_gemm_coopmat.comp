@@ -67,20 +67,21 @@ void main() {
       [[unroll]] for (uint i = 0; i < MAX_UNITS_PER_THREAD; ++i)
         if (i < per_thread) fetch(k0 + BK, tid + i * threads, xa[i], wa[i]);
     [[unroll]] for (uint kk = 0; kk < BK / 8u; kk += CM / 8u) {  // in uvec4 units
-      F16_MATRIX w[2], hi, lo;  // w: K x N, its column n is row n of the weight tile
-      [[unroll]] for (uint j = 0; j < 2; ++j) coopMatLoadNV(w[j], w_tile, (column + j * CM) * STRIDE + kk, STRIDE, true);
-      coopMatLoadNV(hi, x_hi, row * STRIDE + kk, STRIDE, false);
-      coopMatLoadNV(lo, x_lo, row * STRIDE + kk, STRIDE, false);
+      B_MATRIX w[2];  // K x N, its column n is row n of the weight tile
+      A_MATRIX hi, lo;
+      [[unroll]] for (uint j = 0; j < 2; ++j) LOAD_B(w[j], w_tile, (column + j * CM) * STRIDE + kk, STRIDE);
+      LOAD_A(hi, x_hi, row * STRIDE + kk, STRIDE);
+      LOAD_A(lo, x_lo, row * STRIDE + kk, STRIDE);
       [[unroll]] for (uint j = 0; j < 2; ++j) {
-        acc_hi[j] = coopMatMulAddNV(hi, w[j], acc_hi[j]);
-        acc_lo[j] = coopMatMulAddNV(lo, w[j], acc_lo[j]);
+        acc_hi[j] = MUL_ADD(hi, w[j], acc_hi[j]);
+        acc_lo[j] = MUL_ADD(lo, w[j], acc_lo[j]);
       }
     }
     barrier();
   }
   [[unroll]] for (uint j = 0; j < 2; ++j) {
     merge_lo(acc_hi[j], acc_lo[j]);
-    coopMatStoreNV(acc_hi[j], c_tile, row * C_STRIDE + column + j * CM, C_STRIDE, false);
+    STORE_C(acc_hi[j], c_tile, row * C_STRIDE + column + j * CM, C_STRIDE);
   }
   barrier();
   for (uint e = tid; e < BM * BN; e += threads) {

@@ -96,18 +96,18 @@ void main() {
     }
     if (k0 == 0) continue;
     [[unroll]] for (uint kk = 0; kk < BK / 8u; kk += CM / 8u) {  // in uvec4 units
-      F16_MATRIX gate, up;  // K x N: column n is row n of the weight tile
-      coopMatLoadNV(gate, gate_tile, column * STRIDE + kk, STRIDE, true);
-      if (SWIGLU != 0u) coopMatLoadNV(up, up_tile, column * STRIDE + kk, STRIDE, true);
+      B_MATRIX gate, up;  // K x N: column n is row n of the weight tile
+      LOAD_B(gate, gate_tile, column * STRIDE + kk, STRIDE);
+      if (SWIGLU != 0u) LOAD_B(up, up_tile, column * STRIDE + kk, STRIDE);
       [[unroll]] for (uint i = 0; i < TM / CM; ++i) {
-        F16_MATRIX hi, lo;
-        coopMatLoadNV(hi, x_hi, i * CM * STRIDE + kk, STRIDE, false);
-        coopMatLoadNV(lo, x_lo, i * CM * STRIDE + kk, STRIDE, false);
-        gate_hi[i] = coopMatMulAddNV(hi, gate, gate_hi[i]);
-        gate_lo[i] = coopMatMulAddNV(lo, gate, gate_lo[i]);
+        A_MATRIX hi, lo;
+        LOAD_A(hi, x_hi, i * CM * STRIDE + kk, STRIDE);
+        LOAD_A(lo, x_lo, i * CM * STRIDE + kk, STRIDE);
+        gate_hi[i] = MUL_ADD(hi, gate, gate_hi[i]);
+        gate_lo[i] = MUL_ADD(lo, gate, gate_lo[i]);
         if (SWIGLU == 0u) continue;
-        up_hi[i] = coopMatMulAddNV(hi, up, up_hi[i]);
-        up_lo[i] = coopMatMulAddNV(lo, up, up_lo[i]);
+        up_hi[i] = MUL_ADD(hi, up, up_hi[i]);
+        up_lo[i] = MUL_ADD(lo, up, up_lo[i]);
       }
     }
     barrier();
@@ -118,7 +118,7 @@ void main() {
       merge_lo(up_hi[i], up_lo[i]);
       for (int j = 0; j < gate_hi[i].length(); ++j) gate_hi[i][j] = silu(gate_hi[i][j]) * up_hi[i][j];
     }
-    coopMatStoreNV(gate_hi[i], c_tile, i * CM * C_STRIDE + column, C_STRIDE, false);
+    STORE_C(gate_hi[i], c_tile, i * CM * C_STRIDE + column, C_STRIDE);
   }
   barrier();
   for (uint idx = tid; idx < TM * BN; idx += threads) {

@@ -111,7 +111,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     uint32_t threads = 256, column_tile = kExpertTile;
     if (pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0) {
       // Matrix units: row tiles of 16 or 32, column tiles of 128 (fp32 weights stay on the fp32 kernel).
-      shader = "moe_expert_coopmat";
+      shader = pipelines.coopmat_shader("moe_expert_coopmat");
       threads = pipelines.coopmat_workgroup();
       column_tile = kExpertCoopmatTile;
       tm = std::max(tm, 16u);

@@ -128,6 +128,46 @@ TEST_F(RuntimeTest, ProfilerTimesDispatches) {
 }
 
 // The debug messenger counts errors: inject one through VK_EXT_debug_utils and see it counted.
+// Cooperative-matrix selection from a device's reported shapes, on the lists real drivers give:
+// the kernels need 16x16x16 fp16 x fp16 -> fp32 at subgroup scope, KHR preferred over NV.
+TEST(CoopmatSelection, FollowsTheDevicesShapeList) {
+  const std::vector<CoopMatShape> h100 = {{16, 16, 16, "f16", "f16", "f16"}, {16, 16, 16, "f16", "f16", "f32"},
+                                          {16, 8, 16, "f16", "f16", "f32"},  {16, 16, 32, "s8", "s8", "s32"},
+                                          {16, 16, 16, "bf16", "bf16", "f32"}};
+  const std::vector<CoopMatShape> rdna3 = {{16, 16, 16, "f16", "f16", "f32"}, {16, 16, 16, "f16", "f16", "f16"},
+                                           {16, 16, 16, "s8", "s8", "s32"}};
+  const std::vector<CoopMatShape> xe_8x16 = {{8, 16, 16, "f16", "f16", "f32"}, {8, 16, 32, "s8", "s8", "s32"}};
+  const std::vector<CoopMatShape> fp16_only = {{16, 16, 16, "f16", "f16", "f16"}};
+  EXPECT_TRUE(lists_f16_16x16x16(h100));
+  EXPECT_TRUE(lists_f16_16x16x16(rdna3));
+  EXPECT_FALSE(lists_f16_16x16x16(xe_8x16));    // another shape: the portable kernels
+  EXPECT_FALSE(lists_f16_16x16x16(fp16_only));  // no fp32 accumulator
+  EXPECT_FALSE(lists_f16_16x16x16({}));         // lavapipe
+
+  DeviceInfo d;
+  d.shader_float16 = d.vulkan_memory_model = d.vulkan_memory_model_device_scope = true;
+  d.subgroup_size = d.min_subgroup_size = d.max_subgroup_size = 32;
+  d.max_workgroup_invocations = 1024;
+  d.coopmat_khr = d.coopmat_nv = true;
+  d.coopmat_khr_shapes = d.coopmat_nv_shapes = h100;
+  const bool khr_built = find_shader("linear_gemm_coopmat_khr") != nullptr, nv_built = find_shader("linear_gemm_coopmat") != nullptr;
+  const CoopmatSupport both = coopmat_support(d);
+  EXPECT_EQ(both.api, khr_built ? CoopmatApi::Khr : nv_built ? CoopmatApi::Nv : CoopmatApi::None) << both.gap;
+  d.coopmat_nv = false;  // AMD / Intel / Mesa: KHR only
+  d.coopmat_khr_shapes = rdna3;
+  EXPECT_EQ(coopmat_support(d).api, khr_built ? CoopmatApi::Khr : CoopmatApi::None);
+  d.coopmat_khr_shapes = xe_8x16;
+  const CoopmatSupport other_shape = coopmat_support(d);
+  EXPECT_EQ(other_shape.api, CoopmatApi::None);
+  if (khr_built) EXPECT_NE(other_shape.gap.find("16x16x16"), std::string::npos) << other_shape.gap;
+  EXPECT_NE(describe_gemm_kernels(other_shape).find("portable"), std::string::npos);
+  d.coopmat_khr_shapes = rdna3;
+  // RDNA reports subgroups of 32 to 64: the kernels need one fixed size (pinning it through
+  // VK_EXT_subgroup_size_control is not done yet), so such devices take the portable kernels.
+  d.min_subgroup_size = 32, d.max_subgroup_size = 64;
+  EXPECT_EQ(coopmat_support(d).api, CoopmatApi::None);
+}
+
 TEST(ValidationTest, MessengerCountsErrors) {
   Instance& instance = runtime().instance;
   ASSERT_TRUE(instance.validation_enabled()) << "tests must run with the validation layer";
