@@ -7,6 +7,7 @@
 # Exit status 1 (with a message on stderr) when neither is available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/trixie-debs.sh
 
 accepts_khr() {  # $1: a glslc command
   local dir
@@ -30,20 +31,10 @@ if [ -x "$wrapper" ] && accepts_khr "$wrapper"; then
   exit 0
 fi
 
-rm -rf "$prefix"
-mkdir -p "$prefix/lists/partial" "$prefix/archives/partial" "$prefix/debs" "$prefix/root"
-echo "deb http://deb.debian.org/debian trixie main" >"$prefix/sources.list"
-apt_opts=(-o "Dir::Etc::SourceList=$prefix/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-  -o "Dir::State::Lists=$prefix/lists" -o "Dir::Cache::Archives=$prefix/archives"
-  -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Architecture=amd64" -o "APT::Architectures=amd64"
-  -o "APT::Sandbox::User=root")
-if ! apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 ||
-  ! (cd "$prefix/debs" && apt-get "${apt_opts[@]}" download glslc libshaderc1 libc6 libstdc++6 libgcc-s1 >/dev/null 2>&1); then
+if ! trixie_unpack "$prefix" glslc libshaderc1 libc6 libstdc++6 libgcc-s1; then
   echo "fetch-glslc: could not download Debian trixie's glslc packages (apt); KHR cooperative-matrix shaders will not be built" >&2
   exit 1
 fi
-for deb in "$prefix"/debs/*.deb; do dpkg -x "$deb" "$prefix/root"; done
-rm -rf "$prefix/lists" "$prefix/archives" "$prefix/debs"  # 40 MB of package lists; only root/ is used
 lib=$prefix/root/usr/lib/x86_64-linux-gnu
 cat >"$wrapper" <<WRAP
 #!/bin/sh

@@ -9,25 +9,16 @@
 #   export LD_LIBRARY_PATH=$VK_LAYER_PATH/../../../lib/x86_64-linux-gnu
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/trixie-debs.sh
 prefix=$PWD/.cache/validation-trixie
 layers=$prefix/root/usr/share/vulkan/explicit_layer.d
 if [ -f "$layers/VkLayer_khronos_validation.json" ]; then
   echo "$layers"
   exit 0
 fi
-rm -rf "$prefix"
-mkdir -p "$prefix/lists/partial" "$prefix/archives/partial" "$prefix/debs" "$prefix/root"
-echo "deb http://deb.debian.org/debian trixie main" >"$prefix/sources.list"
-apt_opts=(-o "Dir::Etc::SourceList=$prefix/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-  -o "Dir::State::Lists=$prefix/lists" -o "Dir::Cache::Archives=$prefix/archives"
-  -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Architecture=amd64" -o "APT::Architectures=amd64"
-  -o "APT::Sandbox::User=root")
-if ! apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 ||
-  ! (cd "$prefix/debs" && apt-get "${apt_opts[@]}" download vulkan-validationlayers >/dev/null 2>&1); then
+if ! trixie_unpack "$prefix" vulkan-validationlayers; then
   echo "fetch-validation-layer: could not download Debian trixie's vulkan-validationlayers (apt)" >&2
   exit 1
 fi
-for deb in "$prefix"/debs/*.deb; do dpkg -x "$deb" "$prefix/root"; done
-rm -rf "$prefix/lists" "$prefix/archives" "$prefix/debs"
 tar -cJf "$prefix.tar.xz" -C "$prefix" root
 echo "$layers"
