@@ -33,8 +33,8 @@ struct EngineOptions {
   uint32_t prefill_chunk = 512;   // tokens per prefill step (rounded down to a power of two)
   uint32_t max_programs = 96;     // recorded step programs kept at once (least recently used go)
   // Sequences per decode step at most (1..kMaxDecodeRows); more run as several steps. On the
-  // H100 (80B-A3B q4) one step of 32 rows decodes 647 tok/s against 460 for 8 rows and 754 for
-  // 128 (bench/NOTES.md), so a step takes every generating sequence.
+  // H100 (80B-A3B q4) steps of 32 rows decode 633 tok/s against 456 for 8 rows and 728 for 128
+  // (bench/NOTES.md), so a step takes every generating sequence.
   uint32_t decode_rows = 128;  // Engine::kMaxDecodeRows
   bool profile = false;
 };

@@ -18,8 +18,10 @@ constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount
 // register tiles lose more to occupancy than they gain in reuse (bench/NOTES.md). A token's
 // arithmetic is the same in both variants (tests/ops/linear_test.cpp checks it bitwise).
 constexpr uint32_t kGemvChunk = 4;
-// Invocations in flight that keep a large GPU's memory busy (~500 per compute unit on the H100).
-constexpr uint64_t kGemvTargetInvocations = 65536;
+// Invocations in flight that keep a large GPU's memory busy (~1000 per compute unit on the H100).
+// Measured at 64k / 128k / 256k / 1M: single-sequence decode 113 / 135 / 133 / 135 tok/s, 128
+// sequences 762 / 730 / 682 / 622 (bench/NOTES.md, round 6).
+constexpr uint64_t kGemvTargetInvocations = 131072;
 }  // namespace
 
 GemvShape gemv_shape(uint32_t n, uint32_t units) {

@@ -143,12 +143,12 @@ TEST(GemvShape, FollowsTheMatrix) {
     const ops::GemvShape s = ops::gemv_shape(n, units);
     return std::pair{s.rows, s.threads};
   };
-  EXPECT_EQ(shape(12288, 256), std::pair(4u, 32u));   // in_proj_qkvz
+  EXPECT_EQ(shape(12288, 256), std::pair(4u, 64u));   // in_proj_qkvz
   EXPECT_EQ(shape(151936, 256), std::pair(4u, 32u));  // lm_head
-  EXPECT_EQ(shape(2048, 512), std::pair(4u, 128u));   // out_proj
-  EXPECT_EQ(shape(513, 256), std::pair(1u, 128u));    // router + shared-expert gate
+  EXPECT_EQ(shape(2048, 512), std::pair(4u, 256u));   // out_proj
+  EXPECT_EQ(shape(513, 256), std::pair(1u, 256u));    // router + shared-expert gate
   EXPECT_EQ(shape(64, 256), std::pair(1u, 256u));     // in_proj_ba
-  EXPECT_EQ(shape(2048, 64), std::pair(1u, 32u));     // shared expert down (K = 512)
+  EXPECT_EQ(shape(2048, 64), std::pair(1u, 64u));     // shared expert down (K = 512)
   EXPECT_EQ(shape(3, 5), std::pair(1u, 32u));         // tiny: the minimum
   for (uint32_t n : {1u, 7u, 100u, 5000u, 70000u})
     for (uint32_t units : {1u, 16u, 300u, 4096u}) {
