@@ -33,6 +33,9 @@ class CommandBuffer {
                 uint32_t groups_y = 1, uint32_t groups_z = 1);
   template <typename Push>
   void dispatch(const Pipeline& pipeline, const Push& push, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1) {
+    // 128 bytes: the push-constant space every Vulkan device has (maxPushConstantsSize minimum).
+    // The shader's own block is checked against sizeof(Push) when its pipeline is created.
+    static_assert(sizeof(Push) <= 128, "push constants beyond the guaranteed 128 bytes");
     dispatch(pipeline, &push, sizeof(Push), gx, gy, gz);
   }
   // Makes every earlier shader/transfer write visible to every later shader/transfer access.

@@ -10,6 +10,7 @@
 
 #include "runtime/error.h"
 #include "runtime/shader_registry.h"
+#include "runtime/spirv_reflect.h"
 
 namespace q3n {
 
@@ -24,6 +25,12 @@ Pipeline::Pipeline(const Device& device, VkPipelineCache cache, const PipelineKe
   if (!shader) throw Error("shader variant '" + key.shader + "' is not built into this q3n binary");
   if (key.push_bytes > device.info().max_push_constants)
     throw Error("shader " + key.shader + " needs " + std::to_string(key.push_bytes) + " bytes of push constants");
+  // The host struct must cover the shader's block, and may exceed it only by the struct's tail
+  // padding (C++ rounds a struct holding 64-bit addresses up to a multiple of 8).
+  const uint32_t declared = push_constant_bytes({shader->code, shader->words}).value_or(0);
+  if (key.push_bytes < declared || key.push_bytes >= declared + 8)
+    throw Error("internal: shader " + key.shader + " declares " + std::to_string(declared) +
+                " bytes of push constants but its host struct has " + std::to_string(key.push_bytes));
   VkDevice dev = device.get();
 
   VkShaderModuleCreateInfo module_info{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};

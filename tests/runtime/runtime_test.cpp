@@ -7,6 +7,7 @@
 #include "runtime/ops/rms_norm.h"
 #include "runtime/profiler.h"
 #include "runtime/shader_registry.h"
+#include "runtime/spirv_reflect.h"
 #include "tests/support/gpu_test.h"
 
 namespace q3n::test {
@@ -85,6 +86,28 @@ TEST_F(RuntimeTest, PipelinesAreCreatedOnceAndUnknownShadersFail) {
   EXPECT_EQ(p1, p2);
   EXPECT_NE(find_shader("rms_norm"), nullptr);
   EXPECT_THROW(pipelines().get({"no_such_shader", {64, 1, 1}, {}, 0}), Error);
+}
+
+// The push-constant block size is read from each shader's SPIR-V, and a pipeline whose host
+// struct does not cover it (or exceeds it by more than tail padding) is refused.
+TEST_F(RuntimeTest, PushConstantBlocksAreCheckedAgainstTheHostStruct) {
+  auto declared = [](const char* name) {
+    const EmbeddedShader* s = find_shader(name);
+    return push_constant_bytes({s->code, s->words});
+  };
+  EXPECT_EQ(declared("copy"), 20u);         // two buffer addresses and a uint
+  EXPECT_EQ(declared("linear_gemv"), 36u);  // three addresses, k, n, tokens
+  const uint32_t bf16 = 2, rows = 1, chunk = 1, vec8 = 0;
+  EXPECT_NO_THROW(pipelines().get({"linear_gemv", {32, 1, 1}, {bf16, rows, chunk, vec8}, 40}));  // sizeof: padded to 8
+  for (const uint32_t wrong : {32u, 48u}) {
+    try {
+      pipelines().get({"linear_gemv", {32, 1, 1}, {bf16, rows, chunk, vec8}, wrong});
+      ADD_FAILURE() << wrong << " bytes were accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("declares 36 bytes"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(push_constant_bytes(std::vector<uint32_t>{1, 2, 3}), Error);  // not SPIR-V
 }
 
 // A command buffer recorded once and submitted three times: the fused residual add accumulates.
