@@ -35,13 +35,15 @@ MemoryPlan plan_memory(const Graph& graph, uint64_t alignment) {
   MemoryPlan plan;
   plan.offsets.assign(tensors.size(), 0);
   std::vector<TensorId> placed;
+  // Every tensor takes at least 4 bytes (an empty binding would be invalid), rounded to `alignment`.
+  auto placed_size = [&](TensorId id) { return align_up(std::max<uint64_t>(tensors[id].bytes, 4), alignment); };
   for (TensorId id : order) {
-    const uint64_t size = align_up(std::max<uint64_t>(tensors[id].bytes, 4), alignment);
+    const uint64_t size = placed_size(id);
     plan.unshared_bytes += size;
     std::vector<std::pair<uint64_t, uint64_t>> busy;  // [begin, end) of colliding tensors
     for (TensorId other : placed)
       if (life[id].overlaps(life[other]))
-        busy.push_back({plan.offsets[other], plan.offsets[other] + align_up(tensors[other].bytes, alignment)});
+        busy.push_back({plan.offsets[other], plan.offsets[other] + placed_size(other)});
     std::sort(busy.begin(), busy.end());
     uint64_t offset = 0;
     for (const auto& [begin, end] : busy) {

@@ -2,44 +2,10 @@
 
 #include <sstream>
 
+#include "graph/hazard_tracker.h"
 #include "runtime/error.h"
 
 namespace q3n::graph {
-
-namespace {
-struct Span {
-  VkBuffer buffer;
-  VkDeviceSize begin, end;
-  bool overlaps(const Span& o) const { return buffer == o.buffer && begin < o.end && o.begin < end; }
-};
-Span span_of(const BufferRange& r) { return {r.buffer, r.offset, r.offset + r.size}; }
-
-// Memory hazards since the last barrier. Checked on byte ranges, not tensor ids, because the
-// memory plan lets different tensors share bytes.
-class HazardTracker {
- public:
-  bool needs_barrier(const std::vector<Span>& reads, const std::vector<Span>& writes) const {
-    for (const Span& r : reads)
-      for (const Span& w : written_)
-        if (r.overlaps(w)) return true;  // read after write
-    for (const Span& w : writes) {
-      for (const Span& o : written_)
-        if (w.overlaps(o)) return true;  // write after write
-      for (const Span& o : read_)
-        if (w.overlaps(o)) return true;  // write after read
-    }
-    return false;
-  }
-  void clear() { read_.clear(), written_.clear(); }
-  void add(const std::vector<Span>& reads, const std::vector<Span>& writes) {
-    read_.insert(read_.end(), reads.begin(), reads.end());
-    written_.insert(written_.end(), writes.begin(), writes.end());
-  }
-
- private:
-  std::vector<Span> read_, written_;
-};
-}  // namespace
 
 Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool profile, BufferRange arena)
     : runtime_(runtime), graph_(std::move(graph)), commands_(runtime.pool.allocate()) {

@@ -1,0 +1,96 @@
+// graph/ without a model or a GPU: the memory planner (tensors alive at the same time never
+// share bytes), pruning, and the hazard tracker that places barriers.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "graph/graph.h"
+#include "graph/hazard_tracker.h"
+#include "graph/memory_plan.h"
+
+namespace q3n::graph {
+namespace {
+
+Node node(std::string name, std::vector<TensorId> reads, std::vector<TensorId> writes) {
+  return {std::move(name), "test", std::move(reads), std::move(writes), [](const Bindings&, PipelineLibrary&, CommandBuffer&) {}};
+}
+
+// Random graphs of scratch tensors (sizes 0 .. 100 kB, some zero) read and written by nodes that
+// touch recent tensors, as a layer stack does: every pair of tensors whose lifetimes (first to last
+// node touching them) overlap gets disjoint byte ranges, offsets are aligned, the arena holds them all
+// and sharing never makes it larger than placing them side by side.
+TEST(MemoryPlan, TensorsAliveTogetherNeverShareBytes) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 50; ++trial) {
+    Graph g;
+    const uint32_t count = 5 + rng() % 120;
+    for (uint32_t i = 0; i < count; ++i) g.scratch("t" + std::to_string(i), rng() % 7 == 0 ? 0 : rng() % 100000, "");
+    const TensorId weight = g.bind("w", TensorRole::Weight, {}, "");
+    const uint32_t nodes = 5 + rng() % 150;
+    for (uint32_t n = 0; n < nodes; ++n) {
+      std::vector<TensorId> reads{weight}, writes;
+      for (int j = 0; j < 3; ++j) reads.push_back(rng() % count);
+      writes.push_back(rng() % count);
+      g.add(node("n" + std::to_string(n), reads, writes));
+    }
+    const uint64_t alignment = 256;
+    const MemoryPlan plan = plan_memory(g, alignment);
+
+    std::vector<size_t> first(g.tensors().size(), SIZE_MAX), last(g.tensors().size(), 0);
+    for (size_t n = 0; n < g.nodes().size(); ++n)
+      for (const auto* list : {&g.nodes()[n].reads, &g.nodes()[n].writes})
+        for (TensorId id : *list) first[id] = std::min(first[id], n), last[id] = std::max(last[id], n);
+    auto extent = [&](TensorId id) { return std::max<uint64_t>(g.tensors()[id].bytes, 4); };
+    for (TensorId a = 0; a < count; ++a) {
+      if (first[a] == SIZE_MAX) continue;
+      EXPECT_EQ(plan.offsets[a] % alignment, 0u);
+      EXPECT_LE(plan.offsets[a] + extent(a), plan.arena_bytes);
+      for (TensorId b = a + 1; b < count; ++b) {
+        if (first[b] == SIZE_MAX || first[a] > last[b] || first[b] > last[a]) continue;  // not alive together
+        const bool disjoint = plan.offsets[a] + extent(a) <= plan.offsets[b] || plan.offsets[b] + extent(b) <= plan.offsets[a];
+        ASSERT_TRUE(disjoint) << "trial " << trial << ": tensors " << a << " and " << b << " share bytes";
+      }
+    }
+    EXPECT_LE(plan.arena_bytes, plan.unshared_bytes);
+  }
+}
+
+// A chain whose tail feeds nothing: nodes whose writes nobody needs go, transitively; a node
+// that writes an Output or State tensor stays with everything it reads; a node that only raises
+// a Status flag goes.
+TEST(Prune, DropsWorkNobodyNeeds) {
+  Graph g;
+  const TensorId x = g.bind("x", TensorRole::Input, {}, ""), out = g.bind("out", TensorRole::Output, {}, "");
+  const TensorId state = g.bind("state", TensorRole::State, {}, ""), status = g.bind("status", TensorRole::Status, {}, "");
+  const TensorId a = g.scratch("a", 16, ""), b = g.scratch("b", 16, ""), c = g.scratch("c", 16, ""), d = g.scratch("d", 16, "");
+  g.add(node("make a", {x}, {a}));
+  g.add(node("make b", {a}, {b}));
+  g.add(node("make out", {b}, {out}));
+  g.add(node("make c (unused)", {a}, {c}));
+  g.add(node("make d from c (unused)", {c}, {d}));
+  g.add(node("update state", {x}, {state}));
+  g.add(node("flag only", {b}, {status}));
+  g.prune();
+  std::vector<std::string> kept;
+  for (const Node& n : g.nodes()) kept.push_back(n.name);
+  EXPECT_EQ(kept, (std::vector<std::string>{"make a", "make b", "make out", "update state"}));
+}
+
+// Barriers: read after write, write after write and write after read on overlapping bytes need
+// one; reads after reads, disjoint ranges and other buffers do not; clear() starts over.
+TEST(HazardTracker, PlacesBarriersOnOverlappingBytesOnly) {
+  const VkBuffer buf = reinterpret_cast<VkBuffer>(uintptr_t(1)), other = reinterpret_cast<VkBuffer>(uintptr_t(2));
+  HazardTracker t;
+  t.add({{buf, 0, 100}}, {{buf, 200, 300}});  // read [0, 100), write [200, 300)
+  EXPECT_TRUE(t.needs_barrier({{buf, 250, 260}}, {}));     // read after write
+  EXPECT_TRUE(t.needs_barrier({}, {{buf, 299, 400}}));     // write after write
+  EXPECT_TRUE(t.needs_barrier({}, {{buf, 50, 60}}));       // write after read
+  EXPECT_FALSE(t.needs_barrier({{buf, 0, 100}}, {}));      // read after read
+  EXPECT_FALSE(t.needs_barrier({{buf, 100, 200}}, {{buf, 300, 400}}));  // touching, not overlapping
+  EXPECT_FALSE(t.needs_barrier({{other, 200, 300}}, {{other, 0, 100}}));  // another buffer
+  t.clear();
+  EXPECT_FALSE(t.needs_barrier({{buf, 250, 260}}, {{buf, 0, 100}}));
+}
+
+}  // namespace
+}  // namespace q3n::graph
