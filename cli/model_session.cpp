@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <vector>
 
+#include "graph/support_check.h"
 #include "loader/progress.h"
 #include "loader/tensor_schema.h"
 #include "runtime/error.h"
@@ -108,9 +110,11 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   graph::WeightFormat format = graph::parse_weight_format(o.weights);
   if (synthetic) {
     s.config = load_config_file(o.synthetic);
+    graph::check_supported(s.config, o.synthetic);
     if (format == graph::WeightFormat::AsStored) format = graph::WeightFormat::BF16;
   } else {
     s.config = load_config(o.model);
+    graph::check_supported(s.config, (std::filesystem::path(o.model) / "config.json").string());
     s.checkpoint = std::make_unique<Checkpoint>(o.model);
     validate_checkpoint(*s.checkpoint, s.config);
   }

@@ -58,10 +58,11 @@ uint32_t attention_splits(const Device& device, uint32_t tokens, uint32_t capaci
 void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const AttentionArgs& a) {
   const AttentionShape& s = a.shape;
   if (s.kv_heads == 0 || s.heads % s.kv_heads != 0)
-    throw Error("num_attention_heads must be a multiple of num_key_value_heads");
+    throw Error("internal: attention heads must be a multiple of key/value heads");
   if (s.head_dim > kMaxAttentionHeadDim || s.head_dim % 2 != 0)
-    throw Error("attention head_dim " + std::to_string(s.head_dim) + " is not supported (even, at most 256)");
-  if (s.rot_dim % 2 != 0 || s.rot_dim > s.head_dim) throw Error("partial rotary dims must be even and <= head_dim");
+    throw Error("internal: attention head dim " + std::to_string(s.head_dim) + " is odd or above " +
+                std::to_string(kMaxAttentionHeadDim) + " (graph::check_supported refuses such configs)");
+  if (s.rot_dim % 2 != 0 || s.rot_dim > s.head_dim) throw Error("internal: rotary dims must be even and <= the head dim");
   const uint64_t rows = s.rows();
   require_bytes(a.qkv, rows * s.qkv_width() * 4, "attention qkv");
   require_bytes(a.q, rows * s.heads * s.head_dim * 4, "attention q");

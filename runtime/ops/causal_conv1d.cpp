@@ -14,7 +14,8 @@ struct Push {
 
 void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, const CausalConv1dArgs& a) {
   if (a.kernel < 1 || a.kernel > kMaxConvKernel)
-    throw Error("linear_conv_kernel_dim " + std::to_string(a.kernel) + " is outside q3n's range 1..8");
+    throw Error("internal: conv kernel width " + std::to_string(a.kernel) + " is outside 1.." + std::to_string(kMaxConvKernel) +
+                " (graph::check_supported refuses such configs)");
   const uint64_t rows = uint64_t(a.batch) * a.tokens;
   if (a.x.size < rows * a.channels * 4 || a.y.size < rows * a.channels * 4 ||
       a.weight.size < weight_storage_bytes(a.type, uint64_t(a.channels) * a.kernel) ||

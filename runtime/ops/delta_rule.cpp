@@ -30,9 +30,10 @@ constexpr uint32_t kDvTile = 16;
 
 void check_shape(const DeltaShape& s) {
   if (s.key_heads == 0 || s.value_heads % s.key_heads != 0)
-    throw Error("linear_num_value_heads must be a multiple of linear_num_key_heads");
+    throw Error("internal: delta-rule value heads must be a multiple of key heads");
   if (s.dk > kMaxDeltaHeadDim || s.dv > kMaxDeltaHeadDim)
-    throw Error("linear key/value head dims above 256 are not supported by q3n");
+    throw Error("internal: delta-rule head dims above " + std::to_string(kMaxDeltaHeadDim) +
+                " (graph::check_supported refuses such configs)");
 }
 
 void check_rule_args(const DeltaRuleArgs& a) {

@@ -49,7 +49,7 @@ MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
 
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
   const MoeShape& s = a.shape;
-  if (s.top_k == 0 || s.top_k > s.experts) throw Error("num_experts_per_tok must be between 1 and num_experts");
+  if (s.top_k == 0 || s.top_k > s.experts) throw Error("internal: top-k must be between 1 and the expert count");
   const MoeScratchBytes need = moe_scratch_bytes(s);
   require_bytes(a.x, uint64_t(s.tokens) * s.hidden * 4, "moe input");
   require_bytes(a.logits, uint64_t(s.tokens) * a.logit_stride * 4, "moe logits");

@@ -7,6 +7,9 @@
 #include "graph/graph.h"
 #include "graph/hazard_tracker.h"
 #include "graph/memory_plan.h"
+#include "graph/support_check.h"
+#include "loader/config.h"
+#include "runtime/error.h"
 
 namespace q3n::graph {
 namespace {
@@ -90,6 +93,37 @@ TEST(HazardTracker, PlacesBarriersOnOverlappingBytesOnly) {
   EXPECT_FALSE(t.needs_barrier({{other, 200, 300}}, {{other, 0, 100}}));  // another buffer
   t.clear();
   EXPECT_FALSE(t.needs_barrier({{buf, 250, 260}}, {{buf, 0, 100}}));
+}
+
+// Kernel limits are checked against the config before anything is loaded: the 80B config passes;
+// a head_dim, linear head dim or conv width past what the kernels take is refused with the field,
+// its value and the limit in the message.
+TEST(CheckSupported, RefusesConfigsPastTheKernelLimits) {
+  const std::string path = std::string(Q3N_SOURCE_DIR) + "/assets/configs/qwen3-next-80b-a3b.json";
+  const ModelConfig base = load_config_file(path);
+  EXPECT_NO_THROW(check_supported(base, path));
+  auto refusal = [&](auto change) {
+    ModelConfig c = base;
+    change(c);
+    try {
+      check_supported(c, "config.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(refusal([](ModelConfig& c) { c.head_dim = 512; }),
+            "config.json: field \"head_dim\" is 512; q3n's attention kernels take heads of at most 256 (this q3n cannot "
+            "run the model)");
+  EXPECT_NE(refusal([](ModelConfig& c) { c.linear_value_head_dim = 300; }).find("\"linear_value_head_dim\" is 300"), std::string::npos);
+  EXPECT_NE(refusal([](ModelConfig& c) { c.linear_key_head_dim = 257; }).find("\"linear_key_head_dim\" is 257"), std::string::npos);
+  EXPECT_NE(refusal([](ModelConfig& c) { c.linear_conv_kernel_dim = 9; }).find("1 to 8"), std::string::npos);
+  // A model without full-attention layers is not held to the attention limit.
+  EXPECT_EQ(refusal([](ModelConfig& c) {
+              c.head_dim = 512;
+              for (auto& t : c.layer_types) t = LayerType::LinearAttention;
+            }),
+            "accepted");
 }
 
 }  // namespace
