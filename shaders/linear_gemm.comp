@@ -11,14 +11,7 @@ const uint BM = 64;  // tokens per tile
 const uint BN = 64;  // output features per tile
 const uint BK = 16;
 
-layout(push_constant) uniform Push {
-  F32Buf x;       // [tokens, k]
-  U32Buf weight;  // [n, k]
-  F32Buf y;       // [tokens, n]
-  uint k;
-  uint n;
-  uint tokens;
-} p;
+#include "linear_push.glsl"
 
 shared float tile_x[BK][BM + 1];
 shared float tile_w[BK][BN + 1];

@@ -16,14 +16,7 @@ const uint UNITS = BM * (BK / 8u);   // 8-value units per tile
 const uint MAX_UNITS_PER_THREAD = 2;  // the host guarantees >= 128 invocations
 const uint C_STRIDE = BN + 4;        // fp32 result row
 
-layout(push_constant) uniform Push {
-  F32Buf x;       // [tokens, k]
-  U32Buf weight;  // [n, k]
-  F32Buf y;       // [tokens, n]
-  uint k;
-  uint n;
-  uint tokens;
-} p;
+#include "linear_push.glsl"
 
 shared uvec4 x_hi[BM * STRIDE], x_lo[BM * STRIDE], w_tile[BN * STRIDE];
 shared float c_tile[BM * C_STRIDE];

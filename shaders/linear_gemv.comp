@@ -17,14 +17,7 @@ layout(constant_id = 4) const uint ROWS = 4;   // output rows per workgroup
 layout(constant_id = 5) const uint CHUNK = 4;  // tokens per pass over the rows
 layout(constant_id = 6) const uint VEC8 = 1;
 
-layout(push_constant) uniform Push {
-  F32Buf x;       // [tokens, k]
-  U32Buf weight;  // [n, k]
-  F32Buf y;       // [tokens, n]
-  uint k;
-  uint n;
-  uint tokens;
-} p;
+#include "linear_push.glsl"
 
 // Per-subgroup partial sums, [ROWS * CHUNK][subgroups] (gl_WorkGroupSize.x bounds the subgroup count).
 shared float partial[ROWS * CHUNK * gl_WorkGroupSize.x];

@@ -13,17 +13,7 @@ layout(constant_id = 5) const uint TM = 4;  // rows per tile, a multiple of 4
 const uint BN = 64, BK = 32, THREADS = 256;
 const uint ROWS_PER_THREAD = TM / 4u;
 
-layout(push_constant) uniform Push {
-  F32Buf x;        // SWIGLU: [tokens, K]; else [assignments, K]
-  U32Buf weight;   // [experts, (SWIGLU ? 2N : N), K]
-  U32Buf offsets;  // [experts + 1]
-  U32Buf sorted;   // [assignments]
-  U32Buf live;   // [1 + experts]
-  F32Buf y;        // [assignments, N]
-  uint k;
-  uint n;
-  uint top_k;
-} p;
+#include "moe_expert_push.glsl"
 
 shared float x_tile[TM][BK + 1];
 shared float gate_tile[BN][BK + 1];

@@ -17,17 +17,7 @@ const uint W_UNITS = BN * (BK / 8u);  // 8-value units per weight tile
 const uint MAX_W_PER_THREAD = 4;      // the host guarantees >= 128 invocations
 const uint C_STRIDE = BN + 4;         // fp32 result row
 
-layout(push_constant) uniform Push {
-  F32Buf x;        // SWIGLU: [tokens, K]; else [assignments, K]
-  U32Buf weight;   // [experts, (SWIGLU ? 2N : N), K]
-  U32Buf offsets;  // [experts + 1]
-  U32Buf sorted;   // [assignments]
-  U32Buf live;     // [1 + experts]
-  F32Buf y;        // [assignments, N]
-  uint k;
-  uint n;
-  uint top_k;
-} p;
+#include "moe_expert_push.glsl"
 
 shared uvec4 x_hi[MAX_TM * STRIDE], x_lo[MAX_TM * STRIDE], gate_tile[BN * STRIDE], up_tile[BN * STRIDE];
 shared float c_tile[MAX_TM * C_STRIDE];

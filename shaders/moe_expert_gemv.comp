@@ -17,17 +17,7 @@ layout(constant_id = 5) const uint ROWS = 4;   // output rows per workgroup
 layout(constant_id = 6) const uint CHUNK = 1;  // expert rows per pass
 layout(constant_id = 7) const uint VEC8 = 1;
 
-layout(push_constant) uniform Push {
-  F32Buf x;        // SWIGLU: [tokens, K]; else [assignments, K]
-  U32Buf weight;   // [experts, (SWIGLU ? 2N : N), K]
-  U32Buf offsets;  // [experts + 1]
-  U32Buf sorted;   // [assignments]
-  U32Buf live;     // [1 + experts]
-  F32Buf y;        // [assignments, N]
-  uint k;
-  uint n;
-  uint top_k;
-} p;
+#include "moe_expert_push.glsl"
 
 const uint MATRICES = SWIGLU != 0u ? 2u : 1u;  // gate and up, or down
 // Per-subgroup partial sums, [MATRICES * ROWS * CHUNK][subgroups].

@@ -8,7 +8,7 @@
 namespace q3n::ops {
 
 namespace {
-struct Push {
+struct Push {  // shaders/linear_push.glsl
   VkDeviceAddress x, weight, y;
   uint32_t k, n, tokens;
 };

@@ -19,7 +19,7 @@ struct GroupPush {
   VkDeviceAddress ids, offsets, sorted, active;
   uint32_t assignments, experts;
 };
-struct ExpertPush {
+struct ExpertPush {  // shaders/moe_expert_push.glsl
   VkDeviceAddress x, weight, offsets, sorted, active, y;
   uint32_t k, n, top_k;
 };

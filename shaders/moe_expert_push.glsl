@@ -1,0 +1,14 @@
+// The push constants of every grouped expert kernel (moe_expert, moe_expert_coopmat,
+// moe_expert_gemv); mirrored by `ExpertPush` in runtime/ops/moe.cpp (the pipeline checks the
+// sizes agree).
+layout(push_constant) uniform Push {
+  F32Buf x;        // SWIGLU: [tokens, K]; else [assignments, K]
+  U32Buf weight;   // [experts, (SWIGLU ? 2N : N), K]
+  U32Buf offsets;  // [experts + 1]
+  U32Buf sorted;   // [assignments]
+  U32Buf live;     // [1 + experts]
+  F32Buf y;        // [assignments, N]
+  uint k;
+  uint n;
+  uint top_k;
+} p;
