@@ -4,11 +4,13 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "graph/state.h"
 #include "loader/config.h"
 #include "loader/model_summary.h"
 #include "loader/safetensors.h"
 #include "loader/tensor_schema.h"
 #include "runtime/error.h"
+#include "runtime/memory.h"
 
 namespace q3n::cli {
 
@@ -27,7 +29,15 @@ void add_info_command(CLI::App& app) {
     const ModelConfig config = load_config(o->model);
     const Checkpoint checkpoint(o->model);
     validate_checkpoint(checkpoint, config);
-    std::printf("%s", describe_model(config, summarize(config, checkpoint), o->context).c_str());
+    const ModelSummary summary = summarize(config, checkpoint);
+    std::printf("%s", describe_model(config, summary).c_str());
+    // State sizes from the graph that allocates them (one sequence; capacity 0 = no KV cache).
+    const uint32_t context = static_cast<uint32_t>(o->context);
+    const uint64_t recurrent = graph::SequenceState::planned_bytes(config, 1, 0);
+    const uint64_t kv = graph::SequenceState::planned_bytes(config, 1, context) - recurrent;
+    std::printf("memory to run one sequence of %u tokens: weights %s + recurrent state %s + KV cache %s = %s (plus activations)\n",
+                context, format_bytes(summary.weight_bytes).c_str(), format_bytes(recurrent).c_str(),
+                format_bytes(kv).c_str(), format_bytes(summary.weight_bytes + recurrent + kv).c_str());
     if (o->verify) {
       const TensorScan scan = scan_tensors(checkpoint);
       std::printf("verified %llu tensors, %llu values: %llu NaN/Inf%s%s\n", (unsigned long long)scan.tensors,

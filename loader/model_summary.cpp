@@ -43,18 +43,10 @@ ModelSummary summarize(const ModelConfig& c, const Checkpoint& checkpoint) {
   }
   s.active_parameters = s.parameters - routed;
   if (c.num_experts > 0) s.active_parameters += routed / c.num_experts * c.num_experts_per_tok;
-
-  const uint64_t linear_layers = c.count_layers(LayerType::LinearAttention);
-  const uint64_t full_layers = c.count_layers(LayerType::FullAttention);
-  const uint64_t conv_state = uint64_t(c.linear_conv_kernel_dim - 1) * c.linear_conv_dim() * 4;
-  const uint64_t delta_state =
-      uint64_t(c.linear_num_value_heads) * c.linear_key_head_dim * c.linear_value_head_dim * 4;
-  s.recurrent_state_bytes = linear_layers * (conv_state + delta_state);
-  s.kv_bytes_per_token = full_layers * 2 * uint64_t(c.num_key_value_heads) * c.head_dim * 4;
   return s;
 }
 
-std::string describe_model(const ModelConfig& c, const ModelSummary& s, int context) {
+std::string describe_model(const ModelConfig& c, const ModelSummary& s) {
   std::ostringstream o;
   o << "model_type: " << c.model_type << " (dtype " << c.dtype << ")\n";
   o << "hidden " << c.hidden_size << ", vocab " << c.vocab_size << ", layers " << c.num_hidden_layers
@@ -82,10 +74,6 @@ std::string describe_model(const ModelConfig& c, const ModelSummary& s, int cont
   o << "weights on disk:";
   for (const auto& [dt, bytes] : s.bytes_by_dtype) o << " " << dt << " " << gib(bytes);
   o << "\n";
-  const uint64_t kv = s.kv_bytes_per_token * uint64_t(context);
-  o << "memory to run one sequence of " << context << " tokens: weights " << gib(s.weight_bytes) << " + recurrent state "
-    << gib(s.recurrent_state_bytes) << " + KV cache " << gib(kv) << " = " << gib(s.weight_bytes + s.recurrent_state_bytes + kv)
-    << " (plus activations)\n";
   return o.str();
 }
 

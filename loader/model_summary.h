@@ -16,12 +16,11 @@ struct ModelSummary {
   int64_t mtp_parameters = 0;
   std::map<std::string, uint64_t> bytes_by_dtype;  // as stored
   uint64_t weight_bytes = 0;
-  uint64_t recurrent_state_bytes = 0;  // per sequence: DeltaNet conv + fp32 delta-rule state
-  uint64_t kv_bytes_per_token = 0;     // all full-attention layers, K and V in fp32
 };
 
 ModelSummary summarize(const ModelConfig& config, const Checkpoint& checkpoint);
-// Multi-line report: config, layer pattern, parameters, bytes, memory for `context` tokens.
-std::string describe_model(const ModelConfig& config, const ModelSummary& summary, int context);
+// Multi-line report: config, layer pattern, parameters, bytes on disk. (The memory a run needs is
+// the graph's to say: `q3n info` adds it from graph::SequenceState.)
+std::string describe_model(const ModelConfig& config, const ModelSummary& summary);
 
 }  // namespace q3n
