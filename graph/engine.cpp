@@ -15,9 +15,9 @@ static_assert(Engine::kMaxDecodeRows <= ops::kGemvMaxTokens && Engine::kMaxDecod
 static_assert(EngineOptions{}.decode_rows == Engine::kMaxDecodeRows, "by default a step takes every sequence");
 
 namespace {
-// lavapipe ends long shader loops early (shaders/common.glsl); the chunked delta rule walks
-// chunk/64 chunks per workgroup, so CPU devices get shorter prefill steps.
-uint32_t max_chunk(const Device& device) { return device.info().type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 512 : 4096; }
+// The chunked delta rule walks chunk/64 chunks per workgroup: devices with bounded shader loops
+// (runtime/device.h) get shorter prefill steps.
+uint32_t max_chunk(const Device& device) { return has_bounded_loops(device) ? kBoundedLoopPositions : 4096; }
 }  // namespace
 
 StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shape) {

@@ -72,6 +72,8 @@ std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off
          ", 16x16x16 fp16 hi/lo -> fp32)";
 }
 
+bool has_bounded_loops(const Device& device) { return device.info().type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
+
 std::vector<DeviceInfo> list_devices(const Instance& instance) {
   std::vector<DeviceInfo> out;
   auto devices = instance.physical_devices();

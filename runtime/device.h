@@ -36,6 +36,14 @@ CoopmatSupport coopmat_support(const DeviceInfo& d);
 // extension, or the portable kernels with the reason (or turned off by --no-coopmat).
 std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off = false);
 
+// lavapipe (Mesa's CPU driver) ends an outermost shader loop after 65535 iterations without an
+// error (shaders/common.glsl). On such devices work whose loops grow with the sequence length —
+// prefill chunks, attention's keys per workgroup — is cut into pieces of at most this many
+// positions. The one place that decides it.
+constexpr uint32_t kBoundedLoopPositions = 512;
+class Device;
+bool has_bounded_loops(const Device& device);
+
 class Device {
  public:
   Device(const Instance& instance, const std::string& selector = "");

@@ -48,7 +48,7 @@ std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim) {
 }
 
 uint32_t attention_splits(const Device& device, uint32_t tokens, uint32_t capacity) {
-  if (device.info().type == VK_PHYSICAL_DEVICE_TYPE_CPU) return std::max(1u, ceil_div(capacity, 512));
+  if (has_bounded_loops(device)) return std::max(1u, ceil_div(capacity, kBoundedLoopPositions));
   if (tokens > 1) return 1;  // prefill: the token tiles already give many workgroups
   // Decode: a split per 256 cache positions, so a step of a few sequences with long caches still
   // fills the GPU (at 1024 per split, 8 sequences at ~1500 keys took 0.7 ms per layer on an H100).
