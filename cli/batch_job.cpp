@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -11,6 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "cli/stopwatch.h"
 #include "graph/batch_scheduler.h"
 #include "loader/batch_file.h"
 #include "loader/chat.h"
@@ -20,9 +20,6 @@
 namespace q3n::cli {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // SIGINT / SIGTERM: the first stops admitting requests (running ones finish), the second
 // abandons the running ones. Either way the output file stays valid.
@@ -62,8 +59,7 @@ class ProgressLine {
  public:
   explicit ProgressLine(size_t total) : total_(total), tty_(::isatty(STDERR_FILENO)), start_(Clock::now()), last_(start_) {}
   void update(size_t done, size_t errors, uint64_t generated, bool force = false) {
-    const double since = std::chrono::duration<double>(Clock::now() - last_).count();
-    if (!force && since < (tty_ ? 0.25 : 10.0)) return;
+    if (!force && seconds_since(last_) < (tty_ ? 0.25 : 10.0)) return;
     last_ = Clock::now();
     const double elapsed = seconds_since(start_);
     const double rate = elapsed > 0 ? generated / elapsed : 0;

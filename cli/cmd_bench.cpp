@@ -9,13 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <numeric>
 #include <random>
 
 #include "cli/commands.h"
+#include "cli/stopwatch.h"
 #include "cli/model_session.h"
 #include "graph/traffic.h"
 #include "runtime/error.h"
@@ -24,9 +24,6 @@
 namespace q3n::cli {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string matrix_kernels(const Runtime& rt) {
   return describe_gemm_kernels(rt.device.coopmat_support(), !rt.pipelines.coopmat());

@@ -1,7 +1,6 @@
 // `q3n eval -m DIR (--text-file F | --token-ids F) [--logits-out F.npy] [--kl-base F.npy]`: runs
 // the sequence teacher-forced and prints its perplexity; optionally writes every position's logits
 // or compares them with reference logits (quantisation accuracy).
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -9,6 +8,7 @@
 #include "cli/commands.h"
 #include "cli/input_files.h"
 #include "cli/model_session.h"
+#include "cli/stopwatch.h"
 #include "graph/logit_metrics.h"
 #include "loader/tokenizer.h"
 #include "runtime/error.h"
@@ -50,9 +50,9 @@ void add_eval_command(CLI::App& app) {
     }
     const uint32_t context = o->model.context ? o->model.context : uint32_t(ids.size());
     ModelSession session = open_model(o->model, context);
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     const std::vector<float> logits = session.engine->feed_logits(0, ids, true);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = seconds_since(start);
     const size_t vocab = session.config.vocab_size;
 
     if (ids.size() > 1) {

@@ -1,13 +1,13 @@
 // `q3n run -m DIR (-p TEXT | --prompt-file F | --prompt-ids F) [-n N] [sampling] [--chat]`:
 // prompt processing in chunks, then token-by-token generation streamed to stdout, stopping at
 // the model's stop tokens; speeds on stderr at the end.
-#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
 #include <set>
 
 #include "cli/commands.h"
+#include "cli/stopwatch.h"
 #include "cli/input_files.h"
 #include "cli/model_session.h"
 #include "loader/chat.h"
@@ -15,11 +15,6 @@
 #include "runtime/error.h"
 
 namespace q3n::cli {
-
-namespace {
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-}  // namespace
 
 void add_run_command(CLI::App& app) {
   struct Options {

@@ -73,8 +73,7 @@ Program& Engine::program(const StepShape& shape) {
       // Every recorded program points into the old arena: drop them all (they are re-recorded
       // on their next use) before the larger arena is allocated. Shapes are bounded, so this
       // happens a few times early in a run and then no more.
-      for (auto& [s, old] : steps_)
-        for (const auto& [kind, seconds] : old.program->take_gpu_seconds()) evicted_profile_[kind] += seconds;
+      for (auto& [s, old] : steps_) keep_profile(*old.program);
       steps_.clear();
       arena_ = Allocation();
       arena_ = runtime_.allocator.allocate(need, MemoryKind::Device, "step scratch arena");
@@ -91,8 +90,12 @@ void Engine::evict_least_recent() {
   auto oldest = std::min_element(steps_.begin(), steps_.end(),
                                  [](const auto& a, const auto& b) { return a.second.last_used < b.second.last_used; });
   if (oldest == steps_.end()) return;
-  for (const auto& [kind, seconds] : oldest->second.program->take_gpu_seconds()) evicted_profile_[kind] += seconds;
+  keep_profile(*oldest->second.program);
   steps_.erase(oldest);
+}
+
+void Engine::keep_profile(Program& program) {
+  for (const auto& [kind, seconds] : program.take_gpu_seconds()) evicted_profile_[kind] += seconds;
 }
 
 void Engine::check_ids(std::span<const int32_t> ids) const {

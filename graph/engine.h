@@ -30,7 +30,7 @@ namespace q3n::graph {
 struct EngineOptions {
   uint32_t context = 4096;        // KV-cache positions per sequence
   uint32_t slots = 1;             // sequences in flight
-  uint32_t prefill_chunk = 512;   // tokens per prefill step (rounded down to a power of two)
+  uint32_t prefill_chunk = 512;   // tokens per prefill step (capped at 512 on devices with bounded loops, else 4096)
   uint32_t max_programs = 96;     // recorded step programs kept at once (least recently used go)
   // Sequences per decode step at most (1..kMaxDecodeRows); more run as several steps. On the
   // H100 (80B-A3B q4) steps of 32 rows decode 633 tok/s against 456 for 8 rows and 728 for 128
@@ -98,6 +98,8 @@ class Engine {
   void run_step(const StepShape& shape, std::span<const uint32_t> slots, std::span<const int32_t> ids,
                 std::span<const ops::SamplingParams> params);
   void evict_least_recent();
+  // Adds a program's GPU time to evicted_profile_ before the program is dropped.
+  void keep_profile(Program& program);
   void check_room(uint32_t slot, size_t tokens) const;
   void check_sampled(std::span<const int32_t> ids) const;
 

@@ -30,13 +30,10 @@ std::optional<uint64_t> unsigned_field(const json& o, const char* name, uint64_t
   if (!o.contains(name) || o[name].is_null()) return std::nullopt;
   const json& v = o[name];
   if (!v.is_number_integer()) throw LineError{std::string("\"") + name + "\" must be an integer"};
-  if (v.is_number_unsigned()) {
-    if (v.get<uint64_t>() > max) throw LineError{std::string("\"") + name + "\" must be at most " + std::to_string(max)};
-    return v.get<uint64_t>();
-  }
-  if (v.get<int64_t>() < 0) throw LineError{std::string("\"") + name + "\" must not be negative"};
-  if (uint64_t(v.get<int64_t>()) > max) throw LineError{std::string("\"") + name + "\" must be at most " + std::to_string(max)};
-  return uint64_t(v.get<int64_t>());
+  if (!v.is_number_unsigned() && v.get<int64_t>() < 0) throw LineError{std::string("\"") + name + "\" must not be negative"};
+  const uint64_t x = v.get<uint64_t>();  // non-negative from here
+  if (x > max) throw LineError{std::string("\"") + name + "\" must be at most " + std::to_string(max)};
+  return x;
 }
 
 std::optional<float> number_field(const json& o, const char* name, double lo, double hi, bool lo_open, bool hi_open) {

@@ -77,6 +77,24 @@ uint quantized_block_word(uint dtype, uint row, uint k, uint unit) {
   return (row * (k >> 5) + (unit >> 2)) * words;
 }
 
+// Elements 8 unit .. 8 unit + 7 of row `row` of a [rows, k] weight matrix: the unit in which the
+// GEMVs and the matrix tiles read weights. Needs them inside the row; quantised rows a multiple of
+// 32 long; 16-bit types an even first element (row k + 8 unit), as k % 8 == 0 gives.
+void load_weight_unit(U32Buf w, uint dtype, uint row, uint k, uint unit, out float v[8]) {
+  if (dtype == DTYPE_Q8 || dtype == DTYPE_Q4) {
+    dequantize_eighth(w, dtype, quantized_block_word(dtype, row, k, unit), unit & 3u, v);
+  } else if (dtype == DTYPE_F32) {
+    for (uint j = 0; j < 8; ++j) v[j] = uintBitsToFloat(w.v[row * k + unit * 8u + j]);
+  } else {
+    const uint first = (row * k + unit * 8u) >> 1;
+    for (uint j = 0; j < 4; ++j) {
+      const uint word = w.v[first + j];
+      v[2 * j] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word & 0xFFFFu) : unpackHalf2x16(word).x;
+      v[2 * j + 1] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word >> 16) : unpackHalf2x16(word).y;
+    }
+  }
+}
+
 // Sum over the workgroup for any subgroup size. `scratch` holds one float per subgroup;
 // every invocation receives the total.
 #define Q3N_WORKGROUP_SUM(value, scratch, result)                         \

@@ -88,17 +88,10 @@ void merge_lo(inout F32_MATRIX acc_hi, F32_MATRIX acc_lo) {
 // Elements col .. col + 7 of row `row` of a [rows, k] weight matrix (col a multiple of 8),
 // zero past k. Quantised types need k a multiple of 32 (the host checks).
 void load_weight8(U32Buf w, uint dtype, uint row, uint k, uint col, out float v[8]) {
-  if (dtype == DTYPE_Q8 || dtype == DTYPE_Q4) {
-    dequantize_eighth(w, dtype, quantized_block_word(dtype, row, k, col >> 3), (col >> 3) & 3u, v);
-    return;
-  }
   const uint first = row * k + col;
-  if (dtype != DTYPE_F32 && col + 8u <= k && (first & 1u) == 0u) {
-    for (uint j = 0; j < 4; ++j) {
-      const uint word = w.v[(first >> 1) + j];
-      v[2 * j] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word & 0xFFFFu) : unpackHalf2x16(word).x;
-      v[2 * j + 1] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word >> 16) : unpackHalf2x16(word).y;
-    }
+  const bool quantized = dtype == DTYPE_Q8 || dtype == DTYPE_Q4;
+  if (quantized || (dtype != DTYPE_F32 && col + 8u <= k && (first & 1u) == 0u)) {
+    load_weight_unit(w, dtype, row, k, col >> 3, v);  // whole blocks, or four aligned words
     return;
   }
   for (uint j = 0; j < 8; ++j) v[j] = col + j < k ? load_weight(w, dtype, first + j) : 0.0;

@@ -22,22 +22,6 @@ layout(constant_id = 6) const uint VEC8 = 1;
 // Per-subgroup partial sums, [ROWS * CHUNK][subgroups] (gl_WorkGroupSize.x bounds the subgroup count).
 shared float partial[ROWS * CHUNK * gl_WorkGroupSize.x];
 
-// Eight weights of row `row` starting at element 8 u (VEC8 rows: k a multiple of 8).
-void load_unit(uint row, uint u, out float w[8]) {
-  if (WEIGHT_DTYPE == DTYPE_Q8 || WEIGHT_DTYPE == DTYPE_Q4) {
-    dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, row, p.k, u), u & 3u, w);
-  } else if (WEIGHT_DTYPE == DTYPE_F32) {
-    [[unroll]] for (uint j = 0; j < 8; ++j) w[j] = uintBitsToFloat(p.weight.v[row * p.k + u * 8u + j]);
-  } else {
-    const uint first = (row * p.k + u * 8u) >> 1;
-    for (uint j = 0; j < 4; ++j) {
-      const uint word = p.weight.v[first + j];
-      w[2 * j] = WEIGHT_DTYPE == DTYPE_BF16 ? bf16_bits_to_f32(word & 0xFFFFu) : unpackHalf2x16(word).x;
-      w[2 * j + 1] = WEIGHT_DTYPE == DTYPE_BF16 ? bf16_bits_to_f32(word >> 16) : unpackHalf2x16(word).y;
-    }
-  }
-}
-
 void main() {
   // 2-D grid: row groups beyond maxComputeWorkGroupCount[0] (65535) wrap into y.
   const uint row0 = (gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x) * ROWS;
@@ -63,7 +47,7 @@ void main() {
         [[unroll]] for (uint r = 0; r < ROWS; ++r) {
           if (r >= rows) continue;
           float w[8];
-          load_unit(row0 + r, u, w);
+          load_weight_unit(p.weight, WEIGHT_DTYPE, row0 + r, p.k, u, w);
           const vec4 wa = vec4(w[0], w[1], w[2], w[3]), wb = vec4(w[4], w[5], w[6], w[7]);
           [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
             if (c >= count) continue;

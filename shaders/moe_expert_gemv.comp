@@ -23,22 +23,6 @@ const uint MATRICES = SWIGLU != 0u ? 2u : 1u;  // gate and up, or down
 // Per-subgroup partial sums, [MATRICES * ROWS * CHUNK][subgroups].
 shared float partial[2 * ROWS * CHUNK * gl_WorkGroupSize.x];
 
-// Eight weights of weight row `row` starting at element 8 u (VEC8 rows: k a multiple of 8).
-void load_unit(uint row, uint u, out float w[8]) {
-  if (WEIGHT_DTYPE == DTYPE_Q8 || WEIGHT_DTYPE == DTYPE_Q4) {
-    dequantize_eighth(p.weight, WEIGHT_DTYPE, quantized_block_word(WEIGHT_DTYPE, row, p.k, u), u & 3u, w);
-  } else if (WEIGHT_DTYPE == DTYPE_F32) {
-    [[unroll]] for (uint j = 0; j < 8; ++j) w[j] = uintBitsToFloat(p.weight.v[row * p.k + u * 8u + j]);
-  } else {
-    const uint first = (row * p.k + u * 8u) >> 1;
-    for (uint j = 0; j < 4; ++j) {
-      const uint word = p.weight.v[first + j];
-      w[2 * j] = WEIGHT_DTYPE == DTYPE_BF16 ? bf16_bits_to_f32(word & 0xFFFFu) : unpackHalf2x16(word).x;
-      w[2 * j + 1] = WEIGHT_DTYPE == DTYPE_BF16 ? bf16_bits_to_f32(word >> 16) : unpackHalf2x16(word).y;
-    }
-  }
-}
-
 void main() {
   const uint slot = gl_WorkGroupID.y;
   if (slot >= p.live.v[0]) return;  // uniform per workgroup
@@ -76,7 +60,7 @@ void main() {
           [[unroll]] for (uint r = 0; r < ROWS; ++r) {
             if (r >= cols) continue;
             float w[8];
-            load_unit(gate_row0 + m * p.n + r, u, w);
+            load_weight_unit(p.weight, WEIGHT_DTYPE, gate_row0 + m * p.n + r, p.k, u, w);
             const vec4 wa = vec4(w[0], w[1], w[2], w[3]), wb = vec4(w[4], w[5], w[6], w[7]);
             [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
               if (c >= count) continue;

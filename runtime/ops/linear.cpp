@@ -47,8 +47,7 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
   const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
   if (a.tokens <= kGemvMaxTokens) {
-    // Units of 8 need rows a multiple of 8 long and a 16-byte aligned input (vec4 loads).
-    const uint32_t vec8 = is_quantized(a.type) || (a.k % 8 == 0 && a.x.address % 16 == 0) ? 1 : 0;
+    const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
     const GemvShape shape = gemv_shape(a.n, vec8 ? a.k / 8 : a.k);
     const uint32_t chunk = a.tokens == 1 ? 1 : kGemvChunk;
     const Pipeline& pipeline =

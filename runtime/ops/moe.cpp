@@ -91,9 +91,9 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                         scratch.active.address, scratch.y.address, s.expert_dim, s.hidden, s.top_k};
   if (s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) {
     // Decode and small batches: experts hold a few rows each; one workgroup per (4 output rows,
-    // live expert) walks them one at a time. Units of 8 need 16-byte aligned inputs and k % 8 == 0.
+    // live expert) walks them one at a time.
     auto gemv = [&](const ExpertPush& push, uint32_t swiglu, uint32_t k, uint32_t n, uint64_t x_address) {
-      const uint32_t vec8 = is_quantized(a.type) || (k % 8 == 0 && x_address % 16 == 0) ? 1 : 0;
+      const uint32_t vec8 = gemv_units_of_8(a.type, k, x_address);
       const PipelineKey key{"moe_expert_gemv", {kExpertGemvThreads, 1, 1},
                             {type, swiglu, kExpertGemvRows, kExpertGemvChunk, vec8}, sizeof(push)};
       commands.dispatch(pipelines.get(key), push, ceil_div(n, kExpertGemvRows), slots);

@@ -7,6 +7,7 @@
 
 #include "runtime/error.h"
 #include "runtime/memory.h"
+#include "runtime/ops/weight_type.h"
 
 namespace q3n::ops {
 
@@ -17,6 +18,13 @@ inline void require_bytes(const BufferRange& range, uint64_t bytes, const char* 
   if (range.size < bytes)
     throw Error(std::string("internal: ") + what + " holds " + std::to_string(range.size) + " bytes, needs " +
                 std::to_string(bytes));
+}
+
+// Whether the GEMV-shaped kernels (linear_gemv, moe_expert_gemv) read a matrix with rows of k
+// elements in units of 8 (VEC8 = 1): always for quantised rows, otherwise when k % 8 == 0 and the
+// input rows start 16-byte aligned (two vec4 loads per unit); else element by element.
+inline uint32_t gemv_units_of_8(WeightType type, uint32_t k, uint64_t x_address) {
+  return is_quantized(type) || (k % 8 == 0 && x_address % 16 == 0) ? 1 : 0;
 }
 
 }  // namespace q3n::ops
