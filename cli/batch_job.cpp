@@ -253,6 +253,12 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
                (unsigned long long)st.generated_tokens, wall, wall > 0 ? computed / wall : 0.0,
                wall > 0 ? st.generated_tokens / wall : 0.0, wall > 0 ? (st.prompt_tokens + st.generated_tokens) / wall : 0.0,
                wall > 0 ? 100 * st.busy_seconds / wall : 0.0, size_t(engine.slots()));
+  std::fprintf(stderr,
+               "[q3n] batch: %llu iterations, %llu decode rows (%.1f per iteration), %llu decode steps with a prompt "
+               "piece riding along; %llu step programs recorded (%.2f s of the engine's time)\n",
+               (unsigned long long)st.iterations, (unsigned long long)st.decode_rows,
+               st.iterations ? double(st.decode_rows) / st.iterations : 0.0, (unsigned long long)st.mixed_steps,
+               (unsigned long long)engine.programs_recorded(), engine.record_seconds());
   if (model.profile) std::fprintf(stderr, "%s", format_profile(engine.take_profile()).c_str());
   if (g_signals > 0) return 130;
   return errors ? 3 : 0;

@@ -78,29 +78,42 @@ bool BatchScheduler::step() {
   for (size_t i = 0; i < running_.size(); ++i)
     if (running_[i].prefilled()) decoding.push_back(i);
 
-  // Prompt pieces, oldest sequence first, within the budget.
-  std::vector<std::pair<size_t, FinishReason>> ended;
+  // Prompt pieces for this iteration, oldest sequence first, within the budget (at least one).
+  std::vector<size_t> pieces;  // index into running_ of each piece's sequence, in feeding order
   uint32_t budget = options_.prefill_budget;
-  bool ran_piece = false;
-  for (size_t i = 0; i < running_.size(); ++i) {
-    Sequence& s = running_[i];
-    while (!s.prefilled()) {
-      const uint32_t n = s.pieces[s.next_piece];
-      if (ran_piece && n > budget) break;
-      const bool last = s.next_piece + 1 == s.pieces.size();
-      const std::span<const int32_t> ids(s.request.prompt.data() + s.fed, n);
-      const int32_t token = timed([&] { return engine_.feed_piece(s.slot, ids, last ? &s.request.sampling : nullptr); });
-      ++s.next_piece;
-      s.fed += n;
-      budget -= std::min(budget, n);
-      ran_piece = true;
-      if (last && !accept(s, token)) ended.emplace_back(i, FinishReason::Stop);
-      else if (last && s.generated >= s.request.max_tokens) ended.emplace_back(i, FinishReason::Length);
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    const Sequence& s = running_[i];
+    for (size_t p = s.next_piece; p < s.pieces.size(); ++p) {
+      if (!pieces.empty() && s.pieces[p] > budget) break;
+      pieces.push_back(i);
+      budget -= std::min(budget, s.pieces[p]);
     }
-    if (budget == 0) break;
   }
 
-  // One decode step for every generating sequence.
+  std::vector<std::pair<size_t, FinishReason>> ended;
+  // The next piece of sequence i: its ids, and its sampling parameters when it is the last.
+  auto next_piece = [&](size_t i) {
+    Sequence& s = running_[i];
+    const uint32_t n = s.pieces[s.next_piece];
+    const bool last = s.next_piece + 1 == s.pieces.size();
+    return Engine::PromptPiece{s.slot, std::span<const int32_t>(s.request.prompt.data() + s.fed, n),
+                               last ? &s.request.sampling : nullptr};
+  };
+  auto piece_done = [&](size_t i, const Engine::PromptPiece& piece, int32_t token) {
+    Sequence& s = running_[i];
+    ++s.next_piece;
+    s.fed += piece.ids.size();
+    if (!piece.params) return;
+    if (!accept(s, token)) ended.emplace_back(i, FinishReason::Stop);
+    else if (s.generated >= s.request.max_tokens) ended.emplace_back(i, FinishReason::Length);
+  };
+  // Every piece runs as its own step, except that the last one rides with the decode step.
+  const size_t alone = decoding.empty() ? pieces.size() : pieces.size() - std::min<size_t>(pieces.size(), 1);
+  for (size_t k = 0; k < alone; ++k) {
+    const Engine::PromptPiece piece = next_piece(pieces[k]);
+    piece_done(pieces[k], piece, timed([&] { return engine_.feed_piece(piece.slot, piece.ids, piece.params); }));
+  }
+
   if (!decoding.empty()) {
     std::vector<uint32_t> slots;
     std::vector<int32_t> ids;
@@ -110,7 +123,16 @@ bool BatchScheduler::step() {
       ids.push_back(running_[i].next_token);
       params.push_back(running_[i].request.sampling);
     }
-    const auto sampled = timed([&] { return engine_.decode(slots, ids, params); });
+    std::vector<int32_t> sampled;
+    if (alone < pieces.size()) {
+      const Engine::PromptPiece piece = next_piece(pieces.back());
+      int32_t token = -1;
+      sampled = timed([&] { return engine_.decode_with_piece(slots, ids, params, piece, token); });
+      ++stats_.mixed_steps;
+      piece_done(pieces.back(), piece, token);
+    } else {
+      sampled = timed([&] { return engine_.decode(slots, ids, params); });
+    }
     stats_.decode_rows += slots.size();
     for (size_t j = 0; j < decoding.size(); ++j) {
       Sequence& s = running_[decoding[j]];

@@ -1,10 +1,11 @@
 // Continuous batching over an Engine: up to `max_batch` sequences hold a slot each; a finished
 // one frees its slot and the next queued request takes it at the next iteration. Each
 // iteration runs prompt pieces of the sequences still reading their prompt (at most
-// `prefill_budget` tokens, at least one piece), then one decode step for every sequence that is
-// generating. Every request sees exactly the steps `q3n run` would give it alone (same prompt
-// pieces, decode rows that do not depend on their neighbours, RNG keyed by seed and position),
-// so its tokens do not depend on what else is in the batch.
+// `prefill_budget` tokens, at least one piece) and one decode step for every sequence that is
+// generating; the iteration's last piece rides in that decode step (Engine::decode_with_piece),
+// the others run as steps of their own. Every request sees exactly the arithmetic `q3n run`
+// would give it alone (same prompt pieces, rows that do not depend on their neighbours, RNG
+// keyed by seed and position), so its tokens do not depend on what else is in the batch.
 #pragma once
 
 #include <chrono>
@@ -35,6 +36,7 @@ struct SchedulerOptions {
 
 struct SchedulerStats {
   uint64_t prompt_tokens = 0, generated_tokens = 0, iterations = 0, decode_rows = 0;
+  uint64_t mixed_steps = 0;  // decode steps that carried a prompt piece
   double busy_seconds = 0;  // wall time inside engine steps (submitted and waited for)
 };
 

@@ -1,6 +1,7 @@
 #include "graph/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "runtime/error.h"
@@ -23,11 +24,11 @@ uint32_t max_chunk(const Device& device) { return has_bounded_loops(device) ? kB
 StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shape) {
   StepIO io;
   io.ids = rt.allocator.allocate(uint64_t(shape.rows()) * 4, MemoryKind::Upload, "token ids");
-  io.seqs = rt.allocator.allocate(uint64_t(shape.batch) * 8, MemoryKind::Upload, "sequence table");
-  io.sampling = rt.allocator.allocate(uint64_t(shape.batch) * 32, MemoryKind::Upload, "sampling parameters");
+  io.seqs = rt.allocator.allocate(uint64_t(shape.sequences()) * 8, MemoryKind::Upload, "sequence table");
+  io.sampling = rt.allocator.allocate(uint64_t(shape.sequences()) * 32, MemoryKind::Upload, "sampling parameters");
   if (shape.head == Head::LastLogits || shape.head == Head::AllLogits)
     io.logits = rt.allocator.allocate(uint64_t(shape.logit_rows()) * c.vocab_size * 4, MemoryKind::Readback, "logits");
-  io.sampled = rt.allocator.allocate(uint64_t(shape.batch) * 4, MemoryKind::Readback, "sampled ids");
+  io.sampled = rt.allocator.allocate(uint64_t(shape.sequences()) * 4, MemoryKind::Readback, "sampled ids");
   io.status = rt.allocator.allocate(uint64_t(std::max(c.num_hidden_layers, 1)) * 4, MemoryKind::Upload, "step status");
   return io;
 }
@@ -65,6 +66,7 @@ std::vector<uint32_t> Engine::prompt_pieces(size_t tokens) const {
 Program& Engine::program(const StepShape& shape) {
   auto it = steps_.find(shape);
   if (it == steps_.end()) {
+    const auto start = std::chrono::steady_clock::now();
     if (steps_.size() >= options_.max_programs) evict_least_recent();
     Step step{allocate_step_io(runtime_, config_, shape), nullptr};
     Graph graph = build_step_graph(runtime_.device, config_, weights_, state_, shape, step.io);
@@ -78,9 +80,12 @@ Program& Engine::program(const StepShape& shape) {
       arena_ = Allocation();
       arena_ = runtime_.allocator.allocate(need, MemoryKind::Device, "step scratch arena");
     }
-    const std::string what = "step " + std::to_string(shape.batch) + "x" + std::to_string(shape.tokens);
+    const std::string what = "step " + (shape.piece ? std::to_string(shape.piece) + "+" : std::string()) +
+                             std::to_string(shape.batch) + "x" + std::to_string(shape.tokens);
+    ++programs_recorded_;
     step.program = std::make_unique<Program>(runtime_, std::move(graph), what, options_.profile, arena_.range());
     it = steps_.emplace(shape, std::move(step)).first;
+    record_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   it->second.last_used = ++use_clock_;
   return *it->second.program;
@@ -126,13 +131,15 @@ void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, s
   std::memcpy(step.io.ids.mapped(), ids.data(), ids.size() * 4);
   auto* seqs = static_cast<uint32_t*>(step.io.seqs.mapped());
   auto* sampling = static_cast<uint32_t*>(step.io.sampling.mapped());
-  for (uint32_t b = 0; b < shape.batch; ++b) {
+  // Sequence b feeds tokens_of(b) tokens: a mixed step's piece leads the table.
+  const auto tokens_of = [&](uint32_t b) { return shape.piece && b == 0 ? shape.piece : shape.tokens; };
+  for (uint32_t b = 0; b < shape.sequences(); ++b) {
     seqs[2 * b] = slots[b];
     seqs[2 * b + 1] = positions_.at(slots[b]);
     if (!params.empty()) {
       // The draw is keyed by the request's seed and the sampled token's absolute position, so
       // it does not depend on which sequences ran before or beside it.
-      const uint32_t position = positions_.at(slots[b]) + shape.tokens;
+      const uint32_t position = positions_.at(slots[b]) + tokens_of(b);
       const auto record = ops::sampling_record(params[params.size() == 1 ? 0 : b], position);
       std::memcpy(sampling + 8 * b, record.data(), 32);
     }
@@ -140,7 +147,7 @@ void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, s
   auto* status = static_cast<uint32_t*>(step.io.status.mapped());
   std::memset(status, 0, size_t(config_.num_hidden_layers) * 4);
   prog.run();
-  for (uint32_t b = 0; b < shape.batch; ++b) positions_.at(slots[b]) += shape.tokens;
+  for (uint32_t b = 0; b < shape.sequences(); ++b) positions_.at(slots[b]) += tokens_of(b);
   for (int L = 0; L < config_.num_hidden_layers; ++L)
     if (status[L])
       throw Error("layer " + std::to_string(L) +
@@ -195,20 +202,58 @@ int32_t Engine::feed_and_sample(uint32_t slot, std::span<const int32_t> ids, con
   return next;
 }
 
-std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                                    std::span<const ops::SamplingParams> params) {
+void Engine::check_decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                          std::span<const ops::SamplingParams> params, const PromptPiece* piece) const {
   if (slots.size() != ids.size() || slots.empty()) throw Error("internal: decode needs one token per sequence");
   if (params.size() != 1 && params.size() != slots.size())
     throw Error("internal: decode needs one set of sampling parameters, or one per sequence");
   check_ids(ids);
   std::vector<bool> seen(options_.slots, false);
-  for (uint32_t s : slots) {
+  auto claim = [&](uint32_t s, size_t tokens) {
     if (s >= options_.slots) throw Error("internal: slot " + std::to_string(s) + " does not exist");
     // Two rows of one slot in one step would update the same state concurrently.
-    if (seen[s]) throw Error("internal: slot " + std::to_string(s) + " appears twice in one decode step");
+    if (seen[s]) throw Error("internal: slot " + std::to_string(s) + " appears twice in one step");
     seen[s] = true;
-    check_room(s, 1);
+    check_room(s, tokens);
+  };
+  if (piece) {
+    if (piece->ids.empty()) throw Error("internal: an empty prompt piece");
+    check_ids(piece->ids);
+    claim(piece->slot, piece->ids.size());
   }
+  for (uint32_t s : slots) claim(s, 1);
+}
+
+std::vector<int32_t> Engine::decode_with_piece(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                               std::span<const ops::SamplingParams> params, const PromptPiece& piece,
+                                               int32_t& piece_token) {
+  check_decode(slots, ids, params, &piece);
+  // The piece rides with the first decode_rows rows; any further rows are plain decode steps.
+  const size_t n = std::min<size_t>(options_.decode_rows, slots.size());
+  const StepShape shape{static_cast<uint32_t>(n), 1, Head::Sample, static_cast<uint32_t>(piece.ids.size())};
+  std::vector<uint32_t> step_slots = {piece.slot};
+  step_slots.insert(step_slots.end(), slots.begin(), slots.begin() + ptrdiff_t(n));
+  std::vector<int32_t> step_ids(piece.ids.begin(), piece.ids.end());
+  step_ids.insert(step_ids.end(), ids.begin(), ids.begin() + ptrdiff_t(n));
+  // Without sampling parameters the piece's sample is drawn greedily and thrown away.
+  std::vector<ops::SamplingParams> step_params = {piece.params ? *piece.params : ops::SamplingParams{}};
+  for (size_t b = 0; b < n; ++b) step_params.push_back(params[params.size() == 1 ? 0 : b]);
+  run_step(shape, step_slots, step_ids, step_params);
+  const auto* out = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped());
+  piece_token = piece.params ? out[0] : -1;
+  std::vector<int32_t> sampled(out + 1, out + 1 + n);
+  if (piece.params) check_sampled(std::span(&piece_token, 1));
+  check_sampled(sampled);
+  if (n < slots.size()) {
+    const auto rest = decode(slots.subspan(n), ids.subspan(n), params.size() == 1 ? params : params.subspan(n));
+    sampled.insert(sampled.end(), rest.begin(), rest.end());
+  }
+  return sampled;
+}
+
+std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                    std::span<const ops::SamplingParams> params) {
+  check_decode(slots, ids, params, nullptr);
   std::vector<int32_t> sampled;
   sampled.reserve(slots.size());
   for (size_t first = 0; first < slots.size(); first += options_.decode_rows) {

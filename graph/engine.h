@@ -5,8 +5,9 @@
 // Step shapes are bounded so that a long batch job records a fixed set of programs: a prompt
 // is cut into full chunks of `prefill_chunk` tokens and a remainder written as a sum of powers
 // of two (prompt_pieces), and a decode step carries at most `decode_rows` sequences (more are
-// run as several steps). All programs share one scratch arena (they never run at once); the
-// least recently used are dropped past `max_programs`.
+// run as several steps), optionally with one prompt piece of another sequence riding along (a
+// mixed step, decode_with_piece). All programs share one scratch arena (they never run at
+// once); the least recently used are dropped past `max_programs`.
 //
 // Every sequence's results depend on its own tokens only, not on which other sequences share a
 // step (the kernels reduce each row in the same order for every row count up to
@@ -75,6 +76,18 @@ class Engine {
                               const ops::SamplingParams& params) {
     return decode(slots, ids, std::span(&params, 1));
   }
+  // A mixed step: decode() for `slots` plus one piece of another sequence's prompt (a length
+  // prompt_pieces() yields) in the same submission. Every row gets exactly the arithmetic of
+  // decode() and feed_piece() run apart (graph/model_graph.cpp, dispatch_groups), so results do
+  // not depend on the mixing. `piece_token` receives the piece's sample (-1 without params).
+  struct PromptPiece {
+    uint32_t slot = 0;
+    std::span<const int32_t> ids;
+    const ops::SamplingParams* params = nullptr;  // sample the token after the piece (its last piece)
+  };
+  std::vector<int32_t> decode_with_piece(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                         std::span<const ops::SamplingParams> params, const PromptPiece& piece,
+                                         int32_t& piece_token);
 
   // Throws an Error naming the first id outside the vocabulary.
   void check_ids(std::span<const int32_t> ids) const;
@@ -85,6 +98,9 @@ class Engine {
   // The program of a shape, built and recorded on first use.
   Program& program(const StepShape& shape);
   size_t program_count() const { return steps_.size(); }
+  // Programs built and recorded so far (a shape evicted and used again counts twice).
+  uint64_t programs_recorded() const { return programs_recorded_; }
+  double record_seconds() const { return record_seconds_; }  // host time spent building and recording them
   uint64_t arena_bytes() const { return arena_.size(); }
   // GPU seconds per operator kind, summed over steps since the last call (profile only).
   std::map<std::string, double> take_profile();
@@ -101,6 +117,8 @@ class Engine {
   // Adds a program's GPU time to evicted_profile_ before the program is dropped.
   void keep_profile(Program& program);
   void check_room(uint32_t slot, size_t tokens) const;
+  void check_decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                    std::span<const ops::SamplingParams> params, const PromptPiece* piece) const;
   void check_sampled(std::span<const int32_t> ids) const;
 
   Runtime& runtime_;
@@ -112,6 +130,8 @@ class Engine {
   std::map<StepShape, Step> steps_;
   Allocation arena_;  // scratch of every program (grown, and programs re-recorded, when one needs more)
   uint64_t use_clock_ = 0;
+  uint64_t programs_recorded_ = 0;
+  double record_seconds_ = 0;
   std::map<std::string, double> evicted_profile_;
 };
 

@@ -1,5 +1,7 @@
 #include "graph/model_graph.h"
 
+#include <algorithm>
+
 #include "runtime/error.h"
 #include "runtime/ops/attention.h"
 #include "runtime/ops/causal_conv1d.h"
@@ -14,6 +16,26 @@ namespace q3n::graph {
 
 namespace {
 
+// Rows [first, first + count) of a step.
+struct RowRange {
+  uint32_t first = 0, count = 0;
+};
+
+// The row ranges a matrix product runs as one dispatch each, given the rows of each segment in
+// order. Every row must meet the kernel it meets when its segment runs alone: up to `gemv_max`
+// rows the GEMV gives a row the same arithmetic for any row count, so the whole step is one
+// dispatch; beyond it each segment is its own dispatch (a long prompt piece keeps its tiled GEMM,
+// the decode rows keep the GEMV).
+std::vector<RowRange> dispatch_groups(const std::vector<uint32_t>& segment_rows, uint32_t gemv_max) {
+  uint32_t total = 0;
+  for (uint32_t r : segment_rows) total += r;
+  if (segment_rows.size() == 1 || total <= gemv_max) return {{0, total}};
+  std::vector<RowRange> groups;
+  uint32_t first = 0;
+  for (uint32_t r : segment_rows) groups.push_back({first, r}), first += r;
+  return groups;
+}
+
 std::string dims(std::initializer_list<uint64_t> d, const char* type = "f32") {
   std::string s = "[";
   for (uint64_t v : d) s += (s.size() > 1 ? ", " : "") + std::to_string(v);
@@ -25,12 +47,17 @@ class Builder {
  public:
   Builder(const Device& device, const ModelConfig& c, const DeviceWeights& w, const SequenceState& s,
           const StepShape& shape, const StepIO& io)
-      : device_(device), c_(c), w_(w), state_(s), shape_(shape), io_(io), rows_(shape.rows()) {}
+      : device_(device), c_(c), w_(w), state_(s), shape_(shape), io_(io), rows_(shape.rows()),
+        segments_(step_segments(shape)) {
+    if (shape.piece && (shape.tokens != 1 || shape.head != Head::Sample))
+      throw Error("internal: a mixed step carries decode rows (one token each) and samples");
+    for (const StepSegment& seg : segments_) segment_rows_.push_back(seg.rows());
+  }
 
   Graph build() {
     const uint32_t H = c_.hidden_size;
     ids_ = g_.bind("token ids", TensorRole::Input, io_.ids.range(), dims({rows_}, "i32"));
-    seqs_ = g_.bind("sequence table", TensorRole::Input, io_.seqs.range(), dims({shape_.batch, 2}, "u32"));
+    seqs_ = g_.bind("sequence table", TensorRole::Input, io_.seqs.range(), dims({shape_.sequences(), 2}, "u32"));
     TensorId h = g_.scratch("hidden", uint64_t(rows_) * H * 4, dims({rows_, H}));
     const TensorId embed = weight("embed_tokens", w_.embed);
     // Node lambdas outlive this builder: they capture values only, never `this`.
@@ -56,6 +83,11 @@ class Builder {
 
  private:
   static constexpr TensorId kNone = ~0u;
+
+  // The sequence-table entries of one segment.
+  static BufferRange seq_rows(const BufferRange& seqs, const StepSegment& seg) {
+    return seqs.sub(uint64_t(seg.first_seq) * 8, uint64_t(seg.batch) * 8);
+  }
 
   TensorId weight(const std::string& name, const Matrix& m) {
     return g_.bind(name, TensorRole::Weight, m.range, dims({m.rows, m.cols}, ops::weight_type_name(m.type)));
@@ -84,11 +116,19 @@ class Builder {
     return out;
   }
 
-  TensorId linear(const std::string& name, TensorId x, const Matrix& m, uint32_t rows) {
+  // y = x W^T over every row of the step.
+  TensorId linear(const std::string& name, TensorId x, const Matrix& m) {
+    return linear(name, x, m, rows_, dispatch_groups(segment_rows_, ops::kGemvMaxTokens));
+  }
+  TensorId linear(const std::string& name, TensorId x, const Matrix& m, uint32_t rows, std::vector<RowRange> groups) {
     const TensorId w = weight(name + ".weight", m);
     const TensorId y = g_.scratch(name + " out", uint64_t(rows) * m.rows * 4, dims({rows, m.rows}));
     g_.add({name, "linear", {x, w}, {y}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_linear(p, cb, {b[x], b[w], b[y], m.type, rows, m.cols, m.rows});
+              // The groups write disjoint rows: no barrier between them.
+              for (const RowRange& g : groups)
+                ops::record_linear(p, cb, {b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4), b[w],
+                                           b[y].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4), m.type,
+                                           g.count, m.cols, m.rows});
             }});
     return y;
   }
@@ -96,25 +136,37 @@ class Builder {
   TensorId delta_net(const std::string& name, int L, TensorId x) {
     const DeltaNetWeights& w = w_.layers[L].delta;
     const LayerState& st = state_.layers()[L];
-    const ops::DeltaShape s{shape_.batch,
-                            shape_.tokens,
+    // The whole step as one shape for the row-wise kernels; each segment's own for the rest.
+    const ops::DeltaShape s{1,
+                            rows_,
                             uint32_t(c_.linear_num_key_heads),
                             uint32_t(c_.linear_num_value_heads),
                             uint32_t(c_.linear_key_head_dim),
                             uint32_t(c_.linear_value_head_dim)};
+    std::vector<ops::DeltaShape> seg_shapes;
+    for (const StepSegment& seg : segments_) {
+      seg_shapes.push_back(s);
+      seg_shapes.back().batch = seg.batch;
+      seg_shapes.back().tokens = seg.tokens;
+    }
+    const std::vector<StepSegment> segments = segments_;
     const uint32_t conv_dim = s.qkv_width(), kernel = c_.linear_conv_kernel_dim, value_dim = s.value_heads * s.dv;
-    const TensorId mixed = linear(name + " in_proj_qkv", x, w.qkv, rows_);
-    const TensorId z = linear(name + " in_proj_z", x, w.z, rows_);
-    const TensorId ba = linear(name + " in_proj_ba", x, w.ba, rows_);
+    const TensorId mixed = linear(name + " in_proj_qkv", x, w.qkv);
+    const TensorId z = linear(name + " in_proj_z", x, w.z);
+    const TensorId ba = linear(name + " in_proj_ba", x, w.ba);
 
     const TensorId conv_w = g_.bind(name + " conv1d.weight", TensorRole::Weight, w.conv, dims({conv_dim, kernel}, ops::weight_type_name(w.conv_type)));
     const TensorId conv_state = g_.bind(name + " conv state", TensorRole::State, st.conv, dims({state_.slots(), kernel - 1, conv_dim}));
     const TensorId qkv = g_.scratch(name + " conv out", uint64_t(rows_) * conv_dim * 4, dims({rows_, conv_dim}));
-    const uint32_t batch = shape_.batch, tokens = shape_.tokens;
     const TensorId seqs = seqs_;
     g_.add({name + " conv1d", "conv", {mixed, conv_w, conv_state, seqs}, {qkv, conv_state},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_causal_conv1d(p, cb, {b[mixed], b[conv_w], b[conv_state], b[seqs], b[qkv], w.conv_type, batch, tokens, conv_dim, kernel});
+              // Segments touch different rows and different sequences' state: no barrier between.
+              for (const StepSegment& seg : segments) {
+                const uint64_t at = uint64_t(seg.first_row) * conv_dim * 4, bytes = uint64_t(seg.rows()) * conv_dim * 4;
+                ops::record_causal_conv1d(p, cb, {b[mixed].sub(at, bytes), b[conv_w], b[conv_state], seq_rows(b[seqs], seg),
+                                                  b[qkv].sub(at, bytes), w.conv_type, seg.batch, seg.tokens, conv_dim, kernel});
+              }
             }});
 
     const TensorId a_log = vector(name + " A_log", w.a_log, s.value_heads), dt = vector(name + " dt_bias", w.dt_bias, s.value_heads);
@@ -127,24 +179,48 @@ class Builder {
     const TensorId recurrent = g_.bind(name + " recurrent state", TensorRole::State, st.recurrent,
                                        dims({state_.slots(), s.value_heads, s.dk, s.dv}));
     const TensorId core = g_.scratch(name + " delta out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
-    if (tokens == 1) {
-      g_.add({name + " delta rule (recurrent)", "delta_rule", {qkv, gates, recurrent, seqs}, {core, recurrent},
-              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-                ops::record_delta_rule_recurrent(p, cb, {b[qkv], b[gates], b[recurrent], b[seqs], b[core], s});
-              }});
-    } else {
-      const ops::DeltaChunkScratchFloats f = ops::delta_chunk_scratch_floats(s);
-      const TensorId gamma = g_.scratch(name + " chunk gamma", f.gamma * 4, dims({f.gamma}));
-      const TensorId wt = g_.scratch(name + " chunk W", f.w * 4, dims({f.w}));
-      const TensorId kc = g_.scratch(name + " chunk Kc", f.kc * 4, dims({f.kc}));
-      const TensorId u = g_.scratch(name + " chunk U", f.u * 4, dims({f.u}));
-      const TensorId snaps = g_.scratch(name + " chunk states", f.snapshots * 4, dims({f.snapshots}));
-      g_.add({name + " delta rule (chunked)", "delta_rule", {qkv, gates, recurrent, seqs},
-              {core, recurrent, gamma, wt, kc, u, snaps}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-                ops::record_delta_rule_chunked(p, cb, {b[qkv], b[gates], b[recurrent], b[seqs], b[core], s},
-                                               {b[gamma], b[wt], b[kc], b[u], b[snaps]});
-              }});
+    // One token per sequence takes the recurrent form, longer pieces the chunked one; each
+    // chunked segment gets its own slice of the chunk intermediates.
+    ops::DeltaChunkScratchFloats f{};
+    std::vector<ops::DeltaChunkScratchFloats> offsets;
+    for (const ops::DeltaShape& seg : seg_shapes) {
+      offsets.push_back(f);
+      if (seg.tokens == 1) continue;
+      const ops::DeltaChunkScratchFloats n = ops::delta_chunk_scratch_floats(seg);
+      f = {f.gamma + n.gamma, f.w + n.w, f.kc + n.kc, f.u + n.u, f.snapshots + n.snapshots};
     }
+    std::vector<TensorId> writes = {core, recurrent};
+    TensorId gamma = kNone, wt = kNone, kc = kNone, u = kNone, snaps = kNone;
+    if (f.gamma) {
+      gamma = g_.scratch(name + " chunk gamma", f.gamma * 4, dims({f.gamma}));
+      wt = g_.scratch(name + " chunk W", f.w * 4, dims({f.w}));
+      kc = g_.scratch(name + " chunk Kc", f.kc * 4, dims({f.kc}));
+      u = g_.scratch(name + " chunk U", f.u * 4, dims({f.u}));
+      snaps = g_.scratch(name + " chunk states", f.snapshots * 4, dims({f.snapshots}));
+      writes.insert(writes.end(), {gamma, wt, kc, u, snaps});
+    }
+    const bool any_recurrent = std::any_of(seg_shapes.begin(), seg_shapes.end(), [](const auto& g) { return g.tokens == 1; });
+    const char* form = !f.gamma ? " delta rule (recurrent)" : any_recurrent ? " delta rule (mixed)" : " delta rule (chunked)";
+    g_.add({name + form, "delta_rule", {qkv, gates, recurrent, seqs}, writes,
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              for (size_t i = 0; i < segments.size(); ++i) {
+                const StepSegment& seg = segments[i];
+                const ops::DeltaShape& sh = seg_shapes[i];
+                const ops::DeltaRuleArgs args{b[qkv].sub(uint64_t(seg.first_row) * conv_dim * 4, sh.rows() * conv_dim * 4),
+                                              b[gates].sub(uint64_t(seg.first_row) * 2 * s.value_heads * 4, sh.rows() * 2 * s.value_heads * 4),
+                                              b[recurrent], seq_rows(b[seqs], seg),
+                                              b[core].sub(uint64_t(seg.first_row) * value_dim * 4, sh.rows() * value_dim * 4), sh};
+                if (sh.tokens == 1) {
+                  ops::record_delta_rule_recurrent(p, cb, args);
+                  continue;
+                }
+                const ops::DeltaChunkScratchFloats o = offsets[i], n = ops::delta_chunk_scratch_floats(sh);
+                ops::record_delta_rule_chunked(p, cb, args,
+                                               {b[gamma].sub(o.gamma * 4, n.gamma * 4), b[wt].sub(o.w * 4, n.w * 4),
+                                                b[kc].sub(o.kc * 4, n.kc * 4), b[u].sub(o.u * 4, n.u * 4),
+                                                b[snaps].sub(o.snapshots * 4, n.snapshots * 4)});
+              }
+            }});
     const TensorId norm_w = vector(name + " linear_attn.norm.weight", w.norm, s.dv);
     const TensorId normed = g_.scratch(name + " gated norm out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
     const float eps = float(c_.rms_norm_eps);
@@ -152,39 +228,59 @@ class Builder {
     g_.add({name + " gated norm", "norm", {core, norm_w, z}, {normed}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               ops::record_rms_norm(p, cb, {b[core], b[norm_w], b[normed], {}, head_rows, s.dv, eps, false, b[z]});
             }});
-    return linear(name + " out_proj", normed, w.out, rows_);
+    return linear(name + " out_proj", normed, w.out);
   }
 
   TensorId attention(const std::string& name, int L, TensorId x) {
     const AttentionWeights& w = w_.layers[L].attention;
     const LayerState& st = state_.layers()[L];
     ops::AttentionShape s;
-    s.batch = shape_.batch;
-    s.tokens = shape_.tokens;
     s.heads = c_.num_attention_heads;
     s.kv_heads = c_.num_key_value_heads;
     s.head_dim = c_.head_dim;
     s.rot_dim = c_.rotary_dim();
     s.capacity = state_.capacity();
-    s.splits = ops::attention_splits(device_, shape_.tokens, state_.capacity());
     s.eps = float(c_.rms_norm_eps);
-    const TensorId qkv = linear(name + " {q,k,v}_proj", x, w.qkv, rows_);
+    // Each segment is its own attention call, with its own slice of the split partials.
+    std::vector<ops::AttentionShape> seg_shapes;
+    std::vector<uint64_t> part_offsets;
+    uint64_t parts = 0;
+    for (const StepSegment& seg : segments_) {
+      ops::AttentionShape g = s;
+      g.batch = seg.batch;
+      g.tokens = seg.tokens;
+      g.splits = ops::attention_splits(device_, seg.tokens, state_.capacity());
+      seg_shapes.push_back(g);
+      part_offsets.push_back(parts);
+      if (g.splits > 1) parts += uint64_t(g.batch) * g.splits * g.tokens * g.heads;
+    }
+    const std::vector<StepSegment> segments = segments_;
+    const TensorId qkv = linear(name + " {q,k,v}_proj", x, w.qkv);
     const TensorId qn = vector(name + " q_norm", w.q_norm, s.head_dim), kn = vector(name + " k_norm", w.k_norm, s.head_dim);
     const TensorId freq = rope_frequencies();
     const TensorId ck = g_.bind(name + " K cache", TensorRole::State, st.k, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
     const TensorId cv = g_.bind(name + " V cache", TensorRole::State, st.v, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
-    const uint32_t qdim = s.heads * s.head_dim;
+    const uint32_t qdim = s.heads * s.head_dim, qkv_width = w.qkv.rows;
     const TensorId q = g_.scratch(name + " q", uint64_t(rows_) * qdim * 4, dims({rows_, s.heads, s.head_dim}));
-    const uint64_t parts = uint64_t(s.batch) * s.splits * s.tokens * s.heads;
-    const TensorId po = g_.scratch(name + " split partials", s.splits > 1 ? parts * s.head_dim * 4 : 4, dims({parts, s.head_dim}));
-    const TensorId pml = g_.scratch(name + " split stats", s.splits > 1 ? parts * 8 : 4, dims({parts, 2}));
+    const TensorId po = g_.scratch(name + " split partials", parts ? parts * s.head_dim * 4 : 4, dims({parts, s.head_dim}));
+    const TensorId pml = g_.scratch(name + " split stats", parts ? parts * 8 : 4, dims({parts, 2}));
     const TensorId out = g_.scratch(name + " attention out", uint64_t(rows_) * qdim * 4, dims({rows_, qdim}));
     const TensorId seqs = seqs_;
     g_.add({name + " attention", "attention", {qkv, qn, kn, freq, seqs, ck, cv}, {ck, cv, q, po, pml, out},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_attention(p, cb, {b[qkv], b[qn], b[kn], b[freq], b[seqs], b[ck], b[cv], b[q], b[po], b[pml], b[out], s});
+              for (size_t i = 0; i < segments.size(); ++i) {
+                const StepSegment& seg = segments[i];
+                const ops::AttentionShape& sh = seg_shapes[i];
+                const uint64_t rows = seg.rows(), first = seg.first_row, n = uint64_t(sh.batch) * sh.splits * sh.tokens * sh.heads;
+                const bool split = sh.splits > 1;
+                ops::record_attention(p, cb, {b[qkv].sub(first * qkv_width * 4, rows * qkv_width * 4), b[qn], b[kn], b[freq],
+                                              seq_rows(b[seqs], seg), b[ck], b[cv], b[q].sub(first * qdim * 4, rows * qdim * 4),
+                                              split ? b[po].sub(part_offsets[i] * s.head_dim * 4, n * s.head_dim * 4) : b[po],
+                                              split ? b[pml].sub(part_offsets[i] * 8, n * 8) : b[pml],
+                                              b[out].sub(first * qdim * 4, rows * qdim * 4), sh});
+              }
             }});
-    return linear(name + " o_proj", out, w.out, rows_);
+    return linear(name + " o_proj", out, w.out);
   }
 
   TensorId rope_frequencies() {
@@ -195,7 +291,7 @@ class Builder {
 
   TensorId moe(const std::string& name, int L, const MlpWeights& w, TensorId x) {
     const uint32_t H = c_.hidden_size, E = c_.num_experts;
-    const TensorId logits = linear(name + " router", x, w.router, rows_);
+    const TensorId logits = linear(name + " router", x, w.router);
     TensorId shared_out = kNone;
     if (w.has_shared) shared_out = swiglu_mlp(name + " shared_expert", x, w.shared_gate_up, w.shared_down);
     const ops::MoeShape s{rows_, H, E, uint32_t(c_.num_experts_per_tok), uint32_t(c_.moe_intermediate_size), c_.norm_topk_prob};
@@ -215,25 +311,34 @@ class Builder {
     if (shared_out != kNone) reads.push_back(shared_out);
     const uint32_t stride = w.router.rows;
     const ops::WeightType type = w.experts_type;
+    const std::vector<RowRange> groups = dispatch_groups(segment_rows_, ops::kExpertGemvMaxTokens);
     g_.add({name + " moe", "moe", reads, {ids, wts, offs, sorted, live, hbuf, ybuf, out, status},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_moe(p, cb,
-                              {b[x], b[logits], stride, b[gu], b[dn], type,
-                               shared_out != kNone ? b[shared_out] : BufferRange{}, E, b[out], s, b[status]},
-                              {b[ids], b[wts], b[offs], b[sorted], b[live], b[hbuf], b[ybuf]});
+              for (size_t i = 0; i < groups.size(); ++i) {
+                if (i) cb.barrier();  // the groups share the scratch
+                const RowRange g = groups[i];
+                const uint64_t at = uint64_t(g.first) * H * 4, bytes = uint64_t(g.count) * H * 4;
+                ops::MoeShape gs = s;
+                gs.tokens = g.count;
+                ops::record_moe(p, cb,
+                                {b[x].sub(at, bytes), b[logits].sub(uint64_t(g.first) * stride * 4, uint64_t(g.count) * stride * 4),
+                                 stride, b[gu], b[dn], type, shared_out != kNone ? b[shared_out].sub(at, bytes) : BufferRange{}, E,
+                                 b[out].sub(at, bytes), gs, b[status]},
+                                {b[ids], b[wts], b[offs], b[sorted], b[live], b[hbuf], b[ybuf]});
+              }
             }});
     return out;
   }
 
   // down(silu(gate(x)) * up(x)) with gate|up one matrix: the dense MLP and the shared expert.
   TensorId swiglu_mlp(const std::string& name, TensorId x, const Matrix& gate_up, const Matrix& down) {
-    const TensorId gu = linear(name + ".gate_up", x, gate_up, rows_);
+    const TensorId gu = linear(name + ".gate_up", x, gate_up);
     const uint32_t I = gate_up.rows / 2, rows = rows_;
     const TensorId act = g_.scratch(name + " act", uint64_t(rows) * I * 4, dims({rows, I}));
     g_.add({name + " swiglu", "swiglu", {gu}, {act}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               ops::record_swiglu(p, cb, b[gu], b[act], rows, I);
             }});
-    return linear(name + ".down", act, down, rows_);
+    return linear(name + ".down", act, down);
   }
 
   void head(TensorId h, TensorId pending) {
@@ -243,17 +348,22 @@ class Builder {
     if (!all && shape_.batch > 1 && shape_.tokens > 1)
       throw Error("internal: last-token heads need one sequence or one token per sequence");
     const uint32_t rows = shape_.logit_rows();
-    const uint32_t first_row = all || shape_.tokens == 1 ? 0 : shape_.tokens - 1;
+    // A mixed step samples the piece's last row and every decode row: rows [piece - 1, end).
+    const uint32_t first_row = shape_.piece ? shape_.piece - 1 : all || shape_.tokens == 1 ? 0 : shape_.tokens - 1;
     const TensorId hn = norm("final norm", h, pending, w_.final_norm, rows, first_row);
-    const TensorId lm = weight("lm_head", w_.lm_head);
-    const TensorId logits = g_.scratch("logits", uint64_t(rows) * V * 4, dims({rows, V}));
     const Matrix m = w_.lm_head;
+    const std::vector<uint32_t> head_rows = shape_.piece ? std::vector<uint32_t>{1, shape_.batch} : std::vector<uint32_t>{rows};
+    const std::vector<RowRange> groups = dispatch_groups(head_rows, ops::kGemvMaxTokens);
+    const TensorId lm = weight("lm_head", m);
+    const TensorId logits = g_.scratch("logits", uint64_t(rows) * V * 4, dims({rows, V}));
     g_.add({"lm_head", "lm_head", {hn, lm}, {logits}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_linear(p, cb, {b[hn], b[lm], b[logits], m.type, rows, H, V});
+              for (const RowRange& g : groups)
+                ops::record_linear(p, cb, {b[hn].sub(uint64_t(g.first) * H * 4, uint64_t(g.count) * H * 4), b[lm],
+                                           b[logits].sub(uint64_t(g.first) * V * 4, uint64_t(g.count) * V * 4), m.type, g.count, H, V});
             }});
     if (shape_.head == Head::Sample) {
-      const TensorId params = g_.bind("sampling parameters", TensorRole::Input, io_.sampling.range(), dims({shape_.batch, 8}, "u32"));
-      const TensorId ids = g_.bind("sampled ids", TensorRole::Output, io_.sampled.range(), dims({shape_.batch}, "u32"));
+      const TensorId params = g_.bind("sampling parameters", TensorRole::Input, io_.sampling.range(), dims({rows, 8}, "u32"));
+      const TensorId ids = g_.bind("sampled ids", TensorRole::Output, io_.sampled.range(), dims({rows}, "u32"));
       g_.add({"sample", "sample", {logits, params}, {ids}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
                 ops::record_sample(p, cb, {b[logits], b[params], b[ids], rows, V});
               }});
@@ -273,11 +383,18 @@ class Builder {
   const StepShape shape_;
   const StepIO& io_;
   const uint32_t rows_;
+  const std::vector<StepSegment> segments_;
+  std::vector<uint32_t> segment_rows_;
   Graph g_;
   TensorId ids_ = kNone, seqs_ = kNone, freq_ = kNone;
 };
 
 }  // namespace
+
+std::vector<StepSegment> step_segments(const StepShape& shape) {
+  if (!shape.piece) return {{0, 0, shape.batch, shape.tokens}};
+  return {{0, 0, 1, shape.piece}, {shape.piece, 1, shape.batch, shape.tokens}};
+}
 
 Graph build_step_graph(const Device& device, const ModelConfig& config, const DeviceWeights& weights,
                        const SequenceState& state, const StepShape& shape, const StepIO& io) {

@@ -1,6 +1,7 @@
 // Compiles a ModelConfig into the graph of one step shape: B sequences of T tokens each
-// (prefill: B = 1, T = chunk; decode: T = 1). Layer kinds come from layer_types, MoE or dense
-// from the config; every size from the config.
+// (prefill: B = 1, T = chunk; decode: T = 1), optionally led by one more sequence's prompt piece
+// of P tokens (a mixed step: P prompt rows, then B decode rows). Layer kinds come from
+// layer_types, MoE or dense from the config; every size from the config.
 #pragma once
 
 #include "graph/graph.h"
@@ -19,20 +20,34 @@ enum class Head {
 struct StepShape {
   uint32_t batch = 1, tokens = 1;
   Head head = Head::Sample;
+  // Mixed step: rows [0, piece) are one more sequence's prompt piece, sequence-table entry 0;
+  // the B x T rows follow. Only with T = 1 and Head::Sample (the piece's last row is sampled
+  // too, so the sampled rows [piece - 1, rows) are contiguous).
+  uint32_t piece = 0;
   bool operator<(const StepShape& o) const {
-    return std::tie(batch, tokens, head) < std::tie(o.batch, o.tokens, o.head);
+    return std::tie(batch, tokens, head, piece) < std::tie(o.batch, o.tokens, o.head, o.piece);
   }
-  uint32_t rows() const { return batch * tokens; }
-  uint32_t logit_rows() const { return head == Head::AllLogits ? rows() : batch; }
+  uint32_t rows() const { return piece + batch * tokens; }
+  uint32_t sequences() const { return batch + (piece ? 1 : 0); }
+  uint32_t logit_rows() const { return head == Head::AllLogits ? rows() : sequences(); }
 };
+
+// The rows one group of sequences occupies: `batch` sequences of `tokens` tokens from row
+// `first_row`, sequence-table entries from `first_seq`. A plain step is one segment; a mixed
+// step two (the piece, then the decode rows).
+struct StepSegment {
+  uint32_t first_row = 0, first_seq = 0, batch = 1, tokens = 1;
+  uint32_t rows() const { return batch * tokens; }
+};
+std::vector<StepSegment> step_segments(const StepShape& shape);
 
 // Host-visible buffers of one step shape: written before, read after each submission.
 struct StepIO {
   Allocation ids;       // int32 [rows] token ids
-  Allocation seqs;      // u32 [batch, 2] slot, position
-  Allocation sampling;  // u32 [batch, 8] ops::sampling_record
+  Allocation seqs;      // u32 [sequences, 2] slot, position
+  Allocation sampling;  // u32 [sequences, 8] ops::sampling_record
   Allocation logits;    // f32 [logit_rows, vocab] (LastLogits / AllLogits)
-  Allocation sampled;   // u32 [batch] (Sample)
+  Allocation sampled;   // u32 [sequences] (Sample)
   Allocation status;    // u32 [layers]: nonzero where a layer's router saw NaN/Inf (zeroed before each run)
 };
 StepIO allocate_step_io(Runtime& runtime, const ModelConfig& config, const StepShape& shape);

@@ -1,6 +1,7 @@
 // Batch invariance and bounded resources, on the random-weight fixtures:
 // - decode rows of a B-sequence step equal the same sequences decoded alone, bit for bit in the
 //   token ids, greedy and seeded sampling, for B = 12 and 40 (several 4-token passes of the GEMV);
+// - a mixed step (decode rows plus a prompt piece) equals the separate steps, bit for bit;
 // - the continuous-batching scheduler gives every request exactly the tokens it gets alone,
 //   whatever else shares the batch and in whatever order requests arrive;
 // - prompts of many different lengths record a bounded set of programs and the device memory
@@ -78,6 +79,80 @@ TEST_P(BatchTest, DecodeRowsDoNotDependOnTheBatch) {
     }
     for (uint32_t b = 0; b < batch; ++b) EXPECT_EQ(got[b], want[b]) << "batch " << batch << ", sequence " << b;
   }
+}
+
+// A mixed step (decode rows plus another sequence's prompt piece, one submission) gives every
+// row the arithmetic of the separate steps: the sampled ids, and the logits of one more token
+// of every sequence afterwards, are bitwise equal. The cases reach each way a step is cut into
+// dispatches (graph/model_graph.cpp, dispatch_groups): 5 + 16 rows (one GEMV for the whole
+// step), 5 + 1 (a one-token piece takes the recurrent delta rule), 125 + 16 (past the GEMV's
+// 128 rows: one dispatch per segment) and 5 + 200 (the piece takes the tiled GEMM).
+TEST_P(BatchTest, MixedStepEqualsSeparateSteps) {
+  struct Case {
+    uint32_t batch, piece;
+  };
+  for (const Case c : {Case{5, 16}, Case{5, 1}, Case{125, 16}, Case{5, 200}}) {
+    SCOPED_TRACE("decode rows " + std::to_string(c.batch) + ", piece " + std::to_string(c.piece));
+    const uint32_t piece_slot = c.batch;
+    auto e = engine(c.batch + 1, 256, 512);
+    const uint32_t V = uint32_t(config_.vocab_size);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<ops::SamplingParams> params(c.batch);
+    std::vector<uint32_t> slots(c.batch);
+    for (uint32_t b = 0; b < c.batch; ++b) {
+      prompts.push_back(random_ids(1 + (b * 5) % 9, V, 300 + b));
+      if (b % 2) params[b] = {.temperature = 1.0f, .seed = 500 + b};
+      slots[b] = (b * 7 + 3) % c.batch;
+    }
+    const std::vector<int32_t> prefix = random_ids(10, V, 7), piece = random_ids(c.piece, V, 8);
+    const ops::SamplingParams piece_params{.temperature = 0.7f, .seed = 9};
+    // Every sequence prompted and its first token sampled; the piece's sequence 10 tokens in.
+    auto prepare = [&] {
+      std::vector<int32_t> first(c.batch);
+      for (uint32_t b = 0; b < c.batch; ++b) {
+        e->reset(slots[b]);
+        first[b] = e->feed_and_sample(slots[b], prompts[b], params[b]);
+      }
+      e->reset(piece_slot);
+      e->feed_piece(piece_slot, prefix, nullptr);
+      return first;
+    };
+    // The logits of one more token for each of a few sequences (every one for small batches).
+    auto logits_after = [&](const std::vector<int32_t>& next, int32_t piece_next) {
+      std::vector<std::vector<float>> out = {e->feed_logits(piece_slot, std::span(&piece_next, 1), false)};
+      for (uint32_t b = 0; b < c.batch; b += c.batch > 16 ? 31 : 1)
+        out.push_back(e->feed_logits(slots[b], std::span(&next[b], 1), false));
+      return out;
+    };
+
+    std::vector<int32_t> first = prepare();
+    const std::vector<int32_t> want = e->decode(slots, first, params);
+    const int32_t want_piece = e->feed_piece(piece_slot, piece, &piece_params);
+    const auto want_logits = logits_after(want, want_piece);
+
+    first = prepare();
+    int32_t got_piece = -2;
+    const std::vector<int32_t> got =
+        e->decode_with_piece(slots, first, params, {piece_slot, piece, &piece_params}, got_piece);
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(got_piece, want_piece);
+    const auto got_logits = logits_after(got, got_piece);
+    ASSERT_EQ(got_logits.size(), want_logits.size());
+    for (size_t i = 0; i < got_logits.size(); ++i)
+      EXPECT_TRUE(got_logits[i] == want_logits[i]) << "logits after the step differ for sequence " << i;
+  }
+}
+
+TEST_P(BatchTest, MixedStepRefusesAPieceForADecodingSlot) {
+  auto e = engine(2);
+  e->reset(0);
+  const int32_t first = e->feed_and_sample(0, random_ids(5, uint32_t(config_.vocab_size), 1), {});
+  const uint32_t slot = 0;
+  const std::vector<int32_t> piece = random_ids(4, uint32_t(config_.vocab_size), 2);
+  const ops::SamplingParams greedy;
+  int32_t token = 0;
+  EXPECT_THROW(e->decode_with_piece(std::span(&slot, 1), std::span(&first, 1), std::span(&greedy, 1), {0, piece, nullptr}, token),
+               Error);
 }
 
 TEST_P(BatchTest, SameSlotTwiceInOneStepIsRefused) {
