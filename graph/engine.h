@@ -32,7 +32,10 @@ struct EngineOptions {
   uint32_t context = 4096;        // KV-cache positions per sequence
   uint32_t slots = 1;             // sequences in flight
   uint32_t prefill_chunk = 512;   // tokens per prefill step (capped at 512 on devices with bounded loops, else 4096)
-  uint32_t max_programs = 96;     // recorded step programs kept at once (least recently used go)
+  // Recorded step programs kept at once (least recently used go). Mixed steps multiply the shapes
+  // (piece x decode rows): keeping 96, a batch job at --max-batch 64 recorded 887 programs in
+  // 660 s, 1.8% of its wall time (bench/NOTES.md).
+  uint32_t max_programs = 256;
   // Sequences per decode step at most (1..kMaxDecodeRows); more run as several steps. On the
   // H100 (80B-A3B q4) steps of 32 rows decode 633 tok/s against 456 for 8 rows and 728 for 128
   // (bench/NOTES.md), so a step takes every generating sequence.
