@@ -10,13 +10,13 @@
 #include <random>
 #include <string>
 
+#include "runtime/error.h"
 #include "runtime/ops/attention.h"
 #include "runtime/ops/delta_rule.h"
 #include "runtime/ops/linear.h"
 #include "runtime/ops/moe.h"
 #include "runtime/ops/rms_norm.h"
 #include "runtime/ops/sample.h"
-#include "runtime/error.h"
 #include "runtime/profiler.h"
 #include "runtime/runtime.h"
 
@@ -114,9 +114,14 @@ int main(int argc, char** argv) {
         if (tokens <= ops::kGemvMaxTokens && coopmat) continue;  // GEMV sizes take no matrix units
         rt.pipelines.set_coopmat(coopmat);
         const uint64_t weight_bytes = ops::weight_storage_bytes(type, uint64_t(n) * k);
-        const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes), y = b.buffer(uint64_t(tokens) * n * 4);
-        const double s = b.time([&](CommandBuffer& cb) { ops::record_linear(rt.pipelines, cb, {x, w, y, type, tokens, k, n}); });
-        const std::string label = std::string("linear ") + ops::weight_type_name(type) + " " + name + family_name(coopmat);
+        const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes),
+                          y = b.buffer(uint64_t(tokens) * n * 4);
+        const double s = b.time([&](CommandBuffer& cb) {
+          ops::record_linear(rt.pipelines, cb,
+                             {.x = x, .weight = w, .y = y, .type = type, .tokens = tokens, .k = k, .n = n});
+        });
+        const std::string label =
+            std::string("linear ") + ops::weight_type_name(type) + " " + name + family_name(coopmat);
         report(label.c_str(), s, double(weight_bytes) + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
         b.keep.clear();
       }
@@ -125,37 +130,50 @@ int main(int argc, char** argv) {
   const BufferRange normw = b.random(H, -0.1f, 0.1f);
   for (uint32_t rows : {1u, 512u}) {
     const BufferRange x = b.random(uint64_t(rows) * H, -1, 1), out = b.buffer(uint64_t(rows) * H * 4);
-    const double s = b.time([&](CommandBuffer& cb) { ops::record_rms_norm(rt.pipelines, cb, {x, normw, out, {}, rows, H}); });
+    const double s = b.time([&](CommandBuffer& cb) {
+      ops::record_rms_norm(rt.pipelines, cb, {.x = x, .weight = normw, .out = out, .rows = rows, .n = H});
+    });
     report(("rms_norm " + std::to_string(rows) + " x 2048").c_str(), s, 8.0 * rows * H, 0, ceiling);
   }
 
   // Gated DeltaNet core: state [32, 128, 128] f32.
   for (uint32_t tokens : {1u, 512u}) {
-    const ops::DeltaShape shape{1, tokens, 16, 32, 128, 128};
+    const ops::DeltaShape shape{.batch = 1, .tokens = tokens, .key_heads = 16, .value_heads = 32, .dk = 128, .dv = 128};
     const BufferRange qkv = b.random(shape.rows() * shape.qkv_width(), -0.1f, 0.1f);
-    const BufferRange gates = b.random(shape.rows() * 64, -0.5f, -0.01f), state = b.random(32ull * 128 * 128, -0.1f, 0.1f);
+    const BufferRange gates = b.random(shape.rows() * 64, -0.5f, -0.01f),
+                      state = b.random(32ull * 128 * 128, -0.1f, 0.1f);
     const BufferRange seqs = b.words({0, 0}), out = b.buffer(shape.rows() * 32 * 128 * 4);
     const auto f = ops::delta_chunk_scratch_floats(shape);
-    const ops::DeltaChunkScratch scratch{b.buffer(f.gamma * 4), b.buffer(f.w * 4), b.buffer(f.kc * 4), b.buffer(f.u * 4),
-                                         b.buffer(f.snapshots * 4)};
-    const ops::DeltaRuleArgs args{qkv, gates, state, seqs, out, shape};
+    const ops::DeltaChunkScratch scratch{b.buffer(f.gamma * 4), b.buffer(f.w * 4), b.buffer(f.kc * 4),
+                                         b.buffer(f.u * 4), b.buffer(f.snapshots * 4)};
+    const ops::DeltaRuleArgs args{.qkv = qkv, .gates = gates, .state = state, .seqs = seqs, .out = out, .shape = shape};
     const double state_bytes = 2.0 * 32 * 128 * 128 * 4;
     if (tokens == 1) {
       const double s = b.time([&](CommandBuffer& cb) { ops::record_delta_rule_recurrent(rt.pipelines, cb, args); });
       report("delta rule recurrent, 1 token", s, state_bytes, 4.0 * 32 * 128 * 128 * 2, ceiling);
     } else {
-      const double s = b.time([&](CommandBuffer& cb) { ops::record_delta_rule_chunked(rt.pipelines, cb, args, scratch); });
+      const double s =
+          b.time([&](CommandBuffer& cb) { ops::record_delta_rule_chunked(rt.pipelines, cb, args, scratch); });
       // Chunked FLOPs per head and chunk: KK^T, QK^T (2 C^2 dk), T (C^3/3), W/Kc (C^2 (dk+dv)),
       // U and S updates (4 C dk dv), inter-chunk output (2 C dk dv), intra output (C^2 dv).
       const double C = 64, d = 128, chunks = tokens / 64.0;
-      const double flops = 32 * chunks * (2 * (2 * C * C * d) + C * C * C / 3 + 2 * C * C * 2 * d + 6 * 2 * C * d * d + 2 * C * C * d);
+      const double flops =
+          32 * chunks * (2 * (2 * C * C * d) + C * C * C / 3 + 2 * C * C * 2 * d + 6 * 2 * C * d * d + 2 * C * C * d);
       report("delta rule chunked, 512 tokens", s, state_bytes, flops, ceiling);
     }
   }
 
   // Gated attention: 16 q / 2 kv heads of 256, f32 KV cache.
-  for (const auto& [tokens, past] : std::vector<std::pair<uint32_t, uint32_t>>{{1, 4096}, {1, 32768}, {1, 100000}, {512, 0}}) {
-    ops::AttentionShape s{1, tokens, 16, 2, 256, 64, past + tokens, 1};
+  for (const auto& [tokens, past] :
+       std::vector<std::pair<uint32_t, uint32_t>>{{1, 4096}, {1, 32768}, {1, 100000}, {512, 0}}) {
+    ops::AttentionShape s{.batch = 1,
+                          .tokens = tokens,
+                          .heads = 16,
+                          .kv_heads = 2,
+                          .head_dim = 256,
+                          .rot_dim = 64,
+                          .capacity = past + tokens,
+                          .splits = 1};
     s.splits = ops::attention_splits(rt.device, tokens, s.capacity);
     const BufferRange qkv = b.random(s.rows() * s.qkv_width(), -1, 1), qn = b.random(256, -0.1f, 0.1f),
                       kn = b.random(256, -0.1f, 0.1f);
@@ -167,9 +185,22 @@ int main(int argc, char** argv) {
     const BufferRange ck = b.buffer(kv, 0x3C000000u), cv = b.buffer(kv, 0x3C000000u);
     const BufferRange q = b.buffer(s.rows() * 16 * 256 * 4), out = b.buffer(s.rows() * 16 * 256 * 4);
     const uint64_t parts = uint64_t(s.splits) * tokens * 16;
-    const BufferRange po = b.buffer(std::max<uint64_t>(parts * 256 * 4, 4)), pml = b.buffer(std::max<uint64_t>(parts * 8, 4));
+    const BufferRange po = b.buffer(std::max<uint64_t>(parts * 256 * 4, 4)),
+                      pml = b.buffer(std::max<uint64_t>(parts * 8, 4));
     const double t = b.time([&](CommandBuffer& cb) {
-      ops::record_attention(rt.pipelines, cb, {qkv, qn, kn, fr, seqs, ck, cv, q, po, pml, out, s});
+      ops::record_attention(rt.pipelines, cb,
+                            {.qkv = qkv,
+                             .q_norm = qn,
+                             .k_norm = kn,
+                             .inv_freq = fr,
+                             .seqs = seqs,
+                             .cache_k = ck,
+                             .cache_v = cv,
+                             .q = q,
+                             .part_o = po,
+                             .part_ml = pml,
+                             .out = out,
+                             .shape = s});
     });
     const double keys = tokens == 1 ? double(past + 1) : double(tokens) * (tokens + 1) / 2;
     char name[96];
@@ -183,21 +214,36 @@ int main(int argc, char** argv) {
       for (bool coopmat : families) {
         if (tokens <= ops::kExpertGemvMaxTokens && coopmat) continue;
         rt.pipelines.set_coopmat(coopmat);
-        const ops::MoeShape s{tokens, H, 512, 10, 512, true};
+        const ops::MoeShape s{
+            .tokens = tokens, .hidden = H, .experts = 512, .top_k = 10, .expert_dim = 512, .normalise = true};
         const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 513, -4, 4);
-        const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 1024 * H), dn_bytes = ops::weight_storage_bytes(type, 512ull * H * 512);
+        const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 1024 * H),
+                       dn_bytes = ops::weight_storage_bytes(type, 512ull * H * 512);
         const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes);
         const auto need = ops::moe_scratch_bytes(s);
-        const ops::MoeScratch scratch{b.buffer(need.ids), b.buffer(need.weights), b.buffer(need.offsets), b.buffer(need.sorted),
-                                      b.buffer(need.active), b.buffer(need.h), b.buffer(need.y)};
+        const ops::MoeScratch scratch{b.buffer(need.ids),    b.buffer(need.weights), b.buffer(need.offsets),
+                                      b.buffer(need.sorted), b.buffer(need.active),  b.buffer(need.h),
+                                      b.buffer(need.y)};
         const BufferRange out = b.buffer(uint64_t(tokens) * H * 4), shared = b.random(uint64_t(tokens) * H, -1, 1);
         const double t = b.time([&](CommandBuffer& cb) {
-          ops::record_moe(rt.pipelines, cb, {x, logits, 513, gu, dn, type, shared, 512, out, s}, scratch);
+          ops::record_moe(rt.pipelines, cb,
+                          {.x = x,
+                           .logits = logits,
+                           .logit_stride = 513,
+                           .gate_up = gu,
+                           .down = dn,
+                           .type = type,
+                           .shared_out = shared,
+                           .shared_logit_column = 512,
+                           .out = out,
+                           .shape = s},
+                          scratch);
         });
         const double experts_touched = 512.0 * (1.0 - std::pow(1.0 - 10.0 / 512, tokens));  // expected distinct experts
-        const std::string label = "moe routed " + std::string(ops::weight_type_name(type)) + ", " + std::to_string(tokens) +
-                                  " token(s)" + family_name(coopmat);
-        report(label.c_str(), t, experts_touched * double(gu_bytes + dn_bytes) / 512, 2.0 * tokens * 10 * 3 * 512 * H, ceiling);
+        const std::string label = "moe routed " + std::string(ops::weight_type_name(type)) + ", " +
+                                  std::to_string(tokens) + " token(s)" + family_name(coopmat);
+        report(label.c_str(), t, experts_touched * double(gu_bytes + dn_bytes) / 512, 2.0 * tokens * 10 * 3 * 512 * H,
+               ceiling);
         b.keep.clear();
       }
   rt.pipelines.set_coopmat(rt.device.coopmat());
@@ -206,8 +252,11 @@ int main(int argc, char** argv) {
     const BufferRange logits = b.random(V, -10, 10), ids = b.buffer(4);
     const auto rec = ops::sampling_record({1.0f, top_k, 0.9f, 0.05f, 1}, 0);
     const BufferRange params = b.words(rec);
-    const double t = b.time([&](CommandBuffer& cb) { ops::record_sample(rt.pipelines, cb, {logits, params, ids, 1, V}); });
-    report(top_k == 1 ? "sample argmax, vocab 151936" : "sample top-k 40 / top-p 0.9 / min-p 0.05", t, 4.0 * V, 0, ceiling);
+    const double t = b.time([&](CommandBuffer& cb) {
+      ops::record_sample(rt.pipelines, cb, {.logits = logits, .params = params, .ids = ids, .batch = 1, .vocab = V});
+    });
+    report(top_k == 1 ? "sample argmax, vocab 151936" : "sample top-k 40 / top-p 0.9 / min-p 0.05", t, 4.0 * V, 0,
+           ceiling);
   }
   return 0;
 }

@@ -42,14 +42,17 @@ class SignalGuard {
   }
 
  private:
-  struct sigaction old_int_ {}, old_term_ {};
+  struct sigaction old_int_ {
+  }, old_term_{};
 };
 
 std::string duration_text(double seconds) {
   char buf[32];
   const long s = long(seconds + 0.5);
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
-  else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
   return buf;
 }
 
@@ -57,15 +60,16 @@ std::string duration_text(double seconds) {
 // a plain line every 10 s otherwise.
 class ProgressLine {
  public:
-  explicit ProgressLine(size_t total) : total_(total), tty_(::isatty(STDERR_FILENO)), start_(Clock::now()), last_(start_) {}
+  explicit ProgressLine(size_t total)
+      : total_(total), tty_(::isatty(STDERR_FILENO)), start_(Clock::now()), last_(start_) {}
   void update(size_t done, size_t errors, uint64_t generated, bool force = false) {
     if (!force && seconds_since(last_) < (tty_ ? 0.25 : 10.0)) return;
     last_ = Clock::now();
     const double elapsed = seconds_since(start_);
     const double rate = elapsed > 0 ? generated / elapsed : 0;
     const double eta = done > 0 && total_ > done ? elapsed * double(total_ - done) / double(done) : 0;
-    std::fprintf(stderr, "%s[q3n] batch: %zu/%zu requests, %zu errors, %.1f output tok/s, ETA %s%s", tty_ ? "\r" : "", done,
-                 total_, errors, rate, done ? duration_text(eta).c_str() : "?", tty_ ? "   " : "\n");
+    std::fprintf(stderr, "%s[q3n] batch: %zu/%zu requests, %zu errors, %.1f output tok/s, ETA %s%s", tty_ ? "\r" : "",
+                 done, total_, errors, rate, done ? duration_text(eta).c_str() : "?", tty_ ? "   " : "\n");
     drawn_ = tty_;
   }
   void end_line() {
@@ -105,13 +109,18 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
     throw Error("--output must not be the --input file");
   const size_t total = count_requests(o.input);
   BatchProgress previous = recover_batch_output(o.output);
-  if (previous.dropped_torn_line) std::fprintf(stderr, "[q3n] %s ended in a torn line (an interrupted write): dropped, its request is redone\n", o.output.c_str());
-  if (previous.records) std::fprintf(stderr, "[q3n] %s already holds %zu records: those requests are skipped\n", o.output.c_str(), previous.records);
+  if (previous.dropped_torn_line)
+    std::fprintf(stderr, "[q3n] %s ended in a torn line (an interrupted write): dropped, its request is redone\n",
+                 o.output.c_str());
+  if (previous.records)
+    std::fprintf(stderr, "[q3n] %s already holds %zu records: those requests are skipped\n", o.output.c_str(),
+                 previous.records);
 
   const bool synthetic = !model.synthetic.empty();
   ModelSession session = open_model(model, {.context = model.context, .slots = o.max_batch, .fit_slots = true});
   graph::Engine& engine = *session.engine;
-  const std::filesystem::path dir = synthetic ? std::filesystem::path(model.synthetic).parent_path() : std::filesystem::path(model.model);
+  const std::filesystem::path dir =
+      synthetic ? std::filesystem::path(model.synthetic).parent_path() : std::filesystem::path(model.model);
   std::unique_ptr<Tokenizer> tokenizer;
   if (!synthetic) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
   const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
@@ -167,7 +176,9 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
     BatchLine parsed = parse_batch_line(text, line_number);
     const bool duplicate = parsed.custom_id && !seen_ids.insert(*parsed.custom_id).second;
     if (previous.done_line(line_number)) return;
-    if (duplicate) return write_error(parsed.custom_id, line_number, "duplicate custom_id \"" + *parsed.custom_id + "\" (an earlier line has it)");
+    if (duplicate)
+      return write_error(parsed.custom_id, line_number,
+                         "duplicate custom_id \"" + *parsed.custom_id + "\" (an earlier line has it)");
     if (!parsed.request) return write_error(parsed.custom_id, line_number, parsed.error);
     const BatchRequest& r = *parsed.request;
     if (previous.done(r)) return;
@@ -220,18 +231,22 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
   std::string text;
   while (true) {
     while (!input_done && g_signals == 0 && scheduler.queued() < scheduler.running() + engine.slots()) {
-      if (std::getline(input, text)) read_line(text);
-      else input_done = true;
+      if (std::getline(input, text))
+        read_line(text);
+      else
+        input_done = true;
     }
     if (g_signals >= 1 && !announced) {
       scheduler.stop_admitting();
       progress.end_line();
-      std::fprintf(stderr, "[q3n] interrupted: finishing the %zu running requests (interrupt again to abandon them)\n", scheduler.running());
+      std::fprintf(stderr, "[q3n] interrupted: finishing the %zu running requests (interrupt again to abandon them)\n",
+                   scheduler.running());
       announced = true;
     }
     if (g_signals >= 2) {
       progress.end_line();
-      std::fprintf(stderr, "[q3n] abandoned %zu running requests; rerun the same command to finish the job\n", scheduler.running());
+      std::fprintf(stderr, "[q3n] abandoned %zu running requests; rerun the same command to finish the job\n",
+                   scheduler.running());
       scheduler.abandon_running();
       break;
     }
@@ -251,7 +266,8 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
                "engine busy %.0f%% of the time, %zu sequences at once\n",
                computed, previous.records, errors, new_errors, (unsigned long long)st.prompt_tokens,
                (unsigned long long)st.generated_tokens, wall, wall > 0 ? computed / wall : 0.0,
-               wall > 0 ? st.generated_tokens / wall : 0.0, wall > 0 ? (st.prompt_tokens + st.generated_tokens) / wall : 0.0,
+               wall > 0 ? st.generated_tokens / wall : 0.0,
+               wall > 0 ? (st.prompt_tokens + st.generated_tokens) / wall : 0.0,
                wall > 0 ? 100 * st.busy_seconds / wall : 0.0, size_t(engine.slots()));
   std::fprintf(stderr,
                "[q3n] batch: %llu iterations, %llu decode rows (%.1f per iteration), %llu decode steps with a prompt "

@@ -17,7 +17,9 @@ void add_batch_command(CLI::App& app) {
   add_model_options(*cmd, o->model);
   BatchJobOptions& j = o->job;
   cmd->add_option("--input", j.input, "Requests, one JSON object per line (README: Batch jobs)")->required();
-  cmd->add_option("--output", j.output, "Results, one JSON object per request; appended to, and a rerun skips what it holds")->required();
+  cmd->add_option("--output", j.output,
+                  "Results, one JSON object per request; appended to, and a rerun skips what it holds")
+      ->required();
   cmd->add_option("--max-batch", j.max_batch, "Sequences in flight at once (lowered to what fits in memory)")
       ->check(CLI::Range(1u, 4096u));
   cmd->add_option("-n,--tokens", j.max_tokens, "Default max_tokens of a request")->check(CLI::NonNegativeNumber);

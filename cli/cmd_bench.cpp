@@ -15,8 +15,8 @@
 #include <random>
 
 #include "cli/commands.h"
-#include "cli/stopwatch.h"
 #include "cli/model_session.h"
+#include "cli/stopwatch.h"
 #include "graph/traffic.h"
 #include "runtime/error.h"
 #include "runtime/ops/copy.h"
@@ -137,10 +137,12 @@ void add_bench_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("bench", "Prompt-processing and generation throughput, with the bandwidth bound");
   add_model_options(*cmd, o->model);
-  cmd->add_option("-p,--prompt", o->prompts, "Prompt lengths to time (comma-separated)")->delimiter(',')
+  cmd->add_option("-p,--prompt", o->prompts, "Prompt lengths to time (comma-separated)")
+      ->delimiter(',')
       ->check(CLI::PositiveNumber);
   cmd->add_option("-n,--gen", o->steps, "Decode steps per generation test; 0 = none")->check(CLI::NonNegativeNumber);
-  cmd->add_option("-b,--batch", o->batches, "Sequences decoded together (comma-separated)")->delimiter(',')
+  cmd->add_option("-b,--batch", o->batches, "Sequences decoded together (comma-separated)")
+      ->delimiter(',')
       ->check(CLI::PositiveNumber);
   cmd->add_option("--reps", o->reps, "Timed repetitions per test (after one warm-up)")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Print the results as JSON");
@@ -181,7 +183,10 @@ void add_bench_command(CLI::App& app) {
       j["copy_bandwidth_bytes_per_second"] = bandwidth;
       j["load_seconds"] = load_seconds;
       for (const Result& r : results) {
-        nlohmann::json t = {{"test", r.test}, {"batch", r.batch}, {"tokens", r.tokens}, {"seconds", r.seconds},
+        nlohmann::json t = {{"test", r.test},
+                            {"batch", r.batch},
+                            {"tokens", r.tokens},
+                            {"seconds", r.seconds},
                             {"tokens_per_second", r.tokens_per_second}};
         if (r.step_bytes) {
           t["step_bytes"] = r.step_bytes;
@@ -197,8 +202,9 @@ void add_bench_command(CLI::App& app) {
     std::printf("model: %s (%s weights)\ndevice: %s\nmatrix kernels: %s\n", model.c_str(),
                 o->model.weights.empty() ? "stored" : o->model.weights.c_str(), rt.device.info().name.c_str(),
                 matrix_kernels(rt).c_str());
-    std::printf("memory: weights %.2f GiB, state + KV cache %.2f GiB, device memory reserved %.2f GiB; loaded in %.1f s\n",
-                gib(weights), gib(state), gib(device), load_seconds);
+    std::printf(
+        "memory: weights %.2f GiB, state + KV cache %.2f GiB, device memory reserved %.2f GiB; loaded in %.1f s\n",
+        gib(weights), gib(state), gib(device), load_seconds);
     std::printf("copy bandwidth (shaders/copy.comp, read + write): %.1f GB/s\n\n", bandwidth / 1e9);
     std::printf("| test       | batch |     tok/s | bytes/step |  bound tok/s | of bound |\n");
     std::printf("| ---------- | ----: | --------: | ---------: | -----------: | -------: |\n");

@@ -32,7 +32,8 @@ void add_eval_command(CLI::App& app) {
                   "mean KL divergence and top-1 agreement")
       ->check(CLI::ExistingFile);
   cmd->callback([o] {
-    if (o->text_file.empty() && o->token_ids.empty()) throw Error("nothing to evaluate: give --text-file or --token-ids");
+    if (o->text_file.empty() && o->token_ids.empty())
+      throw Error("nothing to evaluate: give --text-file or --token-ids");
     std::vector<TokenId> ids;
     if (!o->model.synthetic.empty() && o->token_ids.empty())
       throw Error("--synthetic has no tokenizer: give --token-ids F");
@@ -67,8 +68,8 @@ void add_eval_command(CLI::App& app) {
         throw Error(o->kl_base + " has a vocabulary of " + std::to_string(base.cols) + ", this model " +
                     std::to_string(vocab));
       const graph::Divergence d = graph::divergence(base.values, logits, vocab);
-      std::printf("KL(base || this): mean %.6g nats, max %.6g over %zu positions; top-1 agreement %.2f%%\n",
-                  d.mean_kl, d.max_kl, d.rows, 100.0 * d.top1_agreement);
+      std::printf("KL(base || this): mean %.6g nats, max %.6g over %zu positions; top-1 agreement %.2f%%\n", d.mean_kl,
+                  d.max_kl, d.rows, 100.0 * d.top1_agreement);
     }
     if (!o->logits_out.empty()) write_npy(o->logits_out, logits, ids.size(), vocab);
     if (o->model.profile) std::fprintf(stderr, "%s", format_profile(session.engine->take_profile()).c_str());

@@ -4,9 +4,10 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/model_summary.h"
+#include "cli/progress.h"
 #include "graph/state.h"
 #include "loader/config.h"
-#include "loader/model_summary.h"
 #include "loader/safetensors.h"
 #include "loader/tensor_schema.h"
 #include "runtime/error.h"
@@ -35,15 +36,19 @@ void add_info_command(CLI::App& app) {
     const uint32_t context = static_cast<uint32_t>(o->context);
     const uint64_t recurrent = graph::SequenceState::planned_bytes(config, 1, 0);
     const uint64_t kv = graph::SequenceState::planned_bytes(config, 1, context) - recurrent;
-    std::printf("memory to run one sequence of %u tokens: weights %s + recurrent state %s + KV cache %s = %s (plus activations)\n",
-                context, format_bytes(summary.weight_bytes).c_str(), format_bytes(recurrent).c_str(),
-                format_bytes(kv).c_str(), format_bytes(summary.weight_bytes + recurrent + kv).c_str());
+    std::printf(
+        "memory to run one sequence of %u tokens: weights %s + recurrent state %s + KV cache %s = %s (plus "
+        "activations)\n",
+        context, format_bytes(summary.weight_bytes).c_str(), format_bytes(recurrent).c_str(), format_bytes(kv).c_str(),
+        format_bytes(summary.weight_bytes + recurrent + kv).c_str());
     if (o->verify) {
-      const TensorScan scan = scan_tensors(checkpoint);
+      ProgressBar bar("verifying", checkpoint.total_bytes());
+      const TensorScan scan = scan_tensors(checkpoint, [&bar](uint64_t bytes) { bar.advance(bytes); });
       std::printf("verified %llu tensors, %llu values: %llu NaN/Inf%s%s\n", (unsigned long long)scan.tensors,
                   (unsigned long long)scan.values, (unsigned long long)scan.non_finite,
                   scan.first_non_finite.empty() ? "" : ", first in ", scan.first_non_finite.c_str());
-      if (scan.non_finite) throw Error("the checkpoint holds non-finite weights (first in " + scan.first_non_finite + ")");
+      if (scan.non_finite)
+        throw Error("the checkpoint holds non-finite weights (first in " + scan.first_non_finite + ")");
     }
   });
 }

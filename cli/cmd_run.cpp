@@ -7,9 +7,9 @@
 #include <set>
 
 #include "cli/commands.h"
-#include "cli/stopwatch.h"
 #include "cli/input_files.h"
 #include "cli/model_session.h"
+#include "cli/stopwatch.h"
 #include "loader/chat.h"
 #include "loader/tokenizer.h"
 #include "runtime/error.h"
@@ -49,8 +49,9 @@ void add_run_command(CLI::App& app) {
       if (o->prompt_ids.empty()) throw Error("--synthetic has no tokenizer: give the prompt as --prompt-ids F");
       o->print_ids = true;
     }
-    const std::filesystem::path dir =
-        o->model.synthetic.empty() ? std::filesystem::path(o->model.model) : std::filesystem::path(o->model.synthetic).parent_path();
+    const std::filesystem::path dir = o->model.synthetic.empty()
+                                          ? std::filesystem::path(o->model.model)
+                                          : std::filesystem::path(o->model.synthetic).parent_path();
     std::unique_ptr<Tokenizer> tokenizer;
     if (o->prompt_ids.empty() || !o->print_ids) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
     std::vector<TokenId> prompt;
@@ -69,7 +70,8 @@ void add_run_command(CLI::App& app) {
     if (prompt.empty()) throw Error("the prompt is empty");
 
     // Without --ctx: the default context (what `q3n batch` uses too), or more if the prompt needs it.
-    ModelSession session = open_model(o->model, {.context = o->model.context, .min_context = uint32_t(prompt.size() + o->tokens)});
+    ModelSession session =
+        open_model(o->model, {.context = o->model.context, .min_context = uint32_t(prompt.size() + o->tokens)});
     graph::Engine& engine = *session.engine;
     const uint32_t context = engine.context();
     const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
@@ -117,7 +119,8 @@ void add_run_command(CLI::App& app) {
     if (o->tokens == 0) {
       std::fprintf(stderr, "[q3n] -n 0: the prompt (%zu tokens) was not run\n", prompt.size());
     } else {
-      std::fprintf(stderr, "[q3n] prompt: %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens (%s), decode %.1f tok/s\n",
+      std::fprintf(stderr,
+                   "[q3n] prompt: %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens (%s), decode %.1f tok/s\n",
                    prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated.size(), stopped.c_str(),
                    decode_seconds > 0 && decoded ? decoded / decode_seconds : 0.0);
     }

@@ -72,8 +72,9 @@ NpyMatrix read_npy(const std::string& path) {
     throw Error(path + ": expected a two-dimensional array [tokens, vocab], got " + header);
   m.values.resize(m.rows * m.cols);
   in.read(reinterpret_cast<char*>(m.values.data()), std::streamsize(m.values.size() * 4));
-  if (!in) throw Error(path + ": truncated: the header promises " + std::to_string(m.rows) + " x " +
-                       std::to_string(m.cols) + " floats");
+  if (!in)
+    throw Error(path + ": truncated: the header promises " + std::to_string(m.rows) + " x " + std::to_string(m.cols) +
+                " floats");
   return m;
 }
 

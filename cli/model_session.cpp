@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <vector>
 
+#include "cli/progress.h"
 #include "graph/support_check.h"
-#include "loader/progress.h"
 #include "loader/tensor_schema.h"
 #include "runtime/error.h"
 
@@ -69,13 +69,15 @@ void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_
   const uint64_t free = s.runtime->device.free_device_memory();
   const uint32_t addressable = graph::SequenceState::max_slots(s.config, context);
   if (fit_slots && slots > addressable) {
-    std::fprintf(stderr, "[q3n] the attention kernels address at most %u sequences of %u positions; running that many at once\n",
-                 addressable, context);
+    std::fprintf(
+        stderr, "[q3n] the attention kernels address at most %u sequences of %u positions; running that many at once\n",
+        addressable, context);
     slots = std::max(1u, addressable);
   }
   if (fit_slots && slots > 1) {
     const uint32_t wanted = slots;
-    while (slots > 1 && weights + graph::SequenceState::planned_bytes(s.config, slots, context) + headroom > free) --slots;
+    while (slots > 1 && weights + graph::SequenceState::planned_bytes(s.config, slots, context) + headroom > free)
+      --slots;
     if (slots < wanted)
       std::fprintf(stderr, "[q3n] %u sequences of %u positions do not fit in %s's %.2f GiB free; running %u at once\n",
                    wanted, context, s.runtime->device.info().name.c_str(), gib(free), slots);
@@ -89,7 +91,9 @@ void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_
                 "use %sa smaller --ctx, fewer sequences or a device with more memory",
                 gib(weights + state + headroom), gib(weights), graph::weight_format_name(format), gib(state), slots,
                 context, s.runtime->device.info().name.c_str(), gib(free),
-                format == graph::WeightFormat::Q4 ? "" : format == graph::WeightFormat::Q8 ? "--weights q4, " : "--weights q4 or q8, ");
+                format == graph::WeightFormat::Q4   ? ""
+                : format == graph::WeightFormat::Q8 ? "--weights q4, "
+                                                    : "--weights q4 or q8, ");
   throw Error(msg);
 }
 
@@ -104,7 +108,8 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   ModelSession s;
   uint32_t slots = shape.slots;
   const bool synthetic = !o.synthetic.empty();
-  if (!synthetic && o.model.empty()) throw Error("no model: give -m DIR (a checkpoint folder) or --synthetic CONFIG.json");
+  if (!synthetic && o.model.empty())
+    throw Error("no model: give -m DIR (a checkpoint folder) or --synthetic CONFIG.json");
   if (synthetic && !o.cache.empty())
     throw Error("--cache keeps converted checkpoint weights; a --synthetic model has none to keep");
   graph::WeightFormat format = graph::parse_weight_format(o.weights);
@@ -121,7 +126,8 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   uint32_t context = shape.context ? shape.context : std::max(default_context(s.config), shape.min_context);
   if (s.config.max_position_embeddings > 0 && context > uint32_t(s.config.max_position_embeddings))
     throw Error((shape.context ? "--ctx " : "the needed context of ") + std::to_string(context) +
-                " exceeds the model's max_position_embeddings (" + std::to_string(s.config.max_position_embeddings) + ")");
+                " exceeds the model's max_position_embeddings (" + std::to_string(s.config.max_position_embeddings) +
+                ")");
   RuntimeOptions ro;
   ro.device = o.device;
   ro.coopmat = !o.no_coopmat;
@@ -134,7 +140,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   const uint64_t load_bytes = synthetic ? planned : s.checkpoint->total_bytes();
   auto weights = [&] {
     ProgressBar progress(synthetic ? "generating weights" : "loading weights", load_bytes);
-    wo.progress = &progress;
+    wo.progress = [&progress](uint64_t bytes) { progress.advance(bytes); };
     return synthetic ? graph::DeviceWeights(*s.runtime, s.config, o.seed, wo)
                      : graph::DeviceWeights(*s.runtime, s.config, *s.checkpoint, wo);
   }();
@@ -157,7 +163,8 @@ std::string format_profile(const std::map<std::string, double>& seconds) {
   std::string out = "GPU time by operator:\n";
   char line[160];
   for (const auto& [kind, t] : rows) {
-    std::snprintf(line, sizeof line, "  %-14s %10.3f ms  %5.1f%%\n", kind.c_str(), t * 1e3, total > 0 ? 100 * t / total : 0.0);
+    std::snprintf(line, sizeof line, "  %-14s %10.3f ms  %5.1f%%\n", kind.c_str(), t * 1e3,
+                  total > 0 ? 100 * t / total : 0.0);
     out += line;
   }
   std::snprintf(line, sizeof line, "  %-14s %10.3f ms\n", "total", total * 1e3);

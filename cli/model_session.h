@@ -24,7 +24,7 @@ struct ModelOptions {
   std::string cache;      // folder for converted/quantised weights (graph/weight_cache.h)
   std::string device;
   bool no_coopmat = false;  // portable kernels even where the device has cooperative matrices
-  uint32_t context = 0;  // 0: the command's default
+  uint32_t context = 0;     // 0: the command's default
   uint32_t chunk = 512;
   uint32_t decode_rows = graph::EngineOptions{}.decode_rows;  // sequences per decode step at most
   bool profile = false;
@@ -39,10 +39,10 @@ struct ModelSession {
 };
 // The sequences a session is sized for.
 struct SessionShape {
-  uint32_t context = 0;      // KV positions per sequence; 0: default_context(), at least min_context
+  uint32_t context = 0;  // KV positions per sequence; 0: default_context(), at least min_context
   uint32_t min_context = 0;
-  uint32_t slots = 1;        // sequences in flight
-  bool fit_slots = false;    // fewer slots (with a notice) where `slots` do not fit in memory
+  uint32_t slots = 1;      // sequences in flight
+  bool fit_slots = false;  // fewer slots (with a notice) where `slots` do not fit in memory
 };
 // Loads and validates the checkpoint (or reads the synthetic config), opens the device, checks
 // that weights and state fit in its memory, then uploads (or generates) the weights.

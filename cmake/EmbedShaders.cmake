@@ -1,6 +1,7 @@
 # Compile GLSL compute shaders to SPIR-V at build time and embed them in the binary.
 #
 #   q3n_shader(NAME <variant> SOURCE <file.comp> [DEFINES A=1 B] [REQUIRES GL_ext ...])
+#   q3n_plain_shaders()  # every other .comp of the folder, as a variant named after the file
 #
 # A variant whose REQUIRES are not all in Q3N_GLSL_FEATURES is skipped (and so is absent from
 # the registry, which the runtime reports). After all variants are declared,
@@ -8,9 +9,11 @@
 # (runtime/shader_registry.h) that maps variant names to code.
 set(Q3N_SHADER_VARIANTS "" CACHE INTERNAL "")
 set(Q3N_SHADER_SOURCES "" CACHE INTERNAL "")
+set(Q3N_SHADER_DECLARED "" CACHE INTERNAL "")  # .comp files named by a q3n_shader() call
 
 function(q3n_shader)
   cmake_parse_arguments(S "" "NAME;SOURCE" "DEFINES;REQUIRES" ${ARGN})
+  set(Q3N_SHADER_DECLARED ${Q3N_SHADER_DECLARED} ${S_SOURCE} CACHE INTERNAL "")
   foreach(req IN LISTS S_REQUIRES)
     if(NOT req IN_LIST Q3N_GLSL_FEATURES)
       message(STATUS "shader variant ${S_NAME}: skipped, glslc lacks ${req}")
@@ -41,6 +44,19 @@ function(q3n_shader)
     VERBATIM)
   set(Q3N_SHADER_VARIANTS ${Q3N_SHADER_VARIANTS} ${S_NAME} CACHE INTERNAL "")
   set(Q3N_SHADER_SOURCES ${Q3N_SHADER_SOURCES} ${cpp} CACHE INTERNAL "")
+endfunction()
+
+# Every .comp of the current folder that no q3n_shader() call named becomes one variant named
+# after its file, without defines: a new operator's shader needs no list edit.
+function(q3n_plain_shaders)
+  file(GLOB sources CONFIGURE_DEPENDS RELATIVE ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR}/*.comp)
+  list(SORT sources)
+  foreach(source IN LISTS sources)
+    if(NOT source IN_LIST Q3N_SHADER_DECLARED)
+      get_filename_component(name ${source} NAME_WE)
+      q3n_shader(NAME ${name} SOURCE ${source})
+    endif()
+  endforeach()
 endfunction()
 
 function(q3n_shader_library target)

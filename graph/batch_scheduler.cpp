@@ -104,8 +104,10 @@ bool BatchScheduler::step() {
     ++s.next_piece;
     s.fed += piece.ids.size();
     if (!piece.params) return;
-    if (!accept(s, token)) ended.emplace_back(i, FinishReason::Stop);
-    else if (s.generated >= s.request.max_tokens) ended.emplace_back(i, FinishReason::Length);
+    if (!accept(s, token))
+      ended.emplace_back(i, FinishReason::Stop);
+    else if (s.generated >= s.request.max_tokens)
+      ended.emplace_back(i, FinishReason::Length);
   };
   // Every piece runs as its own step, except that the last one rides with the decode step.
   const size_t alone = decoding.empty() ? pieces.size() : pieces.size() - std::min<size_t>(pieces.size(), 1);
@@ -136,8 +138,10 @@ bool BatchScheduler::step() {
     stats_.decode_rows += slots.size();
     for (size_t j = 0; j < decoding.size(); ++j) {
       Sequence& s = running_[decoding[j]];
-      if (!accept(s, sampled[j])) ended.emplace_back(decoding[j], FinishReason::Stop);
-      else if (s.generated >= s.request.max_tokens) ended.emplace_back(decoding[j], FinishReason::Length);
+      if (!accept(s, sampled[j]))
+        ended.emplace_back(decoding[j], FinishReason::Stop);
+      else if (s.generated >= s.request.max_tokens)
+        ended.emplace_back(decoding[j], FinishReason::Length);
     }
   }
   // Finish from the back so the indices stay valid.

@@ -29,15 +29,15 @@ struct GenerationRequest {
 enum class FinishReason { Stop, Length };
 
 struct SchedulerOptions {
-  uint32_t max_batch = 1;          // sequences in flight (<= the engine's slots)
-  uint32_t prefill_budget = 512;   // prompt tokens per iteration
-  std::set<int32_t> stop_ids;      // tokens that end a sequence (not emitted)
+  uint32_t max_batch = 1;         // sequences in flight (<= the engine's slots)
+  uint32_t prefill_budget = 512;  // prompt tokens per iteration
+  std::set<int32_t> stop_ids;     // tokens that end a sequence (not emitted)
 };
 
 struct SchedulerStats {
   uint64_t prompt_tokens = 0, generated_tokens = 0, iterations = 0, decode_rows = 0;
   uint64_t mixed_steps = 0;  // decode steps that carried a prompt piece
-  double busy_seconds = 0;  // wall time inside engine steps (submitted and waited for)
+  double busy_seconds = 0;   // wall time inside engine steps (submitted and waited for)
 };
 
 class BatchScheduler {
@@ -69,7 +69,7 @@ class BatchScheduler {
     uint32_t slot = 0;
     std::vector<uint32_t> pieces;  // of the prompt, in order
     size_t next_piece = 0, fed = 0;
-    int32_t next_token = -1;       // sampled, to be fed by the next decode step
+    int32_t next_token = -1;  // sampled, to be fed by the next decode step
     uint32_t generated = 0;
     bool prefilled() const { return next_piece == pieces.size(); }
   };

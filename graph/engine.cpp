@@ -114,14 +114,16 @@ void Engine::check_sampled(std::span<const int32_t> ids) const {
   // sample.comp returns an id outside the vocabulary only for a row of NaN logits.
   for (int32_t id : ids)
     if (id < 0 || id >= config_.vocab_size)
-      throw Error("the model produced NaN logits (corrupt weights, or fp16 overflow on the matrix units: try "
-                  "--no-coopmat); q3n stopped rather than emit a meaningless token");
+      throw Error(
+          "the model produced NaN logits (corrupt weights, or fp16 overflow on the matrix units: try "
+          "--no-coopmat); q3n stopped rather than emit a meaningless token");
 }
 
 void Engine::check_room(uint32_t slot, size_t tokens) const {
   if (positions_.at(slot) + tokens > options_.context)
-    throw Error("the sequence needs " + std::to_string(positions_.at(slot) + tokens) + " positions but the context is " +
-                std::to_string(options_.context) + "; raise --ctx or shorten the prompt");
+    throw Error("the sequence needs " + std::to_string(positions_.at(slot) + tokens) +
+                " positions but the context is " + std::to_string(options_.context) +
+                "; raise --ctx or shorten the prompt");
 }
 
 void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, std::span<const int32_t> ids,
@@ -259,7 +261,8 @@ std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<c
   for (size_t first = 0; first < slots.size(); first += options_.decode_rows) {
     const size_t n = std::min<size_t>(options_.decode_rows, slots.size() - first);
     const StepShape shape{static_cast<uint32_t>(n), 1, Head::Sample};
-    run_step(shape, slots.subspan(first, n), ids.subspan(first, n), params.size() == 1 ? params : params.subspan(first, n));
+    run_step(shape, slots.subspan(first, n), ids.subspan(first, n),
+             params.size() == 1 ? params : params.subspan(first, n));
     const auto* out = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped());
     sampled.insert(sampled.end(), out, out + n);
   }

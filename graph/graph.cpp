@@ -8,12 +8,18 @@ namespace q3n::graph {
 
 const char* role_name(TensorRole role) {
   switch (role) {
-    case TensorRole::Weight: return "weight";
-    case TensorRole::State: return "state";
-    case TensorRole::Input: return "input";
-    case TensorRole::Output: return "output";
-    case TensorRole::Scratch: return "scratch";
-    case TensorRole::Status: return "status";
+    case TensorRole::Weight:
+      return "weight";
+    case TensorRole::State:
+      return "state";
+    case TensorRole::Input:
+      return "input";
+    case TensorRole::Output:
+      return "output";
+    case TensorRole::Scratch:
+      return "scratch";
+    case TensorRole::Status:
+      return "status";
   }
   return "?";
 }

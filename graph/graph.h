@@ -29,7 +29,7 @@ enum class TensorRole {
 const char* role_name(TensorRole role);
 
 struct Tensor {
-  std::string name;   // "layer 3 qkv"
+  std::string name;  // "layer 3 qkv"
   TensorRole role = TensorRole::Scratch;
   uint64_t bytes = 0;
   std::string shape;  // for people: "[64, 8192] f32"

@@ -14,9 +14,9 @@ namespace q3n::graph {
 double mean_next_token_nll(const std::vector<float>& logits, const std::vector<int32_t>& ids, size_t vocab);
 
 struct Divergence {
-  double mean_kl = 0;          // mean over rows of KL(base || test), in nats
+  double mean_kl = 0;  // mean over rows of KL(base || test), in nats
   double max_kl = 0;
-  double top1_agreement = 0;   // fraction of rows whose argmax agrees
+  double top1_agreement = 0;  // fraction of rows whose argmax agrees
   size_t rows = 0;
 };
 // Compares `test` with `base`, both [rows, vocab].

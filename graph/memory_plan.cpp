@@ -30,7 +30,8 @@ MemoryPlan plan_memory(const Graph& graph, uint64_t alignment) {
   std::vector<TensorId> order;
   for (TensorId id = 0; id < tensors.size(); ++id)
     if (tensors[id].role == TensorRole::Scratch && life[id].used()) order.push_back(id);
-  std::stable_sort(order.begin(), order.end(), [&](TensorId a, TensorId b) { return tensors[a].bytes > tensors[b].bytes; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](TensorId a, TensorId b) { return tensors[a].bytes > tensors[b].bytes; });
 
   MemoryPlan plan;
   plan.offsets.assign(tensors.size(), 0);

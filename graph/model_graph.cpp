@@ -47,7 +47,13 @@ class Builder {
  public:
   Builder(const Device& device, const ModelConfig& c, const DeviceWeights& w, const SequenceState& s,
           const StepShape& shape, const StepIO& io)
-      : device_(device), c_(c), w_(w), state_(s), shape_(shape), io_(io), rows_(shape.rows()),
+      : device_(device),
+        c_(c),
+        w_(w),
+        state_(s),
+        shape_(shape),
+        io_(io),
+        rows_(shape.rows()),
         segments_(step_segments(shape)) {
     if (shape.piece && (shape.tokens != 1 || shape.head != Head::Sample))
       throw Error("internal: a mixed step carries decode rows (one token each) and samples");
@@ -65,7 +71,14 @@ class Builder {
     const Matrix table = w_.embed;
     const uint32_t rows = rows_;
     g_.add({"embedding", "embedding", {embed, ids}, {h}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_embedding(p, cb, {b[embed], b[ids], b[h], table.type, table.rows, H, rows});
+              ops::record_embedding(p, cb,
+                                    {.table = b[embed],
+                                     .ids = b[ids],
+                                     .out = b[h],
+                                     .type = table.type,
+                                     .rows = table.rows,
+                                     .dim = H,
+                                     .tokens = rows});
             }});
     TensorId pending = kNone;  // the previous MLP's output, added into h by the next norm
     for (int L = 0; L < c_.num_hidden_layers; ++L) {
@@ -109,9 +122,24 @@ class Builder {
               const uint64_t offset = uint64_t(first_row) * H * 4, bytes = uint64_t(rows) * H * 4;
               const BufferRange hr = b[h].sub(offset, bytes);
               if (add == kNone)
-                ops::record_rms_norm(p, cb, {hr, b[w], b[out], {}, rows, H, eps, zero_centred});
+                ops::record_rms_norm(p, cb,
+                                     {.x = hr,
+                                      .weight = b[w],
+                                      .out = b[out],
+                                      .rows = rows,
+                                      .n = H,
+                                      .eps = eps,
+                                      .zero_centred = zero_centred});
               else
-                ops::record_rms_norm(p, cb, {b[add].sub(offset, bytes), b[w], b[out], hr, rows, H, eps, zero_centred});
+                ops::record_rms_norm(p, cb,
+                                     {.x = b[add].sub(offset, bytes),
+                                      .weight = b[w],
+                                      .out = b[out],
+                                      .residual = hr,
+                                      .rows = rows,
+                                      .n = H,
+                                      .eps = eps,
+                                      .zero_centred = zero_centred});
             }});
     return out;
   }
@@ -126,9 +154,14 @@ class Builder {
     g_.add({name, "linear", {x, w}, {y}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               // The groups write disjoint rows: no barrier between them.
               for (const RowRange& g : groups)
-                ops::record_linear(p, cb, {b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4), b[w],
-                                           b[y].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4), m.type,
-                                           g.count, m.cols, m.rows});
+                ops::record_linear(p, cb,
+                                   {.x = b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4),
+                                    .weight = b[w],
+                                    .y = b[y].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4),
+                                    .type = m.type,
+                                    .tokens = g.count,
+                                    .k = m.cols,
+                                    .n = m.rows});
             }});
     return y;
   }
@@ -137,12 +170,12 @@ class Builder {
     const DeltaNetWeights& w = w_.layers[L].delta;
     const LayerState& st = state_.layers()[L];
     // The whole step as one shape for the row-wise kernels; each segment's own for the rest.
-    const ops::DeltaShape s{1,
-                            rows_,
-                            uint32_t(c_.linear_num_key_heads),
-                            uint32_t(c_.linear_num_value_heads),
-                            uint32_t(c_.linear_key_head_dim),
-                            uint32_t(c_.linear_value_head_dim)};
+    const ops::DeltaShape s{.batch = 1,
+                            .tokens = rows_,
+                            .key_heads = uint32_t(c_.linear_num_key_heads),
+                            .value_heads = uint32_t(c_.linear_num_value_heads),
+                            .dk = uint32_t(c_.linear_key_head_dim),
+                            .dv = uint32_t(c_.linear_value_head_dim)};
     std::vector<ops::DeltaShape> seg_shapes;
     for (const StepSegment& seg : segments_) {
       seg_shapes.push_back(s);
@@ -155,25 +188,46 @@ class Builder {
     const TensorId z = linear(name + " in_proj_z", x, w.z);
     const TensorId ba = linear(name + " in_proj_ba", x, w.ba);
 
-    const TensorId conv_w = g_.bind(name + " conv1d.weight", TensorRole::Weight, w.conv, dims({conv_dim, kernel}, ops::weight_type_name(w.conv_type)));
-    const TensorId conv_state = g_.bind(name + " conv state", TensorRole::State, st.conv, dims({state_.slots(), kernel - 1, conv_dim}));
+    const TensorId conv_w = g_.bind(name + " conv1d.weight", TensorRole::Weight, w.conv,
+                                    dims({conv_dim, kernel}, ops::weight_type_name(w.conv_type)));
+    const TensorId conv_state =
+        g_.bind(name + " conv state", TensorRole::State, st.conv, dims({state_.slots(), kernel - 1, conv_dim}));
     const TensorId qkv = g_.scratch(name + " conv out", uint64_t(rows_) * conv_dim * 4, dims({rows_, conv_dim}));
     const TensorId seqs = seqs_;
-    g_.add({name + " conv1d", "conv", {mixed, conv_w, conv_state, seqs}, {qkv, conv_state},
+    g_.add({name + " conv1d",
+            "conv",
+            {mixed, conv_w, conv_state, seqs},
+            {qkv, conv_state},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               // Segments touch different rows and different sequences' state: no barrier between.
               for (const StepSegment& seg : segments) {
                 const uint64_t at = uint64_t(seg.first_row) * conv_dim * 4, bytes = uint64_t(seg.rows()) * conv_dim * 4;
-                ops::record_causal_conv1d(p, cb, {b[mixed].sub(at, bytes), b[conv_w], b[conv_state], seq_rows(b[seqs], seg),
-                                                  b[qkv].sub(at, bytes), w.conv_type, seg.batch, seg.tokens, conv_dim, kernel});
+                ops::record_causal_conv1d(p, cb,
+                                          {.x = b[mixed].sub(at, bytes),
+                                           .weight = b[conv_w],
+                                           .state = b[conv_state],
+                                           .seqs = seq_rows(b[seqs], seg),
+                                           .y = b[qkv].sub(at, bytes),
+                                           .type = w.conv_type,
+                                           .batch = seg.batch,
+                                           .tokens = seg.tokens,
+                                           .channels = conv_dim,
+                                           .kernel = kernel});
               }
             }});
 
-    const TensorId a_log = vector(name + " A_log", w.a_log, s.value_heads), dt = vector(name + " dt_bias", w.dt_bias, s.value_heads);
-    const TensorId gates = g_.scratch(name + " gates", uint64_t(rows_) * 2 * s.value_heads * 4, dims({rows_, 2 * s.value_heads}));
-    g_.add({name + " delta prepare", "delta_prepare", {qkv, ba, a_log, dt}, {qkv, gates},
+    const TensorId a_log = vector(name + " A_log", w.a_log, s.value_heads),
+                   dt = vector(name + " dt_bias", w.dt_bias, s.value_heads);
+    const TensorId gates =
+        g_.scratch(name + " gates", uint64_t(rows_) * 2 * s.value_heads * 4, dims({rows_, 2 * s.value_heads}));
+    g_.add({name + " delta prepare",
+            "delta_prepare",
+            {qkv, ba, a_log, dt},
+            {qkv, gates},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_delta_prepare(p, cb, {b[qkv], b[ba], b[a_log], b[dt], b[gates], s});
+              ops::record_delta_prepare(
+                  p, cb,
+                  {.qkv = b[qkv], .ba = b[ba], .a_log = b[a_log], .dt_bias = b[dt], .gates = b[gates], .shape = s});
             }});
 
     const TensorId recurrent = g_.bind(name + " recurrent state", TensorRole::State, st.recurrent,
@@ -199,34 +253,59 @@ class Builder {
       snaps = g_.scratch(name + " chunk states", f.snapshots * 4, dims({f.snapshots}));
       writes.insert(writes.end(), {gamma, wt, kc, u, snaps});
     }
-    const bool any_recurrent = std::any_of(seg_shapes.begin(), seg_shapes.end(), [](const auto& g) { return g.tokens == 1; });
-    const char* form = !f.gamma ? " delta rule (recurrent)" : any_recurrent ? " delta rule (mixed)" : " delta rule (chunked)";
-    g_.add({name + form, "delta_rule", {qkv, gates, recurrent, seqs}, writes,
+    const bool any_recurrent =
+        std::any_of(seg_shapes.begin(), seg_shapes.end(), [](const auto& g) { return g.tokens == 1; });
+    const char* form = !f.gamma        ? " delta rule (recurrent)"
+                       : any_recurrent ? " delta rule (mixed)"
+                                       : " delta rule (chunked)";
+    g_.add({name + form,
+            "delta_rule",
+            {qkv, gates, recurrent, seqs},
+            writes,
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               for (size_t i = 0; i < segments.size(); ++i) {
                 const StepSegment& seg = segments[i];
                 const ops::DeltaShape& sh = seg_shapes[i];
-                const ops::DeltaRuleArgs args{b[qkv].sub(uint64_t(seg.first_row) * conv_dim * 4, sh.rows() * conv_dim * 4),
-                                              b[gates].sub(uint64_t(seg.first_row) * 2 * s.value_heads * 4, sh.rows() * 2 * s.value_heads * 4),
-                                              b[recurrent], seq_rows(b[seqs], seg),
-                                              b[core].sub(uint64_t(seg.first_row) * value_dim * 4, sh.rows() * value_dim * 4), sh};
+                const uint64_t gate_width = 2 * s.value_heads;
+                const ops::DeltaRuleArgs args{
+                    .qkv = b[qkv].sub(uint64_t(seg.first_row) * conv_dim * 4, sh.rows() * conv_dim * 4),
+                    .gates = b[gates].sub(seg.first_row * gate_width * 4, sh.rows() * gate_width * 4),
+                    .state = b[recurrent],
+                    .seqs = seq_rows(b[seqs], seg),
+                    .out = b[core].sub(uint64_t(seg.first_row) * value_dim * 4, sh.rows() * value_dim * 4),
+                    .shape = sh};
                 if (sh.tokens == 1) {
                   ops::record_delta_rule_recurrent(p, cb, args);
                   continue;
                 }
                 const ops::DeltaChunkScratchFloats o = offsets[i], n = ops::delta_chunk_scratch_floats(sh);
                 ops::record_delta_rule_chunked(p, cb, args,
-                                               {b[gamma].sub(o.gamma * 4, n.gamma * 4), b[wt].sub(o.w * 4, n.w * 4),
-                                                b[kc].sub(o.kc * 4, n.kc * 4), b[u].sub(o.u * 4, n.u * 4),
-                                                b[snaps].sub(o.snapshots * 4, n.snapshots * 4)});
+                                               {.gamma = b[gamma].sub(o.gamma * 4, n.gamma * 4),
+                                                .w = b[wt].sub(o.w * 4, n.w * 4),
+                                                .kc = b[kc].sub(o.kc * 4, n.kc * 4),
+                                                .u = b[u].sub(o.u * 4, n.u * 4),
+                                                .snapshots = b[snaps].sub(o.snapshots * 4, n.snapshots * 4)});
               }
             }});
     const TensorId norm_w = vector(name + " linear_attn.norm.weight", w.norm, s.dv);
-    const TensorId normed = g_.scratch(name + " gated norm out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
+    const TensorId normed =
+        g_.scratch(name + " gated norm out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
     const float eps = float(c_.rms_norm_eps);
     const uint32_t head_rows = rows_ * s.value_heads;
-    g_.add({name + " gated norm", "norm", {core, norm_w, z}, {normed}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_rms_norm(p, cb, {b[core], b[norm_w], b[normed], {}, head_rows, s.dv, eps, false, b[z]});
+    g_.add({name + " gated norm",
+            "norm",
+            {core, norm_w, z},
+            {normed},
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_rms_norm(p, cb,
+                                   {.x = b[core],
+                                    .weight = b[norm_w],
+                                    .out = b[normed],
+                                    .rows = head_rows,
+                                    .n = s.dv,
+                                    .eps = eps,
+                                    .zero_centred = false,
+                                    .gate = b[z]});
             }});
     return linear(name + " out_proj", normed, w.out);
   }
@@ -256,28 +335,45 @@ class Builder {
     }
     const std::vector<StepSegment> segments = segments_;
     const TensorId qkv = linear(name + " {q,k,v}_proj", x, w.qkv);
-    const TensorId qn = vector(name + " q_norm", w.q_norm, s.head_dim), kn = vector(name + " k_norm", w.k_norm, s.head_dim);
+    const TensorId qn = vector(name + " q_norm", w.q_norm, s.head_dim),
+                   kn = vector(name + " k_norm", w.k_norm, s.head_dim);
     const TensorId freq = rope_frequencies();
-    const TensorId ck = g_.bind(name + " K cache", TensorRole::State, st.k, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
-    const TensorId cv = g_.bind(name + " V cache", TensorRole::State, st.v, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
+    const TensorId ck =
+        g_.bind(name + " K cache", TensorRole::State, st.k, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
+    const TensorId cv =
+        g_.bind(name + " V cache", TensorRole::State, st.v, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
     const uint32_t qdim = s.heads * s.head_dim, qkv_width = w.qkv.rows;
     const TensorId q = g_.scratch(name + " q", uint64_t(rows_) * qdim * 4, dims({rows_, s.heads, s.head_dim}));
-    const TensorId po = g_.scratch(name + " split partials", parts ? parts * s.head_dim * 4 : 4, dims({parts, s.head_dim}));
+    const TensorId po =
+        g_.scratch(name + " split partials", parts ? parts * s.head_dim * 4 : 4, dims({parts, s.head_dim}));
     const TensorId pml = g_.scratch(name + " split stats", parts ? parts * 8 : 4, dims({parts, 2}));
     const TensorId out = g_.scratch(name + " attention out", uint64_t(rows_) * qdim * 4, dims({rows_, qdim}));
     const TensorId seqs = seqs_;
-    g_.add({name + " attention", "attention", {qkv, qn, kn, freq, seqs, ck, cv}, {ck, cv, q, po, pml, out},
+    g_.add({name + " attention",
+            "attention",
+            {qkv, qn, kn, freq, seqs, ck, cv},
+            {ck, cv, q, po, pml, out},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               for (size_t i = 0; i < segments.size(); ++i) {
                 const StepSegment& seg = segments[i];
                 const ops::AttentionShape& sh = seg_shapes[i];
-                const uint64_t rows = seg.rows(), first = seg.first_row, n = uint64_t(sh.batch) * sh.splits * sh.tokens * sh.heads;
+                const uint64_t rows = seg.rows(), first = seg.first_row,
+                               n = uint64_t(sh.batch) * sh.splits * sh.tokens * sh.heads;
                 const bool split = sh.splits > 1;
-                ops::record_attention(p, cb, {b[qkv].sub(first * qkv_width * 4, rows * qkv_width * 4), b[qn], b[kn], b[freq],
-                                              seq_rows(b[seqs], seg), b[ck], b[cv], b[q].sub(first * qdim * 4, rows * qdim * 4),
-                                              split ? b[po].sub(part_offsets[i] * s.head_dim * 4, n * s.head_dim * 4) : b[po],
-                                              split ? b[pml].sub(part_offsets[i] * 8, n * 8) : b[pml],
-                                              b[out].sub(first * qdim * 4, rows * qdim * 4), sh});
+                ops::record_attention(
+                    p, cb,
+                    {.qkv = b[qkv].sub(first * qkv_width * 4, rows * qkv_width * 4),
+                     .q_norm = b[qn],
+                     .k_norm = b[kn],
+                     .inv_freq = b[freq],
+                     .seqs = seq_rows(b[seqs], seg),
+                     .cache_k = b[ck],
+                     .cache_v = b[cv],
+                     .q = b[q].sub(first * qdim * 4, rows * qdim * 4),
+                     .part_o = split ? b[po].sub(part_offsets[i] * s.head_dim * 4, n * s.head_dim * 4) : b[po],
+                     .part_ml = split ? b[pml].sub(part_offsets[i] * 8, n * 8) : b[pml],
+                     .out = b[out].sub(first * qdim * 4, rows * qdim * 4),
+                     .shape = sh});
               }
             }});
     return linear(name + " o_proj", out, w.out);
@@ -285,7 +381,8 @@ class Builder {
 
   TensorId rope_frequencies() {
     if (freq_ == kNone)
-      freq_ = g_.bind("RoPE inverse frequencies", TensorRole::Weight, w_.rope_inv_freq, dims({uint64_t(c_.rotary_dim() / 2)}));
+      freq_ = g_.bind("RoPE inverse frequencies", TensorRole::Weight, w_.rope_inv_freq,
+                      dims({uint64_t(c_.rotary_dim() / 2)}));
     return freq_;
   }
 
@@ -294,10 +391,17 @@ class Builder {
     const TensorId logits = linear(name + " router", x, w.router);
     TensorId shared_out = kNone;
     if (w.has_shared) shared_out = swiglu_mlp(name + " shared_expert", x, w.shared_gate_up, w.shared_down);
-    const ops::MoeShape s{rows_, H, E, uint32_t(c_.num_experts_per_tok), uint32_t(c_.moe_intermediate_size), c_.norm_topk_prob};
+    const ops::MoeShape s{.tokens = rows_,
+                          .hidden = H,
+                          .experts = E,
+                          .top_k = uint32_t(c_.num_experts_per_tok),
+                          .expert_dim = uint32_t(c_.moe_intermediate_size),
+                          .normalise = c_.norm_topk_prob};
     const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
-    const TensorId gu = g_.bind(name + " experts.gate_up", TensorRole::Weight, w.experts_gate_up, dims({E, 2 * s.expert_dim, H}, ops::weight_type_name(w.experts_type)));
-    const TensorId dn = g_.bind(name + " experts.down", TensorRole::Weight, w.experts_down, dims({E, H, s.expert_dim}, ops::weight_type_name(w.experts_type)));
+    const TensorId gu = g_.bind(name + " experts.gate_up", TensorRole::Weight, w.experts_gate_up,
+                                dims({E, 2 * s.expert_dim, H}, ops::weight_type_name(w.experts_type)));
+    const TensorId dn = g_.bind(name + " experts.down", TensorRole::Weight, w.experts_down,
+                                dims({E, H, s.expert_dim}, ops::weight_type_name(w.experts_type)));
     const TensorId ids = g_.scratch(name + " expert ids", need.ids, dims({rows_, s.top_k}, "u32"));
     const TensorId wts = g_.scratch(name + " expert weights", need.weights, dims({rows_, s.top_k}));
     const TensorId offs = g_.scratch(name + " expert offsets", need.offsets, dims({E + 1}, "u32"));
@@ -306,13 +410,17 @@ class Builder {
     const TensorId hbuf = g_.scratch(name + " expert act", need.h, dims({rows_ * s.top_k, s.expert_dim}));
     const TensorId ybuf = g_.scratch(name + " expert out", need.y, dims({rows_ * s.top_k, H}));
     const TensorId out = g_.scratch(name + " moe out", uint64_t(rows_) * H * 4, dims({rows_, H}));
-    const TensorId status = g_.bind(name + " routing status", TensorRole::Status, io_.status.range().sub(uint64_t(L) * 4, 4), dims({1}, "u32"));
+    const TensorId status = g_.bind(name + " routing status", TensorRole::Status,
+                                    io_.status.range().sub(uint64_t(L) * 4, 4), dims({1}, "u32"));
     std::vector<TensorId> reads = {x, logits, gu, dn};
     if (shared_out != kNone) reads.push_back(shared_out);
     const uint32_t stride = w.router.rows;
     const ops::WeightType type = w.experts_type;
     const std::vector<RowRange> groups = dispatch_groups(segment_rows_, ops::kExpertGemvMaxTokens);
-    g_.add({name + " moe", "moe", reads, {ids, wts, offs, sorted, live, hbuf, ybuf, out, status},
+    g_.add({name + " moe",
+            "moe",
+            reads,
+            {ids, wts, offs, sorted, live, hbuf, ybuf, out, status},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               for (size_t i = 0; i < groups.size(); ++i) {
                 if (i) cb.barrier();  // the groups share the scratch
@@ -320,11 +428,12 @@ class Builder {
                 const uint64_t at = uint64_t(g.first) * H * 4, bytes = uint64_t(g.count) * H * 4;
                 ops::MoeShape gs = s;
                 gs.tokens = g.count;
-                ops::record_moe(p, cb,
-                                {b[x].sub(at, bytes), b[logits].sub(uint64_t(g.first) * stride * 4, uint64_t(g.count) * stride * 4),
-                                 stride, b[gu], b[dn], type, shared_out != kNone ? b[shared_out].sub(at, bytes) : BufferRange{}, E,
-                                 b[out].sub(at, bytes), gs, b[status]},
-                                {b[ids], b[wts], b[offs], b[sorted], b[live], b[hbuf], b[ybuf]});
+                ops::record_moe(
+                    p, cb,
+                    {b[x].sub(at, bytes), b[logits].sub(uint64_t(g.first) * stride * 4, uint64_t(g.count) * stride * 4),
+                     stride, b[gu], b[dn], type, shared_out != kNone ? b[shared_out].sub(at, bytes) : BufferRange{}, E,
+                     b[out].sub(at, bytes), gs, b[status]},
+                    {b[ids], b[wts], b[offs], b[sorted], b[live], b[hbuf], b[ybuf]});
               }
             }});
     return out;
@@ -352,21 +461,31 @@ class Builder {
     const uint32_t first_row = shape_.piece ? shape_.piece - 1 : all || shape_.tokens == 1 ? 0 : shape_.tokens - 1;
     const TensorId hn = norm("final norm", h, pending, w_.final_norm, rows, first_row);
     const Matrix m = w_.lm_head;
-    const std::vector<uint32_t> head_rows = shape_.piece ? std::vector<uint32_t>{1, shape_.batch} : std::vector<uint32_t>{rows};
+    const std::vector<uint32_t> head_rows =
+        shape_.piece ? std::vector<uint32_t>{1, shape_.batch} : std::vector<uint32_t>{rows};
     const std::vector<RowRange> groups = dispatch_groups(head_rows, ops::kGemvMaxTokens);
     const TensorId lm = weight("lm_head", m);
     const TensorId logits = g_.scratch("logits", uint64_t(rows) * V * 4, dims({rows, V}));
     g_.add({"lm_head", "lm_head", {hn, lm}, {logits}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               for (const RowRange& g : groups)
-                ops::record_linear(p, cb, {b[hn].sub(uint64_t(g.first) * H * 4, uint64_t(g.count) * H * 4), b[lm],
-                                           b[logits].sub(uint64_t(g.first) * V * 4, uint64_t(g.count) * V * 4), m.type, g.count, H, V});
+                ops::record_linear(p, cb,
+                                   {.x = b[hn].sub(uint64_t(g.first) * H * 4, uint64_t(g.count) * H * 4),
+                                    .weight = b[lm],
+                                    .y = b[logits].sub(uint64_t(g.first) * V * 4, uint64_t(g.count) * V * 4),
+                                    .type = m.type,
+                                    .tokens = g.count,
+                                    .k = H,
+                                    .n = V});
             }});
     if (shape_.head == Head::Sample) {
-      const TensorId params = g_.bind("sampling parameters", TensorRole::Input, io_.sampling.range(), dims({rows, 8}, "u32"));
+      const TensorId params =
+          g_.bind("sampling parameters", TensorRole::Input, io_.sampling.range(), dims({rows, 8}, "u32"));
       const TensorId ids = g_.bind("sampled ids", TensorRole::Output, io_.sampled.range(), dims({rows}, "u32"));
-      g_.add({"sample", "sample", {logits, params}, {ids}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-                ops::record_sample(p, cb, {b[logits], b[params], b[ids], rows, V});
-              }});
+      g_.add(
+          {"sample", "sample", {logits, params}, {ids}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+             ops::record_sample(p, cb,
+                                {.logits = b[logits], .params = b[params], .ids = b[ids], .batch = rows, .vocab = V});
+           }});
     } else {
       const TensorId host = g_.bind("logits (host)", TensorRole::Output, io_.logits.range(), dims({rows, V}));
       const uint64_t bytes = uint64_t(rows) * V * 4;

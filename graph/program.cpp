@@ -11,7 +11,8 @@ Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool pr
     : runtime_(runtime), graph_(std::move(graph)), commands_(runtime.pool.allocate()) {
   plan_ = plan_memory(graph_, runtime.allocator.alignment());
   if (arena.size == 0) {
-    own_arena_ = runtime.allocator.allocate(std::max<uint64_t>(plan_.arena_bytes, 4), MemoryKind::Device, what + " scratch arena");
+    own_arena_ = runtime.allocator.allocate(std::max<uint64_t>(plan_.arena_bytes, 4), MemoryKind::Device,
+                                            what + " scratch arena");
     arena = own_arena_.range();
   } else if (arena.size < plan_.arena_bytes) {
     throw Error("internal: the shared scratch arena (" + format_bytes(arena.size) + ") is smaller than " + what +
@@ -70,14 +71,15 @@ std::string describe(const Program& program) {
     const Node& node = g.nodes()[n];
     out << "  " << n << "  " << node.name << "  [" << node.kind << "]\n";
     for (TensorId id : node.reads) out << "      in   " << g.tensors()[id].name << " " << g.tensors()[id].shape << "\n";
-    for (TensorId id : node.writes) out << "      out  " << g.tensors()[id].name << " " << g.tensors()[id].shape << "\n";
+    for (TensorId id : node.writes)
+      out << "      out  " << g.tensors()[id].name << " " << g.tensors()[id].shape << "\n";
   }
   uint64_t by_role[6] = {0, 0, 0, 0, 0, 0};
   for (const Tensor& t : g.tensors()) by_role[static_cast<int>(t.role)] += t.bytes;
   out << "memory plan: scratch arena " << format_bytes(program.plan().arena_bytes) << " (unshared "
       << format_bytes(program.plan().unshared_bytes) << "); weights " << format_bytes(by_role[0]) << ", state "
-      << format_bytes(by_role[1]) << ", inputs " << format_bytes(by_role[2]) << ", outputs "
-      << format_bytes(by_role[3]) << "\n";
+      << format_bytes(by_role[1]) << ", inputs " << format_bytes(by_role[2]) << ", outputs " << format_bytes(by_role[3])
+      << "\n";
   return out.str();
 }
 

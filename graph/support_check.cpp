@@ -17,7 +17,8 @@ void check_supported(const ModelConfig& c, const std::string& source) {
   const bool attention = std::count(c.layer_types.begin(), c.layer_types.end(), LayerType::FullAttention) > 0;
   const bool delta = std::count(c.layer_types.begin(), c.layer_types.end(), LayerType::LinearAttention) > 0;
   if (attention && c.head_dim > int(ops::kMaxAttentionHeadDim))
-    refuse("head_dim", c.head_dim, "q3n's attention kernels take heads of at most " + std::to_string(ops::kMaxAttentionHeadDim));
+    refuse("head_dim", c.head_dim,
+           "q3n's attention kernels take heads of at most " + std::to_string(ops::kMaxAttentionHeadDim));
   if (delta) {
     if (c.linear_key_head_dim < 1 || c.linear_key_head_dim > int(ops::kMaxDeltaHeadDim))
       refuse("linear_key_head_dim", c.linear_key_head_dim,

@@ -19,9 +19,15 @@ namespace {
 
 float element(const TensorView& t, size_t i) {
   switch (t.dtype) {
-    case DType::F32: { float f; std::memcpy(&f, t.data + i * 4, 4); return f; }
-    case DType::BF16: return ops::decode_weight(ops::WeightType::BF16, t.data, i);
-    case DType::F16: return ops::decode_weight(ops::WeightType::F16, t.data, i);
+    case DType::F32: {
+      float f;
+      std::memcpy(&f, t.data + i * 4, 4);
+      return f;
+    }
+    case DType::BF16:
+      return ops::decode_weight(ops::WeightType::BF16, t.data, i);
+    case DType::F16:
+      return ops::decode_weight(ops::WeightType::F16, t.data, i);
   }
   return 0;
 }
@@ -108,10 +114,10 @@ class Assembler {
 
 // The value range of a synthetic f32 vector, by what it is (spec §9's randomisation).
 std::pair<float, float> synthetic_range(const std::string& name) {
-  if (name.ends_with("A_log")) return {0.0f, 2.77f};            // log(U(1, 16))
+  if (name.ends_with("A_log")) return {0.0f, 2.77f};  // log(U(1, 16))
   if (name.ends_with("dt_bias")) return {-0.5f, 0.5f};
   if (name.ends_with("linear_attn.norm.weight")) return {0.9f, 1.1f};  // plain (not zero-centred)
-  return {-0.1f, 0.1f};                                          // zero-centred norms: 1 + w
+  return {-0.1f, 0.1f};                                                // zero-centred norms: 1 + w
 }
 
 // Puts each tensor on the device: from the checkpoint, as synthetic random values, or (runtime
@@ -120,8 +126,14 @@ class Uploader {
  public:
   Uploader(Runtime* rt, const std::map<std::string, TensorView>& tensors, bool synthetic, uint32_t seed,
            const WeightOptions& options, WeightCache* cache, std::vector<Allocation>& storage, uint64_t& bytes)
-      : rt_(rt), tensors_(tensors), synthetic_(synthetic), seed_(seed), options_(options), cache_(cache),
-        storage_(storage), bytes_(bytes) {
+      : rt_(rt),
+        tensors_(tensors),
+        synthetic_(synthetic),
+        seed_(seed),
+        options_(options),
+        cache_(cache),
+        storage_(storage),
+        bytes_(bytes) {
     if (rt_ && synthetic_) {
       fills_ = std::make_unique<CommandBuffer>(rt_->pool.allocate());
       fills_->begin();
@@ -163,8 +175,9 @@ class Uploader {
     m.range = allocate(ops::weight_storage_bytes(type, elements), what);
     if (synthetic_) {
       const float a = std::sqrt(3.0f / float(cols));  // unit variance in, unit variance out
-      ops::record_fill_random(rt_->pipelines, *fills_, {m.range, type, elements, seed_++, -a, a});
-      if (options_.progress) options_.progress->advance(m.range.size);
+      ops::record_fill_random(rt_->pipelines, *fills_,
+                              {.dst = m.range, .type = type, .elements = elements, .seed = seed_++, .lo = -a, .hi = a});
+      if (options_.progress) options_.progress(m.range.size);
       return m;
     }
     const bool cached = cache_ && cache_->reading();
@@ -173,7 +186,7 @@ class Uploader {
     const TensorView* last = nullptr;
     for (const RowSource& r : rows) {
       if (!cached) out.add_row(*r.tensor, r.row, cols);
-      if (r.tensor != last && options_.progress) options_.progress->advance(r.tensor->bytes);
+      if (r.tensor != last && options_.progress) options_.progress(r.tensor->bytes);
       last = r.tensor;
     }
     out.flush();
@@ -194,7 +207,13 @@ class Uploader {
     BufferRange range = allocate(bytes, name);
     if (synthetic_) {
       const auto [lo, hi] = synthetic_range(name);
-      ops::record_fill_random(rt_->pipelines, *fills_, {range, ops::WeightType::F32, uint64_t(t.elements()), seed_++, lo, hi});
+      ops::record_fill_random(rt_->pipelines, *fills_,
+                              {.dst = range,
+                               .type = ops::WeightType::F32,
+                               .elements = uint64_t(t.elements()),
+                               .seed = seed_++,
+                               .lo = lo,
+                               .hi = hi});
       return range;
     }
     std::vector<float> values(t.elements());
@@ -205,7 +224,7 @@ class Uploader {
       if (cache_) cache_->write(values.data(), bytes);
     }
     rt_->transfer.upload(range, values.data(), values.size() * 4);
-    if (options_.progress) options_.progress->advance(t.bytes);
+    if (options_.progress) options_.progress(t.bytes);
     return range;
   }
 
@@ -349,10 +368,14 @@ WeightFormat parse_weight_format(const std::string& name) {
 
 const char* weight_format_name(WeightFormat f) {
   switch (f) {
-    case WeightFormat::AsStored: return "as stored";
-    case WeightFormat::BF16: return "bf16";
-    case WeightFormat::Q8: return "q8";
-    case WeightFormat::Q4: return "q4";
+    case WeightFormat::AsStored:
+      return "as stored";
+    case WeightFormat::BF16:
+      return "bf16";
+    case WeightFormat::Q8:
+      return "q8";
+    case WeightFormat::Q4:
+      return "q4";
   }
   return "?";
 }

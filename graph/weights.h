@@ -17,13 +17,13 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "loader/config.h"
 #include "loader/safetensors.h"
-#include "loader/progress.h"
 #include "runtime/ops/weight_type.h"
 #include "runtime/runtime.h"
 
@@ -36,8 +36,8 @@ const char* weight_format_name(WeightFormat format);
 
 struct WeightOptions {
   WeightFormat format = WeightFormat::AsStored;
-  ProgressBar* progress = nullptr;  // advanced by checkpoint bytes (or by planned bytes, synthetic)
-  std::filesystem::path cache_dir;  // checkpoints only: read/write converted weights here (weight_cache.h)
+  std::function<void(uint64_t bytes)> progress;  // told of checkpoint bytes done (planned bytes, synthetic)
+  std::filesystem::path cache_dir;               // checkpoints only: read/write converted weights here (weight_cache.h)
 };
 
 struct Matrix {
@@ -47,8 +47,8 @@ struct Matrix {
 };
 
 struct DeltaNetWeights {
-  Matrix qkv, z, ba, out;   // ba rows: b (Hv) then a (Hv)
-  BufferRange conv;         // [conv_dim, K] in conv_type
+  Matrix qkv, z, ba, out;  // ba rows: b (Hv) then a (Hv)
+  BufferRange conv;        // [conv_dim, K] in conv_type
   ops::WeightType conv_type = ops::WeightType::F32;
   BufferRange a_log, dt_bias, norm;  // f32
 };
@@ -61,9 +61,9 @@ struct AttentionWeights {
 struct MlpWeights {
   bool moe = false;
   // MoE
-  Matrix router;                 // [E (+1 with a shared expert), H]: experts' logits, then the shared gate
-  BufferRange experts_gate_up;   // [E, 2I, H]
-  BufferRange experts_down;      // [E, H, I]
+  Matrix router;                // [E (+1 with a shared expert), H]: experts' logits, then the shared gate
+  BufferRange experts_gate_up;  // [E, 2I, H]
+  BufferRange experts_down;     // [E, H, I]
   ops::WeightType experts_type = ops::WeightType::F32;
   bool has_shared = false;
   Matrix shared_gate_up, shared_down;
@@ -82,7 +82,8 @@ struct LayerWeights {
 class DeviceWeights {
  public:
   // From a checkpoint, streamed tensor by tensor.
-  DeviceWeights(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, const WeightOptions& options);
+  DeviceWeights(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint,
+                const WeightOptions& options);
   // Synthetic: random weights of the config's shapes (stored dtype: bf16), generated on the GPU.
   DeviceWeights(Runtime& runtime, const ModelConfig& config, uint32_t seed, const WeightOptions& options);
   DeviceWeights(DeviceWeights&&) = default;

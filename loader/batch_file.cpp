@@ -30,7 +30,8 @@ std::optional<uint64_t> unsigned_field(const json& o, const char* name, uint64_t
   if (!o.contains(name) || o[name].is_null()) return std::nullopt;
   const json& v = o[name];
   if (!v.is_number_integer()) throw LineError{std::string("\"") + name + "\" must be an integer"};
-  if (!v.is_number_unsigned() && v.get<int64_t>() < 0) throw LineError{std::string("\"") + name + "\" must not be negative"};
+  if (!v.is_number_unsigned() && v.get<int64_t>() < 0)
+    throw LineError{std::string("\"") + name + "\" must not be negative"};
   const uint64_t x = v.get<uint64_t>();  // non-negative from here
   if (x > max) throw LineError{std::string("\"") + name + "\" must be at most " + std::to_string(max)};
   return x;
@@ -43,8 +44,9 @@ std::optional<float> number_field(const json& o, const char* name, double lo, do
   const double x = v.get<double>();
   const bool ok = std::isfinite(x) && (lo_open ? x > lo : x >= lo) && (hi_open ? x < hi : x <= hi);
   if (!ok)
-    throw LineError{std::string("\"") + name + "\" must be in " + (lo_open ? "(" : "[") + std::to_string(lo).substr(0, 4) +
-                    ", " + (std::isinf(hi) ? std::string("inf") : std::to_string(hi).substr(0, 4)) + (hi_open ? ")" : "]")};
+    throw LineError{std::string("\"") + name + "\" must be in " + (lo_open ? "(" : "[") +
+                    std::to_string(lo).substr(0, 4) + ", " +
+                    (std::isinf(hi) ? std::string("inf") : std::to_string(hi).substr(0, 4)) + (hi_open ? ")" : "]")};
   return float(x);
 }
 
@@ -58,15 +60,19 @@ void refuse_unsupported(const json& o) {
   auto has_value = [&](const char* name, const json& neutral) {
     return o.contains(name) && !o[name].is_null() && o[name] != neutral;
   };
-  if (has_value("n", json(1)) || has_value("best_of", json(1))) throw LineError{"only one completion per request (\"n\": 1) is supported"};
+  if (has_value("n", json(1)) || has_value("best_of", json(1)))
+    throw LineError{"only one completion per request (\"n\": 1) is supported"};
   if (has_value("stream", json(false))) throw LineError{"\"stream\": true is not supported in a batch"};
-  if (has_value("logprobs", json(false)) && has_value("logprobs", json(0))) throw LineError{"\"logprobs\" is not supported"};
+  if (has_value("logprobs", json(false)) && has_value("logprobs", json(0)))
+    throw LineError{"\"logprobs\" is not supported"};
   for (const char* name : {"presence_penalty", "frequency_penalty"})
-    if (has_value(name, json(0)) && has_value(name, json(0.0))) throw LineError{std::string("\"") + name + "\" is not supported"};
+    if (has_value(name, json(0)) && has_value(name, json(0.0)))
+      throw LineError{std::string("\"") + name + "\" is not supported"};
   if (has_value("repetition_penalty", json(1)) && has_value("repetition_penalty", json(1.0)))
     throw LineError{"\"repetition_penalty\" is not supported"};
   for (const char* name : {"tools", "functions", "logit_bias", "response_format", "suffix", "echo"})
-    if (o.contains(name) && !o[name].is_null() && o[name] != json(false)) throw LineError{std::string("\"") + name + "\" is not supported"};
+    if (o.contains(name) && !o[name].is_null() && o[name] != json(false))
+      throw LineError{std::string("\"") + name + "\" is not supported"};
 }
 
 std::vector<ChatMessage> parse_messages(const json& v) {
@@ -75,7 +81,8 @@ std::vector<ChatMessage> parse_messages(const json& v) {
   for (const json& m : v) {
     if (!m.is_object() || !m.contains("role") || !m.contains("content"))
       throw LineError{"each message needs \"role\" and \"content\""};
-    ChatMessage msg{string_field(m["role"], "a message's \"role\""), string_field(m["content"], "a message's \"content\"")};
+    ChatMessage msg{string_field(m["role"], "a message's \"role\""),
+                    string_field(m["content"], "a message's \"content\"")};
     if (msg.role != "system" && msg.role != "user" && msg.role != "assistant")
       throw LineError{"message role \"" + msg.role + "\" is not system, user or assistant"};
     messages.push_back(std::move(msg));
@@ -89,8 +96,10 @@ void parse_fields(const json& o, BatchRequest& r, const std::string& endpoint) {
   const int forms = int(o.contains("prompt")) + int(o.contains("messages")) + int(o.contains("prompt_ids"));
   if (forms == 0) throw LineError{"no prompt: give \"prompt\", \"messages\" or \"prompt_ids\""};
   if (forms > 1) throw LineError{"give only one of \"prompt\", \"messages\" and \"prompt_ids\""};
-  if (endpoint == "/v1/chat/completions" && !o.contains("messages")) throw LineError{"/v1/chat/completions needs \"messages\""};
-  if (endpoint == "/v1/completions" && o.contains("messages")) throw LineError{"/v1/completions takes \"prompt\", not \"messages\""};
+  if (endpoint == "/v1/chat/completions" && !o.contains("messages"))
+    throw LineError{"/v1/chat/completions needs \"messages\""};
+  if (endpoint == "/v1/completions" && o.contains("messages"))
+    throw LineError{"/v1/completions takes \"prompt\", not \"messages\""};
   if (o.contains("prompt")) {
     r.prompt = string_field(o["prompt"], "\"prompt\"");
     if (r.prompt->empty()) throw LineError{"the prompt is empty"};
@@ -146,15 +155,19 @@ BatchLine parse_batch_line(std::string_view text, size_t line_number) {
     if (!o.is_object()) throw LineError{"a request must be a JSON object"};
     if (!o.contains("custom_id")) throw LineError{"missing \"custom_id\""};
     const json& id = o["custom_id"];
-    if (id.is_string()) out.custom_id = id.get<std::string>();
-    else if (id.is_number_integer()) out.custom_id = id.dump();
-    else throw LineError{"\"custom_id\" must be a string"};
+    if (id.is_string())
+      out.custom_id = id.get<std::string>();
+    else if (id.is_number_integer())
+      out.custom_id = id.dump();
+    else
+      throw LineError{"\"custom_id\" must be a string"};
     if (out.custom_id->empty()) throw LineError{"\"custom_id\" is empty"};
     BatchRequest r;
     r.line = line_number;
     r.custom_id = *out.custom_id;
     if (o.contains("body") || o.contains("url")) {
-      if (!o.contains("body") || !o["body"].is_object()) throw LineError{"an OpenAI batch line needs a \"body\" object"};
+      if (!o.contains("body") || !o["body"].is_object())
+        throw LineError{"an OpenAI batch line needs a \"body\" object"};
       if (o.contains("method") && o["method"] != "POST") throw LineError{"\"method\" must be \"POST\""};
       const std::string url = o.contains("url") ? string_field(o["url"], "\"url\"") : "";
       if (url != "/v1/chat/completions" && url != "/v1/completions")
@@ -198,7 +211,8 @@ BatchProgress recover_batch_output(const std::filesystem::path& path) {
                   " is not a q3n batch record; give a new --output or repair that line");
     ++progress.records;
     if (record.contains("error")) {
-      if (record.contains("line") && record["line"].is_number_unsigned()) progress.failed_lines.insert(record["line"].get<size_t>());
+      if (record.contains("line") && record["line"].is_number_unsigned())
+        progress.failed_lines.insert(record["line"].get<size_t>());
     } else if (record["custom_id"].is_string()) {
       progress.finished_ids.insert(record["custom_id"].get<std::string>());
     }
@@ -207,7 +221,8 @@ BatchProgress recover_batch_output(const std::filesystem::path& path) {
   return progress;
 }
 
-BatchOutput::BatchOutput(const std::filesystem::path& path, double sync_seconds) : path_(path), sync_seconds_(sync_seconds) {
+BatchOutput::BatchOutput(const std::filesystem::path& path, double sync_seconds)
+    : path_(path), sync_seconds_(sync_seconds) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error("cannot open " + path.string() + " for writing: " + std::strerror(errno));
   last_sync_ = now_seconds();
@@ -250,7 +265,8 @@ std::string batch_result_record(const std::string& custom_id, const std::string&
 }
 
 std::string batch_error_record(const std::optional<std::string>& custom_id, size_t line, const std::string& message) {
-  json r = {{"custom_id", custom_id ? json(*custom_id) : json(nullptr)}, {"line", line}, {"error", {{"message", message}}}};
+  json r = {
+      {"custom_id", custom_id ? json(*custom_id) : json(nullptr)}, {"line", line}, {"error", {{"message", message}}}};
   return r.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

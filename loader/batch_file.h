@@ -18,10 +18,10 @@ namespace q3n {
 
 // One request as the input line states it; what it leaves out comes from the command's flags.
 struct BatchRequest {
-  size_t line = 0;         // 1-based input line
+  size_t line = 0;  // 1-based input line
   std::string custom_id;
   // Exactly one prompt form is set.
-  std::optional<std::string> prompt;                // raw text (/v1/completions or the plain shape)
+  std::optional<std::string> prompt;                 // raw text (/v1/completions or the plain shape)
   std::optional<std::vector<ChatMessage>> messages;  // rendered as ChatML
   std::optional<std::vector<int32_t>> prompt_ids;    // token ids as they are
   std::optional<uint32_t> max_tokens, top_k;

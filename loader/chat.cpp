@@ -5,29 +5,16 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "loader/json_file.h"
 #include "runtime/error.h"
 
 namespace q3n {
 
 using nlohmann::json;
 
-namespace {
-
-json read_json_if_present(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) return json();
-  try {
-    return json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw Error(path.string() + " is not valid JSON: " + e.what());
-  }
-}
-
-}  // namespace
-
 ChatTemplateKind detect_chat_template(const std::filesystem::path& dir) {
   std::string tmpl;
-  const json tc = read_json_if_present(dir / "tokenizer_config.json");
+  const json tc = read_json_file_if_present(dir / "tokenizer_config.json");
   if (tc.is_object() && tc.contains("chat_template") && tc["chat_template"].is_string())
     tmpl = tc["chat_template"].get<std::string>();
   if (std::ifstream in(dir / "chat_template.jinja"); in) tmpl.assign(std::istreambuf_iterator<char>(in), {});
@@ -47,8 +34,8 @@ std::string render_chat(const std::vector<ChatMessage>& messages, ChatTemplateKi
       const auto end = content.find("</think>");
       if (end != std::string::npos) {
         content = content.substr(end + 8);
-        content.erase(0, content.find_first_not_of('\n') == std::string::npos ? content.size()
-                                                                              : content.find_first_not_of('\n'));
+        content.erase(
+            0, content.find_first_not_of('\n') == std::string::npos ? content.size() : content.find_first_not_of('\n'));
       }
     }
     out += "<|im_start|>" + m.role + "\n" + content + "<|im_end|>\n";
@@ -61,11 +48,12 @@ std::string render_chat(const std::vector<ChatMessage>& messages, ChatTemplateKi
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir, const ModelConfig& config) {
   GenerationDefaults d;
   d.stop_token_ids = config.eos_token_ids;
-  const json g = read_json_if_present(dir / "generation_config.json");
+  const json g = read_json_file_if_present(dir / "generation_config.json");
   if (g.is_object()) {
     if (g.contains("eos_token_id")) {
       const json& e = g["eos_token_id"];
-      if (e.is_number_integer()) d.stop_token_ids.push_back(e.get<int>());
+      if (e.is_number_integer())
+        d.stop_token_ids.push_back(e.get<int>());
       else if (e.is_array())
         for (const auto& x : e)
           if (x.is_number_integer()) d.stop_token_ids.push_back(x.get<int>());

@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <fstream>
 
+#include "loader/json_file.h"
 #include "runtime/error.h"
 
 namespace q3n {
@@ -77,13 +77,15 @@ std::vector<int> token_ids(const Reader& r, const char* key) {
   const json* v = r.find(key);
   std::vector<int> ids;
   if (!v) return ids;
-  if (v->is_number_integer()) ids.push_back(v->get<int>());
+  if (v->is_number_integer())
+    ids.push_back(v->get<int>());
   else if (v->is_array()) {
     for (const auto& x : *v) {
       if (!x.is_number_integer()) r.fail(key, "must hold integer token ids");
       ids.push_back(x.get<int>());
     }
-  } else r.fail(key, "must be a token id or a list of them");
+  } else
+    r.fail(key, "must be a token id or a list of them");
   return ids;
 }
 
@@ -116,9 +118,12 @@ void parse_layer_types(const Reader& r, ModelConfig& c) {
     if (!lt->is_array()) r.fail("layer_types", "must be a list");
     for (const auto& v : *lt) {
       const std::string s = v.is_string() ? v.get<std::string>() : v.dump();
-      if (s == "linear_attention") c.layer_types.push_back(LayerType::LinearAttention);
-      else if (s == "full_attention" || s == "attention") c.layer_types.push_back(LayerType::FullAttention);
-      else r.fail("layer_types", "has unknown layer type " + v.dump() + " (q3n runs linear_attention and full_attention)");
+      if (s == "linear_attention")
+        c.layer_types.push_back(LayerType::LinearAttention);
+      else if (s == "full_attention" || s == "attention")
+        c.layer_types.push_back(LayerType::FullAttention);
+      else
+        r.fail("layer_types", "has unknown layer type " + v.dump() + " (q3n runs linear_attention and full_attention)");
     }
     if (static_cast<int>(c.layer_types.size()) != c.num_hidden_layers)
       r.fail("layer_types", "lists " + std::to_string(c.layer_types.size()) + " layers but num_hidden_layers is " +
@@ -201,30 +206,22 @@ ModelConfig parse_config(const json& j, const std::string& source) {
     if (!c.is_moe_layer(l) && c.intermediate_size <= 0)
       r.fail("intermediate_size", "must be positive: layer " + std::to_string(l) + " uses the dense MLP");
   for (int id : c.eos_token_ids)
-    if (id < 0 || id >= c.vocab_size) r.fail("eos_token_id", "holds " + std::to_string(id) + ", outside the vocabulary");
+    if (id < 0 || id >= c.vocab_size)
+      r.fail("eos_token_id", "holds " + std::to_string(id) + ", outside the vocabulary");
   return c;
 }
 
 ModelConfig load_config(const std::filesystem::path& model_dir) {
   const auto path = model_dir / "config.json";
   if (!std::filesystem::exists(path)) {
-    if (!std::filesystem::exists(model_dir))
-      throw Error("model folder " + model_dir.string() + " does not exist");
+    if (!std::filesystem::exists(model_dir)) throw Error("model folder " + model_dir.string() + " does not exist");
     throw Error(path.string() + " is missing: -m must name a Hugging Face checkpoint folder with config.json");
   }
   return load_config_file(path);
 }
 
 ModelConfig load_config_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot open " + path.string());
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw Error(path.string() + " is not valid JSON: " + e.what());
-  }
-  return parse_config(j, path.string());
+  return parse_config(read_json_file(path, "cannot be opened: the model folder needs its config.json"), path.string());
 }
 
 }  // namespace q3n

@@ -8,12 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
 
-#include "loader/progress.h"
+#include "loader/json_file.h"
 #include "runtime/error.h"
 
 namespace q3n {
@@ -26,9 +25,12 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // same cap as the reference
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
   }
   return "?";
 }
@@ -79,7 +81,8 @@ std::vector<TensorView> parse_safetensors(const MappedFile& file) {
   if (file.size() < 8) throw bad("it is truncated (" + std::to_string(file.size()) + " bytes, no header)");
   uint64_t header_len = 0;
   std::memcpy(&header_len, file.data(), 8);  // little-endian u64; q3n runs on little-endian hosts
-  if (header_len > kMaxHeaderBytes) throw bad("its header claims " + std::to_string(header_len) + " bytes (over 100 MB)");
+  if (header_len > kMaxHeaderBytes)
+    throw bad("its header claims " + std::to_string(header_len) + " bytes (over 100 MB)");
   if (header_len > file.size() - 8) throw bad("it is truncated inside the header");
   const char* text = reinterpret_cast<const char*>(file.data() + 8);
   json header;
@@ -103,15 +106,19 @@ std::vector<TensorView> parse_safetensors(const MappedFile& file) {
     t.name = name;
     t.file = path;
     const std::string dt = e["dtype"].is_string() ? e["dtype"].get<std::string>() : "?";
-    if (dt == "F32") t.dtype = DType::F32;
-    else if (dt == "F16") t.dtype = DType::F16;
-    else if (dt == "BF16") t.dtype = DType::BF16;
+    if (dt == "F32")
+      t.dtype = DType::F32;
+    else if (dt == "F16")
+      t.dtype = DType::F16;
+    else if (dt == "BF16")
+      t.dtype = DType::BF16;
     else
       throw Error(path + ": tensor " + name + " has dtype " + dt +
                   ", which q3n does not read yet (supported: BF16, F16, F32)");
     if (!e["shape"].is_array()) throw bad("tensor " + name + " has a shape that is not a list");
     for (const auto& d : e["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) throw bad("tensor " + name + " has a bad dimension " + d.dump());
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        throw bad("tensor " + name + " has a bad dimension " + d.dump());
       t.shape.push_back(d.get<int64_t>());
     }
     const json& off = e["data_offsets"];
@@ -124,7 +131,8 @@ std::vector<TensorView> parse_safetensors(const MappedFile& file) {
     // Overflow-safe size check.
     uint64_t expected = dtype_size(t.dtype);
     for (int64_t d : t.shape) {
-      if (d != 0 && expected > UINT64_MAX / static_cast<uint64_t>(d)) throw bad("tensor " + name + " is impossibly large");
+      if (d != 0 && expected > UINT64_MAX / static_cast<uint64_t>(d))
+        throw bad("tensor " + name + " is impossibly large");
       expected *= static_cast<uint64_t>(d);
     }
     if (end - begin != expected)
@@ -150,18 +158,13 @@ Checkpoint::Checkpoint(const std::filesystem::path& dir) {
   std::map<std::string, std::string> index;  // tensor -> shard file name
   const fs::path index_path = dir / "model.safetensors.index.json";
   if (fs::exists(index_path)) {
-    std::ifstream in(index_path);
-    json j;
-    try {
-      j = json::parse(in);
-    } catch (const json::parse_error& e) {
-      throw Error(index_path.string() + " is not valid JSON: " + e.what());
-    }
+    const json j = read_json_file(index_path);
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       throw Error(index_path.string() + " has no \"weight_map\" object");
     std::set<std::string> shards;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) throw Error(index_path.string() + ": weight_map entry " + it.key() + " is not a file name");
+      if (!it.value().is_string())
+        throw Error(index_path.string() + ": weight_map entry " + it.key() + " is not a file name");
       index[it.key()] = it.value().get<std::string>();
       shards.insert(it.value().get<std::string>());
     }
@@ -235,12 +238,12 @@ bool finite_value(const std::byte* p, DType t) {
 }
 }  // namespace
 
-TensorScan scan_tensors(const Checkpoint& checkpoint) {
+TensorScan scan_tensors(const Checkpoint& checkpoint, const std::function<void(uint64_t bytes)>& progress) {
   std::vector<const TensorView*> order;
   for (const auto& [_, t] : checkpoint.tensors()) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return std::tie(a->file, a->data) < std::tie(b->file, b->data); });
+  std::sort(order.begin(), order.end(),
+            [](auto* a, auto* b) { return std::tie(a->file, a->data) < std::tie(b->file, b->data); });
   TensorScan scan;
-  ProgressBar progress("verifying", checkpoint.total_bytes());
   for (const TensorView* t : order) {
     const size_t size = dtype_size(t->dtype);
     uint64_t bad = 0;
@@ -249,7 +252,7 @@ TensorScan scan_tensors(const Checkpoint& checkpoint) {
     scan.non_finite += bad;
     scan.values += t->bytes / size;
     scan.tensors++;
-    progress.advance(t->bytes);
+    if (progress) progress(t->bytes);
   }
   return scan;
 }

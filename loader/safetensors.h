@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -67,7 +68,7 @@ struct TensorScan {
   std::string first_non_finite;  // name of the first tensor holding a NaN or Inf
 };
 // Reads every byte of every tensor (in file order, so the page cache streams) and counts NaN/Inf
-// values, with a progress bar for large checkpoints: `q3n info --verify`.
-TensorScan scan_tensors(const Checkpoint& checkpoint);
+// values, telling `progress` of the bytes done: `q3n info --verify`.
+TensorScan scan_tensors(const Checkpoint& checkpoint, const std::function<void(uint64_t bytes)>& progress = {});
 
 }  // namespace q3n

@@ -69,8 +69,10 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, bool mtp) {
       out.push_back({a + "norm.weight", {c.linear_value_head_dim}});
       out.push_back({a + "out_proj.weight", {H, vd}});
     }
-    if (c.is_moe_layer(l)) add_moe(out, p + "mlp.", c);
-    else add_swiglu(out, p + "mlp.", H, c.intermediate_size);
+    if (c.is_moe_layer(l))
+      add_moe(out, p + "mlp.", c);
+    else
+      add_swiglu(out, p + "mlp.", H, c.intermediate_size);
   }
   if (mtp) {
     out.push_back({"mtp.fc.weight", {H, 2 * H}});
@@ -80,8 +82,10 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, bool mtp) {
     out.push_back({"mtp.layers.0.input_layernorm.weight", {H}});
     out.push_back({"mtp.layers.0.post_attention_layernorm.weight", {H}});
     add_attention(out, "mtp.layers.0.self_attn.", c);
-    if (c.num_experts > 0) add_moe(out, "mtp.layers.0.mlp.", c);
-    else add_swiglu(out, "mtp.layers.0.mlp.", H, c.intermediate_size);
+    if (c.num_experts > 0)
+      add_moe(out, "mtp.layers.0.mlp.", c);
+    else
+      add_swiglu(out, "mtp.layers.0.mlp.", H, c.intermediate_size);
   }
   return out;
 }
@@ -98,7 +102,8 @@ void validate_checkpoint(const Checkpoint& checkpoint, const ModelConfig& config
   for (const auto& e : expected) {
     known.insert(e.name);
     const TensorView* t = checkpoint.find(e.name);
-    if (!t) missing.push_back(e.name);
+    if (!t)
+      missing.push_back(e.name);
     else if (t->shape != e.shape)
       wrong.push_back(e.name + " is " + t->shape_string() + ", expected " + shape_string(e.shape));
   }

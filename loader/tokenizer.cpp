@@ -7,10 +7,10 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <queue>
 
+#include "loader/json_file.h"
 #include "runtime/error.h"
 
 namespace q3n {
@@ -21,7 +21,8 @@ namespace {
 
 std::string utf8_encode(uint32_t cp) {
   std::string s;
-  if (cp < 0x80) s += static_cast<char>(cp);
+  if (cp < 0x80)
+    s += static_cast<char>(cp);
   else if (cp < 0x800) {
     s += static_cast<char>(0xC0 | (cp >> 6));
     s += static_cast<char>(0x80 | (cp & 0x3F));
@@ -65,7 +66,8 @@ std::string unicode_to_bytes(const std::string& text, const std::string& where) 
     const auto n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(text.data()) + i, text.size() - i, &cp);
     if (n <= 0) throw Error(where + ": token \"" + text + "\" is not valid UTF-8");
     auto it = map.find(static_cast<uint32_t>(cp));
-    if (it == map.end()) throw Error(where + ": token \"" + text + "\" has a character outside the byte-level alphabet");
+    if (it == map.end())
+      throw Error(where + ": token \"" + text + "\" has a character outside the byte-level alphabet");
     out += static_cast<char>(it->second);
     i += n;
   }
@@ -112,14 +114,7 @@ Tokenizer::~Tokenizer() = default;
 
 Tokenizer::Tokenizer(const std::filesystem::path& path) : regex_(std::make_unique<Regex>()) {
   const std::string where = path.string();
-  std::ifstream in(path);
-  if (!in) throw Error(where + " is missing: the model folder needs the tokenizer.json it was released with");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw Error(where + " is not valid JSON: " + e.what());
-  }
+  const json j = read_json_file(path, "is missing: the model folder needs the tokenizer.json it was released with");
   const json& model = j.at("model");
   if (model.value("type", "") != "BPE") throw Error(where + ": model type must be BPE");
   if (j.contains("normalizer") && !j["normalizer"].is_null() && j["normalizer"].value("type", "") != "NFC")
@@ -132,8 +127,7 @@ Tokenizer::Tokenizer(const std::filesystem::path& path) : regex_(std::make_uniqu
     vocab_[it.key()] = id;
     max_id = std::max(max_id, id);
   }
-  for (const auto& a : j.value("added_tokens", json::array()))
-    max_id = std::max(max_id, a.at("id").get<TokenId>());
+  for (const auto& a : j.value("added_tokens", json::array())) max_id = std::max(max_id, a.at("id").get<TokenId>());
   token_bytes_.assign(max_id + 1, std::string());
   special_.assign(max_id + 1, false);
   for (const auto& [text, id] : vocab_) token_bytes_[id] = unicode_to_bytes(text, where);
@@ -171,7 +165,8 @@ Tokenizer::Tokenizer(const std::filesystem::path& path) : regex_(std::make_uniqu
     special_[t.id] = t.special;
     added_.push_back(std::move(t));
   }
-  std::sort(added_.begin(), added_.end(), [](const auto& a, const auto& b) { return a.content.size() > b.content.size(); });
+  std::sort(added_.begin(), added_.end(),
+            [](const auto& a, const auto& b) { return a.content.size() > b.content.size(); });
 
   const std::string pattern = split_pattern(j.at("pre_tokenizer"), where);
   int error = 0;
@@ -287,7 +282,7 @@ void Tokenizer::encode_ordinary(std::string_view raw, std::vector<TokenId>& out)
     if (rc < 0) throw Error("tokenizer: regex match failed with PCRE2 error " + std::to_string(rc));
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match);
     if (ov[0] > pos) bpe(text.substr(pos, ov[0] - pos), out);  // unmatched gap
-    if (ov[1] == ov[0]) {  // empty match: step one character to make progress
+    if (ov[1] == ov[0]) {                                      // empty match: step one character to make progress
       size_t step = 1;
       while (ov[0] + step < text.size() && (static_cast<unsigned char>(text[ov[0] + step]) & 0xC0) == 0x80) ++step;
       bpe(text.substr(ov[0], step), out);

@@ -29,9 +29,9 @@ class Tokenizer {
   std::vector<TokenId> encode(std::string_view text) const;
   // Concatenated bytes of the tokens; may end inside a UTF-8 sequence (see StreamDecoder).
   std::string decode(const std::vector<TokenId>& ids) const;
-  const std::string& token_bytes(TokenId id) const;  // throws for an id outside the vocabulary
+  const std::string& token_bytes(TokenId id) const;                   // throws for an id outside the vocabulary
   std::optional<TokenId> find_token(std::string_view content) const;  // exact token (special or not)
-  size_t size() const { return token_bytes_.size(); }  // highest id + 1
+  size_t size() const { return token_bytes_.size(); }                 // highest id + 1
   bool is_special(TokenId id) const;
 
  private:
@@ -54,7 +54,7 @@ class Tokenizer {
   std::vector<std::string> token_bytes_;            // id -> raw bytes
   std::vector<AddedToken> added_;                   // longest first
   std::vector<bool> special_;
-  TokenId byte_token_[256];                         // id of each single byte
+  TokenId byte_token_[256];                                              // id of each single byte
   mutable std::unordered_map<std::string, std::vector<TokenId>> cache_;  // piece -> ids (not thread-safe)
 };
 

@@ -22,8 +22,11 @@ CommandBuffer::~CommandBuffer() {
 }
 
 CommandBuffer::CommandBuffer(CommandBuffer&& o) noexcept
-    : device_(o.device_), pool_(o.pool_), buffer_(std::exchange(o.buffer_, VK_NULL_HANDLE)),
-      barriers_(o.barriers_), dispatches_(o.dispatches_) {}
+    : device_(o.device_),
+      pool_(o.pool_),
+      buffer_(std::exchange(o.buffer_, VK_NULL_HANDLE)),
+      barriers_(o.barriers_),
+      dispatches_(o.dispatches_) {}
 
 void CommandBuffer::begin(bool reusable) {
   VK_CHECK(vkResetCommandBuffer(buffer_, 0));
@@ -35,8 +38,8 @@ void CommandBuffer::begin(bool reusable) {
 
 void CommandBuffer::end() { VK_CHECK(vkEndCommandBuffer(buffer_)); }
 
-void CommandBuffer::dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t gx,
-                             uint32_t gy, uint32_t gz) {
+void CommandBuffer::dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t gx, uint32_t gy,
+                             uint32_t gz) {
   if (push_bytes != pipeline.key().push_bytes)
     throw Error("internal: push constants for " + pipeline.key().shader + " are " + std::to_string(push_bytes) +
                 " bytes, the pipeline expects " + std::to_string(pipeline.key().push_bytes));

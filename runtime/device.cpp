@@ -14,11 +14,16 @@ namespace {
 
 int type_rank(VkPhysicalDeviceType type) {
   switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 4;
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 3;
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 1;
-    default: return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return 4;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return 3;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -160,11 +165,13 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
   if (info_.memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   coopmat_ = q3n::coopmat_support(info_);
   // Diagnostics: Q3N_COOPMAT_API=nv takes the NV kernels where both could run (to compare them).
-  if (const char* api = std::getenv("Q3N_COOPMAT_API"); api && std::string(api) == "nv" && coopmat_.api == CoopmatApi::Khr &&
-      coopmat_gap(info_, CoopmatApi::Nv).empty())
+  if (const char* api = std::getenv("Q3N_COOPMAT_API");
+      api && std::string(api) == "nv" && coopmat_.api == CoopmatApi::Khr && coopmat_gap(info_, CoopmatApi::Nv).empty())
     coopmat_.api = CoopmatApi::Nv;
-  VkPhysicalDeviceCooperativeMatrixFeaturesKHR coopmat_khr{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
-  VkPhysicalDeviceCooperativeMatrixFeaturesNV coopmat_nv{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+  VkPhysicalDeviceCooperativeMatrixFeaturesKHR coopmat_khr{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV coopmat_nv{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
   if (coopmat_.api != CoopmatApi::None) {
     if (coopmat_.api == CoopmatApi::Khr) {
       extensions.push_back(VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);

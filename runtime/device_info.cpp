@@ -13,13 +13,20 @@ namespace {
 
 std::string vendor_name(uint32_t id) {
   switch (id) {
-    case 0x1002: return "AMD";
-    case 0x10DE: return "NVIDIA";
-    case 0x8086: return "Intel";
-    case 0x13B5: return "ARM";
-    case 0x5143: return "Qualcomm";
-    case 0x106B: return "Apple";
-    case 0x10005: return "Mesa";
+    case 0x1002:
+      return "AMD";
+    case 0x10DE:
+      return "NVIDIA";
+    case 0x8086:
+      return "Intel";
+    case 0x13B5:
+      return "ARM";
+    case 0x5143:
+      return "Qualcomm";
+    case 0x106B:
+      return "Apple";
+    case 0x10005:
+      return "Mesa";
     default: {
       std::ostringstream s;
       s << "0x" << std::hex << id;
@@ -30,26 +37,25 @@ std::string vendor_name(uint32_t id) {
 
 std::string component_type_name(VkComponentTypeKHR t) {
   switch (t) {
-    case VK_COMPONENT_TYPE_FLOAT16_KHR: return "f16";
-    case VK_COMPONENT_TYPE_FLOAT32_KHR: return "f32";
-    case VK_COMPONENT_TYPE_FLOAT64_KHR: return "f64";
-    case VK_COMPONENT_TYPE_SINT8_KHR: return "s8";
-    case VK_COMPONENT_TYPE_UINT8_KHR: return "u8";
-    case VK_COMPONENT_TYPE_SINT32_KHR: return "s32";
-    case VK_COMPONENT_TYPE_UINT32_KHR: return "u32";
+    case VK_COMPONENT_TYPE_FLOAT16_KHR:
+      return "f16";
+    case VK_COMPONENT_TYPE_FLOAT32_KHR:
+      return "f32";
+    case VK_COMPONENT_TYPE_FLOAT64_KHR:
+      return "f64";
+    case VK_COMPONENT_TYPE_SINT8_KHR:
+      return "s8";
+    case VK_COMPONENT_TYPE_UINT8_KHR:
+      return "u8";
+    case VK_COMPONENT_TYPE_SINT32_KHR:
+      return "s32";
+    case VK_COMPONENT_TYPE_UINT32_KHR:
+      return "u32";
     default:
       if (static_cast<int>(t) == Q3N_COMPONENT_TYPE_BFLOAT16) return "bf16";
       return "type" + std::to_string(static_cast<int>(t));
   }
 }
-
-std::string gib(VkDeviceSize bytes) {
-  std::ostringstream s;
-  s.precision(2);
-  s << std::fixed << static_cast<double>(bytes) / (1024.0 * 1024 * 1024) << " GiB";
-  return s.str();
-}
-
 
 }  // namespace
 
@@ -88,11 +94,16 @@ VkDeviceSize free_device_local_bytes(const std::vector<MemoryHeapInfo>& heaps) {
 
 std::string device_type_name(VkPhysicalDeviceType type) {
   switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete GPU";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated GPU";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual GPU";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "CPU";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return "discrete GPU";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return "integrated GPU";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return "virtual GPU";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return "CPU";
+    default:
+      return "other";
   }
 }
 
@@ -112,8 +123,7 @@ DeviceInfo query_device_info(VkInstance instance, VkPhysicalDevice device, uint3
   VkPhysicalDeviceDriverProperties driver{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
   VkPhysicalDeviceMaintenance4Properties m4{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES};
   VkPhysicalDeviceMaintenance3Properties m3{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
-  VkPhysicalDeviceSubgroupSizeControlProperties sgc{
-      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
+  VkPhysicalDeviceSubgroupSizeControlProperties sgc{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
   props.pNext = &p11;
   p11.pNext = &driver;
   driver.pNext = &m3;
@@ -159,19 +169,32 @@ DeviceInfo query_device_info(VkInstance instance, VkPhysicalDevice device, uint3
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
   VkPhysicalDeviceCooperativeMatrixFeaturesKHR fcm{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
   VkPhysicalDeviceCooperativeMatrixFeaturesNV fcmnv{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
-  Q3nPhysicalDeviceShaderBfloat16Features fbf{Q3N_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_BFLOAT16_FEATURES, nullptr, 0, 0, 0};
+  Q3nPhysicalDeviceShaderBfloat16Features fbf{Q3N_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_BFLOAT16_FEATURES, nullptr, 0,
+                                              0, 0};
   features.pNext = &f11;
   f11.pNext = &f12;
   tail = &f12.pNext;
-  const bool has_dot = info.has_extension(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) ||
-                       p.apiVersion >= VK_API_VERSION_1_3;
-  if (has_dot) { *tail = &fdot; tail = &fdot.pNext; }
+  const bool has_dot =
+      info.has_extension(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) || p.apiVersion >= VK_API_VERSION_1_3;
+  if (has_dot) {
+    *tail = &fdot;
+    tail = &fdot.pNext;
+  }
   const bool has_cm = info.has_extension(VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
-  if (has_cm) { *tail = &fcm; tail = &fcm.pNext; }
+  if (has_cm) {
+    *tail = &fcm;
+    tail = &fcm.pNext;
+  }
   const bool has_cmnv = info.has_extension(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
-  if (has_cmnv) { *tail = &fcmnv; tail = &fcmnv.pNext; }
+  if (has_cmnv) {
+    *tail = &fcmnv;
+    tail = &fcmnv.pNext;
+  }
   const bool has_bf = info.has_extension(Q3N_VK_KHR_SHADER_BFLOAT16_NAME);
-  if (has_bf) { *tail = &fbf; tail = &fbf.pNext; }
+  if (has_bf) {
+    *tail = &fbf;
+    tail = &fbf.pNext;
+  }
   vkGetPhysicalDeviceFeatures2(device, &features);
   info.buffer_device_address = f12.bufferDeviceAddress;
   info.timeline_semaphore = f12.timelineSemaphore;
@@ -217,10 +240,8 @@ DeviceInfo query_device_info(VkInstance instance, VkPhysicalDevice device, uint3
       std::vector<VkCooperativeMatrixPropertiesNV> shapes(n, {VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV});
       VK_CHECK(get(device, &n, shapes.data()));
       for (const auto& s : shapes)
-        info.coopmat_nv_shapes.push_back(
-            {s.MSize, s.NSize, s.KSize, component_type_name(s.AType),
-             component_type_name(s.BType),
-             component_type_name(s.CType)});
+        info.coopmat_nv_shapes.push_back({s.MSize, s.NSize, s.KSize, component_type_name(s.AType),
+                                          component_type_name(s.BType), component_type_name(s.CType)});
     }
   }
 
@@ -256,25 +277,28 @@ std::string describe(const DeviceInfo& d) {
     << VK_API_VERSION_PATCH(d.api_version) << "\n";
   s << "    driver: " << d.driver_name << " " << d.driver_info << "\n";
   for (size_t h = 0; h < d.heaps.size(); ++h) {
-    s << "    heap " << h << ": " << gib(d.heaps[h].size) << (d.heaps[h].device_local ? " device-local" : " host");
-    if (d.memory_budget) s << ", budget " << gib(d.heaps[h].budget) << ", used " << gib(d.heaps[h].usage);
+    s << "    heap " << h << ": " << format_bytes(d.heaps[h].size)
+      << (d.heaps[h].device_local ? " device-local" : " host");
+    if (d.memory_budget)
+      s << ", budget " << format_bytes(d.heaps[h].budget) << ", used " << format_bytes(d.heaps[h].usage);
     s << "\n";
   }
   s << "    subgroup size: " << d.subgroup_size << " (range " << d.min_subgroup_size << ".." << d.max_subgroup_size
     << "), arithmetic ops: " << yes(d.subgroup_arithmetic) << "\n";
-  s << "    shared memory: " << d.max_shared_memory / 1024 << " KiB, workgroup invocations: "
-    << d.max_workgroup_invocations << ", push constants: " << d.max_push_constants << " B\n";
+  s << "    shared memory: " << d.max_shared_memory / 1024
+    << " KiB, workgroup invocations: " << d.max_workgroup_invocations << ", push constants: " << d.max_push_constants
+    << " B\n";
   s << "    max allocation: " << format_bytes(d.max_allocation)
     << ", storage-buffer range: " << format_bytes(d.max_storage_buffer_range)
     << ", max buffer: " << format_bytes(d.max_buffer_size) << "\n";
   s << "    fp16: " << yes(d.shader_float16) << ", int8: " << yes(d.shader_int8) << ", bf16: " << yes(d.shader_bfloat16)
-    << ", integer dot: " << yes(d.integer_dot_product)
-    << (d.integer_dot_int8_accelerated ? " (int8 accelerated)" : "") << "\n";
+    << ", integer dot: " << yes(d.integer_dot_product) << (d.integer_dot_int8_accelerated ? " (int8 accelerated)" : "")
+    << "\n";
   auto shapes = [&](const std::vector<CoopMatShape>& v) {
     std::string out;
     for (const auto& c : v)
-      out += " " + std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) + ":" + c.a_type +
-             "->" + c.c_type;
+      out += " " + std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) + ":" + c.a_type + "->" +
+             c.c_type;
     return out;
   };
   s << "    cooperative matrix KHR: " << yes(d.coopmat_khr) << shapes(d.coopmat_khr_shapes) << "\n";

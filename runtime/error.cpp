@@ -39,7 +39,8 @@ VulkanError::VulkanError(const std::string& call, VkResult result)
     : Error("Vulkan call failed: " + call + " returned " + vk_result_name(result) +
             (result == VK_ERROR_OUT_OF_DEVICE_MEMORY
                  ? " (the GPU is out of memory: use a smaller model, context or batch)"
-                 : result == VK_ERROR_DEVICE_LOST ? " (the GPU driver reset or crashed)" : "")),
+             : result == VK_ERROR_DEVICE_LOST ? " (the GPU driver reset or crashed)"
+                                              : "")),
       result_(result) {}
 
 }  // namespace q3n

@@ -15,8 +15,7 @@ class Owned {
   Owned() = default;
   Owned(Parent parent, Handle handle) : parent_(parent), handle_(handle) {}
   ~Owned() { reset(); }
-  Owned(Owned&& other) noexcept
-      : parent_(other.parent_), handle_(std::exchange(other.handle_, VK_NULL_HANDLE)) {}
+  Owned(Owned&& other) noexcept : parent_(other.parent_), handle_(std::exchange(other.handle_, VK_NULL_HANDLE)) {}
   Owned& operator=(Owned&& other) noexcept {
     if (this != &other) {
       reset();

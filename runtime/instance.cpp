@@ -84,8 +84,9 @@ Instance::Instance(const InstanceOptions& options) {
   if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
     throw Error("no Vulkan driver found: install your GPU's Vulkan driver (or mesa-vulkan-drivers for lavapipe)");
   if (r == VK_ERROR_LAYER_NOT_PRESENT)
-    throw Error("the Vulkan validation layer is listed but failed to load (its library is missing): reinstall "
-                "vulkan-validationlayers or unset Q3N_VALIDATE");
+    throw Error(
+        "the Vulkan validation layer is listed but failed to load (its library is missing): reinstall "
+        "vulkan-validationlayers or unset Q3N_VALIDATE");
   vk_check(r, "vkCreateInstance");
 
   if (debug_utils) {

@@ -15,10 +15,14 @@ VkDeviceSize align_up(VkDeviceSize v, VkDeviceSize a) { return (v + a - 1) / a *
 std::string format_bytes(VkDeviceSize bytes) {
   char buf[64];
   const double b = static_cast<double>(bytes);
-  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-  else if (b >= 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
-  else if (b >= 1024.0) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  if (b >= 1024.0 * 1024 * 1024)
+    std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+  else if (b >= 1024.0 * 1024)
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
+  else if (b >= 1024.0)
+    std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
   return buf;
 }
 
@@ -43,8 +47,8 @@ Allocation& Allocation::operator=(Allocation&& o) noexcept {
 Allocator::Allocator(const Device& device) : device_(device) {
   VkPhysicalDeviceProperties props;
   vkGetPhysicalDeviceProperties(device.physical(), &props);
-  alignment_ = std::max<VkDeviceSize>({256, props.limits.minStorageBufferOffsetAlignment,
-                                        props.limits.nonCoherentAtomSize});
+  alignment_ =
+      std::max<VkDeviceSize>({256, props.limits.minStorageBufferOffsetAlignment, props.limits.nonCoherentAtomSize});
   block_size_ = std::min({kDefaultBlock, device.info().max_allocation, device.info().max_buffer_size});
 }
 
@@ -116,7 +120,8 @@ size_t Allocator::create_block(VkDeviceSize bytes, MemoryKind kind, const std::s
   VkDeviceMemory memory;
   VkResult r = vkAllocateMemory(dev, &alloc, nullptr, &memory);
   if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-    throw Error("out of GPU memory allocating " + what + " (" + format_bytes(bytes) + " block): use a smaller "
+    throw Error("out of GPU memory allocating " + what + " (" + format_bytes(bytes) +
+                " block): use a smaller "
                 "model, quantised weights, a shorter context or a smaller batch");
   vk_check(r, "vkAllocateMemory");
   block->memory = OwnedMemory(dev, memory);

@@ -78,7 +78,8 @@ std::filesystem::path cache_directory() {
 
 void PipelineLibrary::set_coopmat(bool on) {
   if (on && !device_.coopmat())
-    throw Error("cooperative-matrix kernels cannot run on " + device_.info().name + ": " + device_.coopmat_unavailable());
+    throw Error("cooperative-matrix kernels cannot run on " + device_.info().name + ": " +
+                device_.coopmat_unavailable());
   coopmat_ = on;
 }
 
@@ -129,8 +130,7 @@ PipelineLibrary::~PipelineLibrary() {
 
 const Pipeline& PipelineLibrary::get(const PipelineKey& key) {
   auto it = pipelines_.find(key);
-  if (it == pipelines_.end())
-    it = pipelines_.emplace(key, std::make_unique<Pipeline>(device_, cache_, key)).first;
+  if (it == pipelines_.end()) it = pipelines_.emplace(key, std::make_unique<Pipeline>(device_, cache_, key)).first;
   return *it->second;
 }
 

@@ -14,9 +14,9 @@ namespace q3n {
 class Profiler {
  public:
   Profiler(const Device& device, uint32_t max_marks);
-  void begin(CommandBuffer& commands);                             // resets the queries
-  void mark(CommandBuffer& commands, const std::string& label);   // starts timing `label`
-  void finish(CommandBuffer& commands);                            // ends the last label
+  void begin(CommandBuffer& commands);                           // resets the queries
+  void mark(CommandBuffer& commands, const std::string& label);  // starts timing `label`
+  void finish(CommandBuffer& commands);                          // ends the last label
   struct Entry {
     double milliseconds = 0;
     uint32_t count = 0;

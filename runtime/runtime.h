@@ -14,7 +14,7 @@
 namespace q3n {
 
 struct RuntimeOptions {
-  std::string device;  // see select_device(); empty = Q3N_DEVICE or the best device
+  std::string device;   // see select_device(); empty = Q3N_DEVICE or the best device
   bool coopmat = true;  // use cooperative-matrix kernels where the device has them
   InstanceOptions instance = InstanceOptions::from_environment();
 };

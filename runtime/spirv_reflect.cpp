@@ -11,14 +11,13 @@ namespace q3n {
 namespace {
 // Opcodes, decorations and storage classes used below (SPIR-V specification, section 3).
 constexpr uint32_t kOpTypeBool = 20, kOpTypeInt = 21, kOpTypeFloat = 22, kOpTypeVector = 23, kOpTypeArray = 28,
-                   kOpTypeStruct = 30, kOpTypePointer = 32, kOpConstant = 43, kOpVariable = 59,
-                   kOpMemberDecorate = 72;
+                   kOpTypeStruct = 30, kOpTypePointer = 32, kOpConstant = 43, kOpVariable = 59, kOpMemberDecorate = 72;
 constexpr uint32_t kDecorationOffset = 35;
 constexpr uint32_t kStoragePushConstant = 9, kStoragePhysicalStorageBuffer = 5349;
 
 struct Module {
-  std::map<uint32_t, std::vector<uint32_t>> types;      // result id -> the instruction's words
-  std::map<uint32_t, uint32_t> constants;                // result id -> first literal word
+  std::map<uint32_t, std::vector<uint32_t>> types;            // result id -> the instruction's words
+  std::map<uint32_t, uint32_t> constants;                     // result id -> first literal word
   std::map<std::pair<uint32_t, uint32_t>, uint32_t> offsets;  // (struct, member) -> Offset
   std::optional<uint32_t> push_pointer_type;
 
@@ -28,11 +27,15 @@ struct Module {
     if (it == types.end()) throw Error("internal: SPIR-V type %" + std::to_string(id) + " not found");
     const std::vector<uint32_t>& w = it->second;
     switch (w[0] & 0xFFFFu) {
-      case kOpTypeBool: return 4;
+      case kOpTypeBool:
+        return 4;
       case kOpTypeInt:
-      case kOpTypeFloat: return w.at(2) / 8;
-      case kOpTypeVector: return w.at(3) * size_of(w.at(2), depth + 1);
-      case kOpTypeArray: return constants.at(w.at(3)) * size_of(w.at(2), depth + 1);
+      case kOpTypeFloat:
+        return w.at(2) / 8;
+      case kOpTypeVector:
+        return w.at(3) * size_of(w.at(2), depth + 1);
+      case kOpTypeArray:
+        return constants.at(w.at(3)) * size_of(w.at(2), depth + 1);
       case kOpTypePointer:
         if (w.at(2) == kStoragePhysicalStorageBuffer) return 8;  // buffer reference: a 64-bit address
         break;
@@ -46,7 +49,8 @@ struct Module {
         return end;
       }
     }
-    throw Error("internal: unexpected SPIR-V type in a push-constant block (opcode " + std::to_string(w[0] & 0xFFFFu) + ")");
+    throw Error("internal: unexpected SPIR-V type in a push-constant block (opcode " + std::to_string(w[0] & 0xFFFFu) +
+                ")");
   }
 };
 }  // namespace
@@ -59,7 +63,8 @@ std::optional<uint32_t> push_constant_bytes(std::span<const uint32_t> spirv) {
     if (count == 0 || at + count > spirv.size()) throw Error("internal: truncated SPIR-V instruction");
     const std::span<const uint32_t> w = spirv.subspan(at, count);
     if ((op == kOpTypeBool || op == kOpTypeInt || op == kOpTypeFloat || op == kOpTypeVector || op == kOpTypeArray ||
-         op == kOpTypeStruct || op == kOpTypePointer) && count >= 2)
+         op == kOpTypeStruct || op == kOpTypePointer) &&
+        count >= 2)
       m.types[w[1]] = std::vector<uint32_t>(w.begin(), w.end());
     else if (op == kOpConstant && count >= 4)
       m.constants[w[2]] = w[3];

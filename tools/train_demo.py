@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Trains q3n's shipped demo model (issue 7): a ~12M-parameter Qwen3-Next with every feature of
 the architecture (3:1 Gated DeltaNet / gated attention, MoE with a sigmoid-gated shared expert,
-partial RoPE, zero-centred norms) plus the MTP module of ../shared/spec/qwen3-next.md §4, trained
+partial RoPE, zero-centred norms) plus the MTP module of docs/spec/qwen3-next.md §4, trained
 jointly on the next-token loss and the MTP's next-next-token loss.
 
 Data: the King James Bible (public domain) from Debian's bible-kjv-text, written by

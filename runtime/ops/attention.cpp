@@ -32,15 +32,15 @@ uint32_t key_tile(const Device& device, uint32_t head_dim) {
     const uint64_t bytes = 4ull * (kRowsPerTile * head_dim + bc * head_dim + kRowsPerTile * bc + 3 * kRowsPerTile);
     if (bytes <= limit) return bc;
   }
-  throw Error("this device's " + std::to_string(limit) + " bytes of compute shared memory cannot hold attention tiles of head_dim " +
-              std::to_string(head_dim));
+  throw Error("this device's " + std::to_string(limit) +
+              " bytes of compute shared memory cannot hold attention tiles of head_dim " + std::to_string(head_dim));
 }
 }  // namespace
 
 std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim) {
   std::vector<float> inv(rot_dim / 2);
   for (uint32_t i = 0; i < inv.size(); ++i) {
-    const float exponent = float(2 * i) / float(rot_dim);                  // arange(0, rot, 2).float() / rot
+    const float exponent = float(2 * i) / float(rot_dim);                       // arange(0, rot, 2).float() / rot
     const float power = static_cast<float>(std::pow(theta, double(exponent)));  // fp32 pow, correctly rounded
     inv[i] = 1.0f / power;
   }
@@ -62,7 +62,8 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
   if (s.head_dim > kMaxAttentionHeadDim || s.head_dim % 2 != 0)
     throw Error("internal: attention head dim " + std::to_string(s.head_dim) + " is odd or above " +
                 std::to_string(kMaxAttentionHeadDim) + " (graph::check_supported refuses such configs)");
-  if (s.rot_dim % 2 != 0 || s.rot_dim > s.head_dim) throw Error("internal: rotary dims must be even and <= the head dim");
+  if (s.rot_dim % 2 != 0 || s.rot_dim > s.head_dim)
+    throw Error("internal: rotary dims must be even and <= the head dim");
   const uint64_t rows = s.rows();
   require_bytes(a.qkv, rows * s.qkv_width() * 4, "attention qkv");
   require_bytes(a.q, rows * s.heads * s.head_dim * 4, "attention q");
@@ -78,29 +79,30 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
   }
 
   if (s.rot_dim > 0) require_bytes(a.inv_freq, s.rot_dim / 2 * 4, "RoPE frequencies");
-  const PreparePush prepare{a.qkv.address,     a.q_norm.address,  a.k_norm.address, a.inv_freq.address,
-                            a.seqs.address,    a.cache_k.address, a.cache_v.address, a.q.address,
-                            s.tokens,          s.heads,           s.kv_heads,        s.head_dim,
-                            s.rot_dim,         s.capacity,        s.eps};
-  commands.dispatch(pipelines.get({"attention_prepare", {128, 1, 1}, {kMaxAttentionHeadDim}, sizeof(prepare)}),
-                    prepare, s.heads + s.kv_heads, static_cast<uint32_t>(rows));
+  const PreparePush prepare{a.qkv.address,     a.q_norm.address,  a.k_norm.address, a.inv_freq.address, a.seqs.address,
+                            a.cache_k.address, a.cache_v.address, a.q.address,      s.tokens,           s.heads,
+                            s.kv_heads,        s.head_dim,        s.rot_dim,        s.capacity,         s.eps};
+  commands.dispatch(pipelines.get({"attention_prepare", {128, 1, 1}, {kMaxAttentionHeadDim}, sizeof(prepare)}), prepare,
+                    s.heads + s.kv_heads, static_cast<uint32_t>(rows));
   commands.barrier();
 
   const uint32_t bc = key_tile(pipelines.device(), s.head_dim);
-  const AttentionPush attend{a.q.address,   a.cache_k.address, a.cache_v.address, a.seqs.address,
-                             a.qkv.address, a.out.address,     a.part_o.address,  a.part_ml.address,
-                             s.tokens,      s.heads,           s.kv_heads,        s.capacity,
-                             s.splits,      1.0f / std::sqrt(float(s.head_dim))};
+  const AttentionPush attend{a.q.address,       a.cache_k.address,
+                             a.cache_v.address, a.seqs.address,
+                             a.qkv.address,     a.out.address,
+                             a.part_o.address,  a.part_ml.address,
+                             s.tokens,          s.heads,
+                             s.kv_heads,        s.capacity,
+                             s.splits,          1.0f / std::sqrt(float(s.head_dim))};
   const uint32_t group = s.heads / s.kv_heads;
-  commands.dispatch(
-      pipelines.get({"attention", {128, 1, 1}, {s.head_dim, kRowsPerTile, bc}, sizeof(attend)}), attend,
-      ceil_div(uint64_t(s.tokens) * group, kRowsPerTile), s.kv_heads, s.batch * s.splits);
+  commands.dispatch(pipelines.get({"attention", {128, 1, 1}, {s.head_dim, kRowsPerTile, bc}, sizeof(attend)}), attend,
+                    ceil_div(uint64_t(s.tokens) * group, kRowsPerTile), s.kv_heads, s.batch * s.splits);
   if (s.splits == 1) return;
   commands.barrier();
-  const CombinePush combine{a.part_o.address, a.part_ml.address, a.qkv.address, a.out.address,
-                            s.tokens,         s.heads,           s.kv_heads,    s.head_dim, s.splits};
-  commands.dispatch(pipelines.get({"attention_combine", {64, 1, 1}, {}, sizeof(combine)}), combine,
-                    s.tokens * s.heads, s.batch);
+  const CombinePush combine{a.part_o.address, a.part_ml.address, a.qkv.address, a.out.address, s.tokens,
+                            s.heads,          s.kv_heads,        s.head_dim,    s.splits};
+  commands.dispatch(pipelines.get({"attention_combine", {64, 1, 1}, {}, sizeof(combine)}), combine, s.tokens * s.heads,
+                    s.batch);
 }
 
 }  // namespace q3n::ops

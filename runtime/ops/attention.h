@@ -34,12 +34,12 @@ std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim);
 uint32_t attention_splits(const Device& device, uint32_t tokens, uint32_t capacity);
 
 struct AttentionArgs {
-  BufferRange qkv;      // f32 [rows, qkv_width] projection output
-  BufferRange q_norm;   // f32 [hd]
-  BufferRange k_norm;   // f32 [hd]
-  BufferRange inv_freq; // f32 [rot_dim / 2] from rope_inv_freq()
-  BufferRange seqs;     // u32 [batch, 2]
-  BufferRange cache_k;  // f32 [slots, kv_heads, capacity, hd]
+  BufferRange qkv;       // f32 [rows, qkv_width] projection output
+  BufferRange q_norm;    // f32 [hd]
+  BufferRange k_norm;    // f32 [hd]
+  BufferRange inv_freq;  // f32 [rot_dim / 2] from rope_inv_freq()
+  BufferRange seqs;      // u32 [batch, 2]
+  BufferRange cache_k;   // f32 [slots, kv_heads, capacity, hd]
   BufferRange cache_v;
   BufferRange q;        // f32 [rows, heads, hd] scratch: prepared queries
   BufferRange part_o;   // f32 [batch, splits, tokens, heads, hd] scratch (splits > 1)

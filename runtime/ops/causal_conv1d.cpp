@@ -14,16 +14,17 @@ struct Push {
 
 void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, const CausalConv1dArgs& a) {
   if (a.kernel < 1 || a.kernel > kMaxConvKernel)
-    throw Error("internal: conv kernel width " + std::to_string(a.kernel) + " is outside 1.." + std::to_string(kMaxConvKernel) +
-                " (graph::check_supported refuses such configs)");
+    throw Error("internal: conv kernel width " + std::to_string(a.kernel) + " is outside 1.." +
+                std::to_string(kMaxConvKernel) + " (graph::check_supported refuses such configs)");
   const uint64_t rows = uint64_t(a.batch) * a.tokens;
   if (a.x.size < rows * a.channels * 4 || a.y.size < rows * a.channels * 4 ||
       a.weight.size < weight_storage_bytes(a.type, uint64_t(a.channels) * a.kernel) ||
       a.state.size < uint64_t(a.kernel - 1) * a.channels * 4 || a.seqs.size < uint64_t(a.batch) * 8)
     throw Error("internal: causal conv1d buffers are smaller than their shapes");
-  const Pipeline& pipeline = pipelines.get(
-      {"causal_conv1d", {64, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel}, sizeof(Push)});
-  const Push push{a.x.address, a.weight.address, a.state.address, a.seqs.address, a.y.address, a.channels, a.tokens, a.kernel};
+  const Pipeline& pipeline =
+      pipelines.get({"causal_conv1d", {64, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel}, sizeof(Push)});
+  const Push push{a.x.address, a.weight.address, a.state.address, a.seqs.address,
+                  a.y.address, a.channels,       a.tokens,        a.kernel};
   commands.dispatch(pipeline, push, ceil_div(a.channels, 64), a.batch);
 }
 

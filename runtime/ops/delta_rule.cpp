@@ -62,8 +62,9 @@ void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, c
   require_bytes(a.a_log, s.value_heads * 4, "delta prepare A_log");
   require_bytes(a.dt_bias, s.value_heads * 4, "delta prepare dt_bias");
   const Pipeline& pipeline = pipelines.get({"delta_prepare", {64, 1, 1}, {}, sizeof(PreparePush)});
-  const PreparePush push{a.qkv.address,  a.ba.address,   a.a_log.address, a.dt_bias.address,
-                         a.gates.address, s.key_heads, s.value_heads, s.dk, s.dv};
+  const PreparePush push{
+      a.qkv.address, a.ba.address, a.a_log.address, a.dt_bias.address, a.gates.address, s.key_heads, s.value_heads,
+      s.dk,          s.dv};
   commands.dispatch(pipeline, push, 2 * s.key_heads + 1, static_cast<uint32_t>(s.rows()));
 }
 
@@ -91,22 +92,48 @@ void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& comman
   require_bytes(scratch.snapshots, need.snapshots * 4, "delta chunk snapshots");
   const uint32_t chunks = ceil_div(s.tokens, kDeltaChunk);
 
-  const ChunkPreparePush prepare{a.qkv.address, a.gates.address, scratch.gamma.address, scratch.w.address,
-                                 scratch.kc.address, s.tokens, s.key_heads, s.value_heads, s.dk, s.dv};
+  const ChunkPreparePush prepare{a.qkv.address,
+                                 a.gates.address,
+                                 scratch.gamma.address,
+                                 scratch.w.address,
+                                 scratch.kc.address,
+                                 s.tokens,
+                                 s.key_heads,
+                                 s.value_heads,
+                                 s.dk,
+                                 s.dv};
   commands.dispatch(pipelines.get({"delta_chunk_prepare", {128, 1, 1}, {kDeltaChunk}, sizeof(prepare)}), prepare,
                     chunks, s.value_heads, s.batch);
   commands.barrier();
-  const ChunkStatePush state{a.qkv.address,        scratch.gamma.address, scratch.w.address, scratch.kc.address,
-                             scratch.u.address,    scratch.snapshots.address, a.state.address, a.seqs.address,
-                             s.tokens, s.key_heads, s.value_heads, s.dk, s.dv};
-  commands.dispatch(pipelines.get({"delta_chunk_state", {128, 1, 1}, {kDeltaChunk, kDvTile, kMaxDeltaHeadDim},
-                                   sizeof(state)}),
-                    state, ceil_div(s.dv, kDvTile), s.value_heads, s.batch);
+  const ChunkStatePush state{a.qkv.address,
+                             scratch.gamma.address,
+                             scratch.w.address,
+                             scratch.kc.address,
+                             scratch.u.address,
+                             scratch.snapshots.address,
+                             a.state.address,
+                             a.seqs.address,
+                             s.tokens,
+                             s.key_heads,
+                             s.value_heads,
+                             s.dk,
+                             s.dv};
+  commands.dispatch(
+      pipelines.get({"delta_chunk_state", {128, 1, 1}, {kDeltaChunk, kDvTile, kMaxDeltaHeadDim}, sizeof(state)}), state,
+      ceil_div(s.dv, kDvTile), s.value_heads, s.batch);
   commands.barrier();
-  const ChunkOutputPush output{a.qkv.address, scratch.gamma.address, scratch.u.address, scratch.snapshots.address,
-                               a.out.address, s.tokens, s.key_heads, s.value_heads, s.dk, s.dv};
-  commands.dispatch(pipelines.get({"delta_chunk_output", {128, 1, 1}, {kDeltaChunk}, sizeof(output)}), output,
-                    chunks, s.value_heads, s.batch);
+  const ChunkOutputPush output{a.qkv.address,
+                               scratch.gamma.address,
+                               scratch.u.address,
+                               scratch.snapshots.address,
+                               a.out.address,
+                               s.tokens,
+                               s.key_heads,
+                               s.value_heads,
+                               s.dk,
+                               s.dv};
+  commands.dispatch(pipelines.get({"delta_chunk_output", {128, 1, 1}, {kDeltaChunk}, sizeof(output)}), output, chunks,
+                    s.value_heads, s.batch);
 }
 
 }  // namespace q3n::ops

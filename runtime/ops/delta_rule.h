@@ -12,7 +12,7 @@
 
 namespace q3n::ops {
 
-constexpr uint32_t kDeltaChunk = 64;      // chunk length of the chunked form (FLA's and HF's)
+constexpr uint32_t kDeltaChunk = 64;        // chunk length of the chunked form (FLA's and HF's)
 constexpr uint32_t kMaxDeltaHeadDim = 256;  // shared-memory bound of the shaders
 
 struct DeltaShape {

@@ -15,8 +15,7 @@ void record_embedding(PipelineLibrary& pipelines, CommandBuffer& commands, const
   if (a.table.size < weight_storage_bytes(a.type, uint64_t(a.rows) * a.dim) || a.ids.size < uint64_t(a.tokens) * 4 ||
       a.out.size < uint64_t(a.tokens) * a.dim * 4)
     throw Error("internal: embedding buffers are smaller than their shapes");
-  const Pipeline& pipeline =
-      pipelines.get({"embedding", {128, 1, 1}, {static_cast<uint32_t>(a.type)}, sizeof(Push)});
+  const Pipeline& pipeline = pipelines.get({"embedding", {128, 1, 1}, {static_cast<uint32_t>(a.type)}, sizeof(Push)});
   commands.dispatch(pipeline, Push{a.table.address, a.ids.address, a.out.address, a.dim, a.tokens}, a.tokens);
 }
 

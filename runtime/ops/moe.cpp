@@ -43,8 +43,9 @@ static_assert(kExpertGemvRows * kExpertGemvChunk <= kExpertGemvThreads, "one inv
 
 MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
   const uint64_t a = s.assignments();
-  return {a * 4, a * 4, (uint64_t(s.experts) + 1) * 4, a * 4, (uint64_t(s.experts) + 1) * 4,
-          a * s.expert_dim * 4, a * s.hidden * 4};
+  return {
+      a * 4,           a * 4, (uint64_t(s.experts) + 1) * 4, a * 4, (uint64_t(s.experts) + 1) * 4, a * s.expert_dim * 4,
+      a * s.hidden * 4};
 }
 
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
@@ -53,10 +54,11 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   const MoeScratchBytes need = moe_scratch_bytes(s);
   require_bytes(a.x, uint64_t(s.tokens) * s.hidden * 4, "moe input");
   require_bytes(a.logits, uint64_t(s.tokens) * a.logit_stride * 4, "moe logits");
-  if (is_quantized(a.type) && (s.hidden % kQuantBlock || s.expert_dim % kQuantBlock || a.x.address % 16 ||
-                              scratch.h.address % 16))
+  if (is_quantized(a.type) &&
+      (s.hidden % kQuantBlock || s.expert_dim % kQuantBlock || a.x.address % 16 || scratch.h.address % 16))
     throw Error("internal: quantised experts need sizes that are multiples of 32 and 16-byte aligned inputs");
-  require_bytes(a.gate_up, weight_storage_bytes(a.type, uint64_t(s.experts) * 2 * s.expert_dim * s.hidden), "expert gate_up");
+  require_bytes(a.gate_up, weight_storage_bytes(a.type, uint64_t(s.experts) * 2 * s.expert_dim * s.hidden),
+                "expert gate_up");
   require_bytes(a.down, weight_storage_bytes(a.type, uint64_t(s.experts) * s.hidden * s.expert_dim), "expert down");
   require_bytes(a.out, uint64_t(s.tokens) * s.hidden * 4, "moe output");
   require_bytes(scratch.ids, need.ids, "moe ids");
@@ -70,13 +72,18 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   if (shared) require_bytes(a.shared_out, uint64_t(s.tokens) * s.hidden * 4, "shared expert output");
 
   if (a.status.size) require_bytes(a.status, 4, "routing status");
-  const RoutePush route{a.logits.address, scratch.ids.address, scratch.weights.address, s.experts, s.top_k,
-                        a.logit_stride, s.normalise ? 1u : 0u, a.status.address, a.status.size ? 1u : 0u};
+  const RoutePush route{
+      a.logits.address,      scratch.ids.address, scratch.weights.address, s.experts, s.top_k, a.logit_stride,
+      s.normalise ? 1u : 0u, a.status.address,    a.status.size ? 1u : 0u};
   commands.mark("moe.route");
   commands.dispatch(pipelines.get({"moe_route", {256, 1, 1}, {s.experts}, sizeof(route)}), route, s.tokens);
   commands.barrier();
-  const GroupPush group{scratch.ids.address, scratch.offsets.address, scratch.sorted.address, scratch.active.address,
-                        static_cast<uint32_t>(s.assignments()), s.experts};
+  const GroupPush group{scratch.ids.address,
+                        scratch.offsets.address,
+                        scratch.sorted.address,
+                        scratch.active.address,
+                        static_cast<uint32_t>(s.assignments()),
+                        s.experts};
   commands.mark("moe.group");
   commands.dispatch(pipelines.get({"moe_group", {256, 1, 1}, {s.experts}, sizeof(group)}), group, 1);
   commands.barrier();
@@ -85,17 +92,33 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
   const uint32_t type = static_cast<uint32_t>(a.type);
   commands.mark("moe.experts");
-  const ExpertPush gate_up{a.x.address, a.gate_up.address, scratch.offsets.address, scratch.sorted.address,
-                           scratch.active.address, scratch.h.address, s.hidden, s.expert_dim, s.top_k};
-  const ExpertPush down{scratch.h.address, a.down.address, scratch.offsets.address, scratch.sorted.address,
-                        scratch.active.address, scratch.y.address, s.expert_dim, s.hidden, s.top_k};
+  const ExpertPush gate_up{a.x.address,
+                           a.gate_up.address,
+                           scratch.offsets.address,
+                           scratch.sorted.address,
+                           scratch.active.address,
+                           scratch.h.address,
+                           s.hidden,
+                           s.expert_dim,
+                           s.top_k};
+  const ExpertPush down{scratch.h.address,
+                        a.down.address,
+                        scratch.offsets.address,
+                        scratch.sorted.address,
+                        scratch.active.address,
+                        scratch.y.address,
+                        s.expert_dim,
+                        s.hidden,
+                        s.top_k};
   if (s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) {
     // Decode and small batches: experts hold a few rows each; one workgroup per (4 output rows,
     // live expert) walks them one at a time.
     auto gemv = [&](const ExpertPush& push, uint32_t swiglu, uint32_t k, uint32_t n, uint64_t x_address) {
       const uint32_t vec8 = gemv_units_of_8(a.type, k, x_address);
-      const PipelineKey key{"moe_expert_gemv", {kExpertGemvThreads, 1, 1},
-                            {type, swiglu, kExpertGemvRows, kExpertGemvChunk, vec8}, sizeof(push)};
+      const PipelineKey key{"moe_expert_gemv",
+                            {kExpertGemvThreads, 1, 1},
+                            {type, swiglu, kExpertGemvRows, kExpertGemvChunk, vec8},
+                            sizeof(push)};
       commands.dispatch(pipelines.get(key), push, ceil_div(n, kExpertGemvRows), slots);
     };
     gemv(gate_up, 1, s.hidden, s.expert_dim, a.x.address);
@@ -124,11 +147,17 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   }
   commands.barrier();
   commands.mark("moe.combine");
-  const CombinePush combine{scratch.y.address, scratch.weights.address, shared ? a.shared_out.address : a.out.address,
-                            a.logits.address + uint64_t(a.shared_logit_column) * 4, a.out.address, s.hidden, s.top_k,
-                            a.logit_stride, shared ? 1u : 0u};
-  commands.dispatch(pipelines.get({"moe_combine", {256, 1, 1}, {}, sizeof(combine)}), combine,
-                    ceil_div(s.hidden, 256), s.tokens);
+  const CombinePush combine{scratch.y.address,
+                            scratch.weights.address,
+                            shared ? a.shared_out.address : a.out.address,
+                            a.logits.address + uint64_t(a.shared_logit_column) * 4,
+                            a.out.address,
+                            s.hidden,
+                            s.top_k,
+                            a.logit_stride,
+                            shared ? 1u : 0u};
+  commands.dispatch(pipelines.get({"moe_combine", {256, 1, 1}, {}, sizeof(combine)}), combine, ceil_div(s.hidden, 256),
+                    s.tokens);
 }
 
 void record_swiglu(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& x, const BufferRange& h,

@@ -40,17 +40,17 @@ struct MoeScratchBytes {
 MoeScratchBytes moe_scratch_bytes(const MoeShape& shape);
 
 struct MoeArgs {
-  BufferRange x;             // f32 [tokens, hidden] normalised input
-  BufferRange logits;        // f32 [tokens, logit_stride]
+  BufferRange x;       // f32 [tokens, hidden] normalised input
+  BufferRange logits;  // f32 [tokens, logit_stride]
   uint32_t logit_stride = 0;
-  BufferRange gate_up;       // [experts, 2 I, hidden] in `type`
-  BufferRange down;          // [experts, hidden, I] in `type`
+  BufferRange gate_up;  // [experts, 2 I, hidden] in `type`
+  BufferRange down;     // [experts, hidden, I] in `type`
   WeightType type = WeightType::BF16;
-  BufferRange shared_out;    // f32 [tokens, hidden] shared expert output; empty = no shared expert
+  BufferRange shared_out;            // f32 [tokens, hidden] shared expert output; empty = no shared expert
   uint32_t shared_logit_column = 0;  // column of `logits` holding the shared gate logit
-  BufferRange out;           // f32 [tokens, hidden]
+  BufferRange out;                   // f32 [tokens, hidden]
   MoeShape shape;
-  BufferRange status;        // u32 [1], optional: routing sets it to 1 on a NaN/+Inf router logit
+  BufferRange status;  // u32 [1], optional: routing sets it to 1 on a NaN/+Inf router logit
 };
 
 // route -> group -> gate/up -> down -> combine, with barriers between.

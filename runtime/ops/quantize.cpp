@@ -122,9 +122,21 @@ void encode_weights(WeightType type, const float* x, size_t n, std::vector<std::
 
 float decode_weight(WeightType type, const std::byte* data, size_t i) {
   switch (type) {
-    case WeightType::F32: { float f; std::memcpy(&f, data + i * 4, 4); return f; }
-    case WeightType::F16: { uint16_t h; std::memcpy(&h, data + i * 2, 2); return f16_bits_to_f32(h); }
-    case WeightType::BF16: { uint16_t h; std::memcpy(&h, data + i * 2, 2); return bits_float(uint32_t(h) << 16); }
+    case WeightType::F32: {
+      float f;
+      std::memcpy(&f, data + i * 4, 4);
+      return f;
+    }
+    case WeightType::F16: {
+      uint16_t h;
+      std::memcpy(&h, data + i * 2, 2);
+      return f16_bits_to_f32(h);
+    }
+    case WeightType::BF16: {
+      uint16_t h;
+      std::memcpy(&h, data + i * 2, 2);
+      return bits_float(uint32_t(h) << 16);
+    }
     case WeightType::Q8: {
       const size_t block = i / kQuantBlock * 9, j = i % kQuantBlock;
       const float d = f16_bits_to_f32(uint16_t(word_at(data, block)));

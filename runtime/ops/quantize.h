@@ -10,7 +10,7 @@
 
 namespace q3n::ops {
 
-uint16_t f32_to_f16_bits(float f);   // round to nearest even; overflow to infinity
+uint16_t f32_to_f16_bits(float f);  // round to nearest even; overflow to infinity
 float f16_bits_to_f32(uint16_t h);
 uint16_t f32_to_bf16_bits(float f);  // round to nearest even
 

@@ -21,8 +21,15 @@ void record_rms_norm(PipelineLibrary& pipelines, CommandBuffer& commands, const 
     throw Error("internal: rms_norm buffers are smaller than rows x n");
   const Pipeline& pipeline =
       pipelines.get({"rms_norm", {kWorkgroup, 1, 1}, {fused ? 1u : 0u, gated ? 1u : 0u}, sizeof(Push)});
-  Push push{a.x.address, a.weight.address, a.out.address, fused ? a.residual.address : a.x.address,
-            gated ? a.gate.address : a.x.address, a.n, a.rows, a.eps, a.zero_centred ? 1.0f : 0.0f};
+  Push push{a.x.address,
+            a.weight.address,
+            a.out.address,
+            fused ? a.residual.address : a.x.address,
+            gated ? a.gate.address : a.x.address,
+            a.n,
+            a.rows,
+            a.eps,
+            a.zero_centred ? 1.0f : 0.0f};
   commands.dispatch(pipeline, push, a.rows);
 }
 

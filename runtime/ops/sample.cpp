@@ -19,8 +19,14 @@ uint32_t bits(float f) {
 }  // namespace
 
 std::vector<uint32_t> sampling_record(const SamplingParams& s, uint32_t counter) {
-  return {bits(s.temperature), s.top_k, bits(s.top_p), bits(s.min_p), static_cast<uint32_t>(s.seed),
-          static_cast<uint32_t>(s.seed >> 32), counter, 0};
+  return {bits(s.temperature),
+          s.top_k,
+          bits(s.top_p),
+          bits(s.min_p),
+          static_cast<uint32_t>(s.seed),
+          static_cast<uint32_t>(s.seed >> 32),
+          counter,
+          0};
 }
 
 void record_sample(PipelineLibrary& pipelines, CommandBuffer& commands, const SampleArgs& a) {

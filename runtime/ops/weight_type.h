@@ -24,22 +24,30 @@ inline uint32_t block_words(WeightType t) { return t == WeightType::Q8 ? 9 : 5; 
 // Bytes that `elements` weights occupy (for quantised types `elements` is a multiple of 32).
 inline uint64_t weight_storage_bytes(WeightType t, uint64_t elements) {
   switch (t) {
-    case WeightType::F32: return elements * 4;
+    case WeightType::F32:
+      return elements * 4;
     case WeightType::F16:
-    case WeightType::BF16: return elements * 2;
+    case WeightType::BF16:
+      return elements * 2;
     case WeightType::Q8:
-    case WeightType::Q4: return elements / kQuantBlock * block_words(t) * 4;
+    case WeightType::Q4:
+      return elements / kQuantBlock * block_words(t) * 4;
   }
   return 0;
 }
 
 inline const char* weight_type_name(WeightType t) {
   switch (t) {
-    case WeightType::F32: return "f32";
-    case WeightType::F16: return "f16";
-    case WeightType::BF16: return "bf16";
-    case WeightType::Q8: return "q8";
-    case WeightType::Q4: return "q4";
+    case WeightType::F32:
+      return "f32";
+    case WeightType::F16:
+      return "f16";
+    case WeightType::BF16:
+      return "bf16";
+    case WeightType::Q8:
+      return "q8";
+    case WeightType::Q4:
+      return "q4";
   }
   return "?";
 }

@@ -15,7 +15,8 @@ namespace {
 TEST(BatchFile, PlainLineWithEveryField) {
   const auto l = parse_batch_line(
       R"({"custom_id": "a1", "prompt": "hi", "max_tokens": 7, "temperature": 0.5, "top_p": 0.9, "top_k": 20,)"
-      R"( "min_p": 0.05, "seed": 42, "stop": ["\n\n", "END"]})", 3);
+      R"( "min_p": 0.05, "seed": 42, "stop": ["\n\n", "END"]})",
+      3);
   ASSERT_TRUE(l.request) << l.error;
   const BatchRequest& r = *l.request;
   EXPECT_EQ(r.line, 3u);
@@ -31,20 +32,25 @@ TEST(BatchFile, PlainLineWithEveryField) {
 }
 
 TEST(BatchFile, OpenAiLines) {
-  const auto chat = parse_batch_line(
-      R"({"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m",)"
-      R"( "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],)"
-      R"( "max_completion_tokens": 5, "stop": "x"}})", 1);
+  const auto chat =
+      parse_batch_line(R"({"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m",)"
+                       R"( "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],)"
+                       R"( "max_completion_tokens": 5, "stop": "x"}})",
+                       1);
   ASSERT_TRUE(chat.request) << chat.error;
   ASSERT_TRUE(chat.request->messages);
   EXPECT_EQ(chat.request->messages->size(), 2u);
   EXPECT_EQ(chat.request->max_tokens, 5u);
   EXPECT_EQ(chat.request->stop, std::vector<std::string>{"x"});
-  const auto completion = parse_batch_line(R"({"custom_id": 17, "url": "/v1/completions", "body": {"prompt": "p"}})", 2);
+  const auto completion =
+      parse_batch_line(R"({"custom_id": 17, "url": "/v1/completions", "body": {"prompt": "p"}})", 2);
   ASSERT_TRUE(completion.request) << completion.error;
   EXPECT_EQ(completion.request->custom_id, "17");
-  EXPECT_FALSE(parse_batch_line(R"({"custom_id": "c", "url": "/v1/chat/completions", "body": {"prompt": "p"}})", 1).request);
-  EXPECT_FALSE(parse_batch_line(R"({"custom_id": "c", "url": "/v1/completions", "method": "GET", "body": {"prompt": "p"}})", 1).request);
+  EXPECT_FALSE(
+      parse_batch_line(R"({"custom_id": "c", "url": "/v1/chat/completions", "body": {"prompt": "p"}})", 1).request);
+  EXPECT_FALSE(
+      parse_batch_line(R"({"custom_id": "c", "url": "/v1/completions", "method": "GET", "body": {"prompt": "p"}})", 1)
+          .request);
 }
 
 TEST(BatchFile, RefusalsNameTheProblem) {
@@ -67,20 +73,23 @@ TEST(BatchFile, RefusalsNameTheProblem) {
     EXPECT_NE(l.error.find(message), std::string::npos) << line << " -> " << l.error;
   }
   // Neutral values of unsupported fields are fine, and unknown fields are ignored.
-  EXPECT_TRUE(parse_batch_line(R"({"custom_id": "a", "prompt": "x", "n": 1, "stream": false, "user": "u", "extra": [1]})", 1).request);
+  EXPECT_TRUE(
+      parse_batch_line(R"({"custom_id": "a", "prompt": "x", "n": 1, "stream": false, "user": "u", "extra": [1]})", 1)
+          .request);
 }
 
 TEST(BatchFile, RandomBytesAreRefusedNotFatal) {
   std::mt19937 rng(7);
-  const std::string seeds[] = {R"({"custom_id": "a", "prompt": "x", "max_tokens": 3})",
-                               R"({"custom_id": "c", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "hi"}]}})"};
+  const std::string seeds[] = {
+      R"({"custom_id": "a", "prompt": "x", "max_tokens": 3})",
+      R"({"custom_id": "c", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "hi"}]}})"};
   size_t accepted = 0;
   for (int i = 0; i < 20000; ++i) {
     std::string line;
     if (i % 2) {  // mutations of valid lines
       line = seeds[i % 4 / 2];
       for (int m = 0; m < 1 + int(rng() % 4); ++m) line[rng() % line.size()] = char(rng() % 256);
-    } else {      // raw bytes
+    } else {  // raw bytes
       line.resize(rng() % 64);
       for (char& c : line) c = char(rng() % 256);
     }

@@ -31,8 +31,9 @@ TEST_F(ChatTest, ThinkingInjectsThinkAndDropsReasoningFromHistory) {
 
 TEST_F(ChatTest, DetectsTemplateKind) {
   EXPECT_EQ(detect_chat_template(dir_), ChatTemplateKind::Instruct);  // no files
-  nlohmann::json tc = {{"chat_template",
-                        "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}"}};
+  nlohmann::json tc = {
+      {"chat_template",
+       "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n<think>\\n' }}\n{%- endif %}"}};
   std::ofstream(dir_ / "tokenizer_config.json") << tc.dump();
   EXPECT_EQ(detect_chat_template(dir_), ChatTemplateKind::Thinking);
   tc["chat_template"] = "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}";

@@ -106,7 +106,10 @@ TEST(ConfigTest, Rejections) {
       {"layer_types", [](json& j) { j["layer_types"][2] = "sliding_attention"; }},
       {"layer_types", [](json& j) { j["layer_types"].erase(0); }},
       {"rope_scaling", [](json& j) { j["rope_parameters"]["rope_type"] = "yarn"; }},
-      {"rope_scaling", [](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; }},
+      {"rope_scaling",
+       [](json& j) {
+         j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+       }},
       {"dtype", [](json& j) { j["dtype"] = "int8"; }},
       {"hidden_size", [](json& j) { j["hidden_size"] = "128"; }},
       {"hidden_size", [](json& j) { j["hidden_size"] = 0; }},

@@ -78,7 +78,8 @@ TEST_F(SafetensorsTest, CorruptHeadersAreRejected) {
       {R"({"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [24, 0]}})", "outside"},
       {R"({"a": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 24]}})", "needs 32 bytes"},
       {R"({"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
-           "b": {"dtype": "BF16", "shape": [3, 2], "data_offsets": [12, 24]}})", "overlap"},
+           "b": {"dtype": "BF16", "shape": [3, 2], "data_offsets": [12, 24]}})",
+       "overlap"},
       {R"({"a": {"dtype": "F32", "shape": [4611686018427387904, 4611686018427387904], "data_offsets": [0, 24]}})",
        "impossibly large"},
   };
@@ -121,8 +122,9 @@ TEST_F(SafetensorsTest, RandomHeaderCorruptionNeverCrashes) {
 TEST_F(SafetensorsTest, ShardedCheckpointFollowsIndex) {
   test::write_safetensors(dir_ / "model-00001-of-00002.safetensors", {test::f32_tensor("a", {4})});
   test::write_safetensors(dir_ / "model-00002-of-00002.safetensors", {test::f32_tensor("b", {2})});
-  nlohmann::json index = {{"metadata", {{"total_size", 24}}},
-                          {"weight_map", {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}};
+  nlohmann::json index = {
+      {"metadata", {{"total_size", 24}}},
+      {"weight_map", {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}};
   std::ofstream(dir_ / "model.safetensors.index.json") << index.dump();
   Checkpoint ck(dir_);
   EXPECT_EQ(ck.tensors().size(), 2u);

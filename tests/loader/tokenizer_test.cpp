@@ -68,8 +68,9 @@ TEST_F(Qwen3TokenizerTest, DecodeInvertsEncode) {
 
 TEST_F(Qwen3TokenizerTest, RandomUnicodeRoundTrips) {
   // Random strings over ASCII, Latin, CJK, emoji and whitespace already in NFC form.
-  const std::vector<std::string> alphabet = {"a", "Z", " ", "  ", "\n", "\r\n", "\t", "7", ".", "'s", "é", "ß", "中",
-                                             "文", "🙂", "👍🏽", "—", "…", "\u00a0", "<", "|", ">", "ё", "ع", "न"};
+  const std::vector<std::string> alphabet = {"a",      "Z", " ", "  ", "\n", "\r\n", "\t",       "7", ".",
+                                             "'s",     "é", "ß", "中", "文", "🙂", "👍🏽", "—", "…",
+                                             "\u00a0", "<", "|", ">",  "ё",  "ع",    "न"};
   std::mt19937 rng(42);
   for (int trial = 0; trial < 200; ++trial) {
     std::string s;
@@ -125,7 +126,7 @@ TEST(TokenizerFileTest, MissingFileIsAClearError) {
 }
 
 TEST(TokenizerFileTest, ByteMapIsTheGpt2Table) {
-  EXPECT_EQ(byte_to_unicode(' '), "\xc4\xa0");  // 'Ġ' = U+0120
+  EXPECT_EQ(byte_to_unicode(' '), "\xc4\xa0");   // 'Ġ' = U+0120
   EXPECT_EQ(byte_to_unicode('\n'), "\xc4\x8a");  // 'Ċ' = U+010A
   EXPECT_EQ(byte_to_unicode('A'), "A");
   EXPECT_EQ(byte_to_unicode(0xAD), "\xc5\x83");  // soft hyphen is remapped: U+0143

@@ -120,7 +120,7 @@ TEST_P(BatchTest, MixedStepEqualsSeparateSteps) {
     // The logits of one more token for each of a few sequences (every one for small batches).
     auto logits_after = [&](const std::vector<int32_t>& next, int32_t piece_next) {
       std::vector<std::vector<float>> out = {e->feed_logits(piece_slot, std::span(&piece_next, 1), false)};
-      for (uint32_t b = 0; b < c.batch; b += c.batch > 16 ? 31 : 1)
+      for (uint32_t b = 0; b<c.batch; b += c.batch> 16 ? 31 : 1)
         out.push_back(e->feed_logits(slots[b], std::span(&next[b], 1), false));
       return out;
     };
@@ -151,7 +151,8 @@ TEST_P(BatchTest, MixedStepRefusesAPieceForADecodingSlot) {
   const std::vector<int32_t> piece = random_ids(4, uint32_t(config_.vocab_size), 2);
   const ops::SamplingParams greedy;
   int32_t token = 0;
-  EXPECT_THROW(e->decode_with_piece(std::span(&slot, 1), std::span(&first, 1), std::span(&greedy, 1), {0, piece, nullptr}, token),
+  EXPECT_THROW(e->decode_with_piece(std::span(&slot, 1), std::span(&first, 1), std::span(&greedy, 1),
+                                    {0, piece, nullptr}, token),
                Error);
 }
 
@@ -186,14 +187,19 @@ TEST_P(BatchTest, SchedulerGivesEachRequestItsTokensAlone) {
     o.max_batch = max_batch;
     o.prefill_budget = reverse ? 1000 : 8;
     graph::BatchScheduler scheduler(
-        *e, o, [&](uint64_t tag, int32_t id) { got[tag].push_back(id); return false; },
+        *e, o,
+        [&](uint64_t tag, int32_t id) {
+          got[tag].push_back(id);
+          return false;
+        },
         [&](uint64_t tag, graph::FinishReason reason, uint32_t, uint32_t generated) {
           EXPECT_EQ(reason, graph::FinishReason::Length);
           EXPECT_EQ(generated, got[tag].size());
           finished[tag] = true;
         });
     for (uint32_t i = 0; i < requests; ++i) scheduler.add(input[reverse ? requests - 1 - i : i]);
-    while (scheduler.step()) {}
+    while (scheduler.step()) {
+    }
     for (uint32_t r = 0; r < requests; ++r) {
       EXPECT_TRUE(finished[r]) << "request " << r;
       EXPECT_EQ(got[r], want[r]) << "request " << r << (reverse ? " (reversed)" : "");
@@ -227,7 +233,8 @@ TEST_P(BatchTest, ManyPromptLengthsKeepProgramsAndMemoryBounded) {
 // cache would pass 2^32 values is refused before anything is allocated (32 sequences of 262,144
 // positions at the 80B shapes would wrap), and the limit is the exact one.
 TEST_F(GpuTest, KvCacheBeyondThirtyTwoBitIndicesIsRefused) {
-  const ModelConfig big = load_config_file(std::filesystem::path(Q3N_SOURCE_DIR) / "assets/configs/qwen3-next-80b-a3b.json");
+  const ModelConfig big =
+      load_config_file(std::filesystem::path(Q3N_SOURCE_DIR) / "assets/configs/qwen3-next-80b-a3b.json");
   EXPECT_EQ(graph::SequenceState::max_slots(big, 262144), 31u);  // 2 kv heads x 256 dims x 2^18 = 2^27 per slot
   const auto reserved = rt().allocator.reserved_bytes(MemoryKind::Device);
   try {

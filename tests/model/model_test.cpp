@@ -95,7 +95,8 @@ TEST_P(ModelTest, GreedyGenerationMatchesTransformers) {
   const ops::SamplingParams greedy;  // temperature 0
   std::vector<int32_t> got = {e->feed_and_sample(0, f.prompt, greedy)};
   const uint32_t slot = 0;
-  while (got.size() < f.greedy.size()) got.push_back(e->decode(std::span(&slot, 1), std::span(&got.back(), 1), greedy)[0]);
+  while (got.size() < f.greedy.size())
+    got.push_back(e->decode(std::span(&slot, 1), std::span(&got.back(), 1), greedy)[0]);
   // Compare up to the first step where HF's own top-2 margin is below fp32 noise (1e-4).
   for (size_t i = 0; i < f.greedy.size(); ++i) {
     if (f.margins[i] < 1e-4) break;

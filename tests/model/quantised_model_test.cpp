@@ -39,8 +39,12 @@ TEST_F(QuantisedModelTest, Q8AndQ4StayCloseToBf16) {
   // Bounds sit ~3x above what was measured on the 961-token held-out text (q8: KL 7.4e-4,
   // 98.3% top-1; q4: KL 0.019, 91.8%): loose enough for other devices' rounding, tight enough
   // that a misread block (wrong scale, nibble order) fails by orders of magnitude.
-  struct Bound { graph::WeightFormat format; double max_kl, min_top1, max_nll_change; };
-  for (const Bound& b : {Bound{graph::WeightFormat::Q8, 2.5e-3, 0.95, 0.01}, Bound{graph::WeightFormat::Q4, 0.06, 0.80, 0.05}}) {
+  struct Bound {
+    graph::WeightFormat format;
+    double max_kl, min_top1, max_nll_change;
+  };
+  for (const Bound& b :
+       {Bound{graph::WeightFormat::Q8, 2.5e-3, 0.95, 0.01}, Bound{graph::WeightFormat::Q4, 0.06, 0.80, 0.05}}) {
     graph::WeightOptions o;
     o.format = b.format;
     graph::DeviceWeights weights(rt(), c, checkpoint, o);

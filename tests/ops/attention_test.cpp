@@ -24,7 +24,7 @@ std::vector<double> norm_rope(const float* x, const std::vector<float>& w, uint3
   out = n;
   for (uint32_t i = 0; i < rot / 2; ++i) {
     const float inv_freq = 1.0f / float(std::pow(theta, double(float(2 * i) / float(rot))));  // HF's fp32 steps
-    const double angle = float(pos) * inv_freq;  // the fp32 product
+    const double angle = float(pos) * inv_freq;                                               // the fp32 product
     out[i] = n[i] * std::cos(angle) - n[i + rot / 2] * std::sin(angle);
     out[i + rot / 2] = n[i + rot / 2] * std::cos(angle) + n[i] * std::sin(angle);
   }
@@ -35,7 +35,14 @@ class AttentionTest : public GpuTest, public ::testing::WithParamInterface<Case>
 
 TEST_P(AttentionTest, MatchesReference) {
   const Case c = GetParam();
-  ops::AttentionShape s{c.batch, c.tokens, c.heads, c.kv_heads, c.head_dim, c.rot_dim, c.capacity, c.splits};
+  ops::AttentionShape s{.batch = c.batch,
+                        .tokens = c.tokens,
+                        .heads = c.heads,
+                        .kv_heads = c.kv_heads,
+                        .head_dim = c.head_dim,
+                        .rot_dim = c.rot_dim,
+                        .capacity = c.capacity,
+                        .splits = c.splits};
   const uint32_t hd = c.head_dim, width = s.qkv_width(), slots = c.batch + 1, group = c.heads / c.kv_heads;
   auto qkv = random_floats(s.rows() * width, 11, -2, 2);
   auto q_norm = random_floats(hd, 12, -0.5f, 0.5f), k_norm = random_floats(hd, 13, -0.5f, 0.5f);
@@ -46,15 +53,26 @@ TEST_P(AttentionTest, MatchesReference) {
   std::vector<uint32_t> seqs;
   for (uint32_t b = 0; b < c.batch; ++b) seqs.insert(seqs.end(), {c.batch - b, c.past + b});  // positions differ
 
-  Allocation dqkv = upload(qkv), dqn = upload(q_norm), dkn = upload(k_norm), dfreq = upload(inv_freq), dk = upload(cache_k),
-             dv = upload(cache_v), dseqs = upload_words(seqs), dq = poisoned(s.rows() * c.heads * hd),
+  Allocation dqkv = upload(qkv), dqn = upload(q_norm), dkn = upload(k_norm), dfreq = upload(inv_freq),
+             dk = upload(cache_k), dv = upload(cache_v), dseqs = upload_words(seqs),
+             dq = poisoned(s.rows() * c.heads * hd),
              part_o = poisoned(size_t(c.batch) * c.splits * c.tokens * c.heads * hd),
              part_ml = poisoned(size_t(c.batch) * c.splits * c.tokens * c.heads * 2),
              dout = poisoned(s.rows() * c.heads * hd);
   run([&](CommandBuffer& cb) {
     ops::record_attention(pipelines(), cb,
-                          {dqkv.range(), dqn.range(), dkn.range(), dfreq.range(), dseqs.range(), dk.range(), dv.range(), dq.range(),
-                           part_o.range(), part_ml.range(), dout.range(), s});
+                          {.qkv = dqkv.range(),
+                           .q_norm = dqn.range(),
+                           .k_norm = dkn.range(),
+                           .inv_freq = dfreq.range(),
+                           .seqs = dseqs.range(),
+                           .cache_k = dk.range(),
+                           .cache_v = dv.range(),
+                           .q = dq.range(),
+                           .part_o = part_o.range(),
+                           .part_ml = part_ml.range(),
+                           .out = dout.range(),
+                           .shape = s});
   });
 
   std::vector<double> want_k(cache_k.begin(), cache_k.end()), want_v(cache_v.begin(), cache_v.end());
@@ -107,7 +125,14 @@ TEST_P(AttentionTest, MatchesReference) {
 // the slot's own keys only, never the next slot's cache, which holds NaNs here.
 TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
   for (const uint32_t splits : {1u, 3u}) {
-    ops::AttentionShape s{1, 4, 4, 1, 64, 32, 40, splits};
+    ops::AttentionShape s{.batch = 1,
+                          .tokens = 4,
+                          .heads = 4,
+                          .kv_heads = 1,
+                          .head_dim = 64,
+                          .rot_dim = 32,
+                          .capacity = 40,
+                          .splits = splits};
     const uint32_t hd = s.head_dim, slots = 2;
     auto qkv = random_floats(s.rows() * s.qkv_width(), 21, -2, 2);
     auto norms = random_floats(hd, 22, -0.5f, 0.5f);
@@ -115,17 +140,29 @@ TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
     const size_t slot_floats = size_t(s.kv_heads) * s.capacity * hd;
     auto cache = random_floats(slots * slot_floats, 23, -1, 1);
     std::fill(cache.begin() + slot_floats, cache.end(), std::nanf(""));  // slot 1
-    const std::vector<uint32_t> seqs = {0, s.capacity - 2};  // slot 0; rows 2 and 3 fall past the end
+    const std::vector<uint32_t> seqs = {0, s.capacity - 2};              // slot 0; rows 2 and 3 fall past the end
     Allocation dqkv = upload(qkv), dn = upload(norms), dfreq = upload(inv_freq), dk = upload(cache), dv = upload(cache),
                dseqs = upload_words(seqs), dq = poisoned(s.rows() * s.heads * hd),
-               part_o = poisoned(size_t(splits) * s.tokens * s.heads * hd), part_ml = poisoned(size_t(splits) * s.tokens * s.heads * 2),
-               dout = poisoned(s.rows() * s.heads * hd);
+               part_o = poisoned(size_t(splits) * s.tokens * s.heads * hd),
+               part_ml = poisoned(size_t(splits) * s.tokens * s.heads * 2), dout = poisoned(s.rows() * s.heads * hd);
     run([&](CommandBuffer& cb) {
-      ops::record_attention(pipelines(), cb, {dqkv.range(), dn.range(), dn.range(), dfreq.range(), dseqs.range(), dk.range(),
-                                              dv.range(), dq.range(), part_o.range(), part_ml.range(), dout.range(), s});
+      ops::record_attention(pipelines(), cb,
+                            {.qkv = dqkv.range(),
+                             .q_norm = dn.range(),
+                             .k_norm = dn.range(),
+                             .inv_freq = dfreq.range(),
+                             .seqs = dseqs.range(),
+                             .cache_k = dk.range(),
+                             .cache_v = dv.range(),
+                             .q = dq.range(),
+                             .part_o = part_o.range(),
+                             .part_ml = part_ml.range(),
+                             .out = dout.range(),
+                             .shape = s});
     });
     const auto out = download(dout, s.rows() * s.heads * hd);
-    for (size_t i = 0; i < out.size(); ++i) ASSERT_TRUE(std::isfinite(out[i])) << "splits " << splits << ", output " << i;
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_TRUE(std::isfinite(out[i])) << "splits " << splits << ", output " << i;
     const auto k = download(dk, slots * slot_floats);
     for (size_t i = slot_floats; i < k.size(); ++i) ASSERT_TRUE(std::isnan(k[i])) << "slot 1 was written at " << i;
   }
@@ -133,15 +170,15 @@ TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionTest,
-    ::testing::Values(Case{1, 65, 4, 2, 64, 16, 0, 80, 1},       // prefill from empty, GQA 2, rotary 0.25
-                      Case{1, 63, 3, 1, 128, 64, 70, 140, 1},    // continuation chunk, GQA 3, rotary 0.5
-                      Case{1, 17, 2, 2, 256, 128, 5, 30, 1},     // head_dim 256, no GQA
-                      Case{1, 20, 4, 2, 64, 16, 30, 60, 3},      // prefill split across workgroups
-                      Case{3, 1, 16, 2, 256, 64, 100, 130, 1},   // batched decode, 80B head shape
-                      Case{2, 1, 16, 2, 256, 64, 4200, 4300, 9}, // decode at a cache > 4096, split-K
-                      Case{2, 2, 4, 1, 64, 32, 4100, 4110, 16},  // 2-token verify step, many splits
-                      Case{1, 5, 4, 1, 64, 32, 75, 80, 1},       // a chunk that ends at the last position
-                      Case{2, 1, 4, 1, 64, 32, 98, 100, 4}),     // decode of the last position, split-K
+    ::testing::Values(Case{1, 65, 4, 2, 64, 16, 0, 80, 1},        // prefill from empty, GQA 2, rotary 0.25
+                      Case{1, 63, 3, 1, 128, 64, 70, 140, 1},     // continuation chunk, GQA 3, rotary 0.5
+                      Case{1, 17, 2, 2, 256, 128, 5, 30, 1},      // head_dim 256, no GQA
+                      Case{1, 20, 4, 2, 64, 16, 30, 60, 3},       // prefill split across workgroups
+                      Case{3, 1, 16, 2, 256, 64, 100, 130, 1},    // batched decode, 80B head shape
+                      Case{2, 1, 16, 2, 256, 64, 4200, 4300, 9},  // decode at a cache > 4096, split-K
+                      Case{2, 2, 4, 1, 64, 32, 4100, 4110, 16},   // 2-token verify step, many splits
+                      Case{1, 5, 4, 1, 64, 32, 75, 80, 1},        // a chunk that ends at the last position
+                      Case{2, 1, 4, 1, 64, 32, 98, 100, 4}),      // decode of the last position, split-K
     [](const auto& info) {
       const Case& c = info.param;
       return "b" + std::to_string(c.batch) + "t" + std::to_string(c.tokens) + "h" + std::to_string(c.heads) + "kv" +

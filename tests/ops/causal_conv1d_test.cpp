@@ -31,7 +31,16 @@ TEST_P(CausalConv1dTest, MatchesReferenceAndUpdatesState) {
              dy = poisoned(size_t(batch) * tokens * channels);
   run([&](CommandBuffer& cb) {
     ops::record_causal_conv1d(pipelines(), cb,
-                              {dx.range(), dw.range(), dstate.range(), dseqs.range(), dy.range(), type, batch, tokens, channels, kernel});
+                              {.x = dx.range(),
+                               .weight = dw.range(),
+                               .state = dstate.range(),
+                               .seqs = dseqs.range(),
+                               .y = dy.range(),
+                               .type = type,
+                               .batch = batch,
+                               .tokens = tokens,
+                               .channels = channels,
+                               .kernel = kernel});
   });
 
   std::vector<double> y(x.size()), new_state(state.begin(), state.end());
@@ -53,7 +62,8 @@ TEST_P(CausalConv1dTest, MatchesReferenceAndUpdatesState) {
   // K products summed in fp32 (|terms| <= 2) then SiLU with fp32 exp: a few ulps of values <= ~16.
   EXPECT_TRUE(all_close(download(dy, y.size()), y, 2e-6, 2e-6)) << "outputs";
   if (history > 0) {
-    EXPECT_TRUE(all_close(download(dstate, new_state.size()), new_state, 0, 0)) << "state (exact copy; the unused slot unchanged)";
+    EXPECT_TRUE(all_close(download(dstate, new_state.size()), new_state, 0, 0))
+        << "state (exact copy; the unused slot unchanged)";
   }
 }
 

@@ -82,7 +82,12 @@ class DeltaRuleTest : public GpuTest, public ::testing::WithParamInterface<Delta
     const ops::DeltaChunkScratchFloats need = ops::delta_chunk_scratch_floats(s);
     Allocation gamma = poisoned(need.gamma), w = poisoned(need.w), kc = poisoned(need.kc), u = poisoned(need.u),
                snapshots = poisoned(need.snapshots);
-    const ops::DeltaRuleArgs args{dqkv.range(), dgates.range(), dstate.range(), dseqs.range(), dout.range(), s};
+    const ops::DeltaRuleArgs args{.qkv = dqkv.range(),
+                                  .gates = dgates.range(),
+                                  .state = dstate.range(),
+                                  .seqs = dseqs.range(),
+                                  .out = dout.range(),
+                                  .shape = s};
     run([&](CommandBuffer& cb) {
       if (chunked)
         ops::record_delta_rule_chunked(pipelines(), cb, args,
@@ -169,13 +174,19 @@ TEST_F(DeltaPrepareTest, NormalisesQkAndComputesGates) {
   const uint32_t width = s.qkv_width(), hv = s.value_heads;
   auto qkv = random_floats(s.rows() * width, 91, -3, 3);
   auto ba = random_floats(s.rows() * 2 * hv, 92, -4, 4);
-  ba[hv] = 23.0f;  // a + dt_bias > 20: softplus's linear branch (spec §8.13)
+  ba[hv] = 23.0f;                                  // a + dt_bias > 20: softplus's linear branch (spec §8.13)
   auto a_log = random_floats(hv, 93, 0.0f, 2.7f);  // A = exp(A_log) in (1, 16)
   auto dt_bias = random_floats(hv, 94, -1, 1);
   Allocation dqkv = upload(qkv), dba = upload(ba), dalog = upload(a_log), ddt = upload(dt_bias),
              dgates = poisoned(s.rows() * 2 * hv);
   run([&](CommandBuffer& cb) {
-    ops::record_delta_prepare(pipelines(), cb, {dqkv.range(), dba.range(), dalog.range(), ddt.range(), dgates.range(), s});
+    ops::record_delta_prepare(pipelines(), cb,
+                              {.qkv = dqkv.range(),
+                               .ba = dba.range(),
+                               .a_log = dalog.range(),
+                               .dt_bias = ddt.range(),
+                               .gates = dgates.range(),
+                               .shape = s});
   });
   std::vector<double> want_qkv(qkv.begin(), qkv.end()), want_gates(s.rows() * 2 * hv);
   for (uint64_t r = 0; r < s.rows(); ++r) {

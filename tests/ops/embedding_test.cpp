@@ -20,7 +20,13 @@ TEST_P(EmbeddingTest, GathersRowsExactly) {
              dout = poisoned(size_t(tokens) * dim);
   run([&](CommandBuffer& cb) {
     ops::record_embedding(pipelines(), cb,
-                          {dtable.range(), dids.range(), dout.range(), GetParam(), rows, dim, tokens});
+                          {.table = dtable.range(),
+                           .ids = dids.range(),
+                           .out = dout.range(),
+                           .type = GetParam(),
+                           .rows = rows,
+                           .dim = dim,
+                           .tokens = tokens});
   });
   std::vector<double> expected(size_t(tokens) * dim);
   for (uint32_t t = 0; t < tokens; ++t)

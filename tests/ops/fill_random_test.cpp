@@ -10,7 +10,11 @@ namespace q3n::test {
 namespace {
 
 uint32_t hash32(uint32_t x) {  // lowbias32, as in shaders/common.glsl
-  x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
   return x;
 }
 double unit_interval(uint32_t h) { return double(h >> 8) / 16777216.0; }
@@ -24,7 +28,10 @@ TEST_P(FillRandomTest, MatchesCounterHash) {
   const uint32_t seed = 12345;
   const size_t words = ops::weight_storage_bytes(type, elements) / 4;
   Allocation dst = poisoned(words);
-  run([&](CommandBuffer& cb) { ops::record_fill_random(pipelines(), cb, {dst.range(), type, elements, seed, lo, hi}); });
+  run([&](CommandBuffer& cb) {
+    ops::record_fill_random(pipelines(), cb,
+                            {.dst = dst.range(), .type = type, .elements = elements, .seed = seed, .lo = lo, .hi = hi});
+  });
   const auto got = download_words(dst, words);
   const uint32_t key = hash32(seed);
   // Values are lo + (hi - lo) u in fp32, then rounded to the type (bf16 truncates: 2^-8 relative).

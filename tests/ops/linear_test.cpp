@@ -28,7 +28,11 @@ class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
     auto w = random_floats(size_t(n) * k, 32, -0.5f, 0.5f);
     const auto words = encode_weights(w, type);  // w now holds exactly what the GPU reads
     Allocation dx = upload(x), dw = upload_words(words), dy = poisoned(size_t(tokens) * n);
-    run([&](CommandBuffer& cb) { ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), type, tokens, k, n}); });
+    run([&](CommandBuffer& cb) {
+      ops::record_linear(
+          pipelines(), cb,
+          {.x = dx.range(), .weight = dw.range(), .y = dy.range(), .type = type, .tokens = tokens, .k = k, .n = n});
+    });
     const auto got = download(dy, size_t(tokens) * n);
 
     // fp32 summation of k products: |error| <= (k-1) u sum|x w| with u = 2^-24 (recursive
@@ -46,8 +50,10 @@ class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
           const double xv = x[size_t(t) * k + i], wv = w[size_t(j) * k + i];
           ref += xv * wv;
           abs_sum += std::fabs(xv * wv);
-          const double weight_error = u_weight * std::fabs(wv) + (std::fabs(wv) < std::ldexp(1.0, -14) ? std::ldexp(1.0, -14) : 0.0);
-          rounding += std::fabs(xv) * weight_error + std::fabs(wv) * (std::ldexp(std::fabs(xv), -21) + std::ldexp(1.0, -25));
+          const double weight_error =
+              u_weight * std::fabs(wv) + (std::fabs(wv) < std::ldexp(1.0, -14) ? std::ldexp(1.0, -14) : 0.0);
+          rounding +=
+              std::fabs(xv) * weight_error + std::fabs(wv) * (std::ldexp(std::fabs(xv), -21) + std::ldexp(1.0, -25));
         }
         const double tol = matrix_units ? 4.0 * k * std::ldexp(1.0, -24) * abs_sum + rounding + 1e-30
                                         : 2.0 * k * std::ldexp(1.0, -24) * abs_sum + 1e-30;
@@ -69,7 +75,8 @@ TEST_P(LinearTest, MatchesReference) {
 // 16-bit or quantised weights.
 TEST_P(LinearTest, CoopmatMatchesReference) {
   const Case c = GetParam();
-  if (c.tokens <= ops::kGemvMaxTokens || c.type == ops::WeightType::F32) GTEST_SKIP() << "this case takes no matrix units";
+  if (c.tokens <= ops::kGemvMaxTokens || c.type == ops::WeightType::F32)
+    GTEST_SKIP() << "this case takes no matrix units";
   std::string why;
   if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
   check(true);
@@ -84,8 +91,8 @@ TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
   const uint32_t tokens = 65, k = 64, n = 2;
   auto x = random_floats(size_t(tokens) * k, 33, -1, 1);
   std::vector<float> w(size_t(n) * k, 0.0f);
-  w[0] = 1;                   // y[t, 0] = x[t, 0]
-  w[k + 2] = w[k + 40] = 1;   // y[t, 1] = x[t, 2] + x[t, 40], K tiles 0 and 1
+  w[0] = 1;                  // y[t, 0] = x[t, 0]
+  w[k + 2] = w[k + 40] = 1;  // y[t, 1] = x[t, 2] + x[t, 40], K tiles 0 and 1
   for (uint32_t t = 0; t < tokens; ++t) {
     x[size_t(t) * k] = 1.0f + std::ldexp(1.0f, -15);
     x[size_t(t) * k + 2] = 1.0f;
@@ -94,7 +101,14 @@ TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
   const auto words = encode_weights(w, ops::WeightType::BF16);
   Allocation dx = upload(x), dw = upload_words(words), dy = poisoned(size_t(tokens) * n);
   run([&](CommandBuffer& cb) {
-    ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), ops::WeightType::BF16, tokens, k, n});
+    ops::record_linear(pipelines(), cb,
+                       {.x = dx.range(),
+                        .weight = dw.range(),
+                        .y = dy.range(),
+                        .type = ops::WeightType::BF16,
+                        .tokens = tokens,
+                        .k = k,
+                        .n = n});
   });
   const auto got = download(dy, size_t(tokens) * n);
   for (uint32_t t = 0; t < tokens; t += 16) {
@@ -123,14 +137,22 @@ TEST_F(GpuTest, GemvRowsDoNotDependOnTheTokenCount) {
         std::vector<float> xs(x.end() - ptrdiff_t(tokens) * m.k, x.end());  // the last `tokens` rows
         Allocation dx = upload(xs), dy = poisoned(size_t(tokens) * m.n);
         run([&](CommandBuffer& cb) {
-          ops::record_linear(pipelines(), cb, {dx.range(), dw.range(), dy.range(), type, tokens, m.k, m.n});
+          ops::record_linear(pipelines(), cb,
+                             {.x = dx.range(),
+                              .weight = dw.range(),
+                              .y = dy.range(),
+                              .type = type,
+                              .tokens = tokens,
+                              .k = m.k,
+                              .n = m.n});
         });
         const auto y = download(dy, size_t(tokens) * m.n);
         by_count.emplace_back(y.end() - m.n, y.end());  // the row of the last token, present in every run
       }
       for (size_t i = 1; i < by_count.size(); ++i)
         for (uint32_t j = 0; j < m.n; ++j)
-          ASSERT_EQ(by_count[i][j], by_count[0][j]) << ops::weight_type_name(type) << " n " << m.n << " run " << i << " output " << j;
+          ASSERT_EQ(by_count[i][j], by_count[0][j])
+              << ops::weight_type_name(type) << " n " << m.n << " run " << i << " output " << j;
     }
   }
 }
@@ -179,7 +201,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{45, 72, 9, ops::WeightType::F16}),  // units of 8, 16-bit
     [](const auto& info) {
       const Case& c = info.param;
-      return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" + ops::weight_type_name(c.type);
+      return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" +
+             ops::weight_type_name(c.type);
     });
 
 }  // namespace

@@ -41,7 +41,8 @@ TEST_P(MoeTest, MatchesReference) {
 // kernel with 16-bit or quantised weights.
 TEST_P(MoeTest, CoopmatMatchesReference) {
   const Case c = GetParam();
-  if (c.tokens <= ops::kExpertGemvMaxTokens || c.type == ops::WeightType::F32) GTEST_SKIP() << "this case takes no matrix units";
+  if (c.tokens <= ops::kExpertGemvMaxTokens || c.type == ops::WeightType::F32)
+    GTEST_SKIP() << "this case takes no matrix units";
   std::string why;
   if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
   check(true);
@@ -49,7 +50,12 @@ TEST_P(MoeTest, CoopmatMatchesReference) {
 
 void MoeTest::check(bool matrix_units) {
   const Case c = GetParam();
-  const ops::MoeShape s{c.tokens, c.hidden, c.experts, c.top_k, c.expert_dim, c.normalise};
+  const ops::MoeShape s{.tokens = c.tokens,
+                        .hidden = c.hidden,
+                        .experts = c.experts,
+                        .top_k = c.top_k,
+                        .expert_dim = c.expert_dim,
+                        .normalise = c.normalise};
   const uint32_t stride = c.experts + 1, H = c.hidden, I = c.expert_dim;
   auto x = random_floats(size_t(c.tokens) * H, 21, -1, 1);
   auto logits = random_floats(size_t(c.tokens) * stride, 22, -3, 3);
@@ -74,10 +80,19 @@ void MoeTest::check(bool matrix_units) {
              sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
              y = poisoned(need.y / 4);
   run([&](CommandBuffer& cb) {
-    ops::record_moe(pipelines(), cb,
-                    {dx.range(), dlogits.range(), stride, dgu.range(), ddown.range(), c.type,
-                     c.shared ? dshared.range() : BufferRange{}, c.experts, dout.range(), s},
-                    {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
+    ops::record_moe(
+        pipelines(), cb,
+        {.x = dx.range(),
+         .logits = dlogits.range(),
+         .logit_stride = stride,
+         .gate_up = dgu.range(),
+         .down = ddown.range(),
+         .type = c.type,
+         .shared_out = c.shared ? dshared.range() : BufferRange{},
+         .shared_logit_column = c.experts,
+         .out = dout.range(),
+         .shape = s},
+        {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
   });
 
   std::vector<double> want(size_t(c.tokens) * H, 0.0);
@@ -131,11 +146,11 @@ void MoeTest::check(bool matrix_units) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MoeTest,
-    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16, false},     // one decode token
-                      Case{5, 130, 16, 4, 65, false, true, ops::WeightType::F32, false},   // norm_topk_prob false
-                      Case{70, 64, 12, 3, 40, true, false, ops::WeightType::F16, false},   // prefill tiles, no shared
-                      Case{45, 33, 10, 2, 17, true, true, ops::WeightType::BF16, true},    // one expert takes all
-                      Case{130, 48, 20, 10, 24, true, true, ops::WeightType::BF16, false}, // top-10 like the 80B
+    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16, false},      // one decode token
+                      Case{5, 130, 16, 4, 65, false, true, ops::WeightType::F32, false},    // norm_topk_prob false
+                      Case{70, 64, 12, 3, 40, true, false, ops::WeightType::F16, false},    // prefill tiles, no shared
+                      Case{45, 33, 10, 2, 17, true, true, ops::WeightType::BF16, true},     // one expert takes all
+                      Case{130, 48, 20, 10, 24, true, true, ops::WeightType::BF16, false},  // top-10 like the 80B
                       // Quantised experts (hidden and expert sizes multiples of 32).
                       Case{1, 96, 8, 2, 64, true, true, ops::WeightType::Q4, false},
                       Case{37, 64, 9, 3, 32, true, true, ops::WeightType::Q8, false},
@@ -160,8 +175,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) {
       const Case& c = info.param;
       return "t" + std::to_string(c.tokens) + "h" + std::to_string(c.hidden) + "e" + std::to_string(c.experts) + "k" +
-             std::to_string(c.top_k) + "i" + std::to_string(c.expert_dim) + "_" +
-             ops::weight_type_name(c.type) + (c.skewed ? "_skewed" : "");
+             std::to_string(c.top_k) + "i" + std::to_string(c.expert_dim) + "_" + ops::weight_type_name(c.type) +
+             (c.skewed ? "_skewed" : "");
     });
 
 // Batch invariance of the decode expert kernel: the last token's MoE output is bitwise the same
@@ -169,22 +184,35 @@ INSTANTIATE_TEST_SUITE_P(
 // kernel), for each weight type. Routing favours experts 1 and 2 so that they fill up.
 TEST_F(GpuTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
   const uint32_t H = 96, E = 12, K = 3, I = 64, most = ops::kExpertGemvMaxTokens;
-  for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::F32, ops::WeightType::Q8, ops::WeightType::Q4}) {
+  for (const ops::WeightType type :
+       {ops::WeightType::BF16, ops::WeightType::F32, ops::WeightType::Q8, ops::WeightType::Q4}) {
     auto x = random_floats(size_t(most) * H, 61, -1, 1), logits = random_floats(size_t(most) * E, 62, -3, 3);
     for (uint32_t t = 0; t < most; ++t) logits[t * E + 1] += 4, logits[t * E + 2] += 4;
-    auto gate_up = random_floats(size_t(E) * 2 * I * H, 63, -0.2f, 0.2f), down = random_floats(size_t(E) * H * I, 64, -0.2f, 0.2f);
+    auto gate_up = random_floats(size_t(E) * 2 * I * H, 63, -0.2f, 0.2f),
+         down = random_floats(size_t(E) * H * I, 64, -0.2f, 0.2f);
     Allocation dgu = upload_words(encode_weights(gate_up, type)), ddn = upload_words(encode_weights(down, type));
     std::vector<std::vector<float>> last_rows;
     for (const uint32_t tokens : {1u, 6u, 37u, most}) {
       const ops::MoeShape s{tokens, H, E, K, I, true};
       const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
-      std::vector<float> xs(x.end() - ptrdiff_t(tokens) * H, x.end()), ls(logits.end() - ptrdiff_t(tokens) * E, logits.end());
+      std::vector<float> xs(x.end() - ptrdiff_t(tokens) * H, x.end()),
+          ls(logits.end() - ptrdiff_t(tokens) * E, logits.end());
       Allocation dx = upload(xs), dl = upload(ls), dout = poisoned(size_t(tokens) * H), ids = poisoned(need.ids / 4),
-                 weights = poisoned(need.weights / 4), offsets = poisoned(need.offsets / 4), sorted = poisoned(need.sorted / 4),
-                 live = poisoned(need.active / 4), h = poisoned(need.h / 4), y = poisoned(need.y / 4);
+                 weights = poisoned(need.weights / 4), offsets = poisoned(need.offsets / 4),
+                 sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
+                 y = poisoned(need.y / 4);
       run([&](CommandBuffer& cb) {
-        ops::record_moe(pipelines(), cb, {dx.range(), dl.range(), E, dgu.range(), ddn.range(), type, {}, 0, dout.range(), s},
-                        {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
+        ops::record_moe(
+            pipelines(), cb,
+            {.x = dx.range(),
+             .logits = dl.range(),
+             .logit_stride = E,
+             .gate_up = dgu.range(),
+             .down = ddn.range(),
+             .type = type,
+             .out = dout.range(),
+             .shape = s},
+            {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
       });
       const auto out = download(dout, size_t(tokens) * H);
       last_rows.emplace_back(out.end() - H, out.end());
@@ -203,22 +231,33 @@ TEST_F(GpuTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
   const ops::MoeShape s{tokens, H, E, K, I, true};
   const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
   auto x = random_floats(size_t(tokens) * H, 51, -1, 1);
-  auto gate_up = random_floats(size_t(E) * 2 * I * H, 52, -0.2f, 0.2f), down = random_floats(size_t(E) * H * I, 53, -0.2f, 0.2f);
+  auto gate_up = random_floats(size_t(E) * 2 * I * H, 52, -0.2f, 0.2f),
+       down = random_floats(size_t(E) * H * I, 53, -0.2f, 0.2f);
   for (const bool poison : {false, true}) {
     auto logits = random_floats(size_t(tokens) * E, 54, -3, 3);
     if (poison) {
-      for (uint32_t e = 0; e < E; ++e) logits[1 * E + e] = std::nanf("");             // a row of NaN
-      logits[3 * E + 4] = std::numeric_limits<float>::infinity();                      // one +Inf
-      logits[4 * E + 2] = std::nanf("");                                               // one NaN
+      for (uint32_t e = 0; e < E; ++e) logits[1 * E + e] = std::nanf("");  // a row of NaN
+      logits[3 * E + 4] = std::numeric_limits<float>::infinity();          // one +Inf
+      logits[4 * E + 2] = std::nanf("");                                   // one NaN
     }
-    Allocation dx = upload(x), dl = upload(logits), dgu = upload(gate_up), ddn = upload(down), dout = poisoned(size_t(tokens) * H),
-               status = upload_words({0}), ids = poisoned(need.ids / 4), weights = poisoned(need.weights / 4),
-               offsets = poisoned(need.offsets / 4), sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4),
-               h = poisoned(need.h / 4), y = poisoned(need.y / 4);
+    Allocation dx = upload(x), dl = upload(logits), dgu = upload(gate_up), ddn = upload(down),
+               dout = poisoned(size_t(tokens) * H), status = upload_words({0}), ids = poisoned(need.ids / 4),
+               weights = poisoned(need.weights / 4), offsets = poisoned(need.offsets / 4),
+               sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
+               y = poisoned(need.y / 4);
     run([&](CommandBuffer& cb) {
-      ops::record_moe(pipelines(), cb,
-                      {dx.range(), dl.range(), E, dgu.range(), ddn.range(), ops::WeightType::F32, {}, 0, dout.range(), s, status.range()},
-                      {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
+      ops::record_moe(
+          pipelines(), cb,
+          {.x = dx.range(),
+           .logits = dl.range(),
+           .logit_stride = E,
+           .gate_up = dgu.range(),
+           .down = ddn.range(),
+           .type = ops::WeightType::F32,
+           .out = dout.range(),
+           .shape = s,
+           .status = status.range()},
+          {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
     });
     EXPECT_EQ(download_words(status, 1)[0], poison ? 1u : 0u);
     const auto got = download_words(ids, size_t(tokens) * K);

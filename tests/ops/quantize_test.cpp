@@ -55,7 +55,8 @@ TEST(Quantize, Q4LayoutAsDocumented) {
     words.push_back(word);
   }
   const auto bytes = words_to_bytes(words);
-  for (int j = 0; j < 32; ++j) EXPECT_EQ(ops::decode_weight(WeightType::Q4, bytes.data(), j), 0.25f * (j % 16) - 2.0f) << j;
+  for (int j = 0; j < 32; ++j)
+    EXPECT_EQ(ops::decode_weight(WeightType::Q4, bytes.data(), j), 0.25f * (j % 16) - 2.0f) << j;
 }
 
 // Every element reconstructs within half a step of its block's scale (plus the fp16 rounding of
@@ -75,7 +76,9 @@ TEST(Quantize, ErrorWithinHalfAStep) {
     ASSERT_EQ(bytes.size(), ops::weight_storage_bytes(type, x.size()));
     for (size_t b = 0; b < x.size(); b += 32) {
       double lo = x[b], hi = x[b], amax = 0;
-      for (size_t j = b; j < b + 32; ++j) lo = std::min(lo, double(x[j])), hi = std::max(hi, double(x[j])), amax = std::max(amax, std::fabs(double(x[j])));
+      for (size_t j = b; j < b + 32; ++j)
+        lo = std::min(lo, double(x[j])), hi = std::max(hi, double(x[j])),
+        amax = std::max(amax, std::fabs(double(x[j])));
       // Step: amax/127 or (hi-lo)/15; fp16 keeps 11 significant bits, so the stored scale and
       // minimum are off by at most 2^-11 relative, which moves the extreme codes by that much.
       const double step = type == WeightType::Q8 ? amax / 127 : (hi - lo) / 15;

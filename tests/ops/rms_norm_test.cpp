@@ -33,33 +33,38 @@ struct Shape {
   uint32_t rows, n;
 };
 
-class RmsNormTest : public GpuTest, public ::testing::WithParamInterface<Shape> {};
+class RmsNormTest : public GpuTest, public ::testing::WithParamInterface<Shape> {
+ protected:
+  // Normalises random rows with a (1 + w) or plain w scale and compares with the reference.
+  void check_plain(bool zero_centred, uint32_t seed, float lo, float hi);
+};
 
 // fp32 arithmetic with a sum of n squares: relative error grows ~ n * 2^-24; 1e-5 relative plus a
 // small absolute floor for values near zero is ~100x that bound at n = 4099.
 constexpr double kAtol = 1e-6, kRtol = 2e-5;
 
-TEST_P(RmsNormTest, ZeroCentredMatchesReference) {
+void RmsNormTest::check_plain(bool zero_centred, uint32_t seed, float lo, float hi) {
   const auto [rows, n] = GetParam();
-  auto x = random_floats(size_t(rows) * n, 1, -3, 3);
-  auto w = random_floats(n, 2, -0.5f, 0.5f);
+  auto x = random_floats(size_t(rows) * n, seed, lo, hi);
+  auto w = zero_centred ? random_floats(n, seed + 1, -0.5f, 0.5f) : random_floats(n, seed + 1, 0.5f, 1.5f);
   Allocation dx = upload(x), dw = upload(w), dout = poisoned(x.size());
   run([&](CommandBuffer& cb) {
-    ops::record_rms_norm(pipelines(), cb, {dx.range(), dw.range(), dout.range(), {}, rows, n, 1e-6f, true});
+    ops::record_rms_norm(pipelines(), cb,
+                         {.x = dx.range(),
+                          .weight = dw.range(),
+                          .out = dout.range(),
+                          .rows = rows,
+                          .n = n,
+                          .eps = 1e-6f,
+                          .zero_centred = zero_centred});
   });
-  EXPECT_TRUE(all_close(download(dout, x.size()), reference(x, nullptr, w, rows, n, 1e-6, 1.0, nullptr), kAtol, kRtol));
+  const auto expected = reference(x, nullptr, w, rows, n, 1e-6, zero_centred ? 1.0 : 0.0, nullptr);
+  EXPECT_TRUE(all_close(download(dout, x.size()), expected, kAtol, kRtol));
 }
 
-TEST_P(RmsNormTest, PlainWeightMatchesReference) {
-  const auto [rows, n] = GetParam();
-  auto x = random_floats(size_t(rows) * n, 3, -2, 2);
-  auto w = random_floats(n, 4, 0.5f, 1.5f);
-  Allocation dx = upload(x), dw = upload(w), dout = poisoned(x.size());
-  run([&](CommandBuffer& cb) {
-    ops::record_rms_norm(pipelines(), cb, {dx.range(), dw.range(), dout.range(), {}, rows, n, 1e-6f, false});
-  });
-  EXPECT_TRUE(all_close(download(dout, x.size()), reference(x, nullptr, w, rows, n, 1e-6, 0.0, nullptr), kAtol, kRtol));
-}
+TEST_P(RmsNormTest, ZeroCentredMatchesReference) { check_plain(true, 1, -3, 3); }
+
+TEST_P(RmsNormTest, PlainWeightMatchesReference) { check_plain(false, 3, -2, 2); }
 
 TEST_P(RmsNormTest, FusedResidualAddUpdatesStreamAndNormalisesSum) {
   const auto [rows, n] = GetParam();
@@ -68,7 +73,15 @@ TEST_P(RmsNormTest, FusedResidualAddUpdatesStreamAndNormalisesSum) {
   auto w = random_floats(n, 7, -0.5f, 0.5f);
   Allocation dx = upload(x), dres = upload(res), dw = upload(w), dout = poisoned(x.size());
   run([&](CommandBuffer& cb) {
-    ops::record_rms_norm(pipelines(), cb, {dx.range(), dw.range(), dout.range(), dres.range(), rows, n, 1e-6f, true});
+    ops::record_rms_norm(pipelines(), cb,
+                         {.x = dx.range(),
+                          .weight = dw.range(),
+                          .out = dout.range(),
+                          .residual = dres.range(),
+                          .rows = rows,
+                          .n = n,
+                          .eps = 1e-6f,
+                          .zero_centred = true});
   });
   std::vector<double> sum;
   auto expected = reference(x, &res, w, rows, n, 1e-6, 1.0, &sum);
@@ -93,8 +106,8 @@ TEST_P(RmsNormTest, GatedPlainWeightMatchesReference) {
 
 // Sizes that are not multiples of the workgroup (256) or any subgroup size, one row up to many.
 INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormTest,
-                         ::testing::Values(Shape{1, 1}, Shape{1, 7}, Shape{3, 130}, Shape{5, 257},
-                                           Shape{17, 2048}, Shape{2, 4099}),
+                         ::testing::Values(Shape{1, 1}, Shape{1, 7}, Shape{3, 130}, Shape{5, 257}, Shape{17, 2048},
+                                           Shape{2, 4099}),
                          [](const auto& info) {
                            return std::to_string(info.param.rows) + "x" + std::to_string(info.param.n);
                          });

@@ -23,7 +23,11 @@ class SampleTest : public GpuTest {
       records.insert(records.end(), rec.begin(), rec.end());
     }
     Allocation dl = upload(logits), dp = upload_words(records), dids = poisoned(rows);
-    run([&](CommandBuffer& cb) { ops::record_sample(pipelines(), cb, {dl.range(), dp.range(), dids.range(), rows, vocab}); });
+    run([&](CommandBuffer& cb) {
+      ops::record_sample(
+          pipelines(), cb,
+          {.logits = dl.range(), .params = dp.range(), .ids = dids.range(), .batch = rows, .vocab = vocab});
+    });
     return download_words(dids, rows);
   }
 };
@@ -77,10 +81,9 @@ TEST_F(SampleTest, FilteredFrequenciesMatchKeptDistribution) {
   const auto one = random_floats(vocab, 72, -3, 3);
   std::vector<float> logits;
   for (uint32_t r = 0; r < rows; ++r) logits.insert(logits.end(), one.begin(), one.end());
-  for (const ops::SamplingParams params : {ops::SamplingParams{0.8f, 20, 0.9f, 0.05f, 1234},
-                                           ops::SamplingParams{1.3f, 0, 0.7f, 0.0f, 99},
-                                           ops::SamplingParams{1.0f, 7, 1.0f, 0.0f, 5},
-                                           ops::SamplingParams{0.7f, 0, 1.0f, 0.1f, 7}}) {
+  for (const ops::SamplingParams params :
+       {ops::SamplingParams{0.8f, 20, 0.9f, 0.05f, 1234}, ops::SamplingParams{1.3f, 0, 0.7f, 0.0f, 99},
+        ops::SamplingParams{1.0f, 7, 1.0f, 0.0f, 5}, ops::SamplingParams{0.7f, 0, 1.0f, 0.1f, 7}}) {
     const auto want = kept_distribution(one.data(), vocab, params);
     const auto ids = sample(logits, rows, vocab, params);
     std::vector<double> freq(vocab, 0.0);

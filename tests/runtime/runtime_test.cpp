@@ -118,7 +118,9 @@ TEST_F(RuntimeTest, RecordedCommandBufferReplays) {
   Allocation dx = upload(x), dw = upload(w), dres = upload(res), dout = poisoned(n);
   CommandBuffer commands = rt().pool.allocate();
   commands.begin(/*reusable=*/true);
-  ops::record_rms_norm(pipelines(), commands, {dx.range(), dw.range(), dout.range(), dres.range(), 1, n, 1e-6f, true});
+  ops::record_rms_norm(
+      pipelines(), commands,
+      {.x = dx.range(), .weight = dw.range(), .out = dout.range(), .residual = dres.range(), .rows = 1, .n = n});
   commands.barrier();
   commands.end();
   for (int i = 0; i < 3; ++i) rt().queue.submit_and_wait(commands);
@@ -140,7 +142,8 @@ TEST_F(RuntimeTest, ProfilerTimesDispatches) {
   commands.begin();
   profiler.begin(commands);
   profiler.mark(commands, "rms_norm");
-  ops::record_rms_norm(pipelines(), commands, {dx.range(), dw.range(), dout.range(), {}, rows, n, 1e-6f, true});
+  ops::record_rms_norm(pipelines(), commands,
+                       {.x = dx.range(), .weight = dw.range(), .out = dout.range(), .rows = rows, .n = n});
   profiler.finish(commands);
   commands.end();
   rt().queue.submit_and_wait(commands);
@@ -154,11 +157,13 @@ TEST_F(RuntimeTest, ProfilerTimesDispatches) {
 // Cooperative-matrix selection from a device's reported shapes, on the lists real drivers give:
 // the kernels need 16x16x16 fp16 x fp16 -> fp32 at subgroup scope, KHR preferred over NV.
 TEST(CoopmatSelection, FollowsTheDevicesShapeList) {
-  const std::vector<CoopMatShape> h100 = {{16, 16, 16, "f16", "f16", "f16"}, {16, 16, 16, "f16", "f16", "f32"},
-                                          {16, 8, 16, "f16", "f16", "f32"},  {16, 16, 32, "s8", "s8", "s32"},
+  const std::vector<CoopMatShape> h100 = {{16, 16, 16, "f16", "f16", "f16"},
+                                          {16, 16, 16, "f16", "f16", "f32"},
+                                          {16, 8, 16, "f16", "f16", "f32"},
+                                          {16, 16, 32, "s8", "s8", "s32"},
                                           {16, 16, 16, "bf16", "bf16", "f32"}};
-  const std::vector<CoopMatShape> rdna3 = {{16, 16, 16, "f16", "f16", "f32"}, {16, 16, 16, "f16", "f16", "f16"},
-                                           {16, 16, 16, "s8", "s8", "s32"}};
+  const std::vector<CoopMatShape> rdna3 = {
+      {16, 16, 16, "f16", "f16", "f32"}, {16, 16, 16, "f16", "f16", "f16"}, {16, 16, 16, "s8", "s8", "s32"}};
   const std::vector<CoopMatShape> xe_8x16 = {{8, 16, 16, "f16", "f16", "f32"}, {8, 16, 32, "s8", "s8", "s32"}};
   const std::vector<CoopMatShape> fp16_only = {{16, 16, 16, "f16", "f16", "f16"}};
   EXPECT_TRUE(lists_f16_16x16x16(h100));
@@ -173,7 +178,8 @@ TEST(CoopmatSelection, FollowsTheDevicesShapeList) {
   d.max_workgroup_invocations = 1024;
   d.coopmat_khr = d.coopmat_nv = true;
   d.coopmat_khr_shapes = d.coopmat_nv_shapes = h100;
-  const bool khr_built = find_shader("linear_gemm_coopmat_khr") != nullptr, nv_built = find_shader("linear_gemm_coopmat") != nullptr;
+  const bool khr_built = find_shader("linear_gemm_coopmat_khr") != nullptr,
+             nv_built = find_shader("linear_gemm_coopmat") != nullptr;
   const CoopmatSupport both = coopmat_support(d);
   EXPECT_EQ(both.api, khr_built ? CoopmatApi::Khr : nv_built ? CoopmatApi::Nv : CoopmatApi::None) << both.gap;
   d.coopmat_nv = false;  // AMD / Intel / Mesa: KHR only
@@ -182,7 +188,9 @@ TEST(CoopmatSelection, FollowsTheDevicesShapeList) {
   d.coopmat_khr_shapes = xe_8x16;
   const CoopmatSupport other_shape = coopmat_support(d);
   EXPECT_EQ(other_shape.api, CoopmatApi::None);
-  if (khr_built) EXPECT_NE(other_shape.gap.find("16x16x16"), std::string::npos) << other_shape.gap;
+  if (khr_built) {
+    EXPECT_NE(other_shape.gap.find("16x16x16"), std::string::npos) << other_shape.gap;
+  }
   EXPECT_NE(describe_gemm_kernels(other_shape).find("portable"), std::string::npos);
   d.coopmat_khr_shapes = rdna3;
   // RDNA reports subgroups of 32 to 64: the kernels need one fixed size (pinning it through

@@ -13,8 +13,7 @@ Runtime& runtime() {
     RuntimeOptions options;
     options.instance.validation = true;  // tests always run under the validation layer
     auto r = std::make_unique<Runtime>(options);
-    std::printf("[q3n test device] %s (subgroup %u)\n", r->device.info().name.c_str(),
-                r->device.info().subgroup_size);
+    std::printf("[q3n test device] %s (subgroup %u)\n", r->device.info().name.c_str(), r->device.info().subgroup_size);
     return r;
   }();
   return *rt;
@@ -92,8 +91,8 @@ std::vector<float> random_floats(size_t n, uint64_t seed, float lo, float hi) {
   return v;
 }
 
-::testing::AssertionResult all_close(const std::vector<float>& actual, const std::vector<double>& expected,
-                                     double atol, double rtol) {
+::testing::AssertionResult all_close(const std::vector<float>& actual, const std::vector<double>& expected, double atol,
+                                     double rtol) {
   if (actual.size() != expected.size())
     return ::testing::AssertionFailure() << "size " << actual.size() << " != expected " << expected.size();
   size_t worst = 0, failures = 0;

@@ -46,7 +46,7 @@ constexpr uint32_t kPoison = 0x7FBADBADu;  // a quiet-NaN bit pattern
 std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
 
 // Checks |actual - expected| <= atol + rtol * |expected| for every element; reports the worst one.
-::testing::AssertionResult all_close(const std::vector<float>& actual, const std::vector<double>& expected,
-                                     double atol, double rtol);
+::testing::AssertionResult all_close(const std::vector<float>& actual, const std::vector<double>& expected, double atol,
+                                     double rtol);
 
 }  // namespace q3n::test

@@ -1,9 +1,10 @@
-#include "loader/model_summary.h"
+#include "cli/model_summary.h"
 
 #include <cstdio>
 #include <sstream>
 
 #include "loader/tensor_schema.h"
+#include "runtime/memory.h"
 
 namespace q3n {
 
@@ -11,16 +12,14 @@ namespace {
 
 std::string human(double v, const char* unit) {
   char buf[64];
-  if (v >= 1e9) std::snprintf(buf, sizeof buf, "%.2f G%s", v / 1e9, unit);
-  else if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.2f M%s", v / 1e6, unit);
-  else if (v >= 1e3) std::snprintf(buf, sizeof buf, "%.2f K%s", v / 1e3, unit);
-  else std::snprintf(buf, sizeof buf, "%.0f %s", v, unit);
-  return buf;
-}
-
-std::string gib(uint64_t bytes) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.3f GiB", static_cast<double>(bytes) / (1024.0 * 1024 * 1024));
+  if (v >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2f G%s", v / 1e9, unit);
+  else if (v >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2f M%s", v / 1e6, unit);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.2f K%s", v / 1e3, unit);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f %s", v, unit);
   return buf;
 }
 
@@ -57,22 +56,21 @@ std::string describe_model(const ModelConfig& c, const ModelSummary& s) {
     o << static_cast<char>(c.is_moe_layer(l) ? ch : ch + ('a' - 'A'));
   }
   o << "\n";
-  o << "attention: " << c.num_attention_heads << " q heads / " << c.num_key_value_heads << " kv heads of "
-    << c.head_dim << ", rotary " << c.rotary_dim() << " dims, theta " << c.rope_theta << "\n";
+  o << "attention: " << c.num_attention_heads << " q heads / " << c.num_key_value_heads << " kv heads of " << c.head_dim
+    << ", rotary " << c.rotary_dim() << " dims, theta " << c.rope_theta << "\n";
   o << "delta net: " << c.linear_num_key_heads << " qk heads of " << c.linear_key_head_dim << ", "
     << c.linear_num_value_heads << " v heads of " << c.linear_value_head_dim << ", conv kernel "
     << c.linear_conv_kernel_dim << "\n";
   if (c.num_experts > 0)
     o << "moe: " << c.num_experts << " experts of " << c.moe_intermediate_size << ", top-" << c.num_experts_per_tok
-      << (c.norm_topk_prob ? " (renormalised)" : "") << ", shared expert " << c.shared_expert_intermediate_size
-      << "\n";
+      << (c.norm_topk_prob ? " (renormalised)" : "") << ", shared expert " << c.shared_expert_intermediate_size << "\n";
   if (!c.mlp_only_layers.empty() || c.num_experts == 0) o << "dense mlp: " << c.intermediate_size << "\n";
   o << "parameters: " << human(double(s.parameters), "") << " (" << human(double(s.active_parameters), "")
     << " active per token)";
   if (s.mtp_parameters) o << ", MTP head " << human(double(s.mtp_parameters), "");
   o << "\n";
   o << "weights on disk:";
-  for (const auto& [dt, bytes] : s.bytes_by_dtype) o << " " << dt << " " << gib(bytes);
+  for (const auto& [dt, bytes] : s.bytes_by_dtype) o << " " << dt << " " << format_bytes(bytes);
   o << "\n";
   return o.str();
 }
