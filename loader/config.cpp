@@ -42,7 +42,9 @@ struct Reader {
     auto it = j.find(key);
     return it == j.end() || it->is_null() ? nullptr : &*it;
   }
-  int integer(const char* key, bool required = true, int fallback = 0, int min = 1) const {
+  // Every size has a ceiling far above any released checkpoint (Limits below), so an absurd value
+  // is refused here, before anything loops or allocates in proportion to it.
+  int integer(const char* key, bool required = true, int fallback = 0, int min = 1, int max = (1 << 30)) const {
     const json* v = find(key);
     if (!v) {
       if (required) fail(key, "is missing");
@@ -50,7 +52,9 @@ struct Reader {
     }
     if (!v->is_number_integer()) fail(key, "must be an integer, got " + v->dump());
     const long long x = v->get<long long>();
-    if (x < min || x > (1ll << 31) - 1) fail(key, "is " + std::to_string(x) + ", out of range");
+    if (x < min || x > max)
+      fail(key, "is " + std::to_string(x) + ", outside " + std::to_string(min) + ".." + std::to_string(max) +
+                    " (no Qwen3-Next checkpoint comes near; is this the right config.json?)");
     return static_cast<int>(x);
   }
   double number(const char* key, double fallback) const {
@@ -72,6 +76,12 @@ struct Reader {
     return v->get<std::string>();
   }
 };
+
+// Ceilings of the size fields: tens to thousands of times the 80B-A3B's values.
+namespace limits {
+constexpr int kVocab = 1 << 22, kHidden = 1 << 16, kLayers = 1024, kPositions = 1 << 24, kHeads = 1024;
+constexpr int kHeadDim = 4096, kConvKernel = 64, kIntermediate = 1 << 20, kExperts = 1 << 16;
+}  // namespace limits
 
 std::vector<int> token_ids(const Reader& r, const char* key) {
   const json* v = r.find(key);
@@ -129,7 +139,7 @@ void parse_layer_types(const Reader& r, ModelConfig& c) {
       r.fail("layer_types", "lists " + std::to_string(c.layer_types.size()) + " layers but num_hidden_layers is " +
                                 std::to_string(c.num_hidden_layers));
   } else {
-    const int interval = r.integer("full_attention_interval", false, 4);
+    const int interval = r.integer("full_attention_interval", false, 4, 1, limits::kLayers);
     for (int i = 0; i < c.num_hidden_layers; ++i)
       c.layer_types.push_back((i + 1) % interval == 0 ? LayerType::FullAttention : LayerType::LinearAttention);
   }
@@ -152,31 +162,32 @@ ModelConfig parse_config(const json& j, const std::string& source) {
   if (r.boolean("attention_bias", false))
     r.fail("attention_bias", "is true; Qwen3-Next attention has no biases and q3n does not load them");
 
-  c.vocab_size = r.integer("vocab_size");
-  c.hidden_size = r.integer("hidden_size");
-  c.num_hidden_layers = r.integer("num_hidden_layers");
+  using namespace limits;
+  c.vocab_size = r.integer("vocab_size", true, 0, 1, kVocab);
+  c.hidden_size = r.integer("hidden_size", true, 0, 1, kHidden);
+  c.num_hidden_layers = r.integer("num_hidden_layers", true, 0, 1, kLayers);
   c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
   if (!(c.rms_norm_eps > 0 && c.rms_norm_eps < 1)) r.fail("rms_norm_eps", "must be in (0, 1)");
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
-  c.max_position_embeddings = r.integer("max_position_embeddings", false, 262144);
+  c.max_position_embeddings = r.integer("max_position_embeddings", false, 262144, 1, kPositions);
 
-  c.num_attention_heads = r.integer("num_attention_heads");
-  c.num_key_value_heads = r.integer("num_key_value_heads");
-  c.head_dim = r.integer("head_dim", false, c.hidden_size / c.num_attention_heads);
+  c.num_attention_heads = r.integer("num_attention_heads", true, 0, 1, kHeads);
+  c.num_key_value_heads = r.integer("num_key_value_heads", true, 0, 1, kHeads);
+  c.head_dim = r.integer("head_dim", false, c.hidden_size / c.num_attention_heads, 1, kHeadDim);
   parse_rope(r, c);
 
-  c.linear_num_key_heads = r.integer("linear_num_key_heads");
-  c.linear_num_value_heads = r.integer("linear_num_value_heads");
-  c.linear_key_head_dim = r.integer("linear_key_head_dim");
-  c.linear_value_head_dim = r.integer("linear_value_head_dim");
-  c.linear_conv_kernel_dim = r.integer("linear_conv_kernel_dim");
+  c.linear_num_key_heads = r.integer("linear_num_key_heads", true, 0, 1, kHeads);
+  c.linear_num_value_heads = r.integer("linear_num_value_heads", true, 0, 1, kHeads);
+  c.linear_key_head_dim = r.integer("linear_key_head_dim", true, 0, 1, kHeadDim);
+  c.linear_value_head_dim = r.integer("linear_value_head_dim", true, 0, 1, kHeadDim);
+  c.linear_conv_kernel_dim = r.integer("linear_conv_kernel_dim", true, 0, 1, kConvKernel);
 
-  c.intermediate_size = r.integer("intermediate_size", false, 0, 0);
-  c.num_experts = r.integer("num_experts", false, 0, 0);
-  c.num_experts_per_tok = r.integer("num_experts_per_tok", c.num_experts > 0, 0, 0);
-  c.moe_intermediate_size = r.integer("moe_intermediate_size", c.num_experts > 0, 0, 0);
-  c.shared_expert_intermediate_size = r.integer("shared_expert_intermediate_size", false, 0, 0);
-  c.decoder_sparse_step = r.integer("decoder_sparse_step", false, 1);
+  c.intermediate_size = r.integer("intermediate_size", false, 0, 0, kIntermediate);
+  c.num_experts = r.integer("num_experts", false, 0, 0, kExperts);
+  c.num_experts_per_tok = r.integer("num_experts_per_tok", c.num_experts > 0, 0, 0, kExperts);
+  c.moe_intermediate_size = r.integer("moe_intermediate_size", c.num_experts > 0, 0, 0, kIntermediate);
+  c.shared_expert_intermediate_size = r.integer("shared_expert_intermediate_size", false, 0, 0, kIntermediate);
+  c.decoder_sparse_step = r.integer("decoder_sparse_step", false, 1, 1, kLayers);
   c.norm_topk_prob = r.boolean("norm_topk_prob", true);
   if (const json* m = r.find("mlp_only_layers")) {
     if (!m->is_array()) r.fail("mlp_only_layers", "must be a list of layer indices");

@@ -10,7 +10,7 @@ namespace {
 nlohmann::json parse(std::ifstream& in, const std::filesystem::path& path) {
   try {
     return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number past double
     throw Error(path.string() + " is not valid JSON: " + e.what());
   }
 }

@@ -74,27 +74,30 @@ MappedFile::~MappedFile() {
 }
 
 std::vector<TensorView> parse_safetensors(const MappedFile& file) {
-  const std::string& path = file.path();
+  return parse_safetensors(file.data(), file.size(), file.path());
+}
+
+std::vector<TensorView> parse_safetensors(const std::byte* data, size_t size, const std::string& path) {
   auto bad = [&](const std::string& why) -> Error {
     return Error(path + " is not a valid safetensors file: " + why + " (re-download or re-save it)");
   };
-  if (file.size() < 8) throw bad("it is truncated (" + std::to_string(file.size()) + " bytes, no header)");
+  if (size < 8) throw bad("it is truncated (" + std::to_string(size) + " bytes, no header)");
   uint64_t header_len = 0;
-  std::memcpy(&header_len, file.data(), 8);  // little-endian u64; q3n runs on little-endian hosts
+  std::memcpy(&header_len, data, 8);  // little-endian u64; q3n runs on little-endian hosts
   if (header_len > kMaxHeaderBytes)
     throw bad("its header claims " + std::to_string(header_len) + " bytes (over 100 MB)");
-  if (header_len > file.size() - 8) throw bad("it is truncated inside the header");
-  const char* text = reinterpret_cast<const char*>(file.data() + 8);
+  if (header_len > size - 8) throw bad("it is truncated inside the header");
+  const char* text = reinterpret_cast<const char*>(data + 8);
   json header;
   try {
     header = json::parse(text, text + header_len);  // rejects invalid UTF-8
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {              // parse_error, or out_of_range for a number past double
     throw bad(std::string("its header is not valid UTF-8 JSON (") + e.what() + ")");
   }
   if (!header.is_object()) throw bad("its header is not a JSON object");
 
-  const std::byte* data = file.data() + 8 + header_len;
-  const uint64_t data_size = file.size() - 8 - header_len;
+  const std::byte* section = data + 8 + header_len;
+  const uint64_t data_size = size - 8 - header_len;
   std::vector<TensorView> out;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") continue;
@@ -138,7 +141,7 @@ std::vector<TensorView> parse_safetensors(const MappedFile& file) {
     if (end - begin != expected)
       throw bad("tensor " + name + " " + t.shape_string() + " " + dt + " needs " + std::to_string(expected) +
                 " bytes but its data_offsets span " + std::to_string(end - begin));
-    t.data = data + begin;
+    t.data = section + begin;
     t.bytes = end - begin;
     out.push_back(std::move(t));
   }

@@ -48,6 +48,8 @@ class MappedFile {
 
 // Parses and validates one file's header; returns its tensors.
 std::vector<TensorView> parse_safetensors(const MappedFile& file);
+// The same over bytes in memory (`path` names them in errors); the views point into `data`.
+std::vector<TensorView> parse_safetensors(const std::byte* data, size_t size, const std::string& path);
 
 class Checkpoint {
  public:

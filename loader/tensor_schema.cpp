@@ -96,6 +96,19 @@ bool has_mtp_tensors(const Checkpoint& checkpoint) {
 }
 
 void validate_checkpoint(const Checkpoint& checkpoint, const ModelConfig& config) {
+  // Counted before the schema is listed: a config whose layers and experts alone name more
+  // tensors than the checkpoint holds cannot describe it (and num_experts = 65536 over 1024
+  // layers would take minutes to list). Each layer has two norms, a mixer and an MLP of 3
+  // matrices, or a router and 3 matrices per routed expert.
+  uint64_t lower_bound = 2;  // embedding, final norm
+  for (int l = 0; l < config.num_hidden_layers; ++l)
+    lower_bound += 3 + (config.is_moe_layer(l) ? 1 + 3ull * uint64_t(config.num_experts) : 3);
+  if (lower_bound > checkpoint.tensors().size())
+    throw Error("the checkpoint does not match its config.json: the config describes at least " +
+                std::to_string(lower_bound) + " tensors (num_hidden_layers " +
+                std::to_string(config.num_hidden_layers) + ", num_experts " + std::to_string(config.num_experts) +
+                ") but the checkpoint holds " + std::to_string(checkpoint.tensors().size()) +
+                "; check that config.json belongs to these weights");
   const auto expected = expected_tensors(config, has_mtp_tensors(checkpoint));
   std::vector<std::string> missing, wrong, unexpected;
   std::set<std::string> known;

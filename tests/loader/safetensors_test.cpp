@@ -196,6 +196,18 @@ TEST_F(SafetensorsTest, SchemaListsMissingWrongAndUnexpectedTensors) {
     EXPECT_NE(msg.find("wrong shapes: " + broken[7].name), std::string::npos) << msg;
     EXPECT_NE(msg.find("unexpected tensors: model.layers.9.extra"), std::string::npos) << msg;
   }
+
+  // A config naming far more experts than the checkpoint holds is refused from the counts alone
+  // (the "describes at least" message), before 60,000 experts x 4 layers are listed.
+  cfg["num_experts"] = 60000;
+  try {
+    validate_checkpoint(Checkpoint(dir_), parse_config(cfg, "test"));
+    FAIL();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("describes at least"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("num_experts 60000"), std::string::npos) << msg;
+  }
 }
 
 }  // namespace
