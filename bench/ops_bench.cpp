@@ -144,8 +144,11 @@ int main(int argc, char** argv) {
                       state = b.random(32ull * 128 * 128, -0.1f, 0.1f);
     const BufferRange seqs = b.words({0, 0}), out = b.buffer(shape.rows() * 32 * 128 * 4);
     const auto f = ops::delta_chunk_scratch_floats(shape);
-    const ops::DeltaChunkScratch scratch{b.buffer(f.gamma * 4), b.buffer(f.w * 4), b.buffer(f.kc * 4),
-                                         b.buffer(f.u * 4), b.buffer(f.snapshots * 4)};
+    const ops::DeltaChunkScratch scratch{.gamma = b.buffer(f.gamma * 4),
+                                         .w = b.buffer(f.w * 4),
+                                         .kc = b.buffer(f.kc * 4),
+                                         .u = b.buffer(f.u * 4),
+                                         .snapshots = b.buffer(f.snapshots * 4)};
     const ops::DeltaRuleArgs args{.qkv = qkv, .gates = gates, .state = state, .seqs = seqs, .out = out, .shape = shape};
     const double state_bytes = 2.0 * 32 * 128 * 128 * 4;
     if (tokens == 1) {
@@ -221,9 +224,13 @@ int main(int argc, char** argv) {
                        dn_bytes = ops::weight_storage_bytes(type, 512ull * H * 512);
         const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes);
         const auto need = ops::moe_scratch_bytes(s);
-        const ops::MoeScratch scratch{b.buffer(need.ids),    b.buffer(need.weights), b.buffer(need.offsets),
-                                      b.buffer(need.sorted), b.buffer(need.active),  b.buffer(need.h),
-                                      b.buffer(need.y)};
+        const ops::MoeScratch scratch{.ids = b.buffer(need.ids),
+                                      .weights = b.buffer(need.weights),
+                                      .offsets = b.buffer(need.offsets),
+                                      .sorted = b.buffer(need.sorted),
+                                      .active = b.buffer(need.active),
+                                      .h = b.buffer(need.h),
+                                      .y = b.buffer(need.y)};
         const BufferRange out = b.buffer(uint64_t(tokens) * H * 4), shared = b.random(uint64_t(tokens) * H, -1, 1);
         const double t = b.time([&](CommandBuffer& cb) {
           ops::record_moe(rt.pipelines, cb,

@@ -430,10 +430,24 @@ class Builder {
                 gs.tokens = g.count;
                 ops::record_moe(
                     p, cb,
-                    {b[x].sub(at, bytes), b[logits].sub(uint64_t(g.first) * stride * 4, uint64_t(g.count) * stride * 4),
-                     stride, b[gu], b[dn], type, shared_out != kNone ? b[shared_out].sub(at, bytes) : BufferRange{}, E,
-                     b[out].sub(at, bytes), gs, b[status]},
-                    {b[ids], b[wts], b[offs], b[sorted], b[live], b[hbuf], b[ybuf]});
+                    {.x = b[x].sub(at, bytes),
+                     .logits = b[logits].sub(uint64_t(g.first) * stride * 4, uint64_t(g.count) * stride * 4),
+                     .logit_stride = stride,
+                     .gate_up = b[gu],
+                     .down = b[dn],
+                     .type = type,
+                     .shared_out = shared_out != kNone ? b[shared_out].sub(at, bytes) : BufferRange{},
+                     .shared_logit_column = E,
+                     .out = b[out].sub(at, bytes),
+                     .shape = gs,
+                     .status = b[status]},
+                    {.ids = b[ids],
+                     .weights = b[wts],
+                     .offsets = b[offs],
+                     .sorted = b[sorted],
+                     .active = b[live],
+                     .h = b[hbuf],
+                     .y = b[ybuf]});
               }
             }});
     return out;

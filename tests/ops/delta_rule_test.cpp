@@ -90,8 +90,9 @@ class DeltaRuleTest : public GpuTest, public ::testing::WithParamInterface<Delta
                                   .shape = s};
     run([&](CommandBuffer& cb) {
       if (chunked)
-        ops::record_delta_rule_chunked(pipelines(), cb, args,
-                                       {gamma.range(), w.range(), kc.range(), u.range(), snapshots.range()});
+        ops::record_delta_rule_chunked(
+            pipelines(), cb, args,
+            {.gamma = gamma.range(), .w = w.range(), .kc = kc.range(), .u = u.range(), .snapshots = snapshots.range()});
       else
         ops::record_delta_rule_recurrent(pipelines(), cb, args);
     });

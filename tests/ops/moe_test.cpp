@@ -80,19 +80,24 @@ void MoeTest::check(bool matrix_units) {
              sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
              y = poisoned(need.y / 4);
   run([&](CommandBuffer& cb) {
-    ops::record_moe(
-        pipelines(), cb,
-        {.x = dx.range(),
-         .logits = dlogits.range(),
-         .logit_stride = stride,
-         .gate_up = dgu.range(),
-         .down = ddown.range(),
-         .type = c.type,
-         .shared_out = c.shared ? dshared.range() : BufferRange{},
-         .shared_logit_column = c.experts,
-         .out = dout.range(),
-         .shape = s},
-        {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
+    ops::record_moe(pipelines(), cb,
+                    {.x = dx.range(),
+                     .logits = dlogits.range(),
+                     .logit_stride = stride,
+                     .gate_up = dgu.range(),
+                     .down = ddown.range(),
+                     .type = c.type,
+                     .shared_out = c.shared ? dshared.range() : BufferRange{},
+                     .shared_logit_column = c.experts,
+                     .out = dout.range(),
+                     .shape = s},
+                    {.ids = ids.range(),
+                     .weights = weights.range(),
+                     .offsets = offsets.range(),
+                     .sorted = sorted.range(),
+                     .active = live.range(),
+                     .h = h.range(),
+                     .y = y.range()});
   });
 
   std::vector<double> want(size_t(c.tokens) * H, 0.0);
@@ -202,17 +207,22 @@ TEST_F(GpuTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
                  sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
                  y = poisoned(need.y / 4);
       run([&](CommandBuffer& cb) {
-        ops::record_moe(
-            pipelines(), cb,
-            {.x = dx.range(),
-             .logits = dl.range(),
-             .logit_stride = E,
-             .gate_up = dgu.range(),
-             .down = ddn.range(),
-             .type = type,
-             .out = dout.range(),
-             .shape = s},
-            {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
+        ops::record_moe(pipelines(), cb,
+                        {.x = dx.range(),
+                         .logits = dl.range(),
+                         .logit_stride = E,
+                         .gate_up = dgu.range(),
+                         .down = ddn.range(),
+                         .type = type,
+                         .out = dout.range(),
+                         .shape = s},
+                        {.ids = ids.range(),
+                         .weights = weights.range(),
+                         .offsets = offsets.range(),
+                         .sorted = sorted.range(),
+                         .active = live.range(),
+                         .h = h.range(),
+                         .y = y.range()});
       });
       const auto out = download(dout, size_t(tokens) * H);
       last_rows.emplace_back(out.end() - H, out.end());
@@ -246,18 +256,23 @@ TEST_F(GpuTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
                sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
                y = poisoned(need.y / 4);
     run([&](CommandBuffer& cb) {
-      ops::record_moe(
-          pipelines(), cb,
-          {.x = dx.range(),
-           .logits = dl.range(),
-           .logit_stride = E,
-           .gate_up = dgu.range(),
-           .down = ddn.range(),
-           .type = ops::WeightType::F32,
-           .out = dout.range(),
-           .shape = s,
-           .status = status.range()},
-          {ids.range(), weights.range(), offsets.range(), sorted.range(), live.range(), h.range(), y.range()});
+      ops::record_moe(pipelines(), cb,
+                      {.x = dx.range(),
+                       .logits = dl.range(),
+                       .logit_stride = E,
+                       .gate_up = dgu.range(),
+                       .down = ddn.range(),
+                       .type = ops::WeightType::F32,
+                       .out = dout.range(),
+                       .shape = s,
+                       .status = status.range()},
+                      {.ids = ids.range(),
+                       .weights = weights.range(),
+                       .offsets = offsets.range(),
+                       .sorted = sorted.range(),
+                       .active = live.range(),
+                       .h = h.range(),
+                       .y = y.range()});
     });
     EXPECT_EQ(download_words(status, 1)[0], poison ? 1u : 0u);
     const auto got = download_words(ids, size_t(tokens) * K);

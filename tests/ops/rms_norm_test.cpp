@@ -97,7 +97,14 @@ TEST_P(RmsNormTest, GatedPlainWeightMatchesReference) {
   Allocation dx = upload(x), dz = upload(z), dw = upload(w), dout = poisoned(x.size());
   run([&](CommandBuffer& cb) {
     ops::record_rms_norm(pipelines(), cb,
-                         {dx.range(), dw.range(), dout.range(), {}, rows, n, 1e-6f, false, dz.range()});
+                         {.x = dx.range(),
+                          .weight = dw.range(),
+                          .out = dout.range(),
+                          .rows = rows,
+                          .n = n,
+                          .eps = 1e-6f,
+                          .zero_centred = false,
+                          .gate = dz.range()});
   });
   auto expected = reference(x, nullptr, w, rows, n, 1e-6, 0.0, nullptr);
   for (size_t i = 0; i < expected.size(); ++i) expected[i] *= z[i] / (1.0 + std::exp(-double(z[i])));
