@@ -45,7 +45,9 @@ std::string render_chat(const std::vector<ChatMessage>& messages, ChatTemplateKi
   return out;
 }
 
-GenerationDefaults load_generation_defaults(const std::filesystem::path& dir, const ModelConfig& config) {
+// A function-try-block: a sampling field of the wrong JSON type (found by fuzzing) becomes a
+// one-line error naming the file rather than an escaped json::type_error.
+GenerationDefaults load_generation_defaults(const std::filesystem::path& dir, const ModelConfig& config) try {
   GenerationDefaults d;
   d.stop_token_ids = config.eos_token_ids;
   const json g = read_json_file_if_present(dir / "generation_config.json");
@@ -70,6 +72,8 @@ GenerationDefaults load_generation_defaults(const std::filesystem::path& dir, co
   std::sort(d.stop_token_ids.begin(), d.stop_token_ids.end());
   d.stop_token_ids.erase(std::unique(d.stop_token_ids.begin(), d.stop_token_ids.end()), d.stop_token_ids.end());
   return d;
+} catch (const json::exception& e) {
+  throw Error((dir / "generation_config.json").string() + " has a field of the wrong type: " + e.what());
 }
 
 }  // namespace q3n

@@ -112,7 +112,9 @@ struct Tokenizer::Regex {
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer::Tokenizer(const std::filesystem::path& path) : regex_(std::make_unique<Regex>()) {
+// A function-try-block: a field of the wrong JSON type anywhere below (found by fuzzing) becomes
+// a one-line error naming the file rather than an escaped json::type_error.
+Tokenizer::Tokenizer(const std::filesystem::path& path) try : regex_(std::make_unique<Regex>()) {
   const std::string where = path.string();
   const json j = read_json_file(path, "is missing: the model folder needs the tokenizer.json it was released with");
   const json& model = j.at("model");
@@ -180,6 +182,8 @@ Tokenizer::Tokenizer(const std::filesystem::path& path) : regex_(std::make_uniqu
                 reinterpret_cast<char*>(message));
   }
   pcre2_jit_compile(regex_->code, PCRE2_JIT_COMPLETE);  // optional speed-up; falls back to the interpreter
+} catch (const json::exception& e) {
+  throw Error(path.string() + " is not a usable tokenizer.json: " + e.what());
 }
 
 const std::string& Tokenizer::token_bytes(TokenId id) const {
