@@ -247,7 +247,7 @@ std::vector<int32_t> Engine::decode_with_piece(std::span<const uint32_t> slots, 
   if (piece.params) check_sampled(std::span(&piece_token, 1));
   check_sampled(sampled);
   if (n < slots.size()) {
-    const auto rest = decode(slots.subspan(n), ids.subspan(n), params.size() == 1 ? params : params.subspan(n));
+    const auto rest = decode_steps(slots.subspan(n), ids.subspan(n), params.size() == 1 ? params : params.subspan(n));
     sampled.insert(sampled.end(), rest.begin(), rest.end());
   }
   return sampled;
@@ -256,6 +256,11 @@ std::vector<int32_t> Engine::decode_with_piece(std::span<const uint32_t> slots, 
 std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
                                     std::span<const ops::SamplingParams> params) {
   check_decode(slots, ids, params, nullptr);
+  return decode_steps(slots, ids, params);
+}
+
+std::vector<int32_t> Engine::decode_steps(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                          std::span<const ops::SamplingParams> params) {
   std::vector<int32_t> sampled;
   sampled.reserve(slots.size());
   for (size_t first = 0; first < slots.size(); first += options_.decode_rows) {

@@ -122,6 +122,9 @@ class Engine {
   void check_room(uint32_t slot, size_t tokens) const;
   void check_decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
                     std::span<const ops::SamplingParams> params, const PromptPiece* piece) const;
+  // decode() after check_decode: steps of at most decode_rows sequences.
+  std::vector<int32_t> decode_steps(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                    std::span<const ops::SamplingParams> params);
   void check_sampled(std::span<const int32_t> ids) const;
 
   Runtime& runtime_;

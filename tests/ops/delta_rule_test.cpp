@@ -129,19 +129,26 @@ TEST_P(DeltaRuleTest, ChunkedMatchesDoubleRecurrence) {
   EXPECT_TRUE(all_close(got.state, state, rule_tolerance(s, 4), 0)) << "final state (slot 0 untouched)";
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, DeltaRuleTest,
-                         ::testing::Values(DeltaShape{1, 1, 2, 4, 32, 16},     // Hv/Hk = 2, dk != dv, one token
-                                           DeltaShape{2, 7, 3, 3, 40, 24},     // Hv/Hk = 1, two sequences
-                                           DeltaShape{1, 65, 1, 3, 16, 70},    // Hv/Hk = 3, chunk + 1
-                                           DeltaShape{1, 63, 2, 2, 128, 128},  // the 80B head size
-                                           DeltaShape{2, 130, 2, 4, 33, 17},   // 2 chunks + remainder
-                                           DeltaShape{1, 64, 1, 2, 130, 9}),   // exactly one chunk
-                         [](const auto& info) {
-                           const DeltaShape& c = info.param;
-                           return "b" + std::to_string(c.batch) + "t" + std::to_string(c.tokens) + "hk" +
-                                  std::to_string(c.key_heads) + "hv" + std::to_string(c.value_heads) + "dk" +
-                                  std::to_string(c.dk) + "dv" + std::to_string(c.dv);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, DeltaRuleTest,
+    ::testing::Values(
+        // Hv/Hk = 2, dk != dv, one token
+        DeltaShape{.batch = 1, .tokens = 1, .key_heads = 2, .value_heads = 4, .dk = 32, .dv = 16},
+        // Hv/Hk = 1, two sequences
+        DeltaShape{.batch = 2, .tokens = 7, .key_heads = 3, .value_heads = 3, .dk = 40, .dv = 24},
+        // Hv/Hk = 3, chunk + 1
+        DeltaShape{.batch = 1, .tokens = 65, .key_heads = 1, .value_heads = 3, .dk = 16, .dv = 70},
+        // the 80B head size
+        DeltaShape{.batch = 1, .tokens = 63, .key_heads = 2, .value_heads = 2, .dk = 128, .dv = 128},
+        // 2 chunks + remainder
+        DeltaShape{.batch = 2, .tokens = 130, .key_heads = 2, .value_heads = 4, .dk = 33, .dv = 17},
+        // exactly one chunk
+        DeltaShape{.batch = 1, .tokens = 64, .key_heads = 1, .value_heads = 2, .dk = 130, .dv = 9}),
+    [](const auto& info) {
+      const DeltaShape& c = info.param;
+      return "b" + std::to_string(c.batch) + "t" + std::to_string(c.tokens) + "hk" + std::to_string(c.key_heads) +
+             "hv" + std::to_string(c.value_heads) + "dk" + std::to_string(c.dk) + "dv" + std::to_string(c.dv);
+    });
 
 // The acceptance case: 200 tokens (3 chunks + 8) from a non-zero state at the 80B head
 // size, chunked against the double recurrence; and chunked against the GPU's own fp32 recurrence
@@ -150,7 +157,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, DeltaRuleTest,
 // decode runs it for one token at a time.)
 class DeltaRuleLongTest : public DeltaRuleTest {};
 TEST_F(DeltaRuleLongTest, ChunkedMatchesDoubleRecurrenceOver200Tokens) {
-  const DeltaShape s{1, 200, 2, 4, 128, 128};
+  const DeltaShape s{.batch = 1, .tokens = 200, .key_heads = 2, .value_heads = 4, .dk = 128, .dv = 128};
   const Inputs in = make_inputs(s, 81);
   std::vector<double> state(in.state.begin(), in.state.end());
   const std::vector<double> out = reference_rule(s, in, state);
@@ -160,7 +167,7 @@ TEST_F(DeltaRuleLongTest, ChunkedMatchesDoubleRecurrenceOver200Tokens) {
 }
 
 TEST_F(DeltaRuleLongTest, ChunkedEqualsRecurrentOver200Tokens) {
-  const DeltaShape s{2, 200, 2, 4, 32, 16};
+  const DeltaShape s{.batch = 2, .tokens = 200, .key_heads = 2, .value_heads = 4, .dk = 32, .dv = 16};
   const Inputs in = make_inputs(s, 82);
   const RuleResult recurrent = run_rule(s, in, false), chunked = run_rule(s, in, true);
   const std::vector<double> expected_out(recurrent.out.begin(), recurrent.out.end());
@@ -171,7 +178,8 @@ TEST_F(DeltaRuleLongTest, ChunkedEqualsRecurrentOver200Tokens) {
 
 class DeltaPrepareTest : public GpuTest {};
 TEST_F(DeltaPrepareTest, NormalisesQkAndComputesGates) {
-  const DeltaShape s{1, 67, 2, 6, 40, 24};  // Hv/Hk = 3, dk != dv
+  const DeltaShape s{
+      .batch = 1, .tokens = 67, .key_heads = 2, .value_heads = 6, .dk = 40, .dv = 24};  // Hv/Hk = 3, dk != dv
   const uint32_t width = s.qkv_width(), hv = s.value_heads;
   auto qkv = random_floats(s.rows() * width, 91, -3, 3);
   auto ba = random_floats(s.rows() * 2 * hv, 92, -4, 4);

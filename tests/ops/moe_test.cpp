@@ -27,7 +27,35 @@ double silu(double x) { return x / (1.0 + std::exp(-x)); }
 // What the matrix units multiply by: the weight rounded to fp16 (exact for 16-bit weights).
 float fp16_rounded(float w) { return ops::f16_bits_to_f32(ops::f32_to_f16_bits(w)); }
 
-class MoeTest : public GpuTest, public ::testing::WithParamInterface<Case> {
+// Every routing intermediate of one MoE call, poisoned.
+struct MoeScratchBuffers {
+  Allocation ids, weights, offsets, sorted, active, h, y;
+  ops::MoeScratch ranges() const {
+    return {.ids = ids.range(),
+            .weights = weights.range(),
+            .offsets = offsets.range(),
+            .sorted = sorted.range(),
+            .active = active.range(),
+            .h = h.range(),
+            .y = y.range()};
+  }
+};
+
+class MoeOpTest : public GpuTest {
+ protected:
+  MoeScratchBuffers poisoned_scratch(const ops::MoeShape& s) {
+    const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
+    return {.ids = poisoned(need.ids / 4),
+            .weights = poisoned(need.weights / 4),
+            .offsets = poisoned(need.offsets / 4),
+            .sorted = poisoned(need.sorted / 4),
+            .active = poisoned(need.active / 4),
+            .h = poisoned(need.h / 4),
+            .y = poisoned(need.y / 4)};
+  }
+};
+
+class MoeTest : public MoeOpTest, public ::testing::WithParamInterface<Case> {
  protected:
   void check(bool matrix_units);
 };
@@ -73,12 +101,9 @@ void MoeTest::check(bool matrix_units) {
   }
   auto shared_out = random_floats(size_t(c.tokens) * H, 25, -1, 1);
 
-  const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
   Allocation dx = upload(x), dlogits = upload(logits), dgu = upload_words(gate_up_words),
-             ddown = upload_words(down_words), dshared = upload(shared_out), dout = poisoned(size_t(c.tokens) * H),
-             ids = poisoned(need.ids / 4), weights = poisoned(need.weights / 4), offsets = poisoned(need.offsets / 4),
-             sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
-             y = poisoned(need.y / 4);
+             ddown = upload_words(down_words), dshared = upload(shared_out), dout = poisoned(size_t(c.tokens) * H);
+  const MoeScratchBuffers scratch = poisoned_scratch(s);
   run([&](CommandBuffer& cb) {
     ops::record_moe(pipelines(), cb,
                     {.x = dx.range(),
@@ -91,13 +116,7 @@ void MoeTest::check(bool matrix_units) {
                      .shared_logit_column = c.experts,
                      .out = dout.range(),
                      .shape = s},
-                    {.ids = ids.range(),
-                     .weights = weights.range(),
-                     .offsets = offsets.range(),
-                     .sorted = sorted.range(),
-                     .active = live.range(),
-                     .h = h.range(),
-                     .y = y.range()});
+                    scratch.ranges());
   });
 
   std::vector<double> want(size_t(c.tokens) * H, 0.0);
@@ -137,7 +156,7 @@ void MoeTest::check(bool matrix_units) {
         want[t * H + d] += shared_out[t * H + d] / (1.0 + std::exp(-double(logits[t * stride + c.experts])));
   }
   if (c.skewed) {  // the scenario really happened: check the GPU's own grouping
-    const auto got_offsets = download_words(offsets, c.experts + 1);
+    const auto got_offsets = download_words(scratch.offsets, c.experts + 1);
     EXPECT_EQ(got_offsets[2] - got_offsets[1], c.tokens) << "expert 1 receives every token";
     for (uint32_t e = c.experts - 3; e < c.experts; ++e) EXPECT_EQ(got_offsets[e + 1], got_offsets[e]) << e;
     EXPECT_EQ(count[1], c.tokens);
@@ -187,7 +206,7 @@ INSTANTIATE_TEST_SUITE_P(
 // Batch invariance of the decode expert kernel: the last token's MoE output is bitwise the same
 // whether its experts hold only its row or rows of up to 127 other tokens (several passes of the
 // kernel), for each weight type. Routing favours experts 1 and 2 so that they fill up.
-TEST_F(GpuTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
+TEST_F(MoeOpTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
   const uint32_t H = 96, E = 12, K = 3, I = 64, most = ops::kExpertGemvMaxTokens;
   for (const ops::WeightType type :
        {ops::WeightType::BF16, ops::WeightType::F32, ops::WeightType::Q8, ops::WeightType::Q4}) {
@@ -198,14 +217,12 @@ TEST_F(GpuTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
     Allocation dgu = upload_words(encode_weights(gate_up, type)), ddn = upload_words(encode_weights(down, type));
     std::vector<std::vector<float>> last_rows;
     for (const uint32_t tokens : {1u, 6u, 37u, most}) {
-      const ops::MoeShape s{tokens, H, E, K, I, true};
-      const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
+      const ops::MoeShape s{
+          .tokens = tokens, .hidden = H, .experts = E, .top_k = K, .expert_dim = I, .normalise = true};
       std::vector<float> xs(x.end() - ptrdiff_t(tokens) * H, x.end()),
           ls(logits.end() - ptrdiff_t(tokens) * E, logits.end());
-      Allocation dx = upload(xs), dl = upload(ls), dout = poisoned(size_t(tokens) * H), ids = poisoned(need.ids / 4),
-                 weights = poisoned(need.weights / 4), offsets = poisoned(need.offsets / 4),
-                 sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
-                 y = poisoned(need.y / 4);
+      Allocation dx = upload(xs), dl = upload(ls), dout = poisoned(size_t(tokens) * H);
+      const MoeScratchBuffers scratch = poisoned_scratch(s);
       run([&](CommandBuffer& cb) {
         ops::record_moe(pipelines(), cb,
                         {.x = dx.range(),
@@ -216,13 +233,7 @@ TEST_F(GpuTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
                          .type = type,
                          .out = dout.range(),
                          .shape = s},
-                        {.ids = ids.range(),
-                         .weights = weights.range(),
-                         .offsets = offsets.range(),
-                         .sorted = sorted.range(),
-                         .active = live.range(),
-                         .h = h.range(),
-                         .y = y.range()});
+                        scratch.ranges());
       });
       const auto out = download(dout, size_t(tokens) * H);
       last_rows.emplace_back(out.end() - H, out.end());
@@ -236,10 +247,9 @@ TEST_F(GpuTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
 // NaN and +Inf router logits (corrupt weights, fp16 overflow): routing raises the status word and
 // keeps every expert id in range, finite rows are routed as before, and finite logits leave the
 // status word alone.
-TEST_F(GpuTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
+TEST_F(MoeOpTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
   const uint32_t tokens = 5, H = 64, E = 9, K = 3, I = 32;
-  const ops::MoeShape s{tokens, H, E, K, I, true};
-  const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
+  const ops::MoeShape s{.tokens = tokens, .hidden = H, .experts = E, .top_k = K, .expert_dim = I, .normalise = true};
   auto x = random_floats(size_t(tokens) * H, 51, -1, 1);
   auto gate_up = random_floats(size_t(E) * 2 * I * H, 52, -0.2f, 0.2f),
        down = random_floats(size_t(E) * H * I, 53, -0.2f, 0.2f);
@@ -251,10 +261,8 @@ TEST_F(GpuTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
       logits[4 * E + 2] = std::nanf("");                                   // one NaN
     }
     Allocation dx = upload(x), dl = upload(logits), dgu = upload(gate_up), ddn = upload(down),
-               dout = poisoned(size_t(tokens) * H), status = upload_words({0}), ids = poisoned(need.ids / 4),
-               weights = poisoned(need.weights / 4), offsets = poisoned(need.offsets / 4),
-               sorted = poisoned(need.sorted / 4), live = poisoned(need.active / 4), h = poisoned(need.h / 4),
-               y = poisoned(need.y / 4);
+               dout = poisoned(size_t(tokens) * H), status = upload_words({0});
+    const MoeScratchBuffers scratch = poisoned_scratch(s);
     run([&](CommandBuffer& cb) {
       ops::record_moe(pipelines(), cb,
                       {.x = dx.range(),
@@ -266,16 +274,10 @@ TEST_F(GpuTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
                        .out = dout.range(),
                        .shape = s,
                        .status = status.range()},
-                      {.ids = ids.range(),
-                       .weights = weights.range(),
-                       .offsets = offsets.range(),
-                       .sorted = sorted.range(),
-                       .active = live.range(),
-                       .h = h.range(),
-                       .y = y.range()});
+                      scratch.ranges());
     });
     EXPECT_EQ(download_words(status, 1)[0], poison ? 1u : 0u);
-    const auto got = download_words(ids, size_t(tokens) * K);
+    const auto got = download_words(scratch.ids, size_t(tokens) * K);
     for (uint32_t i = 0; i < got.size(); ++i) ASSERT_LT(got[i], E) << "id " << i << (poison ? " (poisoned)" : "");
     // Row 0 is finite in both runs: the same experts.
     if (poison) {
