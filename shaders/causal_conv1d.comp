@@ -2,8 +2,11 @@
 // Causal depthwise conv1d + SiLU over the DeltaNet q/k/v channels (spec §3.3, §5), carrying the
 // conv state: state holds the K-1 previous pre-conv rows (oldest first), so
 //   y[t, c] = silu( sum_{j<K} w[c, j] * X[t - (K-1) + j, c] ),  X[-m] = state[K-1-m, c]
-// and afterwards state = the last K-1 rows of [state; x]. One invocation per (channel, sequence);
-// it walks the tokens in order with the window in registers.
+// and afterwards state = the last K-1 rows of [state; x]. A workgroup takes 32 channels of one
+// sequence; its 8 token lanes each walk a contiguous block of the tokens with the window in
+// registers (the block's first window read from x or the state), so a long prompt runs 8 times
+// wider than one walker per channel. Every output has the same sum order however the tokens are
+// split. After a barrier (the old state is read by now) lane 0 writes the new state.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
@@ -20,23 +23,42 @@ layout(push_constant) uniform Push {
   uint kernel;
 } p;
 
+const uint CHANNELS = 32, LANES = 8;  // the host dispatches CHANNELS x LANES invocations
+
 void main() {
-  const uint c = gl_GlobalInvocationID.x;
-  const uint b = gl_GlobalInvocationID.y;
-  if (c >= p.channels) return;
+  const uint c = gl_WorkGroupID.x * CHANNELS + gl_LocalInvocationID.x % CHANNELS;
+  const uint lane = gl_LocalInvocationID.x / CHANNELS;
+  const uint b = gl_WorkGroupID.y;
+  const bool inside = c < p.channels;  // no early return: the barrier below needs every invocation
   const uint history = p.kernel - 1;
   const uint slot = seq_slot(p.seqs, b);
-  float window[MAX_KERNEL];  // window[0..history) = previous inputs, oldest first
-  float w[MAX_KERNEL];
-  for (uint j = 0; j < p.kernel; ++j) w[j] = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + j);
-  for (uint j = 0; j < history; ++j) window[j] = p.state.v[(slot * history + j) * p.channels + c];
-  for (uint t = 0; t < p.tokens; ++t) {
-    const float xt = p.x.v[(b * p.tokens + t) * p.channels + c];
-    float acc = w[history] * xt;  // the last tap multiplies the current token
-    for (uint j = 0; j < history; ++j) acc += w[j] * window[j];
-    p.y.v[(b * p.tokens + t) * p.channels + c] = acc / (1.0 + exp(-acc));
-    for (uint j = 0; j + 1 < history; ++j) window[j] = window[j + 1];
-    if (history > 0) window[history - 1] = xt;
+  const uint block = (p.tokens + LANES - 1u) / LANES;
+  const uint t0 = min(lane * block, p.tokens), t1 = min(t0 + block, p.tokens);
+  if (inside && t0 < t1) {
+    float window[MAX_KERNEL];  // window[0..history) = the inputs before token t0, oldest first
+    float w[MAX_KERNEL];
+    for (uint j = 0; j < p.kernel; ++j) w[j] = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + j);
+    for (uint j = 0; j < history; ++j) {
+      const int s = int(t0) - int(history) + int(j);  // token index; < 0: from the state
+      window[j] = s >= 0 ? p.x.v[(b * p.tokens + uint(s)) * p.channels + c]
+                         : p.state.v[(slot * history + uint(int(history) + s)) * p.channels + c];
+    }
+    for (uint t = t0; t < t1; ++t) {
+      const float xt = p.x.v[(b * p.tokens + t) * p.channels + c];
+      float acc = w[history] * xt;  // the last tap multiplies the current token
+      for (uint j = 0; j < history; ++j) acc += w[j] * window[j];
+      p.y.v[(b * p.tokens + t) * p.channels + c] = acc / (1.0 + exp(-acc));
+      for (uint j = 0; j + 1 < history; ++j) window[j] = window[j + 1];
+      if (history > 0) window[history - 1] = xt;
+    }
   }
-  for (uint j = 0; j < history; ++j) p.state.v[(slot * history + j) * p.channels + c] = window[j];
+  barrier();
+  if (!inside || lane != 0u) return;
+  // state[j] = row T + j of [state; x]: from x where that is a token, else from the state further
+  // on (T + j > j, so in increasing j nothing is read after it is overwritten).
+  for (uint j = 0; j < history; ++j) {
+    const int s = int(p.tokens) - int(history) + int(j);
+    p.state.v[(slot * history + j) * p.channels + c] =
+        s >= 0 ? p.x.v[(b * p.tokens + uint(s)) * p.channels + c] : p.state.v[(slot * history + p.tokens + j) * p.channels + c];
+  }
 }

@@ -22,10 +22,10 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
       a.state.size < uint64_t(a.kernel - 1) * a.channels * 4 || a.seqs.size < uint64_t(a.batch) * 8)
     throw Error("internal: causal conv1d buffers are smaller than their shapes");
   const Pipeline& pipeline =
-      pipelines.get({"causal_conv1d", {64, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel}, sizeof(Push)});
+      pipelines.get({"causal_conv1d", {256, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel}, sizeof(Push)});
   const Push push{a.x.address, a.weight.address, a.state.address, a.seqs.address,
                   a.y.address, a.channels,       a.tokens,        a.kernel};
-  commands.dispatch(pipeline, push, ceil_div(a.channels, 64), a.batch);
+  commands.dispatch(pipeline, push, ceil_div(a.channels, 32), a.batch);  // 32 channels x 8 token lanes
 }
 
 }  // namespace q3n::ops

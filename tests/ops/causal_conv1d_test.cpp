@@ -73,6 +73,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CausalConv1dTest,
                                            Case{1, 2, 130, 4, ops::WeightType::F16},    // fewer tokens than K-1
                                            Case{2, 130, 65, 4, ops::WeightType::BF16},  // prefill chunk
                                            Case{1, 9, 33, 2, ops::WeightType::F32},     // other kernel size
+                                           Case{1, 37, 45, 3, ops::WeightType::F16},    // token lanes of 5 (one of 2)
                                            Case{1, 5, 31, 8, ops::WeightType::BF16}),   // largest kernel
                          [](const auto& info) {
                            const Case& c = info.param;
