@@ -95,10 +95,22 @@ int main(int argc, char** argv) {
 
   const uint32_t H = 2048, V = 151936;
   using ops::WeightType;
-  // Kernel families to compare: the portable one, and the cooperative-matrix one where it runs.
-  std::vector<bool> families = {false};
-  if (rt.device.coopmat()) families.push_back(true);
-  auto family_name = [](bool coopmat) { return coopmat ? " [coopmat]" : ""; };
+  // Kernel families to compare: the portable one, and the cooperative-matrix one where it runs,
+  // with activations rounded to fp16 and split into two halves.
+  struct Family {
+    bool coopmat;
+    MatrixActivations activations;
+    std::string name;
+  };
+  std::vector<Family> families = {{false, MatrixActivations::Split, ""}};
+  if (rt.device.coopmat()) {
+    families.push_back({true, MatrixActivations::Fp16, " [coopmat fp16]"});
+    families.push_back({true, MatrixActivations::Split, " [coopmat split]"});
+  }
+  auto use = [&](const Family& f) {
+    rt.pipelines.set_coopmat(f.coopmat);
+    rt.pipelines.set_matrix_activations(f.activations);
+  };
 
   for (const auto& [name, tokens, n, k] : std::vector<std::tuple<const char*, uint32_t, uint32_t, uint32_t>>{
            {"lm_head 1 x 2048 -> 151936", 1, V, H},
@@ -110,9 +122,9 @@ int main(int argc, char** argv) {
            {"in_proj_qkvz 512 x 2048 -> 12288", 512, 12288, H},
            {"lm_head 512 x 2048 -> 151936", 512, V, H}})
     for (WeightType type : {WeightType::BF16, WeightType::Q4})
-      for (bool coopmat : families) {
-        if (tokens <= ops::kGemvMaxTokens && coopmat) continue;  // GEMV sizes take no matrix units
-        rt.pipelines.set_coopmat(coopmat);
+      for (const Family& family : families) {
+        if (tokens <= ops::kGemvMaxTokens && family.coopmat) continue;  // GEMV sizes take no matrix units
+        use(family);
         const uint64_t weight_bytes = ops::weight_storage_bytes(type, uint64_t(n) * k);
         const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes),
                           y = b.buffer(uint64_t(tokens) * n * 4);
@@ -120,8 +132,7 @@ int main(int argc, char** argv) {
           ops::record_linear(rt.pipelines, cb,
                              {.x = x, .weight = w, .y = y, .type = type, .tokens = tokens, .k = k, .n = n});
         });
-        const std::string label =
-            std::string("linear ") + ops::weight_type_name(type) + " " + name + family_name(coopmat);
+        const std::string label = std::string("linear ") + ops::weight_type_name(type) + " " + name + family.name;
         report(label.c_str(), s, double(weight_bytes) + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
         b.keep.clear();
       }
@@ -214,9 +225,9 @@ int main(int argc, char** argv) {
   // MoE: 512 experts of 512, top-10 (the routed part; shared expert = linears).
   for (uint32_t tokens : {1u, 8u, 32u, 128u, 512u})
     for (WeightType type : {WeightType::BF16, WeightType::Q4})
-      for (bool coopmat : families) {
-        if (tokens <= ops::kExpertGemvMaxTokens && coopmat) continue;
-        rt.pipelines.set_coopmat(coopmat);
+      for (const Family& family : families) {
+        if (tokens <= ops::kExpertGemvMaxTokens && family.coopmat) continue;
+        use(family);
         const ops::MoeShape s{
             .tokens = tokens, .hidden = H, .experts = 512, .top_k = 10, .expert_dim = 512, .normalise = true};
         const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 513, -4, 4);
@@ -248,7 +259,7 @@ int main(int argc, char** argv) {
         });
         const double experts_touched = 512.0 * (1.0 - std::pow(1.0 - 10.0 / 512, tokens));  // expected distinct experts
         const std::string label = "moe routed " + std::string(ops::weight_type_name(type)) + ", " +
-                                  std::to_string(tokens) + " token(s)" + family_name(coopmat);
+                                  std::to_string(tokens) + " token(s)" + family.name;
         report(label.c_str(), t, experts_touched * double(gu_bytes + dn_bytes) / 512, 2.0 * tokens * 10 * 3 * 512 * H,
                ceiling);
         b.keep.clear();

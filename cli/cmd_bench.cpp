@@ -26,7 +26,10 @@ namespace q3n::cli {
 namespace {
 
 std::string matrix_kernels(const Runtime& rt) {
-  return describe_gemm_kernels(rt.device.coopmat_support(), !rt.pipelines.coopmat());
+  std::string kernels = describe_gemm_kernels(rt.device.coopmat_support(), !rt.pipelines.coopmat());
+  if (rt.pipelines.coopmat())
+    kernels += std::string(", activations ") + matrix_activations_name(rt.pipelines.matrix_activations());
+  return kernels;
 }
 
 // Device copy bandwidth, (bytes read + bytes written) / time, best of three batches of copies.

@@ -28,6 +28,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_flag("--no-coopmat", o.no_coopmat,
                "Use the portable fp32 kernels even where the device has cooperative matrices (fp16 matrix "
                "units; inputs of magnitude over 65504 need this)");
+  cmd.add_option("--matrix-activations", o.matrix_activations,
+                 "How the matrix units take activations: fp16 (rounded, as other engines do) or split (two "
+                 "fp16 halves, ~21 bits, twice the matrix work)")
+      ->check(CLI::IsMember({"fp16", "split"}));
   cmd.add_option("--ctx", o.context, "Context length: KV-cache positions per sequence")->check(CLI::PositiveNumber);
   cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
   cmd.add_option("--decode-rows", o.decode_rows,
@@ -131,6 +135,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   RuntimeOptions ro;
   ro.device = o.device;
   ro.coopmat = !o.no_coopmat;
+  if (!o.matrix_activations.empty()) ro.matrix_activations = parse_matrix_activations(o.matrix_activations);
   s.runtime = std::make_unique<Runtime>(ro);
   const uint64_t planned = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
   check_memory_fit(s, format, planned, context, slots, shape.fit_slots);

@@ -23,8 +23,9 @@ struct ModelOptions {
   uint32_t seed = 1;      // synthetic weights
   std::string cache;      // folder for converted/quantised weights (graph/weight_cache.h)
   std::string device;
-  bool no_coopmat = false;  // portable kernels even where the device has cooperative matrices
-  uint32_t context = 0;     // 0: the command's default
+  bool no_coopmat = false;         // portable kernels even where the device has cooperative matrices
+  std::string matrix_activations;  // fp16 | split; empty = the runtime's default
+  uint32_t context = 0;            // 0: the command's default
   uint32_t chunk = 512;
   uint32_t decode_rows = graph::EngineOptions{}.decode_rows;  // sequences per decode step at most
   bool profile = false;

@@ -38,8 +38,19 @@ class CommandBuffer {
     static_assert(sizeof(Push) <= 128, "push constants beyond the guaranteed 128 bytes");
     dispatch(pipeline, &push, sizeof(Push), gx, gy, gz);
   }
+  // A dispatch whose group counts a shader wrote: three u32 at `grid` (VkDispatchIndirectCommand),
+  // visible after a barrier_with_indirect().
+  void dispatch_indirect(const Pipeline& pipeline, const void* push, uint32_t push_bytes, const BufferRange& grid);
+  template <typename Push>
+  void dispatch_indirect(const Pipeline& pipeline, const Push& push, const BufferRange& grid) {
+    static_assert(sizeof(Push) <= 128, "push constants beyond the guaranteed 128 bytes");
+    dispatch_indirect(pipeline, &push, sizeof(Push), grid);
+  }
   // Makes every earlier shader/transfer write visible to every later shader/transfer access.
   void barrier();
+  // barrier(), and also to later dispatch_indirect() reads of group counts. Kept apart because
+  // waiting in the indirect stage may cost more on some drivers.
+  void barrier_with_indirect();
   // Makes earlier writes visible to the host after the submission completes.
   void barrier_to_host();
   void copy(const BufferRange& src, const BufferRange& dst, VkDeviceSize bytes);

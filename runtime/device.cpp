@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "runtime/error.h"
+#include "runtime/pipeline_stats.h"
 #include "runtime/shader_registry.h"
 #include "runtime/vk_compat.h"
 
@@ -55,6 +56,8 @@ std::string coopmat_gap(const DeviceInfo& d, CoopmatApi api) {
   if (!d.vulkan_memory_model || !d.vulkan_memory_model_device_scope)
     return "the device lacks vulkanMemoryModel with device scope";
   if (d.min_subgroup_size != d.max_subgroup_size) return "the device's subgroup size is not fixed";
+  // moe_expert_coopmat.comp's tiles (the largest): 45 KiB.
+  if (d.max_shared_memory < 46208) return "the device has less than 45 KiB of shared memory per workgroup";
   // The kernels run eight subgroups of at least 16 invocations (they fill their tiles in <= 4 passes).
   if (d.subgroup_size < 16 || 8 * d.subgroup_size > d.max_workgroup_invocations)
     return "the device's subgroup size does not suit eight-subgroup workgroups";
@@ -74,7 +77,7 @@ std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off
   if (support.api == CoopmatApi::None) return "portable fp32 (" + support.gap + ")";
   if (turned_off) return "portable fp32 (--no-coopmat)";
   return std::string("cooperative matrix (") + (support.api == CoopmatApi::Khr ? "KHR" : "NV") +
-         ", 16x16x16 fp16 hi/lo -> fp32)";
+         ", 16x16x16 fp16 -> fp32)";
 }
 
 bool has_bounded_loops(const Device& device) { return device.info().type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
@@ -184,6 +187,16 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
     }
     f12.vulkanMemoryModel = VK_TRUE;  // the shaders' memory scopes (GL_KHR_memory_scope_semantics)
     f12.vulkanMemoryModelDeviceScope = info_.vulkan_memory_model_device_scope;  // others use Device-scope atomics
+  }
+
+  VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR executable_properties{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR};
+  if (pipeline_statistics_requested() && info_.has_extension(VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME)) {
+    extensions.push_back(VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+    executable_properties.pipelineExecutableInfo = VK_TRUE;
+    executable_properties.pNext = features.pNext;
+    features.pNext = &executable_properties;
+    pipeline_statistics_ = true;
   }
 
   float priority = 1.0f;

@@ -64,6 +64,8 @@ class Device {
   const CoopmatSupport& coopmat_support() const { return coopmat_; }
   const std::string& coopmat_unavailable() const { return coopmat_.gap; }
   bool coopmat() const { return coopmat_.api != CoopmatApi::None; }
+  // Whether pipelines capture compiler statistics (Q3N_PIPELINE_STATS, where the driver has them).
+  bool pipeline_statistics() const { return pipeline_statistics_; }
 
  private:
   const Instance& instance_;
@@ -74,6 +76,7 @@ class Device {
   uint32_t timestamp_valid_bits_ = 0;
   DeviceInfo info_;
   CoopmatSupport coopmat_;
+  bool pipeline_statistics_ = false;
 };
 
 }  // namespace q3n

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "runtime/error.h"
+#include "runtime/pipeline_stats.h"
 #include "runtime/shader_registry.h"
 #include "runtime/spirv_reflect.h"
 
@@ -61,9 +62,16 @@ Pipeline::Pipeline(const Device& device, VkPipelineCache cache, const PipelineKe
   info.stage.pName = "main";
   info.stage.pSpecializationInfo = &spec;
   info.layout = layout;
+  if (device.pipeline_statistics()) info.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
   VkPipeline pipeline;
   VK_CHECK(vkCreateComputePipelines(dev, cache, 1, &info, nullptr, &pipeline));
   pipeline_ = OwnedPipeline(dev, pipeline);
+  if (device.pipeline_statistics()) {
+    std::string label = key.shader;  // "name [workgroup,constants...]"
+    label.append(" [").append(std::to_string(key.workgroup[0]));
+    for (uint32_t c : key.constants) label.append(",").append(std::to_string(c));
+    print_pipeline_statistics(dev, pipeline, label.append("]"));
+  }
 }
 
 namespace {
@@ -76,6 +84,14 @@ std::filesystem::path cache_directory() {
 
 }  // namespace
 
+const char* matrix_activations_name(MatrixActivations a) { return a == MatrixActivations::Split ? "split" : "fp16"; }
+
+MatrixActivations parse_matrix_activations(const std::string& name) {
+  if (name == "fp16") return MatrixActivations::Fp16;
+  if (name == "split") return MatrixActivations::Split;
+  throw Error("unknown matrix activation precision '" + name + "': use fp16 or split");
+}
+
 void PipelineLibrary::set_coopmat(bool on) {
   if (on && !device_.coopmat())
     throw Error("cooperative-matrix kernels cannot run on " + device_.info().name + ": " +
@@ -84,6 +100,8 @@ void PipelineLibrary::set_coopmat(bool on) {
 }
 
 PipelineLibrary::PipelineLibrary(const Device& device) : device_(device), coopmat_(device.coopmat()) {
+  if (const char* env = std::getenv("Q3N_MATRIX_ACTIVATIONS"); env && *env)
+    matrix_activations_ = parse_matrix_activations(env);
   VkPhysicalDeviceProperties props;
   vkGetPhysicalDeviceProperties(device.physical(), &props);
   std::string uuid;

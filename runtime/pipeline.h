@@ -41,6 +41,14 @@ class Pipeline {
   OwnedPipeline pipeline_;
 };
 
+enum class MatrixActivations { Fp16, Split };
+// fp16 by default: kjv-demo's logits stay within a mean KL of 2e-5 of the fp32 path and prefill
+// runs 3% faster (bench/NOTES.md, session 8); split stays selectable (--matrix-activations).
+constexpr MatrixActivations kDefaultMatrixActivations = MatrixActivations::Fp16;
+// "fp16" / "split", and back (throws on another name).
+const char* matrix_activations_name(MatrixActivations a);
+MatrixActivations parse_matrix_activations(const std::string& name);
+
 // Creates each pipeline once and keeps it; loads and saves the VkPipelineCache under
 // $XDG_CACHE_HOME/q3n (or ~/.cache/q3n), keyed by the device's pipeline-cache UUID.
 class PipelineLibrary {
@@ -59,6 +67,13 @@ class PipelineLibrary {
   // device cannot throws with the reason.
   bool coopmat() const { return coopmat_; }
   void set_coopmat(bool on);
+  // How the matrix kernels take activations (shaders/coopmat.glsl): rounded to fp16, as every
+  // peer engine does, or as hi + lo fp16 halves (~21 bits, twice the matrix work).
+  // Q3N_MATRIX_ACTIVATIONS=fp16|split overrides the default (a diagnostic, like Q3N_COOPMAT_API).
+  MatrixActivations matrix_activations() const { return matrix_activations_; }
+  void set_matrix_activations(MatrixActivations a) { matrix_activations_ = a; }
+  // The SPLIT specialisation constant of the matrix kernels.
+  uint32_t split_activations() const { return matrix_activations_ == MatrixActivations::Split ? 1u : 0u; }
   // Invocations of a cooperative-matrix workgroup: eight subgroups.
   uint32_t coopmat_workgroup() const { return 8 * device_.info().subgroup_size; }
   // The variant of a cooperative-matrix shader for the device's extension: `family` itself for
@@ -73,6 +88,7 @@ class PipelineLibrary {
   OwnedPipelineCache cache_;
   std::map<PipelineKey, std::unique_ptr<Pipeline>> pipelines_;
   bool coopmat_ = false;
+  MatrixActivations matrix_activations_ = kDefaultMatrixActivations;
 };
 
 }  // namespace q3n

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "runtime/command.h"
@@ -14,8 +15,9 @@
 namespace q3n {
 
 struct RuntimeOptions {
-  std::string device;   // see select_device(); empty = Q3N_DEVICE or the best device
-  bool coopmat = true;  // use cooperative-matrix kernels where the device has them
+  std::string device;                                   // see select_device(); empty = Q3N_DEVICE or the best device
+  bool coopmat = true;                                  // use cooperative-matrix kernels where the device has them
+  std::optional<MatrixActivations> matrix_activations;  // unset: the library's default
   InstanceOptions instance = InstanceOptions::from_environment();
 };
 
@@ -30,6 +32,7 @@ class Runtime {
         pool(device),
         transfer(device, allocator, queue, pool) {
     if (!options.coopmat) pipelines.set_coopmat(false);
+    if (options.matrix_activations) pipelines.set_matrix_activations(*options.matrix_activations);
   }
   ~Runtime() { vkDeviceWaitIdle(device.get()); }  // nothing may still run while members are destroyed
   Runtime(const Runtime&) = delete;

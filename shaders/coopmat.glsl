@@ -7,10 +7,12 @@
 //
 // Precision: weights enter as fp16 — exact for bf16/f16 weights in fp16's normal range, within
 // 2^-11 relative for dequantised Q8/Q4 values (far below their quantisation step). Activations
-// enter as two fp16 halves, hi = x cut to fp16 and lo = fp16((x - hi) * 2^11), multiplied
-// separately and summed in fp32, so they keep ~21 significant bits. The 2^11 keeps lo in fp16's normal
-// range (devices may flush fp16 denormals). |x| above 65504 does not fit fp16: inputs of that
-// size need the portable kernels (--no-coopmat).
+// enter either as one fp16 value (SPLIT = 0: rounded to 11 significant bits, what every peer
+// engine does) or as two fp16 halves (SPLIT = 1: hi = x cut to fp16 and lo = fp16((x - hi) *
+// 2^11), multiplied separately and summed in fp32, so they keep ~21 significant bits at twice the
+// matrix work). The 2^11 keeps lo in fp16's normal range (devices may flush fp16 denormals). |x|
+// above 65504 does not fit fp16: inputs of that size need the portable kernels (--no-coopmat).
+// Products always accumulate in fp32.
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
@@ -69,6 +71,13 @@ uvec4 pack_f16x8(const float v[8]) {
                packFloat2x16(f16vec2(v[4], v[5])), packFloat2x16(f16vec2(v[6], v[7])));
 }
 
+// Eight activations rounded to fp16 (the SPLIT = 0 path), clamped to fp16's finite range.
+uvec4 round_store8(const float v[8]) {
+  float c[8];
+  for (uint j = 0; j < 8; ++j) c[j] = clamp(v[j], -65504.0, 65504.0);
+  return pack_f16x8(c);
+}
+
 // Splits eight activations and stores their hi and lo halves.
 void split_store8(const float v[8], out uvec4 hi, out uvec4 lo) {
   f16vec2 s[8];
@@ -106,4 +115,47 @@ void load_activation8(F32Buf x, uint row, uint k, uint col, out float v[8]) {
     return;
   }
   for (uint j = 0; j < 8; ++j) v[j] = col + j < k ? x.v[first + j] : 0.0;
+}
+
+// A weight unit (8 values) as fetched for a later store into a tile: the raw words of a
+// quantised unit, decoded when stored, or for 16-bit weights the values already as fp16. Raw
+// words take fewer registers than 8 floats, which keeps more workgroups per multiprocessor while
+// a slice is in flight.
+struct RawUnit {
+  uvec4 q;
+  uint scale;
+};
+
+// Elements col .. col + 7 of row `row` of a [rows, k] weight matrix (col a multiple of 8), zero
+// past k; quantised types need k a multiple of 32.
+RawUnit fetch_weight_unit(U32Buf w, uint dtype, uint row, uint k, uint col) {
+  RawUnit r = RawUnit(uvec4(0u), 0u);
+  if (dtype == DTYPE_Q4 || dtype == DTYPE_Q8) {
+    const uint unit = col >> 3, block = quantized_block_word(dtype, row, k, unit), part = unit & 3u;
+    r.scale = w.v[block];
+    if (dtype == DTYPE_Q4) r.q.x = w.v[block + 1u + part];
+    else r.q.xy = uvec2(w.v[block + 1u + 2u * part], w.v[block + 2u + 2u * part]);
+  } else {
+    float v[8];
+    load_weight8(w, dtype, row, k, col, v);
+    r.q = pack_f16x8(v);
+  }
+  return r;
+}
+
+// The fp16 tile unit of a fetched weight unit.
+uvec4 decode_weight_unit(uint dtype, RawUnit r) {
+  if (dtype != DTYPE_Q4 && dtype != DTYPE_Q8) return r.q;
+  float v[8];
+  if (dtype == DTYPE_Q4) {
+    const vec2 scale_min = unpackHalf2x16(r.scale);
+    for (uint j = 0; j < 8; ++j) v[j] = scale_min.x * float(bitfieldExtract(r.q.x, int(4u * j), 4)) + scale_min.y;
+  } else {
+    const float d = unpackHalf2x16(r.scale).x;
+    for (uint j = 0; j < 4; ++j) {
+      v[j] = d * float(bitfieldExtract(int(r.q.x), int(8u * j), 8));
+      v[j + 4] = d * float(bitfieldExtract(int(r.q.y), int(8u * j), 8));
+    }
+  }
+  return pack_f16x8(v);
 }

@@ -1,84 +1,106 @@
 #version 460
 // y[t, n] = sum_k x[t, k] * W[n, k] for many tokens, on cooperative-matrix units: the same
 // operands and results as linear_gemm.comp, for devices with 16x16x16 fp16 matrices (precision
-// in coopmat.glsl). 64x64 output tiles; K through shared memory BK at a time, the next slice
-// loaded into registers while the matrix units work on this one. The workgroup is 8 subgroups
-// (the host sizes it from the device's fixed subgroup size) in a 4 x 2 grid, each owning 16 rows
-// x 32 columns of the tile: 2 matrices, each with a hi and a lo accumulator.
+// in coopmat.glsl). Output tiles of 64 tokens x 128 features; K goes through shared memory 64 at
+// a time, the next slice fetched into registers (weights as raw words, activations already as
+// fp16) while the matrix units work on this one. The workgroup is 8 subgroups (the host sizes it
+// from the device's fixed subgroup size) in a 4 x 2 grid, each owning 16 tokens x 64 features
+// of the tile: 4 matrices, each with a hi (and with SPLIT a lo) accumulator.
 #include "common.glsl"
 #include "coopmat.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
+layout(constant_id = 4) const uint SPLIT = 1;  // activations as hi + lo fp16 halves (coopmat.glsl)
 
-const uint BM = 64;  // tokens per tile
-const uint BN = 64;  // output features per tile (BM = BN: both tiles have the same units)
-const uint UNITS = BM * (BK / 8u);   // 8-value units per tile
-const uint MAX_UNITS_PER_THREAD = 2;  // the host guarantees >= 128 invocations
-const uint C_STRIDE = BN + 4;        // fp32 result row
+const uint BM = 64;                    // tokens per tile
+const uint BN = 128;                   // output features per tile
+const uint SK = 64;                    // K values per slice
+const uint SK_UNITS = SK / 8u;         // 8-value units per row of a slice
+const uint SK_STRIDE = SK_UNITS + 1u;  // uvec4 per shared row: 144 bytes, rows start in different banks
+const uint X_UNITS = BM * SK_UNITS, W_UNITS = BN * SK_UNITS;
+const uint MAX_X = 4, MAX_W = 8;       // units per invocation and slice (the host guarantees >= 128 invocations)
+const uint C_STRIDE = BN + 4;          // fp32 result row, in floats (a multiple of 4)
 
 #include "linear_push.glsl"
 
-shared uvec4 x_hi[BM * STRIDE], x_lo[BM * STRIDE], w_tile[BN * STRIDE];
-shared float c_tile[BM * C_STRIDE];
-
-// Loads unit u of the K slice at k0 of both tiles (zeros outside the matrices).
-void fetch(uint k0, uint u, out float xv[8], out float wv[8]) {
-  const uint r = unit_row(u), c = k0 + unit_column(u);
-  const uint m = gl_WorkGroupID.y * BM + r, n = gl_WorkGroupID.x * BN + r;
-  if (u < UNITS && m < p.tokens) load_activation8(p.x, m, p.k, c, xv);
-  else for (uint j = 0; j < 8; ++j) xv[j] = 0.0;
-  if (u < UNITS && n < p.n) load_weight8(p.weight, WEIGHT_DTYPE, n, p.k, c, wv);
-  else for (uint j = 0; j < 8; ++j) wv[j] = 0.0;
-}
+// One array, three tiles: x hi, x lo, weights; after the K loop it holds the fp32 results.
+const uint X_HI = 0, X_LO = BM * SK_STRIDE, W_TILE = 2u * BM * SK_STRIDE;
+shared uvec4 tiles[2u * BM * SK_STRIDE + BN * SK_STRIDE];
 
 void main() {
   const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
   const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
-  const uint row = (gl_SubgroupID >> 1) * CM, column = (gl_SubgroupID & 1u) * 32u;
-  const uint per_thread = (UNITS + threads - 1u) / threads;
+  const uint row = (gl_SubgroupID >> 1) * CM, column = (gl_SubgroupID & 1u) * 64u;
+  const uint x_per_thread = (X_UNITS + threads - 1u) / threads;
+  const uint w_per_thread = (W_UNITS + threads - 1u) / threads;
 
-  F32_MATRIX acc_hi[2], acc_lo[2];  // [column block]
-  [[unroll]] for (uint j = 0; j < 2; ++j) {
+  F32_MATRIX acc_hi[4], acc_lo[4];  // [column block]
+  [[unroll]] for (uint j = 0; j < 4; ++j) {
     acc_hi[j] = F32_MATRIX(0.0);
     acc_lo[j] = F32_MATRIX(0.0);
   }
 
-  float xa[MAX_UNITS_PER_THREAD][8], wa[MAX_UNITS_PER_THREAD][8];
-  [[unroll]] for (uint i = 0; i < MAX_UNITS_PER_THREAD; ++i)
-    if (i < per_thread) fetch(0, tid + i * threads, xa[i], wa[i]);
-
-  for (uint k0 = 0; k0 < p.k; k0 += BK) {
-    [[unroll]] for (uint i = 0; i < MAX_UNITS_PER_THREAD; ++i) {
-      const uint u = tid + i * threads;
-      if (i >= per_thread || u >= UNITS) continue;
-      const uint at = unit_word(u);
-      split_store8(xa[i], x_hi[at], x_lo[at]);
-      w_tile[at] = pack_f16x8(wa[i]);
+  // Registers holding the next K slice. Unit u of a tile is row u / SK_UNITS, 8 columns at
+  // 8 (u % SK_UNITS): neighbouring invocations read neighbouring words of one row.
+  uvec4 xh[MAX_X], xl[MAX_X];
+  RawUnit wa[MAX_W];
+  for (uint k0 = 0; k0 < p.k + SK; k0 += SK) {
+    if (k0 > 0) {  // store the slice fetched last iteration (at k0 - SK)
+      [[unroll]] for (uint i = 0; i < MAX_X; ++i) {
+        const uint u = tid + i * threads;
+        if (i >= x_per_thread || u >= X_UNITS) continue;
+        const uint at = (u / SK_UNITS) * SK_STRIDE + u % SK_UNITS;
+        tiles[X_HI + at] = xh[i];
+        if (SPLIT != 0u) tiles[X_LO + at] = xl[i];
+      }
+      [[unroll]] for (uint i = 0; i < MAX_W; ++i) {
+        const uint u = tid + i * threads;
+        if (i >= w_per_thread || u >= W_UNITS) continue;
+        tiles[W_TILE + (u / SK_UNITS) * SK_STRIDE + u % SK_UNITS] = decode_weight_unit(WEIGHT_DTYPE, wa[i]);
+      }
+      barrier();
     }
-    barrier();
-    if (k0 + BK < p.k)  // the next slice's loads overlap this slice's products
-      [[unroll]] for (uint i = 0; i < MAX_UNITS_PER_THREAD; ++i)
-        if (i < per_thread) fetch(k0 + BK, tid + i * threads, xa[i], wa[i]);
-    [[unroll]] for (uint kk = 0; kk < BK / 8u; kk += CM / 8u) {  // in uvec4 units
-      B_MATRIX w[2];  // K x N, its column n is row n of the weight tile
+    if (k0 < p.k) {  // fetch slice k0; its loads overlap the products of slice k0 - SK
+      [[unroll]] for (uint i = 0; i < MAX_X; ++i) {
+        const uint u = tid + i * threads;
+        if (i >= x_per_thread) continue;
+        const uint m = m0 + u / SK_UNITS, c = k0 + (u % SK_UNITS) * 8u;
+        float v[8];
+        if (u < X_UNITS && m < p.tokens) load_activation8(p.x, m, p.k, c, v);
+        else for (uint j = 0; j < 8; ++j) v[j] = 0.0;
+        if (SPLIT != 0u) split_store8(v, xh[i], xl[i]);
+        else xh[i] = round_store8(v);
+      }
+      [[unroll]] for (uint i = 0; i < MAX_W; ++i) {
+        const uint u = tid + i * threads;
+        if (i >= w_per_thread) continue;
+        const uint n = n0 + u / SK_UNITS, c = k0 + (u % SK_UNITS) * 8u;
+        wa[i] = RawUnit(uvec4(0u), 0u);
+        if (u < W_UNITS && n < p.n && c < p.k) wa[i] = fetch_weight_unit(p.weight, WEIGHT_DTYPE, n, p.k, c);
+      }
+    }
+    if (k0 == 0) continue;
+    [[unroll]] for (uint kk = 0; kk < SK_UNITS; kk += CM / 8u) {  // in uvec4 units
       A_MATRIX hi, lo;
-      [[unroll]] for (uint j = 0; j < 2; ++j) LOAD_B(w[j], w_tile, (column + j * CM) * STRIDE + kk, STRIDE);
-      LOAD_A(hi, x_hi, row * STRIDE + kk, STRIDE);
-      LOAD_A(lo, x_lo, row * STRIDE + kk, STRIDE);
-      [[unroll]] for (uint j = 0; j < 2; ++j) {
-        acc_hi[j] = MUL_ADD(hi, w[j], acc_hi[j]);
-        acc_lo[j] = MUL_ADD(lo, w[j], acc_lo[j]);
+      LOAD_A(hi, tiles, X_HI + row * SK_STRIDE + kk, SK_STRIDE);
+      if (SPLIT != 0u) LOAD_A(lo, tiles, X_LO + row * SK_STRIDE + kk, SK_STRIDE);
+      [[unroll]] for (uint j = 0; j < 4; ++j) {
+        B_MATRIX w;  // K x N, its column n is row n of the weight tile
+        LOAD_B(w, tiles, W_TILE + (column + j * CM) * SK_STRIDE + kk, SK_STRIDE);
+        acc_hi[j] = MUL_ADD(hi, w, acc_hi[j]);
+        if (SPLIT != 0u) acc_lo[j] = MUL_ADD(lo, w, acc_lo[j]);
       }
     }
     barrier();
   }
-  [[unroll]] for (uint j = 0; j < 2; ++j) {
-    merge_lo(acc_hi[j], acc_lo[j]);
-    STORE_C(acc_hi[j], c_tile, row * C_STRIDE + column + j * CM, C_STRIDE);
+  // The loop ended with a barrier: the tiles are free to hold the results.
+  [[unroll]] for (uint j = 0; j < 4; ++j) {
+    if (SPLIT != 0u) merge_lo(acc_hi[j], acc_lo[j]);
+    STORE_C(acc_hi[j], tiles, (row * C_STRIDE + column + j * CM) / 4u, C_STRIDE / 4u);
   }
   barrier();
   for (uint e = tid; e < BM * BN; e += threads) {
-    const uint r = e / BN, c = e % BN;
-    if (m0 + r < p.tokens && n0 + c < p.n) p.y.v[(m0 + r) * p.n + n0 + c] = c_tile[r * C_STRIDE + c];
+    const uint r = e / BN, c = e % BN, at = r * C_STRIDE + c;
+    if (m0 + r < p.tokens && n0 + c < p.n) p.y.v[(m0 + r) * p.n + n0 + c] = uintBitsToFloat(tiles[at >> 2][at & 3u]);
   }
 }

@@ -3,24 +3,35 @@
 // moe_expert.comp, for devices with 16x16x16 fp16 matrices (precision in coopmat.glsl).
 //   SWIGLU = 1 (gate/up): h[assignment, n] = silu(x . gate_n) * (x . up_n), x rows by token
 //   SWIGLU = 0 (down):    y[assignment, n] = h[assignment] . down_n
-// Workgroup (column tile of 128, row tile of TM, active-expert slot), 8 subgroups; subgroup s
-// owns columns 16s .. 16s + 15 of the tile for all TM rows. K goes through shared memory 32 at a
-// time, the next slice loaded into registers while the matrix units work on this one.
+// Workgroup (column tile of 128, row tile of TM, live-expert slot), 8 subgroups; subgroup s owns
+// columns 16s .. 16s + 15 of the tile for all TM rows. The grid comes from moe_group.comp, so
+// every workgroup but the tail of the busiest expert's rows has work.
+//
+// Prefill gives an expert ~10 rows, so the kernel moves weights, not arithmetic: each K slice of
+// 64 brings 128 weight rows through shared memory (for q4, 10 KiB per slice with gate and up),
+// fetched into registers as raw words while the matrix units work on the previous slice and
+// decoded to fp16 only when stored — wide slices keep many bytes in flight per barrier, raw
+// words keep the registers (and so the workgroups per multiprocessor) that floats would cost.
 #include "common.glsl"
 #include "coopmat.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint SWIGLU = 1;
-layout(constant_id = 5) const uint TM = 16;  // rows per tile: 16 or 32
+layout(constant_id = 5) const uint TM = 16;    // rows per tile: 16 or 32
+layout(constant_id = 6) const uint SPLIT = 1;  // activations as hi + lo fp16 halves (coopmat.glsl)
 const uint MAX_TM = 32, BN = 128;
-const uint W_UNITS = BN * (BK / 8u);  // 8-value units per weight tile
-const uint MAX_W_PER_THREAD = 4;      // the host guarantees >= 128 invocations
-const uint C_STRIDE = BN + 4;         // fp32 result row
+const uint SK = 64;                  // K values per slice
+const uint SK_UNITS = SK / 8u;       // 8-value units per row of a slice
+const uint SK_STRIDE = SK_UNITS + 1u;  // uvec4 per shared row: 144 bytes, so rows start in different banks
+const uint W_UNITS = BN * SK_UNITS;  // units per weight tile and slice
+const uint MAX_W = 8, MAX_X = 2;     // units per invocation and slice (the host guarantees >= 128 invocations)
+const uint C_STRIDE = BN + 4;        // fp32 result row, in floats (a multiple of 4)
 
 #include "moe_expert_push.glsl"
 
-shared uvec4 x_hi[MAX_TM * STRIDE], x_lo[MAX_TM * STRIDE], gate_tile[BN * STRIDE], up_tile[BN * STRIDE];
-shared float c_tile[MAX_TM * C_STRIDE];
+shared uvec4 x_hi[MAX_TM * SK_STRIDE], x_lo[MAX_TM * SK_STRIDE];
+// The weight tiles; after the K loop gate_tile holds the fp32 results (TM x C_STRIDE floats).
+shared uvec4 gate_tile[BN * SK_STRIDE], up_tile[BN * SK_STRIDE];
 shared uint source_row[MAX_TM];  // x row of each tile row
 
 void main() {
@@ -36,7 +47,7 @@ void main() {
   const uint weight_rows = SWIGLU != 0u ? 2u * p.n : p.n;
   const uint tile_rows = min(TM, rows - m0);
   const uint w_per_thread = (W_UNITS + threads - 1u) / threads;
-  const bool x_unit = tid < TM * 4u;  // this invocation loads unit tid of the x tile
+  const uint x_per_thread = (TM * SK_UNITS + threads - 1u) / threads;
 
   if (tid < tile_rows) {
     const uint assignment = p.sorted.v[first + m0 + tid];
@@ -52,69 +63,82 @@ void main() {
   }
   barrier();  // source_row
 
-  // Registers holding the next K slice: this invocation's x unit and weight units.
-  float xa[8], ga[MAX_W_PER_THREAD][8], ua[MAX_W_PER_THREAD][8];
-  for (uint k0 = 0; k0 < p.k + BK; k0 += BK) {
-    if (k0 > 0) {  // store the slice fetched last iteration (at k0 - BK)
-      if (x_unit) split_store8(xa, x_hi[unit_word(tid)], x_lo[unit_word(tid)]);
-      [[unroll]] for (uint i = 0; i < MAX_W_PER_THREAD; ++i) {
+  // Registers holding the next K slice. Unit u of a tile is row u / SK_UNITS, 8 columns at
+  // 8 (u % SK_UNITS): neighbouring invocations read neighbouring words of one row.
+  uvec4 xh[MAX_X], xl[MAX_X];
+  RawUnit ga[MAX_W], ua[MAX_W];
+  for (uint k0 = 0; k0 < p.k + SK; k0 += SK) {
+    if (k0 > 0) {  // store the slice fetched last iteration (at k0 - SK)
+      [[unroll]] for (uint i = 0; i < MAX_X; ++i) {
+        const uint u = tid + i * threads;
+        if (i >= x_per_thread || u >= TM * SK_UNITS) continue;
+        const uint at = (u / SK_UNITS) * SK_STRIDE + u % SK_UNITS;
+        x_hi[at] = xh[i];
+        if (SPLIT != 0u) x_lo[at] = xl[i];
+      }
+      [[unroll]] for (uint i = 0; i < MAX_W; ++i) {
         const uint u = tid + i * threads;
         if (i >= w_per_thread || u >= W_UNITS) continue;
-        const uint at = unit_word(u);
-        gate_tile[at] = pack_f16x8(ga[i]);
-        if (SWIGLU != 0u) up_tile[at] = pack_f16x8(ua[i]);
+        const uint at = (u / SK_UNITS) * SK_STRIDE + u % SK_UNITS;
+        gate_tile[at] = decode_weight_unit(WEIGHT_DTYPE, ga[i]);
+        if (SWIGLU != 0u) up_tile[at] = decode_weight_unit(WEIGHT_DTYPE, ua[i]);
       }
       barrier();
     }
-    if (k0 < p.k) {  // fetch slice k0; its loads overlap the products of slice k0 - BK
-      if (x_unit) {
-        const uint r = unit_row(tid);
-        if (r < tile_rows) load_activation8(p.x, source_row[r], p.k, k0 + unit_column(tid), xa);
-        else for (uint j = 0; j < 8; ++j) xa[j] = 0.0;
+    if (k0 < p.k) {  // fetch slice k0; its loads overlap the products of slice k0 - SK
+      [[unroll]] for (uint i = 0; i < MAX_X; ++i) {
+        const uint u = tid + i * threads;
+        if (i >= x_per_thread || u >= TM * SK_UNITS) continue;
+        const uint r = u / SK_UNITS, c = k0 + (u % SK_UNITS) * 8u;
+        float v[8];
+        if (r < tile_rows) load_activation8(p.x, source_row[r], p.k, c, v);
+        else for (uint j = 0; j < 8; ++j) v[j] = 0.0;
+        if (SPLIT != 0u) split_store8(v, xh[i], xl[i]);
+        else xh[i] = round_store8(v);
       }
-      [[unroll]] for (uint i = 0; i < MAX_W_PER_THREAD; ++i) {
+      [[unroll]] for (uint i = 0; i < MAX_W; ++i) {
         const uint u = tid + i * threads;
         if (i >= w_per_thread) continue;
-        const uint r = unit_row(u), c = k0 + unit_column(u), gate_row = e * weight_rows + n0 + r;
-        const bool inside = u < W_UNITS && n0 + r < p.n;
-        if (inside) load_weight8(p.weight, WEIGHT_DTYPE, gate_row, p.k, c, ga[i]);
-        else for (uint j = 0; j < 8; ++j) ga[i][j] = 0.0;
-        if (SWIGLU == 0u) continue;
-        if (inside) load_weight8(p.weight, WEIGHT_DTYPE, gate_row + p.n, p.k, c, ua[i]);
-        else for (uint j = 0; j < 8; ++j) ua[i][j] = 0.0;
+        const uint r = u / SK_UNITS, c = k0 + (u % SK_UNITS) * 8u, gate_row = e * weight_rows + n0 + r;
+        const bool inside = u < W_UNITS && n0 + r < p.n && c < p.k;
+        ga[i] = RawUnit(uvec4(0u), 0u);
+        ua[i] = ga[i];
+        if (inside) ga[i] = fetch_weight_unit(p.weight, WEIGHT_DTYPE, gate_row, p.k, c);
+        if (inside && SWIGLU != 0u) ua[i] = fetch_weight_unit(p.weight, WEIGHT_DTYPE, gate_row + p.n, p.k, c);
       }
     }
     if (k0 == 0) continue;
-    [[unroll]] for (uint kk = 0; kk < BK / 8u; kk += CM / 8u) {  // in uvec4 units
+    [[unroll]] for (uint kk = 0; kk < SK_UNITS; kk += CM / 8u) {  // in uvec4 units
       B_MATRIX gate, up;  // K x N: column n is row n of the weight tile
-      LOAD_B(gate, gate_tile, column * STRIDE + kk, STRIDE);
-      if (SWIGLU != 0u) LOAD_B(up, up_tile, column * STRIDE + kk, STRIDE);
+      LOAD_B(gate, gate_tile, column * SK_STRIDE + kk, SK_STRIDE);
+      if (SWIGLU != 0u) LOAD_B(up, up_tile, column * SK_STRIDE + kk, SK_STRIDE);
       [[unroll]] for (uint i = 0; i < TM / CM; ++i) {
         A_MATRIX hi, lo;
-        LOAD_A(hi, x_hi, i * CM * STRIDE + kk, STRIDE);
-        LOAD_A(lo, x_lo, i * CM * STRIDE + kk, STRIDE);
+        LOAD_A(hi, x_hi, i * CM * SK_STRIDE + kk, SK_STRIDE);
         gate_hi[i] = MUL_ADD(hi, gate, gate_hi[i]);
+        if (SWIGLU != 0u) up_hi[i] = MUL_ADD(hi, up, up_hi[i]);
+        if (SPLIT == 0u) continue;
+        LOAD_A(lo, x_lo, i * CM * SK_STRIDE + kk, SK_STRIDE);
         gate_lo[i] = MUL_ADD(lo, gate, gate_lo[i]);
-        if (SWIGLU == 0u) continue;
-        up_hi[i] = MUL_ADD(hi, up, up_hi[i]);
-        up_lo[i] = MUL_ADD(lo, up, up_lo[i]);
+        if (SWIGLU != 0u) up_lo[i] = MUL_ADD(lo, up, up_lo[i]);
       }
     }
     barrier();
   }
+  // The loop ended with a barrier: gate_tile is free to hold the results.
   [[unroll]] for (uint i = 0; i < TM / CM; ++i) {
-    merge_lo(gate_hi[i], gate_lo[i]);
+    if (SPLIT != 0u) merge_lo(gate_hi[i], gate_lo[i]);
     if (SWIGLU != 0u) {
-      merge_lo(up_hi[i], up_lo[i]);
+      if (SPLIT != 0u) merge_lo(up_hi[i], up_lo[i]);
       for (int j = 0; j < gate_hi[i].length(); ++j) gate_hi[i][j] = silu(gate_hi[i][j]) * up_hi[i][j];
     }
-    STORE_C(gate_hi[i], c_tile, i * CM * C_STRIDE + column, C_STRIDE);
+    STORE_C(gate_hi[i], gate_tile, (i * CM * C_STRIDE + column) / 4u, C_STRIDE / 4u);
   }
   barrier();
   for (uint idx = tid; idx < TM * BN; idx += threads) {
     const uint r = idx / BN, c = idx % BN;
     if (r >= tile_rows || n0 + c >= p.n) continue;
-    const uint assignment = p.sorted.v[first + m0 + r];
-    p.y.v[assignment * p.n + n0 + c] = c_tile[r * C_STRIDE + c];
+    const uint assignment = p.sorted.v[first + m0 + r], at = r * C_STRIDE + c;
+    p.y.v[assignment * p.n + n0 + c] = uintBitsToFloat(gate_tile[at >> 2][at & 3u]);
   }
 }

@@ -6,7 +6,7 @@ layout(push_constant) uniform Push {
   U32Buf weight;   // [experts, (SWIGLU ? 2N : N), K]
   U32Buf offsets;  // [experts + 1]
   U32Buf sorted;   // [assignments]
-  U32Buf live;     // [1 + experts]
+  U32Buf live;     // [1 + experts + 6]: count, live experts, grids (moe_group.comp)
   F32Buf y;        // [assignments, N]
   uint k;
   uint n;

@@ -56,9 +56,11 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     commands.dispatch(pipeline, push, gx, ceil_div(groups, gx));
   } else if (pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0) {
     // fp32 weights stay on the fp32 kernel: the matrix units would round them to fp16.
-    const PipelineKey key{
-        pipelines.coopmat_shader("linear_gemm_coopmat"), {pipelines.coopmat_workgroup(), 1, 1}, {type}, sizeof(Push)};
-    commands.dispatch(pipelines.get(key), push, ceil_div(a.n, 64), ceil_div(a.tokens, 64));
+    const PipelineKey key{pipelines.coopmat_shader("linear_gemm_coopmat"),
+                          {pipelines.coopmat_workgroup(), 1, 1},
+                          {type, pipelines.split_activations()},
+                          sizeof(Push)};
+    commands.dispatch(pipelines.get(key), push, ceil_div(a.n, 128), ceil_div(a.tokens, 64));  // 64 x 128 tiles
   } else {
     const Pipeline& pipeline = pipelines.get({"linear_gemm", {256, 1, 1}, {type}, sizeof(Push)});
     commands.dispatch(pipeline, push, ceil_div(a.n, 64), ceil_div(a.tokens, 64));

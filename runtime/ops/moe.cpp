@@ -17,7 +17,7 @@ struct RoutePush {
 };
 struct GroupPush {
   VkDeviceAddress ids, offsets, sorted, active;
-  uint32_t assignments, experts;
+  uint32_t assignments, experts, tile_rows, gate_up_columns, down_columns;
 };
 struct ExpertPush {  // shaders/moe_expert_push.glsl
   VkDeviceAddress x, weight, offsets, sorted, active, y;
@@ -43,9 +43,13 @@ static_assert(kExpertGemvRows * kExpertGemvChunk <= kExpertGemvThreads, "one inv
 
 MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
   const uint64_t a = s.assignments();
-  return {
-      a * 4,           a * 4, (uint64_t(s.experts) + 1) * 4, a * 4, (uint64_t(s.experts) + 1) * 4, a * s.expert_dim * 4,
-      a * s.hidden * 4};
+  return {a * 4,
+          a * 4,
+          (uint64_t(s.experts) + 1) * 4,
+          a * 4,
+          (uint64_t(s.experts) + 1 + 6) * 4,
+          a * s.expert_dim * 4,
+          a * s.hidden * 4};
 }
 
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
@@ -78,15 +82,44 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   commands.mark("moe.route");
   commands.dispatch(pipelines.get({"moe_route", {256, 1, 1}, {s.experts}, sizeof(route)}), route, s.tokens);
   commands.barrier();
+
+  // Decode and small batches take the expert GEMVs; prefill the tiled kernels, whose grids
+  // moe_group writes (column tiles, row tiles of the busiest expert, live experts).
+  const bool gemv_path =
+      s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535;
+  // Row tile: the power of two (4..32) at or above the average rows per expert, so a prefill
+  // whose experts get ~10 rows each does not compute 32-row tiles that are two-thirds empty.
+  const uint64_t average_rows = ceil_div(s.assignments(), std::min<uint64_t>(s.experts, s.assignments()));
+  uint32_t tm = 4;
+  while (tm < 32 && tm < average_rows) tm *= 2;
+  std::string shader = "moe_expert";
+  uint32_t threads = 256, column_tile = kExpertTile;
+  if (pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0) {
+    // Matrix units: row tiles of 16 or 32, column tiles of 128 (fp32 weights stay on the fp32 kernel).
+    shader = pipelines.coopmat_shader("moe_expert_coopmat");
+    threads = pipelines.coopmat_workgroup();
+    column_tile = kExpertCoopmatTile;
+    tm = std::max(tm, 16u);
+  }
+  // The busiest expert may take every token: its row tiles must fit the grid's y limit (65535 on
+  // every Vulkan device).
+  if (!gemv_path && ceil_div(s.tokens, tm) > 65535)
+    throw Error("a prefill step of " + std::to_string(s.tokens) +
+                " tokens needs more than 65535 expert row tiles; "
+                "use a smaller --chunk");
+
   const GroupPush group{scratch.ids.address,
                         scratch.offsets.address,
                         scratch.sorted.address,
                         scratch.active.address,
                         static_cast<uint32_t>(s.assignments()),
-                        s.experts};
+                        s.experts,
+                        tm,
+                        ceil_div(s.expert_dim, column_tile),
+                        ceil_div(s.hidden, column_tile)};
   commands.mark("moe.group");
   commands.dispatch(pipelines.get({"moe_group", {256, 1, 1}, {s.experts}, sizeof(group)}), group, 1);
-  commands.barrier();
+  commands.barrier_with_indirect();  // the tiled kernels read their grids
 
   // Small row tiles for decode (each expert sees a few rows), larger ones for prefill.
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
@@ -110,7 +143,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                         s.expert_dim,
                         s.hidden,
                         s.top_k};
-  if (s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) {
+  if (gemv_path) {
     // Decode and small batches: experts hold a few rows each; one workgroup per (4 output rows,
     // live expert) walks them one at a time.
     auto gemv = [&](const ExpertPush& push, uint32_t swiglu, uint32_t k, uint32_t n, uint64_t x_address) {
@@ -125,25 +158,13 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     commands.barrier();
     gemv(down, 0, s.expert_dim, s.hidden, scratch.h.address);
   } else {
-    // Row tile: the power of two (4..32) at or above the average rows per expert, so a prefill
-    // whose experts get ~10 rows each does not compute 32-row tiles that are two-thirds empty.
-    const uint64_t average_rows = ceil_div(s.assignments(), std::min<uint64_t>(s.experts, s.assignments()));
-    uint32_t tm = 4;
-    while (tm < 32 && tm < average_rows) tm *= 2;
-    std::string shader = "moe_expert";
-    uint32_t threads = 256, column_tile = kExpertTile;
-    if (pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0) {
-      // Matrix units: row tiles of 16 or 32, column tiles of 128 (fp32 weights stay on the fp32 kernel).
-      shader = pipelines.coopmat_shader("moe_expert_coopmat");
-      threads = pipelines.coopmat_workgroup();
-      column_tile = kExpertCoopmatTile;
-      tm = std::max(tm, 16u);
-    }
-    commands.dispatch(pipelines.get({shader, {threads, 1, 1}, {type, 1u, tm}, sizeof(gate_up)}), gate_up,
-                      ceil_div(s.expert_dim, column_tile), ceil_div(s.tokens, tm), slots);
+    const uint32_t split = pipelines.split_activations();  // read by the matrix kernel only
+    const uint64_t grids = (uint64_t(s.experts) + 1) * 4;  // byte offset of the grids in `active`
+    commands.dispatch_indirect(pipelines.get({shader, {threads, 1, 1}, {type, 1u, tm, split}, sizeof(gate_up)}),
+                               gate_up, scratch.active.sub(grids, 12));
     commands.barrier();
-    commands.dispatch(pipelines.get({shader, {threads, 1, 1}, {type, 0u, tm}, sizeof(down)}), down,
-                      ceil_div(s.hidden, column_tile), ceil_div(s.tokens, tm), slots);
+    commands.dispatch_indirect(pipelines.get({shader, {threads, 1, 1}, {type, 0u, tm, split}, sizeof(down)}), down,
+                               scratch.active.sub(grids + 12, 12));
   }
   commands.barrier();
   commands.mark("moe.combine");

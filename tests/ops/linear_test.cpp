@@ -21,8 +21,10 @@ struct Case {
 class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
  protected:
   // Runs the case on the selected path and checks every output against a double reference.
-  // `matrix_units`: the tolerance of linear_gemm_coopmat.comp (coopmat.glsl), else of fp32 sums.
+  // `matrix_units`: the tolerance of linear_gemm_coopmat.comp (coopmat.glsl) taking activations as
+  // the pipelines are set to, else of fp32 sums.
   void check(bool matrix_units) {
+    const bool split = pipelines().matrix_activations() == MatrixActivations::Split;
     const auto [tokens, k, n, type] = GetParam();
     auto x = random_floats(size_t(tokens) * k, 31, -1, 1);
     auto w = random_floats(size_t(n) * k, 32, -0.5f, 0.5f);
@@ -40,8 +42,11 @@ class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
     // matrix units (whose accumulation may truncate rather than round) four times.
     // Matrix units also round each weight to fp16: exact for 16-bit weights, within 2^-11
     // relative for decoded Q8/Q4 values, and below 2^-14 fp16 may be flushed (absolute 2^-14);
-    // x enters as hi + lo fp16 halves: within 2^-21 |x| + 2^-25.
+    // x enters as hi + lo fp16 halves: within 2^-21 |x| + 2^-25; or rounded to fp16: within
+    // 2^-11 |x| (round to nearest), and below 2^-14 it may be flushed (absolute 2^-14).
     const double u_weight = is_quantized(type) ? std::ldexp(1.0, -11) : 0.0;
+    const double u_x = split ? std::ldexp(1.0, -21) : std::ldexp(1.0, -11),
+                 floor_x = std::ldexp(1.0, split ? -25 : -14);
     size_t bad = 0;
     for (uint32_t t = 0; t < tokens; ++t)
       for (uint32_t j = 0; j < n; ++j) {
@@ -52,8 +57,7 @@ class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
           abs_sum += std::fabs(xv * wv);
           const double weight_error =
               u_weight * std::fabs(wv) + (std::fabs(wv) < std::ldexp(1.0, -14) ? std::ldexp(1.0, -14) : 0.0);
-          rounding +=
-              std::fabs(xv) * weight_error + std::fabs(wv) * (std::ldexp(std::fabs(xv), -21) + std::ldexp(1.0, -25));
+          rounding += std::fabs(xv) * weight_error + std::fabs(wv) * (u_x * std::fabs(xv) + floor_x);
         }
         const double tol = matrix_units ? 4.0 * k * std::ldexp(1.0, -24) * abs_sum + rounding + 1e-30
                                         : 2.0 * k * std::ldexp(1.0, -24) * abs_sum + 1e-30;
@@ -72,23 +76,28 @@ TEST_P(LinearTest, MatchesReference) {
 }
 
 // The cooperative-matrix GEMM, on devices that have it, for the cases that take the GEMM with
-// 16-bit or quantised weights.
+// 16-bit or quantised weights, with activations rounded to fp16 and split into two halves.
 TEST_P(LinearTest, CoopmatMatchesReference) {
   const Case c = GetParam();
   if (c.tokens <= ops::kGemvMaxTokens || c.type == ops::WeightType::F32)
     GTEST_SKIP() << "this case takes no matrix units";
   std::string why;
   if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
-  check(true);
+  for (MatrixActivations a : {MatrixActivations::Fp16, MatrixActivations::Split}) {
+    SCOPED_TRACE(matrix_activations_name(a));
+    use_matrix_activations(a);
+    check(true);
+  }
 }
 
 // Two properties of the matrix-unit path that random data would blur, with exact answers:
-// activations keep the bits below fp16's precision (1 + 2^-15, via the lo half), and sums are
-// accumulated in fp32 across K tiles (1 + 2^-12, which an fp16 accumulator would round to 1).
+// activations keep the bits below fp16's precision with the split (1 + 2^-15, via the lo half)
+// and lose them, rounded to nearest, without it (1); and sums are accumulated in fp32 across K
+// tiles either way (1 + 2^-12, which an fp16 accumulator would round to 1).
 TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
   std::string why;
   if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
-  const uint32_t tokens = 65, k = 64, n = 2;
+  const uint32_t tokens = ops::kGemvMaxTokens + 17, k = 64, n = 2;  // enough tokens for the GEMM
   auto x = random_floats(size_t(tokens) * k, 33, -1, 1);
   std::vector<float> w(size_t(n) * k, 0.0f);
   w[0] = 1;                  // y[t, 0] = x[t, 0]
@@ -100,20 +109,25 @@ TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
   }
   const auto words = encode_weights(w, ops::WeightType::BF16);
   Allocation dx = upload(x), dw = upload_words(words), dy = poisoned(size_t(tokens) * n);
-  run([&](CommandBuffer& cb) {
-    ops::record_linear(pipelines(), cb,
-                       {.x = dx.range(),
-                        .weight = dw.range(),
-                        .y = dy.range(),
-                        .type = ops::WeightType::BF16,
-                        .tokens = tokens,
-                        .k = k,
-                        .n = n});
-  });
-  const auto got = download(dy, size_t(tokens) * n);
-  for (uint32_t t = 0; t < tokens; t += 16) {
-    EXPECT_EQ(got[size_t(t) * n], 1.0f + std::ldexp(1.0f, -15)) << "token " << t << ": activation low bits lost";
-    EXPECT_EQ(got[size_t(t) * n + 1], 1.0f + std::ldexp(1.0f, -12)) << "token " << t << ": accumulation not fp32";
+  for (MatrixActivations a : {MatrixActivations::Split, MatrixActivations::Fp16}) {
+    SCOPED_TRACE(matrix_activations_name(a));
+    use_matrix_activations(a);
+    run([&](CommandBuffer& cb) {
+      ops::record_linear(pipelines(), cb,
+                         {.x = dx.range(),
+                          .weight = dw.range(),
+                          .y = dy.range(),
+                          .type = ops::WeightType::BF16,
+                          .tokens = tokens,
+                          .k = k,
+                          .n = n});
+    });
+    const auto got = download(dy, size_t(tokens) * n);
+    const float first = a == MatrixActivations::Split ? 1.0f + std::ldexp(1.0f, -15) : 1.0f;
+    for (uint32_t t = 0; t < tokens; t += 16) {
+      EXPECT_EQ(got[size_t(t) * n], first) << "token " << t << ": activation not taken as this precision says";
+      EXPECT_EQ(got[size_t(t) * n + 1], 1.0f + std::ldexp(1.0f, -12)) << "token " << t << ": accumulation not fp32";
+    }
   }
 }
 

@@ -176,6 +176,7 @@ TEST(CoopmatSelection, FollowsTheDevicesShapeList) {
   d.shader_float16 = d.vulkan_memory_model = d.vulkan_memory_model_device_scope = true;
   d.subgroup_size = d.min_subgroup_size = d.max_subgroup_size = 32;
   d.max_workgroup_invocations = 1024;
+  d.max_shared_memory = 48 * 1024;
   d.coopmat_khr = d.coopmat_nv = true;
   d.coopmat_khr_shapes = d.coopmat_nv_shapes = h100;
   const bool khr_built = find_shader("linear_gemm_coopmat_khr") != nullptr,
@@ -193,6 +194,13 @@ TEST(CoopmatSelection, FollowsTheDevicesShapeList) {
   }
   EXPECT_NE(describe_gemm_kernels(other_shape).find("portable"), std::string::npos);
   d.coopmat_khr_shapes = rdna3;
+  d.max_shared_memory = 32 * 1024;  // too little for the expert kernel's tiles
+  const CoopmatSupport small_shared = coopmat_support(d);
+  EXPECT_EQ(small_shared.api, CoopmatApi::None);
+  if (khr_built) {
+    EXPECT_NE(small_shared.gap.find("shared memory"), std::string::npos) << small_shared.gap;
+  }
+  d.max_shared_memory = 64 * 1024;
   // RDNA reports subgroups of 32 to 64: the kernels need one fixed size (pinning it through
   // VK_EXT_subgroup_size_control is not done yet), so such devices take the portable kernels.
   d.min_subgroup_size = 32, d.max_subgroup_size = 64;

@@ -22,6 +22,7 @@ Runtime& runtime() {
 void GpuTest::SetUp() {
   errors_before_ = runtime().instance.validation_errors();
   coopmat_before_ = runtime().pipelines.coopmat();
+  activations_before_ = runtime().pipelines.matrix_activations();
 }
 
 bool GpuTest::use_coopmat(bool on, std::string* why) {
@@ -35,6 +36,7 @@ bool GpuTest::use_coopmat(bool on, std::string* why) {
 
 void GpuTest::TearDown() {
   runtime().pipelines.set_coopmat(coopmat_before_);
+  runtime().pipelines.set_matrix_activations(activations_before_);
   EXPECT_EQ(runtime().instance.validation_errors(), errors_before_)
       << "validation error: " << runtime().instance.last_validation_error();
 }

@@ -34,10 +34,13 @@ class GpuTest : public ::testing::Test {
   // Selects the cooperative-matrix kernels or the portable ones for this test (TearDown restores
   // the default). Returns false, with the reason in `why`, where the device cannot run them.
   bool use_coopmat(bool on, std::string* why = nullptr);
+  // Selects how the matrix kernels take activations for this test (TearDown restores the default).
+  void use_matrix_activations(MatrixActivations a) { pipelines().set_matrix_activations(a); }
 
  private:
   uint64_t errors_before_ = 0;
   bool coopmat_before_ = false;
+  MatrixActivations activations_before_ = kDefaultMatrixActivations;
 };
 
 constexpr uint32_t kPoison = 0x7FBADBADu;  // a quiet-NaN bit pattern
