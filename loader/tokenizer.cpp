@@ -122,14 +122,24 @@ Tokenizer::Tokenizer(const std::filesystem::path& path) try : regex_(std::make_u
   if (j.contains("normalizer") && !j["normalizer"].is_null() && j["normalizer"].value("type", "") != "NFC")
     throw Error(where + ": normalizer \"" + j["normalizer"].value("type", "") + "\" is not supported (only NFC)");
 
-  // Vocabulary.
+  // Vocabulary. Ids index tables, so each is checked: not negative, and under a ceiling far
+  // above any released vocabulary (Qwen's is 151,936) so a forged id cannot demand gigabytes.
+  constexpr TokenId kMaxTokenId = 1 << 24;
+  auto checked_id = [&](const json& value, const std::string& what) {
+    const TokenId id = value.get<TokenId>();
+    if (id < 0 || id >= kMaxTokenId)
+      throw Error(where + ": " + what + " has id " + std::to_string(id) + ", outside 0.." +
+                  std::to_string(kMaxTokenId - 1));
+    return id;
+  };
   TokenId max_id = -1;
   for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-    const TokenId id = it.value().get<TokenId>();
+    const TokenId id = checked_id(it.value(), "vocabulary entry \"" + it.key() + "\"");
     vocab_[it.key()] = id;
     max_id = std::max(max_id, id);
   }
-  for (const auto& a : j.value("added_tokens", json::array())) max_id = std::max(max_id, a.at("id").get<TokenId>());
+  for (const auto& a : j.value("added_tokens", json::array()))
+    max_id = std::max(max_id, checked_id(a.at("id"), "an added token"));
   token_bytes_.assign(max_id + 1, std::string());
   special_.assign(max_id + 1, false);
   for (const auto& [text, id] : vocab_) token_bytes_[id] = unicode_to_bytes(text, where);
