@@ -38,47 +38,43 @@ void CommandBuffer::begin(bool reusable) {
 
 void CommandBuffer::end() { VK_CHECK(vkEndCommandBuffer(buffer_)); }
 
-void CommandBuffer::dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t gx, uint32_t gy,
-                             uint32_t gz) {
+void CommandBuffer::bind(const Pipeline& pipeline, const void* push, uint32_t push_bytes) {
   if (push_bytes != pipeline.key().push_bytes)
     throw Error("internal: push constants for " + pipeline.key().shader + " are " + std::to_string(push_bytes) +
                 " bytes, the pipeline expects " + std::to_string(pipeline.key().push_bytes));
   vkCmdBindPipeline(buffer_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.get());
   if (push_bytes) vkCmdPushConstants(buffer_, pipeline.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, push_bytes, push);
+}
+
+void CommandBuffer::dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t gx, uint32_t gy,
+                             uint32_t gz) {
+  bind(pipeline, push, push_bytes);
   vkCmdDispatch(buffer_, gx, gy, gz);
   dispatches_++;
 }
 
 void CommandBuffer::dispatch_indirect(const Pipeline& pipeline, const void* push, uint32_t push_bytes,
                                       const BufferRange& grid) {
-  if (push_bytes != pipeline.key().push_bytes)
-    throw Error("internal: push constants for " + pipeline.key().shader + " are " + std::to_string(push_bytes) +
-                " bytes, the pipeline expects " + std::to_string(pipeline.key().push_bytes));
   if (grid.size < 12 || grid.offset % 4) throw Error("internal: an indirect grid is three aligned u32");
-  vkCmdBindPipeline(buffer_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.get());
-  if (push_bytes) vkCmdPushConstants(buffer_, pipeline.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, push_bytes, push);
+  bind(pipeline, push, push_bytes);
   vkCmdDispatchIndirect(buffer_, grid.buffer, grid.offset);
   dispatches_++;
 }
 
-void CommandBuffer::barrier() {
+void CommandBuffer::memory_barrier(VkPipelineStageFlags extra_stages, VkAccessFlags extra_access) {
   VkMemoryBarrier b{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   b.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
   b.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-                    VK_ACCESS_TRANSFER_WRITE_BIT;
+                    VK_ACCESS_TRANSFER_WRITE_BIT | extra_access;
   const VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  vkCmdPipelineBarrier(buffer_, stages, stages, 0, 1, &b, 0, nullptr, 0, nullptr);
+  vkCmdPipelineBarrier(buffer_, stages, stages | extra_stages, 0, 1, &b, 0, nullptr, 0, nullptr);
   barriers_++;
 }
 
+void CommandBuffer::barrier() { memory_barrier(0, 0); }
+
 void CommandBuffer::barrier_with_indirect() {
-  VkMemoryBarrier b{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-  b.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-  b.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-                    VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_INDIRECT_COMMAND_READ_BIT;
-  const VkPipelineStageFlags src = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  vkCmdPipelineBarrier(buffer_, src, src | VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT, 0, 1, &b, 0, nullptr, 0, nullptr);
-  barriers_++;
+  memory_barrier(VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT, VK_ACCESS_INDIRECT_COMMAND_READ_BIT);
 }
 
 void CommandBuffer::barrier_to_host() {

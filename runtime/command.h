@@ -68,6 +68,11 @@ class CommandBuffer {
   uint32_t dispatch_count() const { return dispatches_; }
 
  private:
+  // Checks the push-constant size against the pipeline, binds it and pushes the constants.
+  void bind(const Pipeline& pipeline, const void* push, uint32_t push_bytes);
+  // The barrier of barrier(), waiting in `extra_stages` too and covering `extra_access`.
+  void memory_barrier(VkPipelineStageFlags extra_stages, VkAccessFlags extra_access);
+
   VkDevice device_ = VK_NULL_HANDLE;
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer buffer_ = VK_NULL_HANDLE;

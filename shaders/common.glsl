@@ -54,22 +54,27 @@ float load_weight(U32Buf w, uint dtype, uint i) {
   return dtype == DTYPE_BF16 ? bf16_bits_to_f32(bits) : unpackHalf2x16(bits).x;
 }
 
-// Elements 8 part .. 8 part + 7 (part 0..3) of the quantised block starting at word `block`:
-// the unit in which GEMV-shaped kernels read Q8/Q4 rows (neighbouring invocations, neighbouring
-// words).
-void dequantize_eighth(U32Buf w, uint dtype, uint block, uint part, out float v[8]) {
+// Eight values of a quantised block from its words: `scale` (the block's first word) and the
+// unit's codes, in `lo` (Q4: eight nibbles; Q8: four bytes) and `hi` (Q8: the next four).
+void decode_eighth(uint dtype, uint scale, uint lo, uint hi, out float v[8]) {
   if (dtype == DTYPE_Q8) {
-    const float d = unpackHalf2x16(w.v[block]).x;
-    const uint lo = w.v[block + 1u + 2u * part], hi = w.v[block + 2u + 2u * part];
+    const float d = unpackHalf2x16(scale).x;
     for (uint j = 0; j < 4; ++j) {
       v[j] = d * float(bitfieldExtract(int(lo), int(8u * j), 8));
       v[j + 4] = d * float(bitfieldExtract(int(hi), int(8u * j), 8));
     }
   } else {
-    const vec2 scale_min = unpackHalf2x16(w.v[block]);
-    const uint q = w.v[block + 1u + part];
-    for (uint j = 0; j < 8; ++j) v[j] = scale_min.x * float(bitfieldExtract(q, int(4u * j), 4)) + scale_min.y;
+    const vec2 scale_min = unpackHalf2x16(scale);
+    for (uint j = 0; j < 8; ++j) v[j] = scale_min.x * float(bitfieldExtract(lo, int(4u * j), 4)) + scale_min.y;
   }
+}
+
+// Elements 8 part .. 8 part + 7 (part 0..3) of the quantised block starting at word `block`:
+// the unit in which GEMV-shaped kernels read Q8/Q4 rows (neighbouring invocations, neighbouring
+// words).
+void dequantize_eighth(U32Buf w, uint dtype, uint block, uint part, out float v[8]) {
+  if (dtype == DTYPE_Q8) decode_eighth(dtype, w.v[block], w.v[block + 1u + 2u * part], w.v[block + 2u + 2u * part], v);
+  else decode_eighth(dtype, w.v[block], w.v[block + 1u + part], 0u, v);
 }
 // Word index of the block holding element `unit * 8` of row `row` of a [rows, k] quantised matrix.
 uint quantized_block_word(uint dtype, uint row, uint k, uint unit) {

@@ -147,15 +147,6 @@ RawUnit fetch_weight_unit(U32Buf w, uint dtype, uint row, uint k, uint col) {
 uvec4 decode_weight_unit(uint dtype, RawUnit r) {
   if (dtype != DTYPE_Q4 && dtype != DTYPE_Q8) return r.q;
   float v[8];
-  if (dtype == DTYPE_Q4) {
-    const vec2 scale_min = unpackHalf2x16(r.scale);
-    for (uint j = 0; j < 8; ++j) v[j] = scale_min.x * float(bitfieldExtract(r.q.x, int(4u * j), 4)) + scale_min.y;
-  } else {
-    const float d = unpackHalf2x16(r.scale).x;
-    for (uint j = 0; j < 4; ++j) {
-      v[j] = d * float(bitfieldExtract(int(r.q.x), int(8u * j), 8));
-      v[j + 4] = d * float(bitfieldExtract(int(r.q.y), int(8u * j), 8));
-    }
-  }
+  decode_eighth(dtype, r.scale, r.q.x, r.q.y, v);
   return pack_f16x8(v);
 }

@@ -31,6 +31,9 @@ struct SwigluPush {
   VkDeviceAddress x, h;
   uint32_t n, rows;
 };
+// The `active` scratch: the live-expert count and list, then moe_group's grids of the two tiled
+// expert dispatches (two VkDispatchIndirectCommand of three u32).
+constexpr uint64_t kGridWords = 6;
 constexpr uint32_t kExpertTile = 64;          // BN of moe_expert.comp
 constexpr uint32_t kExpertCoopmatTile = 128;  // BN of moe_expert_coopmat.comp
 // moe_expert_gemv.comp's shape: output rows per workgroup, expert rows per pass, invocations —
@@ -47,7 +50,7 @@ MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
           a * 4,
           (uint64_t(s.experts) + 1) * 4,
           a * 4,
-          (uint64_t(s.experts) + 1 + 6) * 4,
+          (uint64_t(s.experts) + 1 + kGridWords) * 4,
           a * s.expert_dim * 4,
           a * s.hidden * 4};
 }
@@ -121,7 +124,6 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   commands.dispatch(pipelines.get({"moe_group", {256, 1, 1}, {s.experts}, sizeof(group)}), group, 1);
   commands.barrier_with_indirect();  // the tiled kernels read their grids
 
-  // Small row tiles for decode (each expert sees a few rows), larger ones for prefill.
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
   const uint32_t type = static_cast<uint32_t>(a.type);
   commands.mark("moe.experts");
