@@ -182,6 +182,7 @@ void add_bench_command(CLI::App& app) {
       j["device"] = rt.device.info().name;
       j["weights_format"] = o->model.weights.empty() ? "stored" : o->model.weights;
       j["matrix_kernels"] = matrix_kernels(rt);
+      j["vector_kernels"] = describe_vector_kernels(rt.pipelines.cpu_shapes());
       j["memory"] = {{"weights_bytes", weights}, {"state_bytes", state}, {"device_reserved_bytes", device}};
       j["copy_bandwidth_bytes_per_second"] = bandwidth;
       j["load_seconds"] = load_seconds;
@@ -202,9 +203,9 @@ void add_bench_command(CLI::App& app) {
       std::printf("%s\n", j.dump(1).c_str());
       return;
     }
-    std::printf("model: %s (%s weights)\ndevice: %s\nmatrix kernels: %s\n", model.c_str(),
+    std::printf("model: %s (%s weights)\ndevice: %s\nmatrix kernels: %s\nvector kernels: %s\n", model.c_str(),
                 o->model.weights.empty() ? "stored" : o->model.weights.c_str(), rt.device.info().name.c_str(),
-                matrix_kernels(rt).c_str());
+                matrix_kernels(rt).c_str(), describe_vector_kernels(rt.pipelines.cpu_shapes()).c_str());
     std::printf(
         "memory: weights %.2f GiB, state + KV cache %.2f GiB, device memory reserved %.2f GiB; loaded in %.1f s\n",
         gib(weights), gib(state), gib(device), load_seconds);

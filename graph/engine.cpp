@@ -111,7 +111,7 @@ void Engine::check_ids(std::span<const int32_t> ids) const {
 }
 
 void Engine::check_sampled(std::span<const int32_t> ids) const {
-  // sample.comp returns an id outside the vocabulary only for a row of NaN logits.
+  // sample.comp returns an id outside the vocabulary only for a row with a NaN logit.
   for (int32_t id : ids)
     if (id < 0 || id >= config_.vocab_size)
       throw Error(

@@ -233,8 +233,9 @@ class Builder {
     const TensorId recurrent = g_.bind(name + " recurrent state", TensorRole::State, st.recurrent,
                                        dims({state_.slots(), s.value_heads, s.dk, s.dv}));
     const TensorId core = g_.scratch(name + " delta out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
-    // One token per sequence takes the recurrent form, longer pieces the chunked one; each
-    // chunked segment gets its own slice of the chunk intermediates.
+    // One token per sequence takes the recurrent form, longer pieces the chunked one (except with
+    // the CPU shapes: ops::delta_rule_takes_recurrent); each piece gets its own slice of the
+    // chunk intermediates.
     ops::DeltaChunkScratchFloats f{};
     std::vector<ops::DeltaChunkScratchFloats> offsets;
     for (const ops::DeltaShape& seg : seg_shapes) {
@@ -274,7 +275,7 @@ class Builder {
                     .seqs = seq_rows(b[seqs], seg),
                     .out = b[core].sub(uint64_t(seg.first_row) * value_dim * 4, sh.rows() * value_dim * 4),
                     .shape = sh};
-                if (sh.tokens == 1) {
+                if (ops::delta_rule_takes_recurrent(p, sh)) {
                   ops::record_delta_rule_recurrent(p, cb, args);
                   continue;
                 }

@@ -80,6 +80,13 @@ std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off
          ", 16x16x16 fp16 -> fp32)";
 }
 
+bool prefers_cpu_kernel_shapes(const DeviceInfo& d) { return d.type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
+
+std::string describe_vector_kernels(bool cpu_shapes) {
+  return cpu_shapes ? "CPU shapes (one output per invocation, no barriers; a CPU device)"
+                    : "GPU shapes (subgroup reductions over K)";
+}
+
 bool has_bounded_loops(const Device& device) { return device.info().type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
 
 std::vector<DeviceInfo> list_devices(const Instance& instance) {

@@ -36,6 +36,13 @@ CoopmatSupport coopmat_support(const DeviceInfo& d);
 // extension, or the portable kernels with the reason (or turned off by --no-coopmat).
 std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off = false);
 
+// Whether a device gets the CPU shapes of the vector kernels (PipelineLibrary::cpu_shapes): CPU
+// devices, whose drivers run a workgroup as SIMD loops on one core and emulate barriers, shared
+// memory and subgroup operations.
+bool prefers_cpu_kernel_shapes(const DeviceInfo& d);
+// Names the vector-kernel shapes a run uses, with the reason, for `q3n devices` and `q3n bench`.
+std::string describe_vector_kernels(bool cpu_shapes);
+
 // lavapipe (Mesa's CPU driver) ends an outermost shader loop after 65535 iterations without an
 // error (shaders/common.glsl). On such devices work whose loops grow with the sequence length —
 // prefill chunks, attention's keys per workgroup — is cut into pieces of at most this many

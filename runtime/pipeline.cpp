@@ -99,7 +99,13 @@ void PipelineLibrary::set_coopmat(bool on) {
   coopmat_ = on;
 }
 
-PipelineLibrary::PipelineLibrary(const Device& device) : device_(device), coopmat_(device.coopmat()) {
+PipelineLibrary::PipelineLibrary(const Device& device)
+    : device_(device), coopmat_(device.coopmat()), cpu_shapes_(prefers_cpu_kernel_shapes(device.info())) {
+  if (const char* env = std::getenv("Q3N_KERNEL_SHAPES"); env && *env) {
+    if (std::string(env) != "cpu" && std::string(env) != "gpu")
+      throw Error(std::string("Q3N_KERNEL_SHAPES='") + env + "' is not a kernel shape family: use cpu or gpu");
+    cpu_shapes_ = std::string(env) == "cpu";
+  }
   if (const char* env = std::getenv("Q3N_MATRIX_ACTIVATIONS"); env && *env)
     matrix_activations_ = parse_matrix_activations(env);
   VkPhysicalDeviceProperties props;

@@ -3,6 +3,7 @@
 
 #include <vulkan/vulkan.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <map>
@@ -81,6 +82,17 @@ class PipelineLibrary {
   std::string coopmat_shader(const std::string& family) const {
     return device_.coopmat_support().api == CoopmatApi::Khr ? family + "_khr" : family;
   }
+  // Whether the vector kernels take their CPU shapes (one output per invocation, no barrier, no
+  // shared memory, no subgroup operation), which a CPU driver runs as plain SIMD loops: on for
+  // CPU devices (lavapipe). Q3N_KERNEL_SHAPES=cpu|gpu overrides it; tests run both shapes.
+  bool cpu_shapes() const { return cpu_shapes_; }
+  void set_cpu_shapes(bool on) { cpu_shapes_ = on; }
+  // Invocations of a workgroup that reduces over a row (norms, routing, sampling, ...): `gpu_size`
+  // on GPUs; with the CPU shapes one subgroup (a SIMD batch), since a CPU driver's barriers and
+  // shared-memory reductions cost more than the lanes a larger workgroup adds.
+  uint32_t reduction_workgroup(uint32_t gpu_size) const {
+    return cpu_shapes_ ? std::min(gpu_size, device_.info().subgroup_size) : gpu_size;
+  }
 
  private:
   const Device& device_;
@@ -88,6 +100,7 @@ class PipelineLibrary {
   OwnedPipelineCache cache_;
   std::map<PipelineKey, std::unique_ptr<Pipeline>> pipelines_;
   bool coopmat_ = false;
+  bool cpu_shapes_ = false;
   MatrixActivations matrix_activations_ = kDefaultMatrixActivations;
 };
 

@@ -17,22 +17,7 @@ const uint THREADS = 128;  // the host dispatches 128 invocations
 const uint ACC = (BR * HEAD_DIM + THREADS - 1u) / THREADS;
 #define NEG_INF uintBitsToFloat(0xFF800000u)
 
-layout(push_constant) uniform Push {
-  F32Buf q;        // [B*T, Hq, hd] prepared
-  F32Buf cache_k;  // [slots, Hkv, capacity, hd]
-  F32Buf cache_v;
-  U32Buf seqs;     // [B, 2]
-  F32Buf qkv;      // the projection row, for the gate: [B*T, Hq*2*hd + 2*Hkv*hd]
-  F32Buf dst;      // [B*T, Hq*hd] (one split)
-  F32Buf part_o;   // [B, splits, T, Hq, hd] (several splits)
-  F32Buf part_ml;  // [B, splits, T, Hq, 2]
-  uint tokens;
-  uint heads;
-  uint kv_heads;
-  uint capacity;
-  uint splits;
-  float scale;
-} p;
+#include "attention_push.glsl"
 
 shared float q_tile[BR * HEAD_DIM];
 shared float kv_tile[BC * HEAD_DIM];

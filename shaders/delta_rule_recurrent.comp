@@ -6,9 +6,11 @@
 // columns): a decode step of the 80B shape gets 256 workgroups instead of 32. In a workgroup,
 // PARTS invocations share each column, each keeping every PARTS-th row of it in registers for
 // all T tokens (S is read and written once per step); the two dot products over dk are summed
-// across the PARTS through shared memory. Value head j reads key head j / (Hv / Hk) (spec
-// §8.10). q, k prepared by delta_prepare.comp.
+// across the PARTS through shared memory. With PARTS = 1 (the CPU shapes) an invocation owns a
+// whole column, reads q and k straight from memory and needs no shared memory or barrier. Value
+// head j reads key head j / (Hv / Hk) (spec §8.10). q, k prepared by delta_prepare.comp.
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 3) const uint MAX_DK = 256;
 
@@ -25,7 +27,8 @@ layout(push_constant) uniform Push {
   uint dv;
 } p;
 
-const uint COLS = 16, PARTS = 4;  // the host dispatches COLS * PARTS = 64 invocations
+layout(constant_id = 4) const uint COLS = 16;  // columns per workgroup
+layout(constant_id = 5) const uint PARTS = 4;  // invocations per column; the host dispatches COLS * PARTS
 const uint MAX_ROWS = (MAX_DK + PARTS - 1) / PARTS;
 
 shared float k_shared[MAX_DK];
@@ -34,6 +37,7 @@ shared float partial_sums[PARTS][COLS];
 
 // Sum of `value` over the PARTS invocations of this column; every one receives it.
 float column_sum(float value, uint part, uint col) {
+  if (PARTS == 1u) return value;
   partial_sums[part][col] = value;
   barrier();
   float total = 0.0;
@@ -53,40 +57,46 @@ void main() {
   const uint width = 2u * p.key_heads * p.dk + hv * p.dv;
   const uint state_base = (seq_slot(p.seqs, b) * hv + j) * p.dk * p.dv;
 
-  float s[MAX_ROWS];  // rows part, part + PARTS, ... of column c
-  for (uint r = 0; r < MAX_ROWS; ++r) {
+  // Rows part, part + PARTS, ... of column c, in registers: every loop over them has the constant
+  // bound MAX_ROWS and is unrolled (so on lavapipe only the token loop counts towards its limit of
+  // 65535 iterations per loop nest, common.glsl). The CPU shapes set MAX_DK to dk itself.
+  float s[MAX_ROWS];
+  [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
     const uint i = part + PARTS * r;
     s[r] = (in_range && i < p.dk) ? p.state.v[state_base + i * p.dv + c] : 0.0;
   }
   for (uint t = 0; t < p.tokens; ++t) {
     const uint row = b * p.tokens + t;
-    for (uint i = gl_LocalInvocationID.x; i < p.dk; i += gl_WorkGroupSize.x) {
-      q_shared[i] = p.qkv.v[row * width + kh * p.dk + i];
-      k_shared[i] = p.qkv.v[row * width + (p.key_heads + kh) * p.dk + i];
+    const uint q_at = row * width + kh * p.dk, k_at = row * width + (p.key_heads + kh) * p.dk;
+    if (PARTS > 1u) {
+      for (uint i = gl_LocalInvocationID.x; i < p.dk; i += gl_WorkGroupSize.x) {
+        q_shared[i] = p.qkv.v[q_at + i];
+        k_shared[i] = p.qkv.v[k_at + i];
+      }
+      barrier();
     }
-    barrier();
     const float decay = exp(p.gates.v[row * 2u * hv + j]);
     const float beta = p.gates.v[row * 2u * hv + hv + j];
     float kv = 0.0;
-    for (uint r = 0; r < MAX_ROWS; ++r) {
+    [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
       const uint i = part + PARTS * r;
-      if (i < p.dk) kv += s[r] * k_shared[i];
+      if (i < p.dk) kv += s[r] * (PARTS > 1u ? k_shared[i] : p.qkv.v[k_at + i]);
     }
     kv = column_sum(kv, part, col);
     const float v = in_range ? p.qkv.v[row * width + 2u * p.key_heads * p.dk + j * p.dv + c] : 0.0;
     const float u = beta * (v - decay * kv);
     float out_c = 0.0;
-    for (uint r = 0; r < MAX_ROWS; ++r) {
+    [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
       const uint i = part + PARTS * r;
       if (i < p.dk) {
-        s[r] = decay * s[r] + k_shared[i] * u;
-        out_c += s[r] * q_shared[i];
+        s[r] = decay * s[r] + (PARTS > 1u ? k_shared[i] : p.qkv.v[k_at + i]) * u;
+        out_c += s[r] * (PARTS > 1u ? q_shared[i] : p.qkv.v[q_at + i]);
       }
     }
     out_c = column_sum(out_c, part, col);  // its barriers also free k_shared / q_shared
     if (in_range && part == 0u) p.o.v[(row * hv + j) * p.dv + c] = out_c;
   }
-  for (uint r = 0; r < MAX_ROWS; ++r) {
+  [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
     const uint i = part + PARTS * r;
     if (in_range && i < p.dk) p.state.v[state_base + i * p.dv + c] = s[r];
   }

@@ -4,10 +4,11 @@
 // in HF's order: top-k, then top-p over what top-k kept, then min-p. Each filter is a threshold
 // on z found by bisection over value (count or probability mass above it), never a sort; then
 // one token is drawn from the kept mass with a counter-based RNG keyed by (seed, counter), so a
-// replayed step with the same parameters draws the same token.
+// replayed step with the same parameters draws the same token. A row with a NaN logit gets the id
+// 0xFFFFFFFF, outside every vocabulary, which the host reports (Engine::check_sampled).
 #include "common.glsl"
 
-const uint THREADS = 256;  // the host dispatches 256 invocations
+const uint THREADS = gl_WorkGroupSize.x;
 const uint BISECT_STEPS = 48;
 
 layout(push_constant) uniform Push {
@@ -60,12 +61,19 @@ void main() {
 
   if (temperature <= 0.0 || top_k == 1u) {
     float best = uintBitsToFloat(0xFF800000u);
-    uint best_id = 0xFFFFFFFFu;
-    for (uint i = begin; i < end; ++i)
-      if (p.logits.v[base + i] > best) {
-        best = p.logits.v[base + i];
+    uint best_id = 0xFFFFFFFFu, nans = 0u;
+    for (uint i = begin; i < end; ++i) {
+      const float v = p.logits.v[base + i];
+      nans += isnan(v) ? 1u : 0u;
+      if (v > best) {
+        best = v;
         best_id = i;
       }
+    }
+    if (workgroup_count(nans) > 0u) {  // uniform: every invocation holds the same count
+      if (tid == 0u) p.ids.v[b] = 0xFFFFFFFFu;
+      return;
+    }
     const float m = workgroup_max(best);
     red_u[tid] = best == m ? best_id : 0xFFFFFFFFu;
     barrier();
@@ -79,10 +87,16 @@ void main() {
 
   const float inv_t = 1.0 / temperature;
   float local_max = uintBitsToFloat(0xFF800000u), local_min = uintBitsToFloat(0x7F800000u);
+  uint nans = 0u;
   for (uint i = begin; i < end; ++i) {
     const float z = p.logits.v[base + i] * inv_t;
+    nans += isnan(z) ? 1u : 0u;
     local_max = max(local_max, z);
     local_min = min(local_min, z);
+  }
+  if (workgroup_count(nans) > 0u) {
+    if (tid == 0u) p.ids.v[b] = 0xFFFFFFFFu;
+    return;
   }
   const float z_max = workgroup_max(local_max);
   const float z_min = -workgroup_max(-local_min);

@@ -82,8 +82,10 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
   const PreparePush prepare{a.qkv.address,     a.q_norm.address,  a.k_norm.address, a.inv_freq.address, a.seqs.address,
                             a.cache_k.address, a.cache_v.address, a.q.address,      s.tokens,           s.heads,
                             s.kv_heads,        s.head_dim,        s.rot_dim,        s.capacity,         s.eps};
-  commands.dispatch(pipelines.get({"attention_prepare", {128, 1, 1}, {kMaxAttentionHeadDim}, sizeof(prepare)}), prepare,
-                    s.heads + s.kv_heads, static_cast<uint32_t>(rows));
+  commands.dispatch(
+      pipelines.get(
+          {"attention_prepare", {pipelines.reduction_workgroup(128), 1, 1}, {kMaxAttentionHeadDim}, sizeof(prepare)}),
+      prepare, s.heads + s.kv_heads, static_cast<uint32_t>(rows));
   commands.barrier();
 
   const uint32_t bc = key_tile(pipelines.device(), s.head_dim);
@@ -95,14 +97,22 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
                              s.kv_heads,        s.capacity,
                              s.splits,          1.0f / std::sqrt(float(s.head_dim))};
   const uint32_t group = s.heads / s.kv_heads;
-  commands.dispatch(pipelines.get({"attention", {128, 1, 1}, {s.head_dim, kRowsPerTile, bc}, sizeof(attend)}), attend,
-                    ceil_div(uint64_t(s.tokens) * group, kRowsPerTile), s.kv_heads, s.batch * s.splits);
+  const uint64_t rows_per_kv_head = uint64_t(s.tokens) * group;
+  if (pipelines.cpu_shapes()) {  // one row per invocation, one subgroup per workgroup
+    const uint32_t threads = pipelines.reduction_workgroup(kRowwiseWorkgroup);
+    commands.dispatch(pipelines.get({"attention_rowwise", {threads, 1, 1}, {s.head_dim}, sizeof(attend)}), attend,
+                      ceil_div(rows_per_kv_head, threads), s.kv_heads, s.batch * s.splits);
+  } else {
+    commands.dispatch(pipelines.get({"attention", {128, 1, 1}, {s.head_dim, kRowsPerTile, bc}, sizeof(attend)}), attend,
+                      ceil_div(rows_per_kv_head, kRowsPerTile), s.kv_heads, s.batch * s.splits);
+  }
   if (s.splits == 1) return;
   commands.barrier();
   const CombinePush combine{a.part_o.address, a.part_ml.address, a.qkv.address, a.out.address, s.tokens,
                             s.heads,          s.kv_heads,        s.head_dim,    s.splits};
-  commands.dispatch(pipelines.get({"attention_combine", {64, 1, 1}, {}, sizeof(combine)}), combine, s.tokens * s.heads,
-                    s.batch);
+  commands.dispatch(
+      pipelines.get({"attention_combine", {pipelines.reduction_workgroup(64), 1, 1}, {}, sizeof(combine)}), combine,
+      s.tokens * s.heads, s.batch);
 }
 
 }  // namespace q3n::ops

@@ -61,23 +61,36 @@ void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, c
   require_bytes(a.gates, s.rows() * 2 * s.value_heads * 4, "delta prepare gates");
   require_bytes(a.a_log, s.value_heads * 4, "delta prepare A_log");
   require_bytes(a.dt_bias, s.value_heads * 4, "delta prepare dt_bias");
-  const Pipeline& pipeline = pipelines.get({"delta_prepare", {64, 1, 1}, {}, sizeof(PreparePush)});
+  const Pipeline& pipeline =
+      pipelines.get({"delta_prepare", {pipelines.reduction_workgroup(64), 1, 1}, {}, sizeof(PreparePush)});
   const PreparePush push{
       a.qkv.address, a.ba.address, a.a_log.address, a.dt_bias.address, a.gates.address, s.key_heads, s.value_heads,
       s.dk,          s.dv};
   commands.dispatch(pipeline, push, 2 * s.key_heads + 1, static_cast<uint32_t>(s.rows()));
 }
 
-constexpr uint32_t kRecurrentColumns = 16;  // COLS of delta_rule_recurrent.comp
+// delta_rule_recurrent.comp's workgroup: COLS columns of PARTS invocations each; with the CPU
+// shapes one invocation per column (no shared memory, no barrier).
+// shapes one invocation per column (no shared memory, no barrier) and MAX_DK the model's dk, so
+// the unrolled row loops do no masked work.
+struct RecurrentShape {
+  uint32_t cols, parts, max_dk;
+};
+RecurrentShape recurrent_shape(const PipelineLibrary& pipelines, const DeltaShape& s) {
+  return pipelines.cpu_shapes() ? RecurrentShape{32, 1, s.dk} : RecurrentShape{16, 4, kMaxDeltaHeadDim};
+}
 
 void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a) {
   check_rule_args(a);
   const DeltaShape& s = a.shape;
-  const Pipeline& pipeline =
-      pipelines.get({"delta_rule_recurrent", {64, 1, 1}, {kMaxDeltaHeadDim}, sizeof(RecurrentPush)});
+  const RecurrentShape shape = recurrent_shape(pipelines, s);
+  const Pipeline& pipeline = pipelines.get({"delta_rule_recurrent",
+                                            {shape.cols * shape.parts, 1, 1},
+                                            {shape.max_dk, shape.cols, shape.parts},
+                                            sizeof(RecurrentPush)});
   const RecurrentPush push{a.qkv.address, a.gates.address, a.state.address, a.seqs.address, a.out.address,
                            s.tokens,      s.key_heads,     s.value_heads,   s.dk,           s.dv};
-  commands.dispatch(pipeline, push, s.value_heads, s.batch, ceil_div(s.dv, kRecurrentColumns));
+  commands.dispatch(pipeline, push, s.value_heads, s.batch, ceil_div(s.dv, shape.cols));
 }
 
 void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a,

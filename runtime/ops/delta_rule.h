@@ -55,6 +55,12 @@ DeltaChunkScratchFloats delta_chunk_scratch_floats(const DeltaShape& shape);
 
 void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaPrepareArgs& args);
 void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& args);
+// Whether a piece of `shape` takes the recurrent form rather than the chunked one: one token per
+// sequence, or the CPU shapes (a CPU runs the recurrent form, one invocation per state column and
+// no barrier, faster than the chunked one's tiles at every length).
+inline bool delta_rule_takes_recurrent(const PipelineLibrary& pipelines, const DeltaShape& shape) {
+  return shape.tokens == 1 || pipelines.cpu_shapes();
+}
 // Three dispatches with barriers between them; continues from and writes back the state.
 void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& args,
                                const DeltaChunkScratch& scratch);

@@ -46,7 +46,19 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     throw Error("internal: a quantised linear needs rows a multiple of 32 long and a 16-byte aligned input");
   const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
-  if (a.tokens <= kGemvMaxTokens) {
+  // fp32 weights stay off the matrix units, which would round them to fp16.
+  const bool matrix_units = pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
+  if (pipelines.cpu_shapes() && (a.tokens <= kGemvMaxTokens || !matrix_units)) {
+    // CPU shapes, at every token count a matrix unit does not take: one row per invocation, no
+    // reduction (linear_gemv_rowwise.comp); the tiled GEMM's shared-memory tiles run at half its
+    // speed on lavapipe.
+    const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
+    const uint32_t chunk = a.tokens == 1 ? 1 : kGemvChunk;
+    const Pipeline& pipeline =
+        pipelines.get({"linear_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, chunk, vec8}, sizeof(Push)});
+    const uint32_t groups = ceil_div(a.n, kRowwiseWorkgroup), gx = std::min(groups, kMaxGroupsX);
+    commands.dispatch(pipeline, push, gx, ceil_div(groups, gx));
+  } else if (a.tokens <= kGemvMaxTokens) {
     const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
     const GemvShape shape = gemv_shape(a.n, vec8 ? a.k / 8 : a.k);
     const uint32_t chunk = a.tokens == 1 ? 1 : kGemvChunk;
@@ -54,8 +66,7 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
         pipelines.get({"linear_gemv", {shape.threads, 1, 1}, {type, shape.rows, chunk, vec8}, sizeof(Push)});
     const uint32_t groups = ceil_div(a.n, shape.rows), gx = std::min(groups, kMaxGroupsX);
     commands.dispatch(pipeline, push, gx, ceil_div(groups, gx));
-  } else if (pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0) {
-    // fp32 weights stay on the fp32 kernel: the matrix units would round them to fp16.
+  } else if (matrix_units) {
     const PipelineKey key{pipelines.coopmat_shader("linear_gemm_coopmat"),
                           {pipelines.coopmat_workgroup(), 1, 1},
                           {type, pipelines.split_activations()},

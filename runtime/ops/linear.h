@@ -1,7 +1,8 @@
 // Host side of shaders/linear_gemv.comp and linear_gemm.comp: y = x W^T with W [n, k] read in
 // place. Few tokens (<= kGemvMaxTokens) take the GEMV path, more take the tiled GEMM:
 // linear_gemm_coopmat.comp where the pipelines use cooperative matrices and the weights are 16-bit
-// or quantised, else the fp32 linear_gemm.comp.
+// or quantised, else the fp32 linear_gemm.comp. With the CPU shapes (PipelineLibrary::cpu_shapes)
+// linear_gemv_rowwise.comp replaces the GEMV and the fp32 GEMM.
 #pragma once
 
 #include "runtime/command.h"

@@ -83,13 +83,13 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
       a.logits.address,      scratch.ids.address, scratch.weights.address, s.experts, s.top_k, a.logit_stride,
       s.normalise ? 1u : 0u, a.status.address,    a.status.size ? 1u : 0u};
   commands.mark("moe.route");
-  commands.dispatch(pipelines.get({"moe_route", {256, 1, 1}, {s.experts}, sizeof(route)}), route, s.tokens);
+  commands.dispatch(
+      pipelines.get({"moe_route", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(route)}), route,
+      s.tokens);
   commands.barrier();
 
   // Decode and small batches take the expert GEMVs; prefill the tiled kernels, whose grids
   // moe_group writes (column tiles, row tiles of the busiest expert, live experts).
-  const bool gemv_path =
-      s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535;
   // Row tile: the power of two (4..32) at or above the average rows per expert, so a prefill
   // whose experts get ~10 rows each does not compute 32-row tiles that are two-thirds empty.
   const uint64_t average_rows = ceil_div(s.assignments(), std::min<uint64_t>(s.experts, s.assignments()));
@@ -104,6 +104,13 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     column_tile = kExpertCoopmatTile;
     tm = std::max(tm, 16u);
   }
+  // Decode and small batches take the expert GEMVs, and so do CPU shapes at every size the
+  // matrix units do not take (the tiled kernels' shared-memory tiles lose on a CPU).
+  const bool matrix_units = shader != "moe_expert";
+  const bool gemv_path =
+      (s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) ||
+      (pipelines.cpu_shapes() && !matrix_units &&
+       ceil_div(std::max(s.hidden, s.expert_dim), kRowwiseWorkgroup) <= 65535);
   // The busiest expert may take every token: its row tiles must fit the grid's y limit (65535 on
   // every Vulkan device).
   if (!gemv_path && ceil_div(s.tokens, tm) > 65535)
@@ -121,7 +128,8 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                         ceil_div(s.expert_dim, column_tile),
                         ceil_div(s.hidden, column_tile)};
   commands.mark("moe.group");
-  commands.dispatch(pipelines.get({"moe_group", {256, 1, 1}, {s.experts}, sizeof(group)}), group, 1);
+  commands.dispatch(
+      pipelines.get({"moe_group", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(group)}), group, 1);
   commands.barrier_with_indirect();  // the tiled kernels read their grids
 
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
@@ -150,6 +158,12 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     // live expert) walks them one at a time.
     auto gemv = [&](const ExpertPush& push, uint32_t swiglu, uint32_t k, uint32_t n, uint64_t x_address) {
       const uint32_t vec8 = gemv_units_of_8(a.type, k, x_address);
+      if (pipelines.cpu_shapes()) {  // one output column per invocation (moe_expert_gemv_rowwise.comp)
+        const PipelineKey key{
+            "moe_expert_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, swiglu, 1u, vec8}, sizeof(push)};
+        commands.dispatch(pipelines.get(key), push, ceil_div(n, kRowwiseWorkgroup), slots);
+        return;
+      }
       const PipelineKey key{"moe_expert_gemv",
                             {kExpertGemvThreads, 1, 1},
                             {type, swiglu, kExpertGemvRows, kExpertGemvChunk, vec8},

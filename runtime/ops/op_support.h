@@ -27,4 +27,9 @@ inline uint32_t gemv_units_of_8(WeightType type, uint32_t k, uint64_t x_address)
   return is_quantized(type) || (k % 8 == 0 && x_address % 16 == 0) ? 1 : 0;
 }
 
+// Output rows per workgroup of the CPU-shape GEMVs (linear_gemv_rowwise, moe_expert_gemv_rowwise:
+// one row per invocation). Small enough that a matrix of a few hundred rows still gives every
+// core of a CPU driver a workgroup; measured on lavapipe against 8 and 64 (bench/NOTES.md).
+constexpr uint32_t kRowwiseWorkgroup = 32;
+
 }  // namespace q3n::ops

@@ -19,8 +19,10 @@ void record_rms_norm(PipelineLibrary& pipelines, CommandBuffer& commands, const 
   if (a.x.size < elements * 4 || a.out.size < elements * 4 || a.weight.size < uint64_t(a.n) * 4 ||
       (fused && a.residual.size < elements * 4) || (gated && a.gate.size < elements * 4))
     throw Error("internal: rms_norm buffers are smaller than rows x n");
-  const Pipeline& pipeline =
-      pipelines.get({"rms_norm", {kWorkgroup, 1, 1}, {fused ? 1u : 0u, gated ? 1u : 0u}, sizeof(Push)});
+  const Pipeline& pipeline = pipelines.get({"rms_norm",
+                                            {pipelines.reduction_workgroup(kWorkgroup), 1, 1},
+                                            {fused ? 1u : 0u, gated ? 1u : 0u},
+                                            sizeof(Push)});
   Push push{a.x.address,
             a.weight.address,
             a.out.address,

@@ -34,7 +34,8 @@ void record_sample(PipelineLibrary& pipelines, CommandBuffer& commands, const Sa
   require_bytes(a.params, uint64_t(a.batch) * 32, "sampling parameters");
   require_bytes(a.ids, uint64_t(a.batch) * 4, "sampled ids");
   const Push push{a.logits.address, a.params.address, a.ids.address, a.vocab};
-  commands.dispatch(pipelines.get({"sample", {256, 1, 1}, {}, sizeof(push)}), push, a.batch);
+  commands.dispatch(pipelines.get({"sample", {pipelines.reduction_workgroup(256), 1, 1}, {}, sizeof(push)}), push,
+                    a.batch);
 }
 
 }  // namespace q3n::ops

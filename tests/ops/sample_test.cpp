@@ -76,6 +76,20 @@ TEST_F(SampleTest, GreedyIsArgmaxWithLowestIdOnTies) {
   EXPECT_EQ(sample(logits, rows, vocab, top1), (std::vector<uint32_t>{70001, 5, vocab - 1})) << "top_k 1";
 }
 
+// One NaN anywhere in a row gives the id 0xFFFFFFFF (the host's NaN report), for greedy and
+// filtered sampling alike; rows without one are unaffected.
+TEST_F(SampleTest, ARowWithANanLogitGetsAnIdOutsideTheVocabulary) {
+  const uint32_t rows = 3, vocab = 1001;
+  auto logits = random_floats(size_t(rows) * vocab, 72, -5, 5);
+  logits[0 * vocab + 999] = std::nanf("");
+  logits[2 * vocab + 3] = std::nanf("");
+  logits[1 * vocab + 17] = 20;
+  const uint32_t none = 0xFFFFFFFFu;
+  EXPECT_EQ(sample(logits, rows, vocab, {}), (std::vector<uint32_t>{none, 17, none})) << "greedy";
+  const ops::SamplingParams filtered{0.7f, 40, 0.9f};
+  EXPECT_EQ(sample(logits, rows, vocab, filtered), (std::vector<uint32_t>{none, 17, none})) << "filtered";
+}
+
 TEST_F(SampleTest, FilteredFrequenciesMatchKeptDistribution) {
   const uint32_t vocab = 61, rows = 6000;
   const auto one = random_floats(vocab, 72, -3, 3);

@@ -1,5 +1,7 @@
 // The runtime layer: device selection, memory pool, transfers, pipelines, replayed command
 // buffers, timestamps and the validation messenger.
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 
@@ -205,6 +207,46 @@ TEST(CoopmatSelection, FollowsTheDevicesShapeList) {
   // VK_EXT_subgroup_size_control is not done yet), so such devices take the portable kernels.
   d.min_subgroup_size = 32, d.max_subgroup_size = 64;
   EXPECT_EQ(coopmat_support(d).api, CoopmatApi::None);
+}
+
+// CPU devices get the CPU shapes of the vector kernels, every other type the GPU shapes; the
+// reduction workgroups shrink to one subgroup with the CPU shapes; Q3N_KERNEL_SHAPES overrides and
+// refuses a value it does not know.
+TEST_F(RuntimeTest, KernelShapesFollowTheDeviceType) {
+  DeviceInfo d;
+  for (auto type : {VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU, VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU,
+                    VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU, VK_PHYSICAL_DEVICE_TYPE_OTHER}) {
+    d.type = type;
+    EXPECT_FALSE(prefers_cpu_kernel_shapes(d)) << type;
+  }
+  d.type = VK_PHYSICAL_DEVICE_TYPE_CPU;
+  EXPECT_TRUE(prefers_cpu_kernel_shapes(d));
+
+  const bool before = pipelines().cpu_shapes();
+  const uint32_t subgroup = rt().device.info().subgroup_size;
+  pipelines().set_cpu_shapes(true);
+  EXPECT_EQ(pipelines().reduction_workgroup(256), std::min(256u, subgroup));
+  pipelines().set_cpu_shapes(false);
+  EXPECT_EQ(pipelines().reduction_workgroup(256), 256u);
+  pipelines().set_cpu_shapes(before);
+
+  const char* env = std::getenv("Q3N_KERNEL_SHAPES");
+  const std::string saved = env ? env : "";
+  setenv("Q3N_KERNEL_SHAPES", "cpu", 1);
+  EXPECT_TRUE(PipelineLibrary(rt().device).cpu_shapes());
+  setenv("Q3N_KERNEL_SHAPES", "gpu", 1);
+  EXPECT_FALSE(PipelineLibrary(rt().device).cpu_shapes());
+  setenv("Q3N_KERNEL_SHAPES", "simd", 1);
+  try {
+    PipelineLibrary library(rt().device);
+    ADD_FAILURE() << "an unknown shape family was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("use cpu or gpu"), std::string::npos) << e.what();
+  }
+  if (env)
+    setenv("Q3N_KERNEL_SHAPES", saved.c_str(), 1);
+  else
+    unsetenv("Q3N_KERNEL_SHAPES");
 }
 
 TEST(ValidationTest, MessengerCountsErrors) {

@@ -13,7 +13,8 @@ Runtime& runtime() {
     RuntimeOptions options;
     options.instance.validation = true;  // tests always run under the validation layer
     auto r = std::make_unique<Runtime>(options);
-    std::printf("[q3n test device] %s (subgroup %u)\n", r->device.info().name.c_str(), r->device.info().subgroup_size);
+    std::printf("[q3n test device] %s (subgroup %u, %s vector-kernel shapes)\n", r->device.info().name.c_str(),
+                r->device.info().subgroup_size, r->pipelines.cpu_shapes() ? "CPU" : "GPU");
     return r;
   }();
   return *rt;

@@ -1,0 +1,71 @@
+#version 460
+// Causal softmax attention with online softmax and the sigmoid output gate (spec §3.6), for CPU
+// devices (lavapipe): one invocation per "row" = (token t, q head of kv head g's group), walking
+// this split's keys in order with its q row, running max, running sum and output row in
+// registers. No shared memory, barrier or subgroup operation (see linear_gemv_rowwise.comp).
+// Every row of a workgroup walks the same keys (rows a key is past mask it), so each K and V row
+// is read at one address by all lanes at once. Same operands, splits and outputs as
+// attention.comp: with one split the result is normalised, gated and written; with several each
+// split writes its unnormalised partial sums and running max for attention_combine.comp.
+#include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
+
+layout(constant_id = 3) const uint HEAD_DIM = 256;
+#define NEG_INF uintBitsToFloat(0xFF800000u)
+
+#include "attention_push.glsl"
+
+void main() {
+  const uint g = gl_WorkGroupID.y;
+  const uint b = gl_WorkGroupID.z / p.splits, split = gl_WorkGroupID.z % p.splits;
+  const uint group = p.heads / p.kv_heads;
+  const uint rows = p.tokens * group;
+  const uint first = gl_WorkGroupID.x * gl_WorkGroupSize.x;
+  const uint row = first + gl_LocalInvocationID.x;
+  const uint pos0 = seq_position(p.seqs, b);
+  const uint kv_base = (seq_slot(p.seqs, b) * p.kv_heads + g) * p.capacity;
+
+  // This split's keys, clipped to what the workgroup's last row may see and to the slot's
+  // capacity (as in attention.comp); a row past the end computes like the last row, unwritten.
+  const uint kv_len = min(pos0 + p.tokens, p.capacity);
+  const uint per_split = (kv_len + p.splits - 1u) / p.splits;
+  const uint last_row = min(first + gl_WorkGroupSize.x, rows) - 1u;
+  const uint key_begin = split * per_split;
+  const uint key_end = min(min(key_begin + per_split, kv_len), pos0 + last_row / group + 1u);
+  const uint r = min(row, rows - 1u);
+  const uint t = r / group, h = g * group + r % group;
+  const uint bt = b * p.tokens + t;
+  const uint visible = pos0 + t;  // the last key this row attends to
+
+  float q[HEAD_DIM], o[HEAD_DIM];
+  [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) {
+    q[d] = p.q.v[(bt * p.heads + h) * HEAD_DIM + d] * p.scale;
+    o[d] = 0.0;
+  }
+  float m = NEG_INF, sum = 0.0;
+  for (uint key = key_begin; key < key_end; ++key) {
+    const uint at = (kv_base + key) * HEAD_DIM;
+    float s = 0.0;
+    [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) s += q[d] * p.cache_k.v[at + d];
+    if (key > visible) continue;  // masked for this row (a later key of the tile's last row)
+    const float m_new = max(m, s);
+    const float alpha = exp(m - m_new), w = exp(s - m_new);  // m = -inf only before the first key
+    sum = sum * alpha + w;
+    [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) o[d] = o[d] * alpha + w * p.cache_v.v[at + d];
+    m = m_new;
+  }
+  if (row >= rows) return;
+
+  const uint width = (2u * p.heads + 2u * p.kv_heads) * HEAD_DIM;
+  if (p.splits == 1u) {
+    [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) {
+      const float gate = p.qkv.v[bt * width + h * 2u * HEAD_DIM + HEAD_DIM + d];
+      p.dst.v[(bt * p.heads + h) * HEAD_DIM + d] = o[d] / sum * sigmoid(gate);
+    }
+  } else {
+    const uint part = ((b * p.splits + split) * p.tokens + t) * p.heads + h;
+    [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) p.part_o.v[part * HEAD_DIM + d] = o[d];
+    p.part_ml.v[part * 2u] = m;
+    p.part_ml.v[part * 2u + 1u] = sum;
+  }
+}
