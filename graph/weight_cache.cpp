@@ -2,27 +2,19 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <set>
 
+#include "runtime/checksum.h"
 #include "runtime/error.h"
 
 namespace q3n::graph {
 namespace {
 
 constexpr char kMagic[16] = "q3n-weights-v1";
-
-struct Fnv64 {
-  uint64_t h = 14695981039346656037ull;
-  void add(const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  }
-  void add(const std::string& s) { add(s.data(), s.size() + 1); }
-  void add(uint64_t v) { add(&v, sizeof v); }
-};
 
 uint64_t checkpoint_key(const Checkpoint& ck, const std::string& format) {
   Fnv64 f;
@@ -48,27 +40,47 @@ uint64_t checkpoint_key(const Checkpoint& ck, const std::string& format) {
 
 }  // namespace
 
+std::string weight_cache_problem(std::span<const char> header, uint64_t file_bytes, uint64_t key,
+                                 uint64_t payload_bytes) {
+  if (header.size() < kWeightCacheHeaderBytes || std::memcmp(header.data(), kMagic, sizeof kMagic) != 0)
+    return "is not a q3n weights cache of this version";
+  uint64_t stored_key = 0, stored_bytes = 0;
+  std::memcpy(&stored_key, header.data() + 16, 8);
+  std::memcpy(&stored_bytes, header.data() + 24, 8);
+  if (stored_key != key) return "was written for another checkpoint or format";
+  if (stored_bytes != payload_bytes) return "holds another amount of weights than this q3n plans";
+  if (file_bytes != kWeightCacheHeaderBytes + payload_bytes)
+    return "is truncated or has trailing bytes (" + std::to_string(file_bytes) + " bytes, expected " +
+           std::to_string(kWeightCacheHeaderBytes + payload_bytes) + ")";
+  return "";
+}
+
 WeightCache::WeightCache(const std::filesystem::path& dir, const Checkpoint& ck, const std::string& format_name,
                          uint64_t payload_bytes)
     : payload_(payload_bytes) {
   const uint64_t key = checkpoint_key(ck, format_name);
   char name[64];
-  std::snprintf(name, sizeof name, "%016llx-%s.q3nw", static_cast<unsigned long long>(key), format_name.c_str());
+  std::string format_tag = format_name;  // "as stored" -> "as-stored": no spaces in file names
+  std::replace(format_tag.begin(), format_tag.end(), ' ', '-');
+  std::snprintf(name, sizeof name, "%016llx-%s.q3nw", static_cast<unsigned long long>(key), format_tag.c_str());
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw Error("--cache: cannot create " + dir.string() + ": " + ec.message());
   path_ = dir / name;
 
-  // Header: magic, key, payload size.
-  if (std::filesystem::exists(path_) && std::filesystem::file_size(path_, ec) == 32 + payload_bytes) {
+  // Header: magic, key, payload size; read only when all of it and the file size agree.
+  if (std::filesystem::exists(path_)) {
+    const uint64_t file_bytes = std::filesystem::file_size(path_, ec);
     in_.open(path_, std::ios::binary);
-    char magic[16];
-    uint64_t stored_key = 0, stored_bytes = 0;
-    in_.read(magic, 16);
-    in_.read(reinterpret_cast<char*>(&stored_key), 8);
-    in_.read(reinterpret_cast<char*>(&stored_bytes), 8);
-    reading_ = in_ && std::memcmp(magic, kMagic, 16) == 0 && stored_key == key && stored_bytes == payload_bytes;
-    if (!reading_) in_.close();
+    char header[kWeightCacheHeaderBytes] = {};
+    in_.read(header, sizeof header);
+    const std::string problem = weight_cache_problem(std::span<const char>(header, size_t(in_.gcount())),
+                                                     ec ? 0 : file_bytes, key, payload_bytes);
+    reading_ = problem.empty();
+    if (!reading_) {
+      in_.close();
+      rebuilt_because_ = "the weights cache " + path_.string() + " " + problem + "; rebuilding it";
+    }
   }
   if (reading_) return;
   temp_ = path_;

@@ -9,11 +9,19 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <string>
 
 #include "loader/safetensors.h"
 
 namespace q3n::graph {
+
+// An entry's header: magic (16 bytes), key (8), payload size (8).
+constexpr uint64_t kWeightCacheHeaderBytes = 32;
+// Why an entry whose file starts with `header` and is `file_bytes` long cannot serve `key` with
+// `payload_bytes` of weights, or "" if it can. Pure byte handling: fuzzed (tests/fuzz).
+std::string weight_cache_problem(std::span<const char> header, uint64_t file_bytes, uint64_t key,
+                                 uint64_t payload_bytes);
 
 class WeightCache {
  public:
@@ -26,6 +34,8 @@ class WeightCache {
   WeightCache& operator=(const WeightCache&) = delete;
 
   bool reading() const { return reading_; }
+  // Set when a file existed under this entry's name but could not be used: why, for a notice.
+  const std::string& rebuilt_because() const { return rebuilt_because_; }
   void read(void* dst, size_t bytes);
   void write(const void* src, size_t bytes);
   // Writer: checks that exactly the promised bytes were written, then publishes the entry.
@@ -34,6 +44,7 @@ class WeightCache {
 
  private:
   std::filesystem::path path_, temp_;
+  std::string rebuilt_because_;
   std::ifstream in_;
   std::ofstream out_;
   bool reading_ = false, committed_ = false;

@@ -172,7 +172,8 @@ class Uploader {
       return shape;
     }
     Matrix m = shape;
-    m.range = allocate(ops::weight_storage_bytes(type, elements), what);
+    const uint64_t stored_bytes = ops::weight_storage_bytes(type, elements);
+    m.range = allocate(stored_bytes, what);
     if (synthetic_) {
       const float a = std::sqrt(3.0f / float(cols));  // unit variance in, unit variance out
       ops::record_fill_random(rt_->pipelines, *fills_,
@@ -181,7 +182,8 @@ class Uploader {
       return m;
     }
     const bool cached = cache_ && cache_->reading();
-    if (cached) upload_from_cache(m.range);
+    // The allocation may be rounded up past the matrix; the cache holds the matrix's bytes only.
+    if (cached) upload_from_cache(m.range.sub(0, stored_bytes));
     Assembler out(*rt_, m.range, type, cache_);
     const TensorView* last = nullptr;
     for (const RowSource& r : rows) {
@@ -402,6 +404,7 @@ DeviceWeights::DeviceWeights(Runtime* runtime, const ModelConfig& c, const Check
                                           planned_bytes(c, ck, options.format) - rope_bytes);
     cache_note_ = std::string(cache->reading() ? "weights read from cache " : "weights cache written to ") +
                   cache->path().string();
+    if (!cache->rebuilt_because().empty()) cache_note_ = cache->rebuilt_because() + "; " + cache_note_;
   }
   Uploader up(runtime, ck ? ck->tensors() : synthetic, ck == nullptr, seed, options, cache.get(), storage_, bytes_);
   embed = up.matrix("model.embed_tokens.weight", Use::Keep);

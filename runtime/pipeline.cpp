@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -9,6 +10,7 @@
 #include <tuple>
 
 #include "runtime/error.h"
+#include "runtime/pipeline_cache_file.h"
 #include "runtime/pipeline_stats.h"
 #include "runtime/shader_registry.h"
 #include "runtime/spirv_reflect.h"
@@ -110,23 +112,35 @@ PipelineLibrary::PipelineLibrary(const Device& device)
     matrix_activations_ = parse_matrix_activations(env);
   VkPhysicalDeviceProperties props;
   vkGetPhysicalDeviceProperties(device.physical(), &props);
+  identity_.vendor_id = props.vendorID;
+  identity_.device_id = props.deviceID;
+  std::copy(std::begin(props.pipelineCacheUUID), std::end(props.pipelineCacheUUID), identity_.uuid.begin());
   std::string uuid;
   char hex[3];
   for (uint8_t b : props.pipelineCacheUUID) {
     std::snprintf(hex, sizeof hex, "%02x", b);
     uuid += hex;
   }
-  std::vector<char> data;
+  std::vector<char> file;
+  std::span<const char> data;
   if (auto dir = cache_directory(); !dir.empty()) {
     cache_path_ = dir / ("pipelines-" + uuid + ".bin");
     std::ifstream in(cache_path_, std::ios::binary);
-    if (in) data.assign(std::istreambuf_iterator<char>(in), {});
+    if (in) file.assign(std::istreambuf_iterator<char>(in), {});
+    if (!file.empty()) {
+      const DecodedPipelineCache decoded = decode_pipeline_cache(file, identity_);
+      if (decoded.problem.empty())
+        data = decoded.data;
+      else  // never handed to the driver; the file is rewritten when this run ends
+        std::fprintf(stderr, "[q3n] the pipeline cache %s %s; rebuilding it\n", cache_path_.c_str(),
+                     decoded.problem.c_str());
+    }
   }
   VkPipelineCacheCreateInfo info{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
   info.initialDataSize = data.size();
   info.pInitialData = data.empty() ? nullptr : data.data();
   VkPipelineCache cache;
-  // A stale or corrupt file is not an error: drivers validate the header; retry empty.
+  // The driver may still refuse data that passed q3n's checks (it is allowed to): start empty.
   if (vkCreatePipelineCache(device.get(), &info, nullptr, &cache) != VK_SUCCESS) {
     info.initialDataSize = 0;
     info.pInitialData = nullptr;
@@ -145,11 +159,18 @@ PipelineLibrary::~PipelineLibrary() {
   std::error_code ec;
   std::filesystem::create_directories(cache_path_.parent_path(), ec);
   // A name of this process's own: two q3n processes sharing the cache must not interleave writes.
+  // Written whole to a temporary file, then renamed over the old one: a reader never sees half.
   const auto tmp = cache_path_.string() + ".tmp." + std::to_string(::getpid());
+  const std::vector<char> file = encode_pipeline_cache(identity_, std::span<const char>(data.data(), size));
   std::ofstream out(tmp, std::ios::binary);
-  if (!out.write(data.data(), static_cast<std::streamsize>(size))) return;
+  out.write(file.data(), static_cast<std::streamsize>(file.size()));
   out.close();
+  if (!out) {
+    std::filesystem::remove(tmp, ec);
+    return;
+  }
   std::filesystem::rename(tmp, cache_path_, ec);
+  if (ec) std::filesystem::remove(tmp, ec);
 }
 
 const Pipeline& PipelineLibrary::get(const PipelineKey& key) {

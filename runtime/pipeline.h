@@ -13,6 +13,7 @@
 
 #include "runtime/device.h"
 #include "runtime/handle.h"
+#include "runtime/pipeline_cache_file.h"
 
 namespace q3n {
 
@@ -51,7 +52,9 @@ const char* matrix_activations_name(MatrixActivations a);
 MatrixActivations parse_matrix_activations(const std::string& name);
 
 // Creates each pipeline once and keeps it; loads and saves the VkPipelineCache under
-// $XDG_CACHE_HOME/q3n (or ~/.cache/q3n), keyed by the device's pipeline-cache UUID.
+// $XDG_CACHE_HOME/q3n (or ~/.cache/q3n), keyed by the device's pipeline-cache UUID. The file is
+// checked before the driver sees it (runtime/pipeline_cache_file.h): a damaged or foreign one is
+// rebuilt with a one-line notice on stderr.
 class PipelineLibrary {
  public:
   explicit PipelineLibrary(const Device& device);
@@ -97,6 +100,7 @@ class PipelineLibrary {
  private:
   const Device& device_;
   std::filesystem::path cache_path_;
+  PipelineCacheIdentity identity_;
   OwnedPipelineCache cache_;
   std::map<PipelineKey, std::unique_ptr<Pipeline>> pipelines_;
   bool coopmat_ = false;

@@ -19,7 +19,7 @@ cmake --build build-fuzz -j"$(nproc)" >/dev/null
 seconds=${FUZZ_SECONDS:-30}
 mkdir -p build-fuzz/crashes
 status=0
-for target in safetensors config batch_line token_ids tokenizer chat_config; do
+for target in safetensors config batch_line token_ids tokenizer chat_config pipeline_cache weight_cache; do
   corpus=build-fuzz/corpus/$target
   mkdir -p "$corpus" tests/fuzz/regressions/$target
   if build-fuzz/tests/fuzz/fuzz_$target -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 \

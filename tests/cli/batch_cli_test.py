@@ -235,6 +235,32 @@ class SharedCaches(unittest.TestCase):
             self.assertEqual(again.stdout, outs[0][0])
 
 
+    def test_two_processes_share_the_weight_cache_and_a_torn_entry_is_rebuilt(self):
+        with tempfile.TemporaryDirectory() as cache:
+            cmd = [Q3N, "run", "-m", MODEL, "-p", "hello", "-n", "3", "--temp", "0", "--weights", "q8", "--cache", cache]
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            outs = [p.communicate(timeout=300) for p in procs]
+            for p, (out, err) in zip(procs, outs):
+                self.assertEqual(p.returncode, 0, err)
+            self.assertEqual(outs[0][0], outs[1][0])
+            names = os.listdir(cache)
+            self.assertEqual(len([n for n in names if n.endswith(".q3nw")]), 1, names)
+            self.assertFalse(any(".tmp" in n for n in names), names)  # no temporary file left behind
+            again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            self.assertEqual(again.returncode, 0, again.stderr)
+            self.assertIn("weights read from cache", again.stderr)
+            self.assertEqual(again.stdout, outs[0][0])
+            entry = os.path.join(cache, [n for n in names if n.endswith(".q3nw")][0])
+            os.truncate(entry, os.path.getsize(entry) - 100)  # a torn copy
+            torn = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            self.assertEqual(torn.returncode, 0, torn.stderr)
+            self.assertIn("is truncated or has trailing bytes", torn.stderr)
+            self.assertIn("rebuilding it", torn.stderr)
+            self.assertEqual(torn.stdout, outs[0][0])
+            healed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            self.assertIn("weights read from cache", healed.stderr)
+
+
 class CorruptWeights(unittest.TestCase):
     """A NaN in one weight: in layer 1's router every route of that layer sees NaN logits; in the
     final norm every logit is NaN."""

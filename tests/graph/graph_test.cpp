@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -12,6 +13,7 @@
 #include "graph/state.h"
 #include "graph/support_check.h"
 #include "graph/traffic.h"
+#include "graph/weight_cache.h"
 #include "loader/config.h"
 #include "runtime/error.h"
 
@@ -176,6 +178,26 @@ TEST(DecodeTraffic, CountsExpertsByTheDistinctExpertsABatchTouches) {
   }
   // One sequence reads exactly k of E experts.
   EXPECT_NEAR(double(decode_traffic(g, c, 1, 0).experts), double(gate_up + down) * k / E, 1.0);
+}
+
+// A `--cache` entry is read only when its magic, key, planned size and file size all agree; each
+// mismatch is named for the rebuild notice.
+TEST(WeightCacheHeader, ReadOnlyWhenEveryFieldAgrees) {
+  const uint64_t key = 0x0123456789abcdefull, payload = 4096;
+  std::vector<char> header(kWeightCacheHeaderBytes);
+  std::memcpy(header.data(), "q3n-weights-v1", 15);
+  std::memcpy(header.data() + 16, &key, 8);
+  std::memcpy(header.data() + 24, &payload, 8);
+  const uint64_t whole = kWeightCacheHeaderBytes + payload;
+  EXPECT_EQ(weight_cache_problem(header, whole, key, payload), "");
+  EXPECT_NE(weight_cache_problem(header, whole - 1, key, payload).find("truncated"), std::string::npos);
+  EXPECT_NE(weight_cache_problem(header, whole + 1, key, payload).find("trailing"), std::string::npos);
+  EXPECT_NE(weight_cache_problem(header, whole, key + 1, payload).find("another checkpoint"), std::string::npos);
+  EXPECT_NE(weight_cache_problem(header, whole + 8, key, payload + 8).find("another amount"), std::string::npos);
+  EXPECT_NE(weight_cache_problem(std::span<const char>(header).first(31), whole, key, payload).find("not a q3n"),
+            std::string::npos);
+  header[3] = 'X';
+  EXPECT_NE(weight_cache_problem(header, whole, key, payload).find("not a q3n"), std::string::npos);
 }
 
 }  // namespace

@@ -1,12 +1,16 @@
 // The runtime layer: device selection, memory pool, transfers, pipelines, replayed command
 // buffers, timestamps and the validation messenger.
+#include <unistd.h>
 #include <algorithm>
 #include <cstdlib>
+
 #include <cstring>
+#include <filesystem>
 #include <numeric>
 
 #include "runtime/error.h"
 #include "runtime/ops/rms_norm.h"
+#include "runtime/pipeline_cache_file.h"
 #include "runtime/profiler.h"
 #include "runtime/shader_registry.h"
 #include "runtime/spirv_reflect.h"
@@ -247,6 +251,77 @@ TEST_F(RuntimeTest, KernelShapesFollowTheDeviceType) {
     setenv("Q3N_KERNEL_SHAPES", saved.c_str(), 1);
   else
     unsetenv("Q3N_KERNEL_SHAPES");
+}
+
+// The pipeline cache file: q3n's files decode to the driver data they hold; every defect is named
+// and hands nothing to the driver.
+TEST(PipelineCacheFile, AcceptsItsOwnFilesAndNamesEveryDefect) {
+  PipelineCacheIdentity id{0x10de, 0x2330, {}};
+  for (size_t i = 0; i < id.uuid.size(); ++i) id.uuid[i] = uint8_t(0xa0 + i);
+  std::vector<char> driver(32 + 40);  // VkPipelineCacheHeaderVersionOne, then the driver's bytes
+  const uint32_t words[4] = {32, 1, id.vendor_id, id.device_id};
+  std::memcpy(driver.data(), words, 16);
+  std::memcpy(driver.data() + 16, id.uuid.data(), 16);
+  for (size_t i = 32; i < driver.size(); ++i) driver[i] = char(i * 7);
+  const std::vector<char> file = encode_pipeline_cache(id, driver);
+  const DecodedPipelineCache good = decode_pipeline_cache(file, id);
+  ASSERT_EQ(good.problem, "");
+  EXPECT_TRUE(std::equal(good.data.begin(), good.data.end(), driver.begin(), driver.end()));
+
+  auto problem = [&](std::vector<char> bytes, const PipelineCacheIdentity& who) {
+    const DecodedPipelineCache d = decode_pipeline_cache(bytes, who);
+    EXPECT_TRUE(d.data.empty());
+    return d.problem;
+  };
+  EXPECT_NE(problem({}, id).find("not a q3n pipeline cache"), std::string::npos);
+  EXPECT_NE(problem(driver, id).find("not a q3n pipeline cache"), std::string::npos);  // an older q3n's file
+  std::vector<char> cut(file.begin(), file.end() - 1), longer = file, flipped = file;
+  longer.push_back(0);
+  flipped[file.size() - 3] ^= 0x10;
+  EXPECT_NE(problem(cut, id).find("truncated"), std::string::npos);
+  EXPECT_NE(problem(longer, id).find("trailing"), std::string::npos);
+  EXPECT_NE(problem(flipped, id).find("checksum"), std::string::npos);
+  PipelineCacheIdentity other = id;
+  other.uuid[15] ^= 1;  // a driver update
+  EXPECT_NE(problem(file, other).find("another device or driver"), std::string::npos);
+  std::vector<char> bad_driver = driver;
+  bad_driver[4] = 2;  // an unknown driver header version, under a valid q3n header
+  EXPECT_NE(problem(encode_pipeline_cache(id, bad_driver), id).find("driver header"), std::string::npos);
+}
+
+// A damaged pipeline cache on disk is reported in one line, not given to the driver, and rewritten
+// whole when the library closes.
+TEST_F(RuntimeTest, ADamagedPipelineCacheIsRebuilt) {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const std::string saved = xdg ? xdg : "";
+  const auto dir = std::filesystem::temp_directory_path() / ("q3n_pipeline_cache_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  setenv("XDG_CACHE_HOME", dir.c_str(), 1);
+  const PipelineKey key{"rms_norm", {64, 1, 1}, {0}, 56};
+  { PipelineLibrary(rt().device).get(key); }  // writes the file
+  std::filesystem::path file;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.path().extension() == ".bin") file = e.path();
+  ASSERT_FALSE(file.empty()) << "no pipeline cache written under " << dir;
+  const uint64_t size = std::filesystem::file_size(file);
+  std::filesystem::resize_file(file, size - 5);  // a torn copy
+
+  ::testing::internal::CaptureStderr();
+  { PipelineLibrary(rt().device).get(key); }
+  const std::string notice = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(notice.find("is truncated"), std::string::npos) << notice;
+  EXPECT_NE(notice.find("rebuilding it"), std::string::npos) << notice;
+  EXPECT_EQ(std::count(notice.begin(), notice.end(), '\n'), 1) << notice;
+  EXPECT_EQ(std::filesystem::file_size(file), size);  // rewritten whole
+
+  ::testing::internal::CaptureStderr();
+  { PipelineLibrary(rt().device).get(key); }
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // and read silently next time
+  if (xdg)
+    setenv("XDG_CACHE_HOME", saved.c_str(), 1);
+  else
+    unsetenv("XDG_CACHE_HOME");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ValidationTest, MessengerCountsErrors) {
