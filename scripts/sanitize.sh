@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The unit, GPU, model and CLI tests built with AddressSanitizer + UndefinedBehaviorSanitizer (gcc,
+# -O1) in build-asan/ and run by ctest on the same device as the main suite (lavapipe where there
+# is no GPU), under the validation layer. Any sanitizer report fails the test that caused it. The
+# Vulkan driver and loader are not instrumented; leaks are checked for q3n's own allocations only
+# (scripts/lsan.supp lists the driver libraries' one-time allocations).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+glslc_args=()
+if glslc_path=$(scripts/fetch-glslc.sh 2>/dev/null); then glslc_args=(-DGLSLC="$glslc_path"); fi
+cmake -S . -B build-asan -DQ3N_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+  -DQ3N_BUILD_BENCH=OFF "${glslc_args[@]}" >/dev/null
+cmake --build build-asan -j"$(nproc)" >/dev/null
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_stack_use_after_return=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp}
+export Q3N_VALIDATE=1
+# The model tests under the GPU shapes repeat the same host code (only shaders differ) at 3x the time.
+(cd build-asan && ctest --output-on-failure --timeout 1500 -j2 -E '^(format|layering|model_gpu_shapes)$')
+echo "sanitize: every test passed under ASan + UBSan"
