@@ -70,7 +70,6 @@ void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, c
 }
 
 // delta_rule_recurrent.comp's workgroup: COLS columns of PARTS invocations each; with the CPU
-// shapes one invocation per column (no shared memory, no barrier).
 // shapes one invocation per column (no shared memory, no barrier) and MAX_DK the model's dk, so
 // the unrolled row loops do no masked work.
 struct RecurrentShape {

@@ -97,7 +97,9 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   while (tm < 32 && tm < average_rows) tm *= 2;
   std::string shader = "moe_expert";
   uint32_t threads = 256, column_tile = kExpertTile;
-  if (pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0) {
+  const bool matrix_units =
+      pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0;
+  if (matrix_units) {
     // Matrix units: row tiles of 16 or 32, column tiles of 128 (fp32 weights stay on the fp32 kernel).
     shader = pipelines.coopmat_shader("moe_expert_coopmat");
     threads = pipelines.coopmat_workgroup();
@@ -106,7 +108,6 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   }
   // Decode and small batches take the expert GEMVs, and so do CPU shapes at every size the
   // matrix units do not take (the tiled kernels' shared-memory tiles lose on a CPU).
-  const bool matrix_units = shader != "moe_expert";
   const bool gemv_path =
       (s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) ||
       (pipelines.cpu_shapes() && !matrix_units &&

@@ -59,7 +59,8 @@ TEST_F(Qwen3TokenizerTest, MatchesHuggingFaceIds) {
 }
 
 TEST_F(Qwen3TokenizerTest, DecodeInvertsEncode) {
-  for (const auto& c : load_cases()["cases"]) {
+  const auto cases = load_cases();  // named: a range-for over a temporary's member would dangle
+  for (const auto& c : cases["cases"]) {
     const std::string text = c["text"];
     const std::string decoded = c["decoded"];  // HF decode of its own ids (NFC applied)
     EXPECT_EQ(tok().decode(tok().encode(text)), decoded) << "case " << c["name"];
