@@ -46,6 +46,11 @@ float column_sum(float value, uint part, uint col) {
   return total;
 }
 
+// Element i of this token's k or q: staged in shared memory when PARTS invocations share a column,
+// read from memory (one address for every lane) when an invocation owns it (PARTS = 1).
+float key_element(uint i, uint k_at) { return PARTS > 1u ? k_shared[i] : p.qkv.v[k_at + i]; }
+float query_element(uint i, uint q_at) { return PARTS > 1u ? q_shared[i] : p.qkv.v[q_at + i]; }
+
 void main() {
   const uint j = gl_WorkGroupID.x;  // value head
   const uint b = gl_WorkGroupID.y;  // sequence
@@ -80,7 +85,7 @@ void main() {
     float kv = 0.0;
     [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
       const uint i = part + PARTS * r;
-      if (i < p.dk) kv += s[r] * (PARTS > 1u ? k_shared[i] : p.qkv.v[k_at + i]);
+      if (i < p.dk) kv += s[r] * key_element(i, k_at);
     }
     kv = column_sum(kv, part, col);
     const float v = in_range ? p.qkv.v[row * width + 2u * p.key_heads * p.dk + j * p.dv + c] : 0.0;
@@ -89,8 +94,8 @@ void main() {
     [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
       const uint i = part + PARTS * r;
       if (i < p.dk) {
-        s[r] = decay * s[r] + (PARTS > 1u ? k_shared[i] : p.qkv.v[k_at + i]) * u;
-        out_c += s[r] * (PARTS > 1u ? q_shared[i] : p.qkv.v[q_at + i]);
+        s[r] = decay * s[r] + key_element(i, k_at) * u;
+        out_c += s[r] * query_element(i, q_at);
       }
     }
     out_c = column_sum(out_c, part, col);  // its barriers also free k_shared / q_shared

@@ -47,6 +47,15 @@ uint workgroup_count(uint v) {
   return s;
 }
 
+// Whether any invocation of the workgroup saw a NaN among its `nans`; if so the row's id is set to
+// 0xFFFFFFFF. The answer is uniform (every invocation receives the same count), so the caller may
+// return on it.
+bool reported_nan_row(uint nans, uint b) {
+  if (workgroup_count(nans) == 0u) return false;
+  if (gl_LocalInvocationID.x == 0u) p.ids.v[b] = 0xFFFFFFFFu;
+  return true;
+}
+
 void main() {
   const uint b = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
   const uint base = b * p.vocab;
@@ -70,10 +79,7 @@ void main() {
         best_id = i;
       }
     }
-    if (workgroup_count(nans) > 0u) {  // uniform: every invocation holds the same count
-      if (tid == 0u) p.ids.v[b] = 0xFFFFFFFFu;
-      return;
-    }
+    if (reported_nan_row(nans, b)) return;
     const float m = workgroup_max(best);
     red_u[tid] = best == m ? best_id : 0xFFFFFFFFu;
     barrier();
@@ -94,10 +100,7 @@ void main() {
     local_max = max(local_max, z);
     local_min = min(local_min, z);
   }
-  if (workgroup_count(nans) > 0u) {
-    if (tid == 0u) p.ids.v[b] = 0xFFFFFFFFu;
-    return;
-  }
+  if (reported_nan_row(nans, b)) return;
   const float z_max = workgroup_max(local_max);
   const float z_min = -workgroup_max(-local_min);
 

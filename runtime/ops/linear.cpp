@@ -48,24 +48,22 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
   const uint32_t type = static_cast<uint32_t>(a.type);
   // fp32 weights stay off the matrix units, which would round them to fp16.
   const bool matrix_units = pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
-  if (pipelines.cpu_shapes() && (a.tokens <= kGemvMaxTokens || !matrix_units)) {
-    // CPU shapes, at every token count a matrix unit does not take: one row per invocation, no
-    // reduction (linear_gemv_rowwise.comp); the tiled GEMM's shared-memory tiles run at half its
-    // speed on lavapipe.
+  // CPU shapes take linear_gemv_rowwise.comp (one row per invocation, no reduction) at every token
+  // count a matrix unit does not take: the tiled GEMM's shared-memory tiles run at half its speed
+  // on lavapipe.
+  const bool rowwise = pipelines.cpu_shapes() && (a.tokens <= kGemvMaxTokens || !matrix_units);
+  if (rowwise || a.tokens <= kGemvMaxTokens) {
     const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
     const uint32_t chunk = a.tokens == 1 ? 1 : kGemvChunk;
-    const Pipeline& pipeline =
-        pipelines.get({"linear_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, chunk, vec8}, sizeof(Push)});
-    const uint32_t groups = ceil_div(a.n, kRowwiseWorkgroup), gx = std::min(groups, kMaxGroupsX);
-    commands.dispatch(pipeline, push, gx, ceil_div(groups, gx));
-  } else if (a.tokens <= kGemvMaxTokens) {
-    const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
-    const GemvShape shape = gemv_shape(a.n, vec8 ? a.k / 8 : a.k);
-    const uint32_t chunk = a.tokens == 1 ? 1 : kGemvChunk;
-    const Pipeline& pipeline =
-        pipelines.get({"linear_gemv", {shape.threads, 1, 1}, {type, shape.rows, chunk, vec8}, sizeof(Push)});
-    const uint32_t groups = ceil_div(a.n, shape.rows), gx = std::min(groups, kMaxGroupsX);
-    commands.dispatch(pipeline, push, gx, ceil_div(groups, gx));
+    uint32_t rows = kRowwiseWorkgroup;  // output rows per workgroup
+    PipelineKey key{"linear_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, chunk, vec8}, sizeof(Push)};
+    if (!rowwise) {
+      const GemvShape shape = gemv_shape(a.n, vec8 ? a.k / 8 : a.k);
+      rows = shape.rows;
+      key = {"linear_gemv", {shape.threads, 1, 1}, {type, shape.rows, chunk, vec8}, sizeof(Push)};
+    }
+    const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
+    commands.dispatch(pipelines.get(key), push, gx, ceil_div(groups, gx));
   } else if (matrix_units) {
     const PipelineKey key{pipelines.coopmat_shader("linear_gemm_coopmat"),
                           {pipelines.coopmat_workgroup(), 1, 1},

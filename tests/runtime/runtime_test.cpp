@@ -21,6 +21,30 @@ namespace {
 
 using RuntimeTest = GpuTest;
 
+// Sets an environment variable for one scope and restores what was there (also when an assertion
+// ends the test early).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    set(value);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      setenv(name_, old_.c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  void set(const std::string& value) { setenv(name_, value.c_str(), 1); }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
 TEST_F(RuntimeTest, SelectedDeviceMeetsRequirements) {
   EXPECT_TRUE(rt().device.info().missing_requirement().empty());
   EXPECT_GE(rt().device.info().subgroup_size, 1u);
@@ -234,23 +258,17 @@ TEST_F(RuntimeTest, KernelShapesFollowTheDeviceType) {
   EXPECT_EQ(pipelines().reduction_workgroup(256), 256u);
   pipelines().set_cpu_shapes(before);
 
-  const char* env = std::getenv("Q3N_KERNEL_SHAPES");
-  const std::string saved = env ? env : "";
-  setenv("Q3N_KERNEL_SHAPES", "cpu", 1);
+  ScopedEnv shapes("Q3N_KERNEL_SHAPES", "cpu");
   EXPECT_TRUE(PipelineLibrary(rt().device).cpu_shapes());
-  setenv("Q3N_KERNEL_SHAPES", "gpu", 1);
+  shapes.set("gpu");
   EXPECT_FALSE(PipelineLibrary(rt().device).cpu_shapes());
-  setenv("Q3N_KERNEL_SHAPES", "simd", 1);
+  shapes.set("simd");
   try {
     PipelineLibrary library(rt().device);
     ADD_FAILURE() << "an unknown shape family was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("use cpu or gpu"), std::string::npos) << e.what();
   }
-  if (env)
-    setenv("Q3N_KERNEL_SHAPES", saved.c_str(), 1);
-  else
-    unsetenv("Q3N_KERNEL_SHAPES");
 }
 
 // The pipeline cache file: q3n's files decode to the driver data they hold; every defect is named
@@ -292,11 +310,9 @@ TEST(PipelineCacheFile, AcceptsItsOwnFilesAndNamesEveryDefect) {
 // A damaged pipeline cache on disk is reported in one line, not given to the driver, and rewritten
 // whole when the library closes.
 TEST_F(RuntimeTest, ADamagedPipelineCacheIsRebuilt) {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const std::string saved = xdg ? xdg : "";
   const auto dir = std::filesystem::temp_directory_path() / ("q3n_pipeline_cache_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
-  setenv("XDG_CACHE_HOME", dir.c_str(), 1);
+  const ScopedEnv cache_home("XDG_CACHE_HOME", dir.string());
   const PipelineKey key{"rms_norm", {64, 1, 1}, {0}, 56};
   { PipelineLibrary(rt().device).get(key); }  // writes the file
   std::filesystem::path file;
@@ -317,10 +333,6 @@ TEST_F(RuntimeTest, ADamagedPipelineCacheIsRebuilt) {
   ::testing::internal::CaptureStderr();
   { PipelineLibrary(rt().device).get(key); }
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // and read silently next time
-  if (xdg)
-    setenv("XDG_CACHE_HOME", saved.c_str(), 1);
-  else
-    unsetenv("XDG_CACHE_HOME");
   std::filesystem::remove_all(dir);
 }
 
