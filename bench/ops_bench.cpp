@@ -116,21 +116,35 @@ int main(int argc, char** argv) {
            {"lm_head 1 x 2048 -> 151936", 1, V, H},
            {"in_proj_qkvz 1 x 2048 -> 12288", 1, 12288, H},
            {"in_proj_qkvz 8 x 2048 -> 12288", 8, 12288, H},
+           {"in_proj_qkvz 16 x 2048 -> 12288", 16, 12288, H},
            {"in_proj_qkvz 32 x 2048 -> 12288", 32, 12288, H},
+           {"in_proj_qkvz 64 x 2048 -> 12288", 64, 12288, H},
            {"in_proj_qkvz 128 x 2048 -> 12288", 128, 12288, H},
+           {"out_proj 16 x 4096 -> 2048", 16, H, 4096},
+           {"out_proj 32 x 4096 -> 2048", 32, H, 4096},
+           {"out_proj 128 x 4096 -> 2048", 128, H, 4096},
+           {"lm_head 32 x 2048 -> 151936", 32, V, H},
+           {"lm_head 128 x 2048 -> 151936", 128, V, H},
            {"in_proj_qkvz 256 x 2048 -> 12288", 256, 12288, H},
            {"in_proj_qkvz 512 x 2048 -> 12288", 512, 12288, H},
            {"lm_head 512 x 2048 -> 151936", 512, V, H}})
     for (WeightType type : {WeightType::BF16, WeightType::Q4})
       for (const Family& family : families) {
-        if (tokens <= ops::kGemvMaxTokens && family.coopmat) continue;  // GEMV sizes take no matrix units
+        if (tokens == 1 && family.coopmat) continue;  // a single token takes no matrix units
         use(family);
         const uint64_t weight_bytes = ops::weight_storage_bytes(type, uint64_t(n) * k);
         const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes),
                           y = b.buffer(uint64_t(tokens) * n * 4);
         const double s = b.time([&](CommandBuffer& cb) {
           ops::record_linear(rt.pipelines, cb,
-                             {.x = x, .weight = w, .y = y, .type = type, .tokens = tokens, .k = k, .n = n});
+                             {.x = x,
+                              .weight = w,
+                              .y = y,
+                              .type = type,
+                              .tokens = tokens,
+                              .k = k,
+                              .n = n,
+                              .gemv_max_tokens = family.coopmat ? 0u : ops::kGemvMaxTokens});
         });
         const std::string label = std::string("linear ") + ops::weight_type_name(type) + " " + name + family.name;
         report(label.c_str(), s, double(weight_bytes) + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
@@ -226,7 +240,7 @@ int main(int argc, char** argv) {
   for (uint32_t tokens : {1u, 8u, 32u, 128u, 512u})
     for (WeightType type : {WeightType::BF16, WeightType::Q4})
       for (const Family& family : families) {
-        if (tokens <= ops::kExpertGemvMaxTokens && family.coopmat) continue;
+        if (tokens == 1 && family.coopmat) continue;
         use(family);
         const ops::MoeShape s{
             .tokens = tokens, .hidden = H, .experts = 512, .top_k = 10, .expert_dim = 512, .normalise = true};
@@ -254,7 +268,8 @@ int main(int argc, char** argv) {
                            .shared_out = shared,
                            .shared_logit_column = 512,
                            .out = out,
-                           .shape = s},
+                           .shape = s,
+                           .gemv_max_tokens = family.coopmat ? 0u : ops::kExpertGemvMaxTokens},
                           scratch);
         });
         const double experts_touched = 512.0 * (1.0 - std::pow(1.0 - 10.0 / 512, tokens));  // expected distinct experts

@@ -25,10 +25,13 @@ namespace q3n::cli {
 
 namespace {
 
-std::string matrix_kernels(const Runtime& rt) {
+std::string matrix_kernels(const Runtime& rt, bool batch_invariant) {
   std::string kernels = describe_gemm_kernels(rt.device.coopmat_support(), !rt.pipelines.coopmat());
-  if (rt.pipelines.coopmat())
+  if (rt.pipelines.coopmat()) {
     kernels += std::string(", activations ") + matrix_activations_name(rt.pipelines.matrix_activations());
+    kernels += batch_invariant ? "; decode steps on the vector kernels (--batch-invariant)"
+                               : "; large decode steps too (without --batch-invariant)";
+  }
   return kernels;
 }
 
@@ -181,7 +184,7 @@ void add_bench_command(CLI::App& app) {
       j["model"] = model;
       j["device"] = rt.device.info().name;
       j["weights_format"] = o->model.weights.empty() ? "stored" : o->model.weights;
-      j["matrix_kernels"] = matrix_kernels(rt);
+      j["matrix_kernels"] = matrix_kernels(rt, o->model.batch_invariant);
       j["vector_kernels"] = describe_vector_kernels(rt.pipelines.cpu_shapes());
       j["memory"] = {{"weights_bytes", weights}, {"state_bytes", state}, {"device_reserved_bytes", device}};
       j["copy_bandwidth_bytes_per_second"] = bandwidth;
@@ -205,7 +208,8 @@ void add_bench_command(CLI::App& app) {
     }
     std::printf("model: %s (%s weights)\ndevice: %s\nmatrix kernels: %s\nvector kernels: %s\n", model.c_str(),
                 o->model.weights.empty() ? "stored" : o->model.weights.c_str(), rt.device.info().name.c_str(),
-                matrix_kernels(rt).c_str(), describe_vector_kernels(rt.pipelines.cpu_shapes()).c_str());
+                matrix_kernels(rt, o->model.batch_invariant).c_str(),
+                describe_vector_kernels(rt.pipelines.cpu_shapes()).c_str());
     std::printf(
         "memory: weights %.2f GiB, state + KV cache %.2f GiB, device memory reserved %.2f GiB; loaded in %.1f s\n",
         gib(weights), gib(state), gib(device), load_seconds);

@@ -29,15 +29,20 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                "Use the portable fp32 kernels even where the device has cooperative matrices (fp16 matrix "
                "units; inputs of magnitude over 65504 need this)");
   cmd.add_option("--matrix-activations", o.matrix_activations,
-                 "How the matrix units take activations: fp16 (rounded, as other engines do) or split (two "
-                 "fp16 halves, ~21 bits, twice the matrix work)")
+                 "How the matrix products take activations on the matrix units: fp16 (rounded, as other engines "
+                 "do) or split (two fp16 halves, ~21 bits, twice the matrix work); prefill attention on the "
+                 "matrix units always takes fp16")
       ->check(CLI::IsMember({"fp16", "split"}));
   cmd.add_option("--ctx", o.context, "Context length: KV-cache positions per sequence")->check(CLI::PositiveNumber);
   cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
   cmd.add_option("--decode-rows", o.decode_rows,
-                 "Sequences per decode step at most; more are decoded in several steps (1-128; any value gives "
-                 "the same tokens, only the speed differs)")
+                 "Sequences per decode step at most; more are decoded in several steps (1-128; with "
+                 "--batch-invariant any value gives the same tokens, only the speed differs)")
       ->check(CLI::Range(1u, graph::Engine::kMaxDecodeRows));
+  cmd.add_flag("--batch-invariant", o.batch_invariant,
+               "Keep every decode step on the vector kernels, so that a sequence's tokens are bitwise what "
+               "`q3n run` computes for it alone whatever else shares its steps (slower at 32-128 sequences: "
+               "without it, steps of more than 16 sequences take the matrix units)");
   cmd.add_flag("--profile", o.profile, "Print GPU time per operator kind at the end");
 }
 
@@ -155,6 +160,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   eo.slots = slots;
   eo.prefill_chunk = o.chunk;
   eo.decode_rows = o.decode_rows;
+  eo.batch_invariant = o.batch_invariant;
   eo.profile = o.profile;
   s.engine = std::make_unique<graph::Engine>(*s.runtime, s.config, std::move(weights), eo);
   return s;

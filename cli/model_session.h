@@ -28,6 +28,7 @@ struct ModelOptions {
   uint32_t context = 0;            // 0: the command's default
   uint32_t chunk = 512;
   uint32_t decode_rows = graph::EngineOptions{}.decode_rows;  // sequences per decode step at most
+  bool batch_invariant = false;  // every decode step on the GEMV kernels (graph::EngineOptions)
   bool profile = false;
 };
 void add_model_options(CLI::App& cmd, ModelOptions& o);

@@ -10,7 +10,8 @@
 
 namespace q3n::graph {
 
-// Batch invariance: every decode step size takes the same (GEMV-shaped) kernels.
+// Batch invariance (EngineOptions::batch_invariant): every decode step size takes the same
+// (GEMV-shaped) kernels.
 static_assert(Engine::kMaxDecodeRows <= ops::kGemvMaxTokens && Engine::kMaxDecodeRows <= ops::kExpertGemvMaxTokens,
               "decode steps must not reach the tiled GEMMs");
 static_assert(EngineOptions{}.decode_rows == Engine::kMaxDecodeRows, "by default a step takes every sequence");
@@ -49,6 +50,13 @@ Engine::Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weight
   for (uint32_t s = 0; s < options.slots; ++s) reset(s);
 }
 
+StepKernels Engine::kernels() const {
+  if (options_.batch_invariant)
+    return {.decode_gemv_max_tokens = ops::kGemvMaxTokens, .decode_expert_gemv_max_tokens = ops::kExpertGemvMaxTokens};
+  return {.decode_gemv_max_tokens = ops::kThroughputGemvMaxTokens,
+          .decode_expert_gemv_max_tokens = ops::kThroughputExpertGemvMaxTokens};
+}
+
 void Engine::reset(uint32_t slot) {
   state_.reset(slot);
   positions_.at(slot) = 0;
@@ -69,7 +77,7 @@ Program& Engine::program(const StepShape& shape) {
     const auto start = std::chrono::steady_clock::now();
     if (steps_.size() >= options_.max_programs) evict_least_recent();
     Step step{allocate_step_io(runtime_, config_, shape), nullptr};
-    Graph graph = build_step_graph(runtime_.device, config_, weights_, state_, shape, step.io);
+    Graph graph = build_step_graph(runtime_.device, config_, weights_, state_, shape, step.io, kernels());
     const uint64_t need = std::max<uint64_t>(plan_memory(graph, runtime_.allocator.alignment()).arena_bytes, 4);
     if (need > arena_.size()) {
       // Every recorded program points into the old arena: drop them all (they are re-recorded

@@ -9,10 +9,11 @@
 // mixed step, decode_with_piece). All programs share one scratch arena (they never run at
 // once); the least recently used are dropped past `max_programs`.
 //
-// Every sequence's results depend on its own tokens only, not on which other sequences share a
-// step (the kernels reduce each row in the same order for every row count up to
-// kMaxDecodeRows), and a sampled token's random draw is keyed by the request's seed and the
-// token's absolute position.
+// A sampled token's random draw is keyed by the request's seed and the token's absolute position.
+// With `batch_invariant`, every sequence's results also depend on its own tokens only, not on
+// which other sequences share a step (the kernels reduce each row in the same order for every
+// row count up to kMaxDecodeRows); without it, decode steps of many sequences take the matrix
+// units (fp16 activations), several times faster at 32-128 sequences.
 #pragma once
 
 #include <map>
@@ -40,6 +41,11 @@ struct EngineOptions {
   // H100 (80B-A3B q4) steps of 32 rows decode 633 tok/s against 456 for 8 rows and 728 for 128
   // (bench/NOTES.md), so a step takes every generating sequence.
   uint32_t decode_rows = 128;  // Engine::kMaxDecodeRows
+  // Keep every decode step on the GEMV kernels, so that a sequence's tokens are bitwise the same
+  // whatever else shares its steps (what `q3n run` computes for it alone). Off: decode steps of
+  // more than ops::kThroughputGemvMaxTokens sequences take the matrix units where the device has
+  // them (fp16 activations: the logits move by a mean KL of ~2e-5, bench/NOTES.md session 8).
+  bool batch_invariant = false;
   bool profile = false;
 };
 
@@ -91,6 +97,9 @@ class Engine {
   std::vector<int32_t> decode_with_piece(std::span<const uint32_t> slots, std::span<const int32_t> ids,
                                          std::span<const ops::SamplingParams> params, const PromptPiece& piece,
                                          int32_t& piece_token);
+
+  // The engine's kernel choices for its step graphs (from batch_invariant).
+  StepKernels kernels() const;
 
   // Throws an Error naming the first id outside the vocabulary.
   void check_ids(std::span<const int32_t> ids) const;

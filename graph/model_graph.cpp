@@ -16,23 +16,32 @@ namespace q3n::graph {
 
 namespace {
 
-// Rows [first, first + count) of a step.
+// Rows [first, first + count) of a step, as one dispatch of a matrix product, and the most
+// tokens for which that dispatch takes the GEMV (record_linear's gemv_max_tokens).
 struct RowRange {
   uint32_t first = 0, count = 0;
+  uint32_t gemv_max = ops::kGemvMaxTokens;
 };
 
-// The row ranges a matrix product runs as one dispatch each, given the rows of each segment in
-// order. Every row must meet the kernel it meets when its segment runs alone: up to `gemv_max`
-// rows the GEMV gives a row the same arithmetic for any row count, so the whole step is one
-// dispatch; beyond it each segment is its own dispatch (a long prompt piece keeps its tiled GEMM,
-// the decode rows keep the GEMV).
-std::vector<RowRange> dispatch_groups(const std::vector<uint32_t>& segment_rows, uint32_t gemv_max) {
+// A segment's rows and the GEMV limit it gets when it runs alone.
+struct SegmentRows {
+  uint32_t rows = 0, gemv_max = ops::kGemvMaxTokens;
+};
+
+// The row ranges a matrix product runs as one dispatch each, given the segments in order. Every
+// row must meet the kernel it meets when its segment runs alone: when every segment takes the
+// GEMV alone and all rows fit it (up to `most`, where the GEMV gives a row the same arithmetic for
+// any row count), the whole step is one dispatch; otherwise each segment is its own dispatch with
+// its own limit (a long prompt piece keeps its tiled GEMM, the decode rows keep their kernel).
+std::vector<RowRange> dispatch_groups(const std::vector<SegmentRows>& segments, uint32_t most) {
   uint32_t total = 0;
-  for (uint32_t r : segment_rows) total += r;
-  if (segment_rows.size() == 1 || total <= gemv_max) return {{0, total}};
+  bool all_gemv = true;
+  for (const SegmentRows& s : segments) total += s.rows, all_gemv = all_gemv && s.rows <= s.gemv_max;
+  if (segments.size() == 1) return {{0, total, segments[0].gemv_max}};
+  if (all_gemv && total <= most) return {{0, total, most}};
   std::vector<RowRange> groups;
   uint32_t first = 0;
-  for (uint32_t r : segment_rows) groups.push_back({first, r}), first += r;
+  for (const SegmentRows& s : segments) groups.push_back({first, s.rows, s.gemv_max}), first += s.rows;
   return groups;
 }
 
@@ -46,7 +55,7 @@ std::string dims(std::initializer_list<uint64_t> d, const char* type = "f32") {
 class Builder {
  public:
   Builder(const Device& device, const ModelConfig& c, const DeviceWeights& w, const SequenceState& s,
-          const StepShape& shape, const StepIO& io)
+          const StepShape& shape, const StepIO& io, const StepKernels& kernels)
       : device_(device),
         c_(c),
         w_(w),
@@ -57,7 +66,16 @@ class Builder {
         segments_(step_segments(shape)) {
     if (shape.piece && (shape.tokens != 1 || shape.head != Head::Sample))
       throw Error("internal: a mixed step carries decode rows (one token each) and samples");
-    for (const StepSegment& seg : segments_) segment_rows_.push_back(seg.rows());
+    // Decode rows (one token per sequence) may leave the GEMV early; prompt pieces keep it up to
+    // the GEMV's limit, as `q3n run` gives them.
+    for (const StepSegment& seg : segments_) {
+      linear_segments_.push_back({seg.rows(), seg.tokens == 1
+                                                  ? std::min(kernels.decode_gemv_max_tokens, ops::kGemvMaxTokens)
+                                                  : ops::kGemvMaxTokens});
+      expert_segments_.push_back(
+          {seg.rows(), seg.tokens == 1 ? std::min(kernels.decode_expert_gemv_max_tokens, ops::kExpertGemvMaxTokens)
+                                       : ops::kExpertGemvMaxTokens});
+    }
   }
 
   Graph build() {
@@ -146,7 +164,7 @@ class Builder {
 
   // y = x W^T over every row of the step.
   TensorId linear(const std::string& name, TensorId x, const Matrix& m) {
-    return linear(name, x, m, rows_, dispatch_groups(segment_rows_, ops::kGemvMaxTokens));
+    return linear(name, x, m, rows_, dispatch_groups(linear_segments_, ops::kGemvMaxTokens));
   }
   TensorId linear(const std::string& name, TensorId x, const Matrix& m, uint32_t rows, std::vector<RowRange> groups) {
     const TensorId w = weight(name + ".weight", m);
@@ -161,7 +179,8 @@ class Builder {
                                     .type = m.type,
                                     .tokens = g.count,
                                     .k = m.cols,
-                                    .n = m.rows});
+                                    .n = m.rows,
+                                    .gemv_max_tokens = g.gemv_max});
             }});
     return y;
   }
@@ -350,6 +369,8 @@ class Builder {
     const TensorId pml = g_.scratch(name + " split stats", parts ? parts * 8 : 4, dims({parts, 2}));
     const TensorId out = g_.scratch(name + " attention out", uint64_t(rows_) * qdim * 4, dims({rows_, qdim}));
     const TensorId seqs = seqs_;
+    // fp32 checkpoints keep fp32 arithmetic, as their projections do (record_linear).
+    const bool matrix_units = w.qkv.type != ops::WeightType::F32;
     g_.add({name + " attention",
             "attention",
             {qkv, qn, kn, freq, seqs, ck, cv},
@@ -374,7 +395,8 @@ class Builder {
                      .part_o = split ? b[po].sub(part_offsets[i] * s.head_dim * 4, n * s.head_dim * 4) : b[po],
                      .part_ml = split ? b[pml].sub(part_offsets[i] * 8, n * 8) : b[pml],
                      .out = b[out].sub(first * qdim * 4, rows * qdim * 4),
-                     .shape = sh});
+                     .shape = sh,
+                     .matrix_units = matrix_units});
               }
             }});
     return linear(name + " o_proj", out, w.out);
@@ -417,7 +439,7 @@ class Builder {
     if (shared_out != kNone) reads.push_back(shared_out);
     const uint32_t stride = w.router.rows;
     const ops::WeightType type = w.experts_type;
-    const std::vector<RowRange> groups = dispatch_groups(segment_rows_, ops::kExpertGemvMaxTokens);
+    const std::vector<RowRange> groups = dispatch_groups(expert_segments_, ops::kExpertGemvMaxTokens);
     g_.add({name + " moe",
             "moe",
             reads,
@@ -441,7 +463,8 @@ class Builder {
                      .shared_logit_column = E,
                      .out = b[out].sub(at, bytes),
                      .shape = gs,
-                     .status = b[status]},
+                     .status = b[status],
+                     .gemv_max_tokens = g.gemv_max},
                     {.ids = b[ids],
                      .weights = b[wts],
                      .offsets = b[offs],
@@ -476,8 +499,9 @@ class Builder {
     const uint32_t first_row = shape_.piece ? shape_.piece - 1 : all || shape_.tokens == 1 ? 0 : shape_.tokens - 1;
     const TensorId hn = norm("final norm", h, pending, w_.final_norm, rows, first_row);
     const Matrix m = w_.lm_head;
-    const std::vector<uint32_t> head_rows =
-        shape_.piece ? std::vector<uint32_t>{1, shape_.batch} : std::vector<uint32_t>{rows};
+    // The head's rows: the piece's last row and the decode rows, or the step's rows.
+    std::vector<SegmentRows> head_rows = {{1, ops::kGemvMaxTokens}, linear_segments_.back()};
+    if (!shape_.piece) head_rows = {{rows, linear_segments_[0].gemv_max}};
     const std::vector<RowRange> groups = dispatch_groups(head_rows, ops::kGemvMaxTokens);
     const TensorId lm = weight("lm_head", m);
     const TensorId logits = g_.scratch("logits", uint64_t(rows) * V * 4, dims({rows, V}));
@@ -490,7 +514,8 @@ class Builder {
                                     .type = m.type,
                                     .tokens = g.count,
                                     .k = H,
-                                    .n = V});
+                                    .n = V,
+                                    .gemv_max_tokens = g.gemv_max});
             }});
     if (shape_.head == Head::Sample) {
       const TensorId params =
@@ -518,7 +543,7 @@ class Builder {
   const StepIO& io_;
   const uint32_t rows_;
   const std::vector<StepSegment> segments_;
-  std::vector<uint32_t> segment_rows_;
+  std::vector<SegmentRows> linear_segments_, expert_segments_;
   Graph g_;
   TensorId ids_ = kNone, seqs_ = kNone, freq_ = kNone;
 };
@@ -531,8 +556,9 @@ std::vector<StepSegment> step_segments(const StepShape& shape) {
 }
 
 Graph build_step_graph(const Device& device, const ModelConfig& config, const DeviceWeights& weights,
-                       const SequenceState& state, const StepShape& shape, const StepIO& io) {
-  return Builder(device, config, weights, state, shape, io).build();
+                       const SequenceState& state, const StepShape& shape, const StepIO& io,
+                       const StepKernels& kernels) {
+  return Builder(device, config, weights, state, shape, io, kernels).build();
 }
 
 }  // namespace q3n::graph

@@ -7,6 +7,8 @@
 #include "graph/graph.h"
 #include "graph/state.h"
 #include "graph/weights.h"
+#include "runtime/ops/linear.h"
+#include "runtime/ops/moe.h"
 
 namespace q3n::graph {
 
@@ -52,7 +54,17 @@ struct StepIO {
 };
 StepIO allocate_step_io(Runtime& runtime, const ModelConfig& config, const StepShape& shape);
 
+// Kernel choices that are the engine's, not the shape's.
+struct StepKernels {
+  // Decode rows (one token per sequence) take the GEMV up to this many rows per step, the matrix
+  // units beyond where the device has them. ops::kGemvMaxTokens keeps every decode step on the
+  // GEMV: a sequence's arithmetic then never depends on the other rows (batch invariance).
+  uint32_t decode_gemv_max_tokens = ops::kGemvMaxTokens;
+  uint32_t decode_expert_gemv_max_tokens = ops::kExpertGemvMaxTokens;  // the same for the MoE experts
+};
+
 Graph build_step_graph(const Device& device, const ModelConfig& config, const DeviceWeights& weights,
-                       const SequenceState& state, const StepShape& shape, const StepIO& io);
+                       const SequenceState& state, const StepShape& shape, const StepIO& io,
+                       const StepKernels& kernels);
 
 }  // namespace q3n::graph

@@ -17,9 +17,10 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
 
-// A_MATRIX (M x K, loaded row-major), B_MATRIX (K x N, loaded column-major: column n is row n
-// of a weight tile), F32_MATRIX (the M x N accumulator); LOAD_A / LOAD_B / STORE_C take
-// (matrix, shared array, first element, stride) in units of the array's elements.
+// A_MATRIX (M x K, loaded row-major), B_MATRIX (K x N, loaded column-major by LOAD_B: column n is
+// row n of a weight tile; row-major by LOAD_B_ROWS), F32_MATRIX (the M x N accumulator); the
+// loads and STORE_C take (matrix, shared array, first element, stride) in units of the array's
+// elements.
 #ifdef Q3N_KHR
 #extension GL_KHR_cooperative_matrix : require
 #define A_MATRIX coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA>
@@ -27,6 +28,7 @@
 #define F32_MATRIX coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>
 #define LOAD_A(m, buf, at, stride) coopMatLoad(m, buf, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define LOAD_B(m, buf, at, stride) coopMatLoad(m, buf, at, stride, gl_CooperativeMatrixLayoutColumnMajor)
+#define LOAD_B_ROWS(m, buf, at, stride) coopMatLoad(m, buf, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define STORE_C(m, buf, at, stride) coopMatStore(m, buf, at, stride, gl_CooperativeMatrixLayoutRowMajor)
 #define MUL_ADD(a, b, c) coopMatMulAdd(a, b, c)
 #else
@@ -36,6 +38,7 @@
 #define F32_MATRIX fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 #define LOAD_A(m, buf, at, stride) coopMatLoadNV(m, buf, at, stride, false)
 #define LOAD_B(m, buf, at, stride) coopMatLoadNV(m, buf, at, stride, true)
+#define LOAD_B_ROWS(m, buf, at, stride) coopMatLoadNV(m, buf, at, stride, false)
 #define STORE_C(m, buf, at, stride) coopMatStoreNV(m, buf, at, stride, false)
 #define MUL_ADD(a, b, c) coopMatMulAddNV(a, b, c)
 #endif

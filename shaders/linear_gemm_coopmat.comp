@@ -1,19 +1,23 @@
 #version 460
 // y[t, n] = sum_k x[t, k] * W[n, k] for many tokens, on cooperative-matrix units: the same
 // operands and results as linear_gemm.comp, for devices with 16x16x16 fp16 matrices (precision
-// in coopmat.glsl). Output tiles of 64 tokens x 128 features; K goes through shared memory 64 at
-// a time, the next slice fetched into registers (weights as raw words, activations already as
-// fp16) while the matrix units work on this one. The workgroup is 8 subgroups (the host sizes it
-// from the device's fixed subgroup size) in a 4 x 2 grid, each owning 16 tokens x 64 features
-// of the tile: 4 matrices, each with a hi (and with SPLIT a lo) accumulator.
+// in coopmat.glsl). Output tiles of 64 tokens x BN = 32 * NB features; K goes through shared
+// memory 64 at a time, the next slice fetched into registers (weights as raw words, activations
+// already as fp16) while the matrix units work on this one. The workgroup is 8 subgroups (the
+// host sizes it from the device's fixed subgroup size) in a 4 x 2 grid, each owning 16 tokens x
+// 16 * NB features of the tile: NB matrices, each with a hi (and with SPLIT a lo) accumulator.
+// NB only changes how the features are cut into workgroups (fewer tokens want narrower tiles,
+// so that there are enough workgroups): an output's sum is the same sequence of products for
+// every NB and every token count.
 #include "common.glsl"
 #include "coopmat.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint SPLIT = 1;  // activations as hi + lo fp16 halves (coopmat.glsl)
+layout(constant_id = 5) const uint NB = 4;     // 16-feature matrices per subgroup: 1, 2 or 4
 
 const uint BM = 64;                    // tokens per tile
-const uint BN = 128;                   // output features per tile
+const uint BN = 32u * NB;              // output features per tile
 const uint SK = 64;                    // K values per slice
 const uint SK_UNITS = SK / 8u;         // 8-value units per row of a slice
 const uint SK_STRIDE = SK_UNITS + 1u;  // uvec4 per shared row: 144 bytes, rows start in different banks
@@ -30,12 +34,12 @@ shared uvec4 tiles[2u * BM * SK_STRIDE + BN * SK_STRIDE];
 void main() {
   const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
   const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
-  const uint row = (gl_SubgroupID >> 1) * CM, column = (gl_SubgroupID & 1u) * 64u;
+  const uint row = (gl_SubgroupID >> 1) * CM, column = (gl_SubgroupID & 1u) * (BN / 2u);
   const uint x_per_thread = (X_UNITS + threads - 1u) / threads;
   const uint w_per_thread = (W_UNITS + threads - 1u) / threads;
 
-  F32_MATRIX acc_hi[4], acc_lo[4];  // [column block]
-  [[unroll]] for (uint j = 0; j < 4; ++j) {
+  F32_MATRIX acc_hi[4], acc_lo[4];  // [column block]; the first NB are used
+  [[unroll]] for (uint j = 0; j < NB; ++j) {
     acc_hi[j] = F32_MATRIX(0.0);
     acc_lo[j] = F32_MATRIX(0.0);
   }
@@ -84,7 +88,7 @@ void main() {
       A_MATRIX hi, lo;
       LOAD_A(hi, tiles, X_HI + row * SK_STRIDE + kk, SK_STRIDE);
       if (SPLIT != 0u) LOAD_A(lo, tiles, X_LO + row * SK_STRIDE + kk, SK_STRIDE);
-      [[unroll]] for (uint j = 0; j < 4; ++j) {
+      [[unroll]] for (uint j = 0; j < NB; ++j) {
         B_MATRIX w;  // K x N, its column n is row n of the weight tile
         LOAD_B(w, tiles, W_TILE + (column + j * CM) * SK_STRIDE + kk, SK_STRIDE);
         acc_hi[j] = MUL_ADD(hi, w, acc_hi[j]);
@@ -94,7 +98,7 @@ void main() {
     barrier();
   }
   // The loop ended with a barrier: the tiles are free to hold the results.
-  [[unroll]] for (uint j = 0; j < 4; ++j) {
+  [[unroll]] for (uint j = 0; j < NB; ++j) {
     if (SPLIT != 0u) merge_lo(acc_hi[j], acc_lo[j]);
     STORE_C(acc_hi[j], tiles, (row * C_STRIDE + column + j * CM) / 4u, C_STRIDE / 4u);
   }

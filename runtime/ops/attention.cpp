@@ -35,6 +35,17 @@ uint32_t key_tile(const Device& device, uint32_t head_dim) {
   throw Error("this device's " + std::to_string(limit) +
               " bytes of compute shared memory cannot hold attention tiles of head_dim " + std::to_string(head_dim));
 }
+
+// Whether attention_coopmat.comp takes this shape: prefill (several tokens, one split) on a device
+// with matrix units, a head dim it tiles (a multiple of 32, at most 256) and shared memory for its
+// tiles (~41 KiB at head_dim 256).
+bool matrix_attention(const PipelineLibrary& pipelines, const AttentionShape& s) {
+  if (!pipelines.coopmat() || pipelines.cpu_shapes() || s.tokens < 2 || s.splits != 1 || s.head_dim % 32 != 0)
+    return false;
+  constexpr uint64_t rows = 32, keys = 32;  // BR, BC of the shader
+  const uint64_t units = 16 * ((rows + keys) * (s.head_dim / 8 + 1) + rows * (keys / 4 + 1) + rows * (keys / 8 + 1));
+  return units + 8 * rows <= pipelines.device().info().max_shared_memory;
+}
 }  // namespace
 
 std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim) {
@@ -98,7 +109,13 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
                              s.splits,          1.0f / std::sqrt(float(s.head_dim))};
   const uint32_t group = s.heads / s.kv_heads;
   const uint64_t rows_per_kv_head = uint64_t(s.tokens) * group;
-  if (pipelines.cpu_shapes()) {  // one row per invocation, one subgroup per workgroup
+  if (a.matrix_units && matrix_attention(pipelines, s)) {  // 32 rows per workgroup, four subgroups
+    const PipelineKey key{pipelines.coopmat_shader("attention_coopmat"),
+                          {4 * pipelines.device().info().subgroup_size, 1, 1},
+                          {s.head_dim},
+                          sizeof(attend)};
+    commands.dispatch(pipelines.get(key), attend, ceil_div(rows_per_kv_head, 32), s.kv_heads, s.batch);
+  } else if (pipelines.cpu_shapes()) {  // one row per invocation, one subgroup per workgroup
     const uint32_t threads = pipelines.reduction_workgroup(kRowwiseWorkgroup);
     commands.dispatch(pipelines.get({"attention_rowwise", {threads, 1, 1}, {s.head_dim}, sizeof(attend)}), attend,
                       ceil_div(rows_per_kv_head, threads), s.kv_heads, s.batch * s.splits);

@@ -1,6 +1,7 @@
 // Host side of the gated full-attention family (spec §3.6, §3.7): per-token preparation with
 // the KV-cache append (shaders/attention_prepare.comp), flash attention with the fused output
-// gate (attention.comp), and the split combine for long caches (attention_combine.comp).
+// gate (attention.comp; attention_coopmat.comp for prefill on matrix units, attention_rowwise.comp
+// with CPU shapes), and the split combine for long caches (attention_combine.comp).
 //
 // The q/k/v projections are one GEMM over concatenated weights; its row layout is
 //   [ (query | gate) for each q head | k for each kv head | v for each kv head ]
@@ -46,6 +47,9 @@ struct AttentionArgs {
   BufferRange part_ml;  // f32 [batch, splits, tokens, heads, 2] scratch (splits > 1)
   BufferRange out;      // f32 [rows, heads * hd] gated attention output (o_proj input)
   AttentionShape shape;
+  // Prefill may take the matrix units where the device has them (attention_coopmat.comp: fp16
+  // q, k, v and weights, fp32 sums); false keeps fp32 arithmetic (fp32 checkpoints).
+  bool matrix_units = true;
 };
 
 // Prepare + append, attention, and (splits > 1) combine, with the barriers between them.

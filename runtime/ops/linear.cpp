@@ -22,7 +22,17 @@ constexpr uint32_t kGemvChunk = 4;
 // Measured at 64k / 128k / 256k / 1M: single-sequence decode 113 / 135 / 133 / 135 tok/s, 128
 // sequences 762 / 730 / 682 / 622 (bench/NOTES.md, round 6).
 constexpr uint64_t kGemvTargetInvocations = 131072;
+// Workgroups of linear_gemm_coopmat.comp that fill a large GPU (two per multiprocessor on the
+// H100's 132); narrower tiles are chosen below it.
+constexpr uint64_t kMatrixTargetWorkgroups = 256;
 }  // namespace
+
+uint32_t matrix_tile_features(uint32_t tokens, uint32_t n) {
+  uint32_t features = 128;
+  while (features > 32 && uint64_t(ceil_div(n, features)) * ceil_div(tokens, 64) < kMatrixTargetWorkgroups)
+    features /= 2;
+  return features;
+}
 
 GemvShape gemv_shape(uint32_t n, uint32_t units) {
   // Each invocation walks its share of K in a loop whose loads wait on memory every step, so a
@@ -48,11 +58,15 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
   const uint32_t type = static_cast<uint32_t>(a.type);
   // fp32 weights stay off the matrix units, which would round them to fp16.
   const bool matrix_units = pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
+  if (a.gemv_max_tokens > kGemvMaxTokens)
+    throw Error("internal: the GEMV serves at most " + std::to_string(kGemvMaxTokens) + " tokens");
+  // Past gemv_max_tokens the matrix units take over; the fp32 tiled GEMM only past kGemvMaxTokens.
   // CPU shapes take linear_gemv_rowwise.comp (one row per invocation, no reduction) at every token
   // count a matrix unit does not take: the tiled GEMM's shared-memory tiles run at half its speed
   // on lavapipe.
-  const bool rowwise = pipelines.cpu_shapes() && (a.tokens <= kGemvMaxTokens || !matrix_units);
-  if (rowwise || a.tokens <= kGemvMaxTokens) {
+  const bool gemv = a.tokens <= (matrix_units ? a.gemv_max_tokens : kGemvMaxTokens);
+  const bool rowwise = pipelines.cpu_shapes() && (gemv || !matrix_units);
+  if (rowwise || gemv) {
     const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
     const uint32_t chunk = a.tokens == 1 ? 1 : kGemvChunk;
     uint32_t rows = kRowwiseWorkgroup;  // output rows per workgroup
@@ -65,11 +79,12 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
     commands.dispatch(pipelines.get(key), push, gx, ceil_div(groups, gx));
   } else if (matrix_units) {
+    const uint32_t features = matrix_tile_features(a.tokens, a.n);
     const PipelineKey key{pipelines.coopmat_shader("linear_gemm_coopmat"),
                           {pipelines.coopmat_workgroup(), 1, 1},
-                          {type, pipelines.split_activations()},
+                          {type, pipelines.split_activations(), features / 32},
                           sizeof(Push)};
-    commands.dispatch(pipelines.get(key), push, ceil_div(a.n, 128), ceil_div(a.tokens, 64));  // 64 x 128 tiles
+    commands.dispatch(pipelines.get(key), push, ceil_div(a.n, features), ceil_div(a.tokens, 64));
   } else {
     const Pipeline& pipeline = pipelines.get({"linear_gemm", {256, 1, 1}, {type}, sizeof(Push)});
     commands.dispatch(pipeline, push, ceil_div(a.n, 64), ceil_div(a.tokens, 64));

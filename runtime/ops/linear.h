@@ -1,5 +1,5 @@
 // Host side of shaders/linear_gemv.comp and linear_gemm.comp: y = x W^T with W [n, k] read in
-// place. Few tokens (<= kGemvMaxTokens) take the GEMV path, more take the tiled GEMM:
+// place. Few tokens (<= LinearArgs::gemv_max_tokens) take the GEMV path, more take the tiled GEMM:
 // linear_gemm_coopmat.comp where the pipelines use cooperative matrices and the weights are 16-bit
 // or quantised, else the fp32 linear_gemm.comp. With the CPU shapes (PipelineLibrary::cpu_shapes)
 // linear_gemv_rowwise.comp replaces the GEMV and the fp32 GEMM.
@@ -11,11 +11,14 @@
 
 namespace q3n::ops {
 
-// Steps of up to this many tokens take the GEMV, whatever the weight type: every row is then
-// reduced in the same order for any row count a decode step can have (batch invariance). The
-// GEMV reads each weight from memory once and from cache once per further 8 tokens; decode steps
-// of up to 128 sequences stay on it.
+// The most tokens the GEMV serves. Below it, each row is reduced in the same order for any row
+// count (batch invariance): a graph that keeps every decode step at or below it gives a sequence
+// the same arithmetic whatever else shares its steps. The GEMV reads each weight from memory once
+// and from cache once per further 4 tokens, so it is instruction-bound long before 128 tokens.
 constexpr uint32_t kGemvMaxTokens = 128;
+// Where the matrix units are faster than the GEMV: steps of more tokens take them when the graph
+// does not ask for batch invariance (measured on the H100, bench/NOTES.md session 10).
+constexpr uint32_t kThroughputGemvMaxTokens = 16;
 
 // linear_gemv.comp's workgroup for a matrix of n rows and `units` K-steps per row (K / 8 for
 // rows read 8 elements at a time): output rows per workgroup (4 or 1) and invocations (32-256).
@@ -30,7 +33,14 @@ struct LinearArgs {
   BufferRange y;       // f32 [tokens, n]
   WeightType type = WeightType::BF16;
   uint32_t tokens = 0, k = 0, n = 0;
+  // More tokens take the matrix units where they run (<= kGemvMaxTokens; the fp32 tiled GEMM
+  // starts past kGemvMaxTokens whatever this is).
+  uint32_t gemv_max_tokens = kGemvMaxTokens;
 };
+
+// Output features per workgroup of linear_gemm_coopmat.comp for a product of `tokens` rows and
+// n features: 128, or 64 / 32 when wider tiles would leave the GPU with few workgroups.
+uint32_t matrix_tile_features(uint32_t tokens, uint32_t n);
 
 void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& args);
 

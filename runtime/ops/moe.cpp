@@ -39,7 +39,8 @@ constexpr uint32_t kExpertCoopmatTile = 128;  // BN of moe_expert_coopmat.comp
 // moe_expert_gemv.comp's shape: output rows per workgroup, expert rows per pass, invocations —
 // the same for every step (an assignment's reduction order depends on the invocation count only).
 // One expert row per pass: experts hold ~1-3 rows in decode steps, and on the H100 larger
-// register tiles cost more in occupancy than they save (bench/NOTES.md).
+// register tiles cost more in occupancy than they save (bench/NOTES.md; again in session 10:
+// 128 tokens, q4, one layer: 1.63 ms at 1 row per pass, 1.87 at 2, 3.11 at 4).
 constexpr uint32_t kExpertGemvRows = 4, kExpertGemvChunk = 1, kExpertGemvThreads = 64;
 static_assert(kExpertGemvRows * kExpertGemvChunk <= kExpertGemvThreads, "one invocation per sum in the reduction");
 }  // namespace
@@ -108,8 +109,10 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   }
   // Decode and small batches take the expert GEMVs, and so do CPU shapes at every size the
   // matrix units do not take (the tiled kernels' shared-memory tiles lose on a CPU).
+  if (a.gemv_max_tokens > kExpertGemvMaxTokens)
+    throw Error("internal: the expert GEMV serves at most " + std::to_string(kExpertGemvMaxTokens) + " tokens");
   const bool gemv_path =
-      (s.tokens <= kExpertGemvMaxTokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) ||
+      (s.tokens <= a.gemv_max_tokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) ||
       (pipelines.cpu_shapes() && !matrix_units &&
        ceil_div(std::max(s.hidden, s.expert_dim), kRowwiseWorkgroup) <= 65535);
   // The busiest expert may take every token: its row tiles must fit the grid's y limit (65535 on

@@ -17,6 +17,10 @@ namespace q3n::ops {
 // Steps of up to this many tokens take moe_expert_gemv.comp (experts then hold ~1-3 rows each
 // at the 80B shapes), more take the tiled expert GEMMs.
 constexpr uint32_t kExpertGemvMaxTokens = 128;
+// Where the matrix-unit expert GEMM is faster than the expert GEMV: steps of more tokens take it
+// when the graph does not ask for batch invariance (H100, q4, one layer: at 32 tokens the GEMV
+// takes 494 us against 709, at 128 tokens 1564 against 1344; bench/NOTES.md session 10).
+constexpr uint32_t kThroughputExpertGemvMaxTokens = 64;
 
 struct MoeShape {
   uint32_t tokens = 0, hidden = 0, experts = 0, top_k = 0, expert_dim = 0;
@@ -51,6 +55,8 @@ struct MoeArgs {
   BufferRange out;                   // f32 [tokens, hidden]
   MoeShape shape;
   BufferRange status;  // u32 [1], optional: routing sets it to 1 on a NaN/+Inf router logit
+  // More tokens take the tiled expert GEMMs (<= kExpertGemvMaxTokens).
+  uint32_t gemv_max_tokens = kExpertGemvMaxTokens;
 };
 
 // route -> group -> gate/up -> down -> combine, with barriers between.

@@ -1,7 +1,11 @@
 // Batch invariance and bounded resources, on the random-weight fixtures:
-// - decode rows of a B-sequence step equal the same sequences decoded alone, bit for bit in the
-//   token ids, greedy and seeded sampling, for B = 12 and 40 (several 4-token passes of the GEMV);
-// - a mixed step (decode rows plus a prompt piece) equals the separate steps, bit for bit;
+// - with batch_invariant, decode rows of a B-sequence step equal the same sequences decoded
+//   alone, bit for bit in the token ids, greedy and seeded sampling, for B = 12 and 40 (several
+//   4-token passes of the GEMV);
+// - without it, decode rows of steps past the GEMV (where the device has matrix units, the matrix
+//   kernels) still do not depend on how many rows share the step;
+// - a mixed step (decode rows plus a prompt piece) equals the separate steps, bit for bit, in
+//   both modes;
 // - the continuous-batching scheduler gives every request exactly the tokens it gets alone,
 //   whatever else shares the batch and in whatever order requests arrive;
 // - prompts of many different lengths record a bounded set of programs and the device memory
@@ -11,6 +15,7 @@
 #include "graph/batch_scheduler.h"
 #include "graph/engine.h"
 #include "runtime/error.h"
+#include "runtime/ops/linear.h"
 #include "tests/support/gpu_test.h"
 
 namespace q3n::test {
@@ -29,7 +34,8 @@ std::vector<int32_t> random_ids(size_t n, uint32_t vocab, uint32_t seed) {
 
 class BatchTest : public GpuTest, public ::testing::WithParamInterface<std::string> {
  protected:
-  std::unique_ptr<graph::Engine> engine(uint32_t slots, uint32_t chunk = 64, uint32_t context = 256) {
+  std::unique_ptr<graph::Engine> engine(uint32_t slots, uint32_t chunk = 64, uint32_t context = 256,
+                                        bool batch_invariant = true) {
     config_ = load_config(fixture_dir(GetParam()));
     checkpoint_ = std::make_unique<Checkpoint>(fixture_dir(GetParam()));
     graph::EngineOptions o;
@@ -37,6 +43,7 @@ class BatchTest : public GpuTest, public ::testing::WithParamInterface<std::stri
     o.slots = slots;
     o.prefill_chunk = chunk;
     o.decode_rows = graph::Engine::kMaxDecodeRows;  // one step for every sequence
+    o.batch_invariant = batch_invariant;
     return std::make_unique<graph::Engine>(rt(), config_, *checkpoint_, o);
   }
   // `steps` tokens of one sequence alone in slot 0, the way `q3n run` generates them.
@@ -81,20 +88,56 @@ TEST_P(BatchTest, DecodeRowsDoNotDependOnTheBatch) {
   }
 }
 
+// Without batch_invariant, decode steps of more than kThroughputGemvMaxTokens rows take the matrix
+// units where the device has them (else the GEMV): a row's products are then the same sequence of
+// matrix operations for any row count and any tile width, so a sequence decodes the same tokens in
+// a step of 40 rows as in a step of 20.
+TEST_P(BatchTest, LargeDecodeStepsAgreeWithoutBatchInvariance) {
+  const uint32_t small = ops::kThroughputGemvMaxTokens + 4, large = 40, steps = 3;
+  auto e = engine(large, 64, 256, false);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<ops::SamplingParams> params(large);
+  for (uint32_t b = 0; b < large; ++b) {
+    prompts.push_back(random_ids(1 + (b * 37) % 24, uint32_t(config_.vocab_size), 100 + b));
+    if (b % 2) params[b] = {.temperature = 1.0f, .seed = 1000 + b};
+  }
+  auto decode_first = [&](uint32_t batch) {
+    std::vector<uint32_t> slots(batch);
+    std::vector<int32_t> next(batch);
+    std::vector<std::vector<int32_t>> got(batch);
+    for (uint32_t b = 0; b < batch; ++b) {
+      slots[b] = b;
+      e->reset(b);
+      got[b].push_back(next[b] = e->feed_and_sample(b, prompts[b], params[b]));
+    }
+    const std::span<const ops::SamplingParams> p(params.data(), batch);
+    for (uint32_t s = 1; s < steps; ++s) {
+      next = e->decode(slots, next, p);
+      for (uint32_t b = 0; b < batch; ++b) got[b].push_back(next[b]);
+    }
+    return got;
+  };
+  const auto in_small = decode_first(small), in_large = decode_first(large);
+  for (uint32_t b = 0; b < small; ++b) EXPECT_EQ(in_small[b], in_large[b]) << "sequence " << b;
+}
+
 // A mixed step (decode rows plus another sequence's prompt piece, one submission) gives every
 // row the arithmetic of the separate steps: the sampled ids, and the logits of one more token
 // of every sequence afterwards, are bitwise equal. The cases reach each way a step is cut into
 // dispatches (graph/model_graph.cpp, dispatch_groups): 5 + 16 rows (one GEMV for the whole
 // step), 5 + 1 (a one-token piece takes the recurrent delta rule), 125 + 16 (past the GEMV's
-// 128 rows: one dispatch per segment) and 5 + 200 (the piece takes the tiled GEMM).
+// 128 rows: one dispatch per segment) and 5 + 200 (the piece takes the tiled GEMM); without
+// batch_invariant also 40 + 16 (the decode rows leave the GEMV: one dispatch per segment).
 TEST_P(BatchTest, MixedStepEqualsSeparateSteps) {
   struct Case {
     uint32_t batch, piece;
+    bool batch_invariant = true;
   };
-  for (const Case c : {Case{5, 16}, Case{5, 1}, Case{125, 16}, Case{5, 200}}) {
-    SCOPED_TRACE("decode rows " + std::to_string(c.batch) + ", piece " + std::to_string(c.piece));
+  for (const Case c : {Case{5, 16}, Case{5, 1}, Case{125, 16}, Case{5, 200}, Case{5, 16, false}, Case{40, 16, false}}) {
+    SCOPED_TRACE("decode rows " + std::to_string(c.batch) + ", piece " + std::to_string(c.piece) +
+                 (c.batch_invariant ? "" : ", not batch-invariant"));
     const uint32_t piece_slot = c.batch;
-    auto e = engine(c.batch + 1, 256, 512);
+    auto e = engine(c.batch + 1, 256, 512, c.batch_invariant);
     const uint32_t V = uint32_t(config_.vocab_size);
     std::vector<std::vector<int32_t>> prompts;
     std::vector<ops::SamplingParams> params(c.batch);

@@ -1,7 +1,9 @@
 // shaders/linear_gemv.comp and linear_gemm.comp: y = x W^T against a double reference, for every
 // weight type (quantised ones included: the reference uses the decoded weights the GPU reads, so
 // the tolerance is that of the fp32 sum), token counts on both sides of the GEMV/GEMM switch, and
-// odd k / n; the GEMM cases again on the cooperative-matrix kernel where the device has one.
+// odd k / n; every case with 16-bit or quantised weights again on the cooperative-matrix kernel
+// where the device has one (at every token count, as steps past gemv_max_tokens take it).
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -22,7 +24,7 @@ class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
  protected:
   // Runs the case on the selected path and checks every output against a double reference.
   // `matrix_units`: the tolerance of linear_gemm_coopmat.comp (coopmat.glsl) taking activations as
-  // the pipelines are set to, else of fp32 sums.
+  // the pipelines are set to, else of fp32 sums; with it, every token count takes the matrix units.
   void check(bool matrix_units) {
     const bool split = pipelines().matrix_activations() == MatrixActivations::Split;
     const auto [tokens, k, n, type] = GetParam();
@@ -31,9 +33,15 @@ class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
     const auto words = encode_weights(w, type);  // w now holds exactly what the GPU reads
     Allocation dx = upload(x), dw = upload_words(words), dy = poisoned(size_t(tokens) * n);
     run([&](CommandBuffer& cb) {
-      ops::record_linear(
-          pipelines(), cb,
-          {.x = dx.range(), .weight = dw.range(), .y = dy.range(), .type = type, .tokens = tokens, .k = k, .n = n});
+      ops::record_linear(pipelines(), cb,
+                         {.x = dx.range(),
+                          .weight = dw.range(),
+                          .y = dy.range(),
+                          .type = type,
+                          .tokens = tokens,
+                          .k = k,
+                          .n = n,
+                          .gemv_max_tokens = matrix_units ? 0u : ops::kGemvMaxTokens});
     });
     const auto got = download(dy, size_t(tokens) * n);
 
@@ -75,12 +83,11 @@ TEST_P(LinearTest, MatchesReference) {
   check(false);
 }
 
-// The cooperative-matrix GEMM, on devices that have it, for the cases that take the GEMM with
-// 16-bit or quantised weights, with activations rounded to fp16 and split into two halves.
+// The cooperative-matrix GEMM, on devices that have it, for the cases with 16-bit or quantised
+// weights, with activations rounded to fp16 and split into two halves.
 TEST_P(LinearTest, CoopmatMatchesReference) {
   const Case c = GetParam();
-  if (c.tokens <= ops::kGemvMaxTokens || c.type == ops::WeightType::F32)
-    GTEST_SKIP() << "this case takes no matrix units";
+  if (c.type == ops::WeightType::F32) GTEST_SKIP() << "fp32 weights take no matrix units";
   std::string why;
   if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
   for (MatrixActivations a : {MatrixActivations::Fp16, MatrixActivations::Split}) {
@@ -131,44 +138,80 @@ TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
   }
 }
 
+class RowInvarianceTest : public GpuTest {
+ protected:
+  // Runs y = x W^T over the last `tokens` rows of one random x, for each count in `token_counts`,
+  // and checks that the last row (present in every run) is bitwise the same in all of them.
+  void expect_last_row_independent_of_count(uint32_t k, uint32_t n, ops::WeightType type,
+                                            const std::vector<uint32_t>& token_counts, uint32_t gemv_max_tokens);
+};
+
+void RowInvarianceTest::expect_last_row_independent_of_count(uint32_t k, uint32_t n, ops::WeightType type,
+                                                             const std::vector<uint32_t>& token_counts,
+                                                             uint32_t gemv_max_tokens) {
+  auto w = random_floats(size_t(n) * k, 41, -0.5f, 0.5f);
+  Allocation dw = upload_words(encode_weights(w, type));
+  const uint32_t most = *std::max_element(token_counts.begin(), token_counts.end());
+  const auto x = random_floats(size_t(most) * k, 42, -1, 1);
+  std::vector<std::vector<float>> by_count;
+  for (const uint32_t tokens : token_counts) {
+    std::vector<float> xs(x.end() - ptrdiff_t(tokens) * k, x.end());
+    Allocation dx = upload(xs), dy = poisoned(size_t(tokens) * n);
+    run([&](CommandBuffer& cb) {
+      ops::record_linear(pipelines(), cb,
+                         {.x = dx.range(),
+                          .weight = dw.range(),
+                          .y = dy.range(),
+                          .type = type,
+                          .tokens = tokens,
+                          .k = k,
+                          .n = n,
+                          .gemv_max_tokens = gemv_max_tokens});
+    });
+    const auto y = download(dy, size_t(tokens) * n);
+    by_count.emplace_back(y.end() - n, y.end());
+  }
+  for (size_t i = 1; i < by_count.size(); ++i)
+    for (uint32_t j = 0; j < n; ++j)
+      ASSERT_EQ(by_count[i][j], by_count[0][j]) << ops::weight_type_name(type) << " n " << n << " k " << k << " tokens "
+                                                << token_counts[i] << " output " << j;
+}
+
 // Batch invariance: a token's output row is bitwise the same whether it is computed alone or
 // among up to kGemvMaxTokens others (in any pass of the GEMV), for every weight type, on a
 // matrix with few rows (one row per workgroup, 256 invocations) and one with many (4 rows, 32).
-TEST_F(GpuTest, GemvRowsDoNotDependOnTheTokenCount) {
-  struct Matrix {
-    uint32_t k, n;
-    std::vector<uint32_t> token_counts;
-  };
+TEST_F(RowInvarianceTest, GemvRowsDoNotDependOnTheTokenCount) {
   const uint32_t most = ops::kGemvMaxTokens;
-  for (const Matrix& m : {Matrix{2080, 45, {1, 3, 12, 37, 100, most}}, Matrix{256, 20000, {1, 37, most}}}) {
-    for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::F16, ops::WeightType::F32,
-                                       ops::WeightType::Q8, ops::WeightType::Q4}) {
-      auto w = random_floats(size_t(m.n) * m.k, 41, -0.5f, 0.5f);
-      Allocation dw = upload_words(encode_weights(w, type));
-      auto x = random_floats(size_t(most) * m.k, 42, -1, 1);
-      std::vector<std::vector<float>> by_count;
-      for (const uint32_t tokens : m.token_counts) {
-        std::vector<float> xs(x.end() - ptrdiff_t(tokens) * m.k, x.end());  // the last `tokens` rows
-        Allocation dx = upload(xs), dy = poisoned(size_t(tokens) * m.n);
-        run([&](CommandBuffer& cb) {
-          ops::record_linear(pipelines(), cb,
-                             {.x = dx.range(),
-                              .weight = dw.range(),
-                              .y = dy.range(),
-                              .type = type,
-                              .tokens = tokens,
-                              .k = m.k,
-                              .n = m.n});
-        });
-        const auto y = download(dy, size_t(tokens) * m.n);
-        by_count.emplace_back(y.end() - m.n, y.end());  // the row of the last token, present in every run
-      }
-      for (size_t i = 1; i < by_count.size(); ++i)
-        for (uint32_t j = 0; j < m.n; ++j)
-          ASSERT_EQ(by_count[i][j], by_count[0][j])
-              << ops::weight_type_name(type) << " n " << m.n << " run " << i << " output " << j;
-    }
+  for (const ops::WeightType type :
+       {ops::WeightType::BF16, ops::WeightType::F16, ops::WeightType::F32, ops::WeightType::Q8, ops::WeightType::Q4}) {
+    expect_last_row_independent_of_count(2080, 45, type, {1, 3, 12, 37, 100, most}, most);
+    expect_last_row_independent_of_count(256, 20000, type, {1, 37, most}, most);
   }
+}
+
+// The matrix-unit GEMM gives an output the same sequence of products for any token count and any
+// tile width (matrix_tile_features): a token's row is bitwise the same alone (64 features per
+// workgroup at n = 20000), among 17 or 63 others, and among 129 (128 per workgroup); and at
+// n = 45 (32 per workgroup). Decode steps past kThroughputGemvMaxTokens rely on it.
+TEST_F(RowInvarianceTest, MatrixRowsDoNotDependOnTheTokenCountOrTileWidth) {
+  std::string why;
+  if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
+  EXPECT_EQ(ops::matrix_tile_features(1, 20000), 64u);
+  EXPECT_EQ(ops::matrix_tile_features(130, 20000), 128u);
+  EXPECT_EQ(ops::matrix_tile_features(130, 45), 32u);
+  for (const uint32_t n : {20000u, 45u})
+    for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::Q4})
+      expect_last_row_independent_of_count(256, n, type, {1, 18, 64, 130}, 0);
+}
+
+// The matrix GEMM's tile width: 128 features where that gives the GPU enough workgroups, else
+// narrower, never below 32.
+TEST(MatrixTileFeatures, NarrowsForFewTokensAndFeatures) {
+  EXPECT_EQ(ops::matrix_tile_features(512, 12288), 128u);  // prefill in_proj_qkvz: 96 x 8 tiles
+  EXPECT_EQ(ops::matrix_tile_features(32, 151936), 128u);  // lm_head
+  EXPECT_EQ(ops::matrix_tile_features(32, 12288), 32u);    // decode in_proj_qkvz: 384 tiles
+  EXPECT_EQ(ops::matrix_tile_features(128, 2048), 32u);    // out_proj
+  EXPECT_EQ(ops::matrix_tile_features(1, 1), 32u);
 }
 
 // The GEMV's workgroup shape at the 80B-A3B matrices: many rows take 4 per workgroup and 32
@@ -212,7 +255,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{128, 96, 67, ops::WeightType::Q4}, Case{129, 64, 40, ops::WeightType::Q8},
                       Case{20, 128, 35, ops::WeightType::Q8}, Case{128, 131, 70, ops::WeightType::BF16},
                       Case{129, 130, 65, ops::WeightType::BF16}, Case{17, 99, 41, ops::WeightType::F32},
-                      Case{45, 72, 9, ops::WeightType::F16}),  // units of 8, 16-bit
+                      Case{45, 72, 9, ops::WeightType::F16},      // units of 8, 16-bit
+                      Case{20, 64, 20000, ops::WeightType::Q4}),  // 64 features per matrix tile
     [](const auto& info) {
       const Case& c = info.param;
       return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" +
