@@ -43,8 +43,9 @@ struct EngineOptions {
   uint32_t decode_rows = 128;  // Engine::kMaxDecodeRows
   // Keep every decode step on the GEMV kernels, so that a sequence's tokens are bitwise the same
   // whatever else shares its steps (what `q3n run` computes for it alone). Off: decode steps of
-  // more than ops::kThroughputGemvMaxTokens sequences take the matrix units where the device has
-  // them (fp16 activations: the logits move by a mean KL of ~2e-5, bench/NOTES.md session 8).
+  // more than ops::kThroughputGemvMaxTokens sequences (ops::kThroughputExpertGemvMaxTokens for the
+  // experts) take the matrix units where the device has them (fp16 activations: kjv-demo's logits
+  // stay within a mean KL of ~1e-5 of the fp32 path, bench/NOTES.md session 10).
   bool batch_invariant = false;
   bool profile = false;
 };

@@ -69,12 +69,11 @@ class Builder {
     // Decode rows (one token per sequence) may leave the GEMV early; prompt pieces keep it up to
     // the GEMV's limit, as `q3n run` gives them.
     for (const StepSegment& seg : segments_) {
-      linear_segments_.push_back({seg.rows(), seg.tokens == 1
-                                                  ? std::min(kernels.decode_gemv_max_tokens, ops::kGemvMaxTokens)
-                                                  : ops::kGemvMaxTokens});
-      expert_segments_.push_back(
-          {seg.rows(), seg.tokens == 1 ? std::min(kernels.decode_expert_gemv_max_tokens, ops::kExpertGemvMaxTokens)
-                                       : ops::kExpertGemvMaxTokens});
+      const auto limit = [&](uint32_t decode, uint32_t most) {
+        return seg.tokens == 1 ? std::min(decode, most) : most;
+      };
+      linear_segments_.push_back({seg.rows(), limit(kernels.decode_gemv_max_tokens, ops::kGemvMaxTokens)});
+      expert_segments_.push_back({seg.rows(), limit(kernels.decode_expert_gemv_max_tokens, ops::kExpertGemvMaxTokens)});
     }
   }
 
@@ -500,8 +499,9 @@ class Builder {
     const TensorId hn = norm("final norm", h, pending, w_.final_norm, rows, first_row);
     const Matrix m = w_.lm_head;
     // The head's rows: the piece's last row and the decode rows, or the step's rows.
-    std::vector<SegmentRows> head_rows = {{1, ops::kGemvMaxTokens}, linear_segments_.back()};
-    if (!shape_.piece) head_rows = {{rows, linear_segments_[0].gemv_max}};
+    const std::vector<SegmentRows> head_rows =
+        shape_.piece ? std::vector<SegmentRows>{{1, linear_segments_[0].gemv_max}, linear_segments_[1]}
+                     : std::vector<SegmentRows>{{rows, linear_segments_[0].gemv_max}};
     const std::vector<RowRange> groups = dispatch_groups(head_rows, ops::kGemvMaxTokens);
     const TensorId lm = weight("lm_head", m);
     const TensorId logits = g_.scratch("logits", uint64_t(rows) * V * 4, dims({rows, V}));

@@ -43,8 +43,10 @@ bool matrix_attention(const PipelineLibrary& pipelines, const AttentionShape& s)
   if (!pipelines.coopmat() || pipelines.cpu_shapes() || s.tokens < 2 || s.splits != 1 || s.head_dim % 32 != 0)
     return false;
   constexpr uint64_t rows = 32, keys = 32;  // BR, BC of the shader
-  const uint64_t units = 16 * ((rows + keys) * (s.head_dim / 8 + 1) + rows * (keys / 4 + 1) + rows * (keys / 8 + 1));
-  return units + 8 * rows <= pipelines.device().info().max_shared_memory;
+  // uvec4 tiles (Q and K/V, S, P; rows padded by one unit) plus the fp32 row max and sum.
+  const uint64_t bytes =
+      16 * ((rows + keys) * (s.head_dim / 8 + 1) + rows * (keys / 4 + 1) + rows * (keys / 8 + 1)) + 8 * rows;
+  return bytes <= pipelines.device().info().max_shared_memory;
 }
 }  // namespace
 

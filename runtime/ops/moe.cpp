@@ -40,7 +40,7 @@ constexpr uint32_t kExpertCoopmatTile = 128;  // BN of moe_expert_coopmat.comp
 // the same for every step (an assignment's reduction order depends on the invocation count only).
 // One expert row per pass: experts hold ~1-3 rows in decode steps, and on the H100 larger
 // register tiles cost more in occupancy than they save (bench/NOTES.md; again in session 10:
-// 128 tokens, q4, one layer: 1.63 ms at 1 row per pass, 1.87 at 2, 3.11 at 4).
+// routed MoE at 128 tokens, q4, one layer: 1.56 ms at 1 row per pass, 1.87 at 2, 3.11 at 4).
 constexpr uint32_t kExpertGemvRows = 4, kExpertGemvChunk = 1, kExpertGemvThreads = 64;
 static_assert(kExpertGemvRows * kExpertGemvChunk <= kExpertGemvThreads, "one invocation per sum in the reduction");
 }  // namespace
