@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
   }
 
   // Gated DeltaNet core: state [32, 128, 128] f32.
-  for (uint32_t tokens : {1u, 512u}) {
+  for (uint32_t tokens : {1u, 512u, 4096u}) {
     const ops::DeltaShape shape{.batch = 1, .tokens = tokens, .key_heads = 16, .value_heads = 32, .dk = 128, .dv = 128};
     const BufferRange qkv = b.random(shape.rows() * shape.qkv_width(), -0.1f, 0.1f);
     const BufferRange gates = b.random(shape.rows() * 64, -0.5f, -0.01f),
@@ -187,7 +187,7 @@ int main(int argc, char** argv) {
       const double C = 64, d = 128, chunks = tokens / 64.0;
       const double flops =
           32 * chunks * (2 * (2 * C * C * d) + C * C * C / 3 + 2 * C * C * 2 * d + 6 * 2 * C * d * d + 2 * C * C * d);
-      report("delta rule chunked, 512 tokens", s, state_bytes, flops, ceiling);
+      report(("delta rule chunked, " + std::to_string(tokens) + " tokens").c_str(), s, state_bytes, flops, ceiling);
     }
   }
 

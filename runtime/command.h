@@ -59,7 +59,7 @@ class CommandBuffer {
   void timestamp(VkQueryPool pool, uint32_t query);
 
   // While a profiler is attached (graph/program.cpp, --profile), mark() starts timing `label`:
-  // operators with several dispatches name their parts ("moe.experts").
+  // operators with several dispatches name their parts ("moe.gate_up").
   void attach_profiler(Profiler* profiler) { profiler_ = profiler; }
   void mark(const std::string& label);
 

@@ -2,6 +2,10 @@
 // Chunked gated delta rule, step 3 of 3 (spec §6): the outputs of one chunk, parallel over
 // (chunk n, value head j, sequence b), from the chunk's starting state and pseudo-values:
 //   O_r = exp(gamma_r) q_r^T S_n  +  sum_{i<=r} exp(gamma_r - gamma_i) (q_r . k_i) U_i
+// as one product [exp(gamma) Q | P] [S_n ; U] with P the masked, decayed Q K^T.
+//
+// Register-tiled fp32 as in delta_chunk_prepare.comp: invocation t owns rows t/16 + 16a (a < 4)
+// and columns t%16 + 16c; 256 invocations, CHUNK = 64.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint CHUNK = 64;
@@ -19,12 +23,21 @@ layout(push_constant) uniform Push {
   uint dv;
 } p;
 
-shared float P[CHUNK * CHUNK];
+const uint KS = 16;             // depth of a staged slice of a product's reduction dimension
+const uint COLS = 32;           // output columns per pass of the O product
+const uint PS = CHUNK + 1u;     // row stride of P
+const uint LS = KS + 1u;        // row stride of a staged left slice [CHUNK][KS]
+const uint ROWS = CHUNK / 16u;  // rows per invocation
+
+shared float P[CHUNK * PS];
+shared float L[CHUNK * LS];              // Q slices (scaled by exp(gamma) for O)
+shared float R[CHUNK * LS];  // K slices, then S or U row slices [KS][COLS + 1] (smaller)
 shared float gam[CHUNK];
 
 void main() {
   const uint n = gl_WorkGroupID.x, j = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
   const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
+  const uint tr = tid / 16u, tc = tid % 16u;
   const uint hv = p.value_heads;
   const uint kh = j / (hv / p.key_heads);
   const uint width = 2u * p.key_heads * p.dk + hv * p.dv;
@@ -34,27 +47,89 @@ void main() {
   const uint chunks = (p.tokens + CHUNK - 1u) / CHUNK;
   const uint snap_base = ((b * chunks + n) * hv + j) * p.dk * p.dv;
 
-  for (uint r = tid; r < len; r += threads) gam[r] = p.gamma.v[(first_row + r) * hv + j];
+  for (uint r = tid; r < CHUNK; r += threads) gam[r] = r < len ? p.gamma.v[(first_row + r) * hv + j] : 0.0;
   barrier();
-  for (uint e = tid; e < CHUNK * CHUNK; e += threads) {
-    const uint r = e / CHUNK, i = e % CHUNK;
-    float value = 0.0;
-    if (i <= r && r < len) {
-      float dot_qk = 0.0;
-      for (uint d = 0; d < p.dk; ++d)
-        dot_qk += p.qkv.v[(first_row + r) * width + q_col + d] * p.qkv.v[(first_row + i) * width + k_col + d];
-      value = exp(gam[r] - gam[i]) * dot_qk;
+
+  // P = decay o (Q K^T), lower triangle with the diagonal.
+  float qk[ROWS][ROWS];
+  for (uint a = 0; a < ROWS; ++a)
+    for (uint c = 0; c < ROWS; ++c) qk[a][c] = 0.0;
+  for (uint d0 = 0; d0 < p.dk; d0 += KS) {
+    for (uint e = tid; e < CHUNK * KS; e += threads) {
+      const uint r = e / KS, d = e % KS;
+      const bool inside = r < len && d0 + d < p.dk;
+      const uint at = (first_row + r) * width + d0 + d;
+      L[r * LS + d] = inside ? p.qkv.v[at + q_col] : 0.0;
+      R[r * LS + d] = inside ? p.qkv.v[at + k_col] : 0.0;
     }
-    P[e] = value;
+    barrier();
+    for (uint d = 0; d < KS; ++d) {
+      float left[ROWS], right[ROWS];
+      for (uint a = 0; a < ROWS; ++a) left[a] = L[(tr + 16u * a) * LS + d];
+      for (uint c = 0; c < ROWS; ++c) right[c] = R[(tc + 16u * c) * LS + d];
+      for (uint a = 0; a < ROWS; ++a)
+        for (uint c = 0; c < ROWS; ++c) qk[a][c] += left[a] * right[c];
+    }
+    barrier();
   }
+  for (uint a = 0; a < ROWS; ++a)
+    for (uint c = 0; c < ROWS; ++c) {
+      const uint r = tr + 16u * a, i = tc + 16u * c;
+      P[r * PS + i] = i <= r && r < len ? exp(gam[r] - gam[i]) * qk[a][c] : 0.0;
+    }
   barrier();
-  for (uint e = tid; e < len * p.dv; e += threads) {
-    const uint r = e / p.dv, c = e % p.dv;
-    float inter = 0.0;
-    for (uint i = 0; i < p.dk; ++i)
-      inter += p.qkv.v[(first_row + r) * width + q_col + i] * p.snapshots.v[snap_base + i * p.dv + c];
-    float s = exp(gam[r]) * inter;
-    for (uint i = 0; i <= r; ++i) s += P[r * CHUNK + i] * p.u.v[((first_row + i) * hv + j) * p.dv + c];
-    p.o.v[((first_row + r) * hv + j) * p.dv + c] = s;
+
+  const uint i_end = min(len, tr + 16u * (ROWS - 1u) + 1u);  // P is lower triangular
+  for (uint c0 = 0; c0 < p.dv; c0 += COLS) {
+    float acc[ROWS][2];
+    for (uint a = 0; a < ROWS; ++a) acc[a][0] = acc[a][1] = 0.0;
+    // exp(gamma) Q S_n
+    for (uint d0 = 0; d0 < p.dk; d0 += KS) {
+      for (uint e = tid; e < CHUNK * KS; e += threads) {
+        const uint r = e / KS, d = e % KS;
+        L[r * LS + d] = r < len && d0 + d < p.dk ? exp(gam[r]) * p.qkv.v[(first_row + r) * width + q_col + d0 + d] : 0.0;
+      }
+      for (uint e = tid; e < KS * COLS; e += threads) {
+        const uint d = e / COLS, c = e % COLS;
+        R[d * (COLS + 1u) + c] = d0 + d < p.dk && c0 + c < p.dv ? p.snapshots.v[snap_base + (d0 + d) * p.dv + c0 + c] : 0.0;
+      }
+      barrier();
+      for (uint d = 0; d < KS; ++d) {
+        const float s0 = R[d * (COLS + 1u) + tc], s1 = R[d * (COLS + 1u) + tc + 16u];
+        for (uint a = 0; a < ROWS; ++a) {
+          const float q = L[(tr + 16u * a) * LS + d];
+          acc[a][0] += q * s0;
+          acc[a][1] += q * s1;
+        }
+      }
+      barrier();
+    }
+    // + P U
+    for (uint i0 = 0; i0 < len; i0 += KS) {
+      for (uint e = tid; e < KS * COLS; e += threads) {
+        const uint i = e / COLS, c = e % COLS;
+        R[i * (COLS + 1u) + c] =
+            i0 + i < len && c0 + c < p.dv ? p.u.v[((first_row + i0 + i) * hv + j) * p.dv + c0 + c] : 0.0;
+      }
+      barrier();
+      const uint i_stop = min(KS, i_end > i0 ? i_end - i0 : 0u);
+      for (uint i = 0; i < i_stop; ++i) {
+        const float u0 = R[i * (COLS + 1u) + tc], u1 = R[i * (COLS + 1u) + tc + 16u];
+        for (uint a = 0; a < ROWS; ++a) {
+          const float pv = P[(tr + 16u * a) * PS + i0 + i];
+          acc[a][0] += pv * u0;
+          acc[a][1] += pv * u1;
+        }
+      }
+      barrier();
+    }
+    for (uint a = 0; a < ROWS; ++a) {
+      const uint r = tr + 16u * a;
+      if (r >= len) continue;
+      for (uint h = 0; h < 2u; ++h) {
+        const uint c = c0 + tc + 16u * h;
+        if (c < p.dv) p.o.v[((first_row + r) * hv + j) * p.dv + c] = acc[a][h];
+      }
+    }
   }
 }

@@ -6,11 +6,21 @@
 //   U  = W - Kc S                                            (pseudo-values, written out)
 //   S  = exp(gamma_last) S + sum_r exp(gamma_last - gamma_r) k_r U_r^T
 // and writes the final S back to the state slot.
+//
+// 256 invocations: invocation t owns column t % DV_TILE and rows t / DV_TILE + GROUPS a of U and
+// of S, accumulating in registers over operands staged in shared memory KS at a time.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint CHUNK = 64;
-layout(constant_id = 4) const uint DV_TILE = 16;
-layout(constant_id = 5) const uint MAX_DK = 256;
+layout(constant_id = 4) const uint DV_TILE = 16;  // 16 or 8
+layout(constant_id = 5) const uint MAX_DK = 128;  // dk rounded up to a multiple of GROUPS
+
+const uint THREADS = 256;  // the host's workgroup size
+const uint GROUPS = THREADS / DV_TILE;
+const uint KS = 16;       // depth of a staged slice
+const uint LS = KS + 1u;  // row stride of a staged Kc slice [CHUNK][KS]
+const uint MAX_U_ROWS = 4;   // CHUNK / GROUPS for DV_TILE <= 16
+const uint MAX_S_ROWS = 16;  // MAX_DK / GROUPS for MAX_DK <= 256
 
 layout(push_constant) uniform Push {
   F32Buf qkv;        // [B*T, 2 Hk dk + Hv dv], prepared
@@ -30,11 +40,14 @@ layout(push_constant) uniform Push {
 
 shared float S[MAX_DK * DV_TILE];
 shared float U[CHUNK * DV_TILE];
+// Kc slices [CHUNK][LS], then decayed K slices [KS][MAX_DK].
+shared float stage[KS * MAX_DK > CHUNK * LS ? KS * MAX_DK : CHUNK * LS];
 shared float decay_to_end[CHUNK];
 
 void main() {
   const uint c0 = gl_WorkGroupID.x * DV_TILE, j = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
-  const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
+  const uint tid = gl_LocalInvocationID.x;
+  const uint c = tid % DV_TILE, g = tid / DV_TILE;
   const uint hv = p.value_heads;
   const uint kh = j / (hv / p.key_heads);
   const uint width = 2u * p.key_heads * p.dk + hv * p.dv;
@@ -43,44 +56,76 @@ void main() {
   const uint state_base = (seq_slot(p.seqs, b) * hv + j) * p.dk * p.dv;
   const uint chunks = (p.tokens + CHUNK - 1u) / CHUNK;
 
-  for (uint e = tid; e < p.dk * DV_TILE; e += threads) {
-    const uint i = e / DV_TILE, c = e % DV_TILE;
-    S[e] = c < tile ? p.state.v[state_base + i * p.dv + c0 + c] : 0.0;
+  for (uint e = tid; e < MAX_DK * DV_TILE; e += THREADS) {
+    const uint i = e / DV_TILE, cc = e % DV_TILE;
+    S[e] = i < p.dk && cc < tile ? p.state.v[state_base + i * p.dv + c0 + cc] : 0.0;
   }
   barrier();
   for (uint n = 0; n < chunks; ++n) {
     const uint first_row = b * p.tokens + n * CHUNK;
     const uint len = min(CHUNK, p.tokens - n * CHUNK);
     const uint snap_base = ((b * chunks + n) * hv + j) * p.dk * p.dv;
-    for (uint e = tid; e < p.dk * DV_TILE; e += threads) {
-      const uint i = e / DV_TILE, c = e % DV_TILE;
-      if (c < tile) p.snapshots.v[snap_base + i * p.dv + c0 + c] = S[e];
-    }
-    for (uint e = tid; e < len * DV_TILE; e += threads) {
-      const uint r = e / DV_TILE, c = e % DV_TILE;
-      float s = 0.0;
-      if (c < tile) {
-        const uint row_head = (first_row + r) * hv + j;
-        s = p.w.v[row_head * p.dv + c0 + c];
-        for (uint i = 0; i < p.dk; ++i) s -= p.kc.v[row_head * p.dk + i] * S[i * DV_TILE + c];
-        p.u.v[row_head * p.dv + c0 + c] = s;
-      }
-      U[e] = s;
+    for (uint e = tid; e < p.dk * DV_TILE; e += THREADS) {
+      const uint i = e / DV_TILE, cc = e % DV_TILE;
+      if (cc < tile) p.snapshots.v[snap_base + i * p.dv + c0 + cc] = S[e];
     }
     const float gamma_last = p.gamma.v[(first_row + len - 1u) * hv + j];
-    for (uint r = tid; r < len; r += threads) decay_to_end[r] = exp(gamma_last - p.gamma.v[(first_row + r) * hv + j]);
+    for (uint r = tid; r < CHUNK; r += THREADS)
+      decay_to_end[r] = r < len ? exp(gamma_last - p.gamma.v[(first_row + r) * hv + j]) : 0.0;
+
+    // U = W - Kc S
+    float ua[MAX_U_ROWS];
+    for (uint a = 0; a < CHUNK / GROUPS; ++a) ua[a] = 0.0;
+    for (uint d0 = 0; d0 < p.dk; d0 += KS) {
+      for (uint e = tid; e < CHUNK * KS; e += THREADS) {
+        const uint r = e / KS, d = e % KS;
+        stage[r * LS + d] = r < len && d0 + d < p.dk ? p.kc.v[((first_row + r) * hv + j) * p.dk + d0 + d] : 0.0;
+      }
+      barrier();
+      for (uint d = 0; d < KS; ++d) {
+        const float s = S[(d0 + d) * DV_TILE + c];
+        for (uint a = 0; a < CHUNK / GROUPS; ++a) ua[a] += stage[(g + GROUPS * a) * LS + d] * s;
+      }
+      barrier();
+    }
+    for (uint a = 0; a < CHUNK / GROUPS; ++a) {
+      const uint r = g + GROUPS * a;
+      float value = 0.0;
+      if (r < len && c < tile) {
+        const uint at = ((first_row + r) * hv + j) * p.dv + c0 + c;
+        value = p.w.v[at] - ua[a];
+        p.u.v[at] = value;
+      }
+      U[r * DV_TILE + c] = value;
+    }
     barrier();
+
+    // S = exp(gamma_last) S + (decay o K)^T U
+    float sa[MAX_S_ROWS];
+    for (uint a = 0; a < MAX_DK / GROUPS; ++a) sa[a] = 0.0;
+    for (uint r0 = 0; r0 < len; r0 += KS) {
+      for (uint e = tid; e < KS * MAX_DK; e += THREADS) {
+        const uint r = e / MAX_DK, i = e % MAX_DK;
+        stage[e] = r0 + r < len && i < p.dk
+                       ? decay_to_end[r0 + r] * p.qkv.v[(first_row + r0 + r) * width + k_col + i]
+                       : 0.0;
+      }
+      barrier();
+      for (uint r = 0; r < KS; ++r) {
+        const float uu = U[(r0 + r) * DV_TILE + c];
+        for (uint a = 0; a < MAX_DK / GROUPS; ++a) sa[a] += stage[r * MAX_DK + g + GROUPS * a] * uu;
+      }
+      barrier();
+    }
     const float decay_all = exp(gamma_last);
-    for (uint e = tid; e < p.dk * DV_TILE; e += threads) {
-      const uint i = e / DV_TILE, c = e % DV_TILE;
-      float s = decay_all * S[e];
-      for (uint r = 0; r < len; ++r) s += decay_to_end[r] * p.qkv.v[(first_row + r) * width + k_col + i] * U[r * DV_TILE + c];
-      S[e] = s;
+    for (uint a = 0; a < MAX_DK / GROUPS; ++a) {
+      const uint at = (g + GROUPS * a) * DV_TILE + c;
+      S[at] = decay_all * S[at] + sa[a];
     }
     barrier();
   }
-  for (uint e = tid; e < p.dk * DV_TILE; e += threads) {
-    const uint i = e / DV_TILE, c = e % DV_TILE;
-    if (c < tile) p.state.v[state_base + i * p.dv + c0 + c] = S[e];
+  for (uint e = tid; e < p.dk * DV_TILE; e += THREADS) {
+    const uint i = e / DV_TILE, cc = e % DV_TILE;
+    if (cc < tile) p.state.v[state_base + i * p.dv + c0 + cc] = S[e];
   }
 }

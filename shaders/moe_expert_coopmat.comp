@@ -3,9 +3,11 @@
 // moe_expert.comp, for devices with 16x16x16 fp16 matrices (precision in coopmat.glsl).
 //   SWIGLU = 1 (gate/up): h[assignment, n] = silu(x . gate_n) * (x . up_n), x rows by token
 //   SWIGLU = 0 (down):    y[assignment, n] = h[assignment] . down_n
-// Workgroup (column tile of 128, row tile of TM, live-expert slot), 8 subgroups; subgroup s owns
-// columns 16s .. 16s + 15 of the tile for all TM rows. The grid comes from moe_group.comp, so
-// every workgroup but the tail of the busiest expert's rows has work.
+// Workgroup (column tile, row tile of TM, live-expert slot), 8 subgroups. Gate/up: a column tile
+// is 128 columns, each with its gate and its up row (two 128-row weight tiles); down: 256 columns,
+// their weight rows split over the same two tiles (so a K slice moves as many bytes as gate/up's).
+// Subgroup s owns columns 16s .. 16s + 15 of each weight tile for all TM rows. The grid comes from
+// moe_group.comp, so every workgroup but the tail of the busiest expert's rows has work.
 //
 // Prefill gives an expert ~10 rows, so the kernel moves weights, not arithmetic: each K slice of
 // 64 brings 128 weight rows through shared memory (for q4, 10 KiB per slice with gate and up),
@@ -30,7 +32,8 @@ const uint C_STRIDE = BN + 4;        // fp32 result row, in floats (a multiple o
 #include "moe_expert_push.glsl"
 
 shared uvec4 x_hi[MAX_TM * SK_STRIDE], x_lo[MAX_TM * SK_STRIDE];
-// The weight tiles; after the K loop gate_tile holds the fp32 results (TM x C_STRIDE floats).
+// The weight tiles (down: its first and second 128 weight rows); after the K loop each holds the
+// fp32 results of its columns (TM x C_STRIDE floats).
 shared uvec4 gate_tile[BN * SK_STRIDE], up_tile[BN * SK_STRIDE];
 shared uint source_row[MAX_TM];  // x row of each tile row
 
@@ -41,7 +44,7 @@ void main() {
   const uint first = p.offsets.v[e], rows = p.offsets.v[e + 1u] - first;
   const uint m0 = gl_WorkGroupID.y * TM;
   if (m0 >= rows) return;
-  const uint n0 = gl_WorkGroupID.x * BN;
+  const uint n0 = gl_WorkGroupID.x * (SWIGLU != 0u ? BN : 2u * BN);
   const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
   const uint column = gl_SubgroupID * CM;
   const uint weight_rows = SWIGLU != 0u ? 2u * p.n : p.n;
@@ -81,7 +84,7 @@ void main() {
         if (i >= w_per_thread || u >= W_UNITS) continue;
         const uint at = (u / SK_UNITS) * SK_STRIDE + u % SK_UNITS;
         gate_tile[at] = decode_weight_unit(WEIGHT_DTYPE, ga[i]);
-        if (SWIGLU != 0u) up_tile[at] = decode_weight_unit(WEIGHT_DTYPE, ua[i]);
+        up_tile[at] = decode_weight_unit(WEIGHT_DTYPE, ua[i]);
       }
       barrier();
     }
@@ -100,45 +103,53 @@ void main() {
         const uint u = tid + i * threads;
         if (i >= w_per_thread) continue;
         const uint r = u / SK_UNITS, c = k0 + (u % SK_UNITS) * 8u, gate_row = e * weight_rows + n0 + r;
-        const bool inside = u < W_UNITS && n0 + r < p.n && c < p.k;
+        // The second tile's row: the up row of the same column, or (down) the column BN further.
+        const uint second = SWIGLU != 0u ? p.n : BN;
+        const bool inside = u < W_UNITS && c < p.k;
         ga[i] = RawUnit(uvec4(0u), 0u);
         ua[i] = ga[i];
-        if (inside) ga[i] = fetch_weight_unit(p.weight, WEIGHT_DTYPE, gate_row, p.k, c);
-        if (inside && SWIGLU != 0u) ua[i] = fetch_weight_unit(p.weight, WEIGHT_DTYPE, gate_row + p.n, p.k, c);
+        if (inside && n0 + r < p.n) ga[i] = fetch_weight_unit(p.weight, WEIGHT_DTYPE, gate_row, p.k, c);
+        if (inside && (SWIGLU != 0u || n0 + BN + r < p.n))
+          ua[i] = fetch_weight_unit(p.weight, WEIGHT_DTYPE, gate_row + second, p.k, c);
       }
     }
     if (k0 == 0) continue;
     [[unroll]] for (uint kk = 0; kk < SK_UNITS; kk += CM / 8u) {  // in uvec4 units
       B_MATRIX gate, up;  // K x N: column n is row n of the weight tile
       LOAD_B(gate, gate_tile, column * SK_STRIDE + kk, SK_STRIDE);
-      if (SWIGLU != 0u) LOAD_B(up, up_tile, column * SK_STRIDE + kk, SK_STRIDE);
+      LOAD_B(up, up_tile, column * SK_STRIDE + kk, SK_STRIDE);
       [[unroll]] for (uint i = 0; i < TM / CM; ++i) {
         A_MATRIX hi, lo;
         LOAD_A(hi, x_hi, i * CM * SK_STRIDE + kk, SK_STRIDE);
         gate_hi[i] = MUL_ADD(hi, gate, gate_hi[i]);
-        if (SWIGLU != 0u) up_hi[i] = MUL_ADD(hi, up, up_hi[i]);
+        up_hi[i] = MUL_ADD(hi, up, up_hi[i]);
         if (SPLIT == 0u) continue;
         LOAD_A(lo, x_lo, i * CM * SK_STRIDE + kk, SK_STRIDE);
         gate_lo[i] = MUL_ADD(lo, gate, gate_lo[i]);
-        if (SWIGLU != 0u) up_lo[i] = MUL_ADD(lo, up, up_lo[i]);
+        up_lo[i] = MUL_ADD(lo, up, up_lo[i]);
       }
     }
     barrier();
   }
-  // The loop ended with a barrier: gate_tile is free to hold the results.
+  // The loop ended with a barrier: the weight tiles are free to hold the results.
   [[unroll]] for (uint i = 0; i < TM / CM; ++i) {
-    if (SPLIT != 0u) merge_lo(gate_hi[i], gate_lo[i]);
-    if (SWIGLU != 0u) {
-      if (SPLIT != 0u) merge_lo(up_hi[i], up_lo[i]);
-      for (int j = 0; j < gate_hi[i].length(); ++j) gate_hi[i][j] = silu(gate_hi[i][j]) * up_hi[i][j];
+    if (SPLIT != 0u) {
+      merge_lo(gate_hi[i], gate_lo[i]);
+      merge_lo(up_hi[i], up_lo[i]);
     }
+    if (SWIGLU != 0u)
+      for (int j = 0; j < gate_hi[i].length(); ++j) gate_hi[i][j] = silu(gate_hi[i][j]) * up_hi[i][j];
+    else
+      STORE_C(up_hi[i], up_tile, (i * CM * C_STRIDE + column) / 4u, C_STRIDE / 4u);
     STORE_C(gate_hi[i], gate_tile, (i * CM * C_STRIDE + column) / 4u, C_STRIDE / 4u);
   }
   barrier();
-  for (uint idx = tid; idx < TM * BN; idx += threads) {
-    const uint r = idx / BN, c = idx % BN;
+  const uint columns = SWIGLU != 0u ? BN : 2u * BN;
+  for (uint idx = tid; idx < TM * columns; idx += threads) {
+    const uint r = idx / columns, c = idx % columns;
     if (r >= tile_rows || n0 + c >= p.n) continue;
-    const uint assignment = p.sorted.v[first + m0 + r], at = r * C_STRIDE + c;
-    p.y.v[assignment * p.n + n0 + c] = uintBitsToFloat(gate_tile[at >> 2][at & 3u]);
+    const uint assignment = p.sorted.v[first + m0 + r], at = r * C_STRIDE + c % BN;
+    const uvec4 word = c < BN ? gate_tile[at >> 2] : up_tile[at >> 2];
+    p.y.v[assignment * p.n + n0 + c] = uintBitsToFloat(word[at & 3u]);
   }
 }

@@ -26,7 +26,21 @@ struct ChunkOutputPush {
   VkDeviceAddress qkv, gamma, u, snapshots, out;
   uint32_t tokens, key_heads, value_heads, dk, dv;
 };
-constexpr uint32_t kDvTile = 16;
+// The chunked form's workgroups: 256 invocations (the shaders' register tiles assume it with
+// kDeltaChunk = 64).
+constexpr uint32_t kChunkThreads = 256;
+static_assert(kDeltaChunk == 64, "delta_chunk_*.comp tile their 64-row chunks over 16 row groups");
+
+// delta_chunk_state.comp's columns per workgroup and its shared state rows: 16 columns up to
+// dk = 128 (21 KiB of shared memory), 8 above (at most 27 KiB at dk = 256).
+struct ChunkStateShape {
+  uint32_t dv_tile, max_dk;
+};
+ChunkStateShape chunk_state_shape(uint32_t dk) {
+  const uint32_t dv_tile = dk <= 128 ? 16 : 8;
+  const uint32_t groups = kChunkThreads / dv_tile;
+  return {dv_tile, ceil_div(dk, groups) * groups};
+}
 
 void check_shape(const DeltaShape& s) {
   if (s.key_heads == 0 || s.value_heads % s.key_heads != 0)
@@ -114,8 +128,9 @@ void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& comman
                                  s.value_heads,
                                  s.dk,
                                  s.dv};
-  commands.dispatch(pipelines.get({"delta_chunk_prepare", {128, 1, 1}, {kDeltaChunk}, sizeof(prepare)}), prepare,
-                    chunks, s.value_heads, s.batch);
+  commands.mark("delta_rule.chunk_prepare");
+  commands.dispatch(pipelines.get({"delta_chunk_prepare", {kChunkThreads, 1, 1}, {kDeltaChunk}, sizeof(prepare)}),
+                    prepare, chunks, s.value_heads, s.batch);
   commands.barrier();
   const ChunkStatePush state{a.qkv.address,
                              scratch.gamma.address,
@@ -130,9 +145,12 @@ void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& comman
                              s.value_heads,
                              s.dk,
                              s.dv};
+  commands.mark("delta_rule.chunk_state");
+  const ChunkStateShape shape = chunk_state_shape(s.dk);
   commands.dispatch(
-      pipelines.get({"delta_chunk_state", {128, 1, 1}, {kDeltaChunk, kDvTile, kMaxDeltaHeadDim}, sizeof(state)}), state,
-      ceil_div(s.dv, kDvTile), s.value_heads, s.batch);
+      pipelines.get(
+          {"delta_chunk_state", {kChunkThreads, 1, 1}, {kDeltaChunk, shape.dv_tile, shape.max_dk}, sizeof(state)}),
+      state, ceil_div(s.dv, shape.dv_tile), s.value_heads, s.batch);
   commands.barrier();
   const ChunkOutputPush output{a.qkv.address,
                                scratch.gamma.address,
@@ -144,8 +162,9 @@ void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& comman
                                s.value_heads,
                                s.dk,
                                s.dv};
-  commands.dispatch(pipelines.get({"delta_chunk_output", {128, 1, 1}, {kDeltaChunk}, sizeof(output)}), output, chunks,
-                    s.value_heads, s.batch);
+  commands.mark("delta_rule.chunk_output");
+  commands.dispatch(pipelines.get({"delta_chunk_output", {kChunkThreads, 1, 1}, {kDeltaChunk}, sizeof(output)}), output,
+                    chunks, s.value_heads, s.batch);
 }
 
 }  // namespace q3n::ops

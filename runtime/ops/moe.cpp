@@ -35,7 +35,7 @@ struct SwigluPush {
 // expert dispatches (two VkDispatchIndirectCommand of three u32).
 constexpr uint64_t kGridWords = 6;
 constexpr uint32_t kExpertTile = 64;          // BN of moe_expert.comp
-constexpr uint32_t kExpertCoopmatTile = 128;  // BN of moe_expert_coopmat.comp
+constexpr uint32_t kExpertCoopmatTile = 128;  // BN of moe_expert_coopmat.comp (its down tiles are 2 BN)
 // moe_expert_gemv.comp's shape: output rows per workgroup, expert rows per pass, invocations —
 // the same for every step (an assignment's reduction order depends on the invocation count only).
 // One expert row per pass: experts hold ~1-3 rows in decode steps, and on the H100 larger
@@ -97,14 +97,16 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   uint32_t tm = 4;
   while (tm < 32 && tm < average_rows) tm *= 2;
   std::string shader = "moe_expert";
-  uint32_t threads = 256, column_tile = kExpertTile;
+  uint32_t threads = 256, column_tile = kExpertTile, down_column_tile = kExpertTile;
   const bool matrix_units =
       pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0;
   if (matrix_units) {
-    // Matrix units: row tiles of 16 or 32, column tiles of 128 (fp32 weights stay on the fp32 kernel).
+    // Matrix units: row tiles of 16 or 32, column tiles of 128 (down: 256); fp32 weights stay on
+    // the fp32 kernel.
     shader = pipelines.coopmat_shader("moe_expert_coopmat");
     threads = pipelines.coopmat_workgroup();
     column_tile = kExpertCoopmatTile;
+    down_column_tile = 2 * kExpertCoopmatTile;
     tm = std::max(tm, 16u);
   }
   // Decode and small batches take the expert GEMVs, and so do CPU shapes at every size the
@@ -130,7 +132,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                         s.experts,
                         tm,
                         ceil_div(s.expert_dim, column_tile),
-                        ceil_div(s.hidden, column_tile)};
+                        ceil_div(s.hidden, down_column_tile)};
   commands.mark("moe.group");
   commands.dispatch(
       pipelines.get({"moe_group", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(group)}), group, 1);
@@ -138,7 +140,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
 
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
   const uint32_t type = static_cast<uint32_t>(a.type);
-  commands.mark("moe.experts");
+  commands.mark("moe.gate_up");
   const ExpertPush gate_up{a.x.address,
                            a.gate_up.address,
                            scratch.offsets.address,
@@ -176,6 +178,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     };
     gemv(gate_up, 1, s.hidden, s.expert_dim, a.x.address);
     commands.barrier();
+    commands.mark("moe.down");
     gemv(down, 0, s.expert_dim, s.hidden, scratch.h.address);
   } else {
     const uint32_t split = pipelines.split_activations();  // read by the matrix kernel only
@@ -183,6 +186,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     commands.dispatch_indirect(pipelines.get({shader, {threads, 1, 1}, {type, 1u, tm, split}, sizeof(gate_up)}),
                                gate_up, scratch.active.sub(grids, 12));
     commands.barrier();
+    commands.mark("moe.down");
     commands.dispatch_indirect(pipelines.get({shader, {threads, 1, 1}, {type, 0u, tm, split}, sizeof(down)}), down,
                                scratch.active.sub(grids + 12, 12));
   }

@@ -227,6 +227,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{160, 96, 40, 2, 64, true, true, ops::WeightType::Q4, false},  // tiled q4
                       // Several column tiles of the matrix-unit kernel (128 wide), odd K in down.
                       Case{140, 160, 6, 2, 136, true, true, ops::WeightType::BF16, false},
+                      // Down columns past one matrix-unit down tile (256 wide), q4 (multiples of 32).
+                      Case{140, 288, 6, 2, 64, true, true, ops::WeightType::Q4, false},
                       // ~67 rows per expert: 32-row tiles, several per expert.
                       Case{200, 160, 6, 2, 96, true, true, ops::WeightType::Q8, false}),
     [](const auto& info) {
