@@ -3,7 +3,8 @@
 // operands and results as linear_gemm.comp, for devices with 16x16x16 fp16 matrices (precision
 // in coopmat.glsl). Output tiles of 64 tokens x BN = 32 * NB features; K goes through shared
 // memory 64 at a time, the next slice fetched into registers (weights as raw words, activations
-// already as fp16) while the matrix units work on this one. The workgroup is 8 subgroups (the
+// as fp32, converted when stored so that the products need not wait for the loads) while the
+// matrix units work on this one. The workgroup is 8 subgroups (the
 // host sizes it from the device's fixed subgroup size) in a 4 x 2 grid, each owning 16 tokens x
 // 16 * NB features of the tile: NB matrices, each with a hi (and with SPLIT a lo) accumulator.
 // NB only changes how the features are cut into workgroups (fewer tokens want narrower tiles,
@@ -46,7 +47,7 @@ void main() {
 
   // Registers holding the next K slice. Unit u of a tile is row u / SK_UNITS, 8 columns at
   // 8 (u % SK_UNITS): neighbouring invocations read neighbouring words of one row.
-  uvec4 xh[MAX_X], xl[MAX_X];
+  float xv[MAX_X][8];  // activations as fetched: converted to fp16 when stored
   RawUnit wa[MAX_W];
   for (uint k0 = 0; k0 < p.k + SK; k0 += SK) {
     if (k0 > 0) {  // store the slice fetched last iteration (at k0 - SK)
@@ -54,8 +55,8 @@ void main() {
         const uint u = tid + i * threads;
         if (i >= x_per_thread || u >= X_UNITS) continue;
         const uint at = (u / SK_UNITS) * SK_STRIDE + u % SK_UNITS;
-        tiles[X_HI + at] = xh[i];
-        if (SPLIT != 0u) tiles[X_LO + at] = xl[i];
+        if (SPLIT != 0u) split_store8(xv[i], tiles[X_HI + at], tiles[X_LO + at]);
+        else tiles[X_HI + at] = round_store8(xv[i]);
       }
       [[unroll]] for (uint i = 0; i < MAX_W; ++i) {
         const uint u = tid + i * threads;
@@ -69,11 +70,8 @@ void main() {
         const uint u = tid + i * threads;
         if (i >= x_per_thread) continue;
         const uint m = m0 + u / SK_UNITS, c = k0 + (u % SK_UNITS) * 8u;
-        float v[8];
-        if (u < X_UNITS && m < p.tokens) load_activation8(p.x, m, p.k, c, v);
-        else for (uint j = 0; j < 8; ++j) v[j] = 0.0;
-        if (SPLIT != 0u) split_store8(v, xh[i], xl[i]);
-        else xh[i] = round_store8(v);
+        if (u < X_UNITS && m < p.tokens) load_activation8(p.x, m, p.k, c, xv[i]);
+        else for (uint j = 0; j < 8; ++j) xv[i][j] = 0.0;
       }
       [[unroll]] for (uint i = 0; i < MAX_W; ++i) {
         const uint u = tid + i * threads;
