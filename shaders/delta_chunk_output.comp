@@ -5,7 +5,8 @@
 // as one product [exp(gamma) Q | P] [S_n ; U] with P the masked, decayed Q K^T.
 //
 // Register-tiled fp32 as in delta_chunk_prepare.comp: invocation t owns rows t/16 + 16a (a < 4)
-// and columns t%16 + 16c; 256 invocations, CHUNK = 64.
+// and columns t%16 + 16c; 256 invocations, CHUNK = 64. Operands whose reduction index runs along
+// a shared row are read four at a time (vec4), so a shared load feeds 8-16 FMAs.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint CHUNK = 64;
@@ -25,13 +26,16 @@ layout(push_constant) uniform Push {
 
 const uint KS = 16;             // depth of a staged slice of a product's reduction dimension
 const uint COLS = 32;           // output columns per pass of the O product
-const uint PS = CHUNK + 1u;     // row stride of P
-const uint LS = KS + 1u;        // row stride of a staged left slice [CHUNK][KS]
 const uint ROWS = CHUNK / 16u;  // rows per invocation
+// Row strides in vec4: 4 floats of padding put neighbouring rows 16 bytes apart in the banks.
+const uint PS4 = CHUNK / 4u + 1u;  // P [CHUNK][CHUNK]
+const uint LS4 = KS / 4u + 1u;     // staged slices [CHUNK][KS]
+const uint RS = COLS + 1u;         // staged rows of S or U [KS][COLS], in floats
 
-shared float P[CHUNK * PS];
-shared float L[CHUNK * LS];              // Q slices (scaled by exp(gamma) for O)
-shared float R[CHUNK * LS];  // K slices, then S or U row slices [KS][COLS + 1] (smaller)
+shared vec4 P[CHUNK * PS4];
+shared vec4 L[CHUNK * LS4];  // Q slices (scaled by exp(gamma) for O)
+shared vec4 K[CHUNK * LS4];  // K slices
+shared float R[KS * RS];     // S or U row slices
 shared float gam[CHUNK];
 
 void main() {
@@ -59,23 +63,23 @@ void main() {
       const uint r = e / KS, d = e % KS;
       const bool inside = r < len && d0 + d < p.dk;
       const uint at = (first_row + r) * width + d0 + d;
-      L[r * LS + d] = inside ? p.qkv.v[at + q_col] : 0.0;
-      R[r * LS + d] = inside ? p.qkv.v[at + k_col] : 0.0;
+      L[r * LS4 + d / 4u][d % 4u] = inside ? p.qkv.v[at + q_col] : 0.0;
+      K[r * LS4 + d / 4u][d % 4u] = inside ? p.qkv.v[at + k_col] : 0.0;
     }
     barrier();
-    for (uint d = 0; d < KS; ++d) {
-      float left[ROWS], right[ROWS];
-      for (uint a = 0; a < ROWS; ++a) left[a] = L[(tr + 16u * a) * LS + d];
-      for (uint c = 0; c < ROWS; ++c) right[c] = R[(tc + 16u * c) * LS + d];
+    for (uint d4 = 0; d4 < KS / 4u; ++d4) {
+      vec4 left[ROWS], right[ROWS];
+      for (uint a = 0; a < ROWS; ++a) left[a] = L[(tr + 16u * a) * LS4 + d4];
+      for (uint c = 0; c < ROWS; ++c) right[c] = K[(tc + 16u * c) * LS4 + d4];
       for (uint a = 0; a < ROWS; ++a)
-        for (uint c = 0; c < ROWS; ++c) qk[a][c] += left[a] * right[c];
+        for (uint c = 0; c < ROWS; ++c) qk[a][c] += dot(left[a], right[c]);
     }
     barrier();
   }
   for (uint a = 0; a < ROWS; ++a)
     for (uint c = 0; c < ROWS; ++c) {
       const uint r = tr + 16u * a, i = tc + 16u * c;
-      P[r * PS + i] = i <= r && r < len ? exp(gam[r] - gam[i]) * qk[a][c] : 0.0;
+      P[r * PS4 + i / 4u][i % 4u] = i <= r && r < len ? exp(gam[r] - gam[i]) * qk[a][c] : 0.0;
     }
   barrier();
 
@@ -87,38 +91,47 @@ void main() {
     for (uint d0 = 0; d0 < p.dk; d0 += KS) {
       for (uint e = tid; e < CHUNK * KS; e += threads) {
         const uint r = e / KS, d = e % KS;
-        L[r * LS + d] = r < len && d0 + d < p.dk ? exp(gam[r]) * p.qkv.v[(first_row + r) * width + q_col + d0 + d] : 0.0;
+        L[r * LS4 + d / 4u][d % 4u] =
+            r < len && d0 + d < p.dk ? exp(gam[r]) * p.qkv.v[(first_row + r) * width + q_col + d0 + d] : 0.0;
       }
       for (uint e = tid; e < KS * COLS; e += threads) {
         const uint d = e / COLS, c = e % COLS;
-        R[d * (COLS + 1u) + c] = d0 + d < p.dk && c0 + c < p.dv ? p.snapshots.v[snap_base + (d0 + d) * p.dv + c0 + c] : 0.0;
+        R[d * RS + c] = d0 + d < p.dk && c0 + c < p.dv ? p.snapshots.v[snap_base + (d0 + d) * p.dv + c0 + c] : 0.0;
       }
       barrier();
-      for (uint d = 0; d < KS; ++d) {
-        const float s0 = R[d * (COLS + 1u) + tc], s1 = R[d * (COLS + 1u) + tc + 16u];
+      for (uint d4 = 0; d4 < KS / 4u; ++d4) {
+        vec4 s0, s1;
+        for (uint k = 0; k < 4u; ++k) {
+          s0[k] = R[(4u * d4 + k) * RS + tc];
+          s1[k] = R[(4u * d4 + k) * RS + tc + 16u];
+        }
         for (uint a = 0; a < ROWS; ++a) {
-          const float q = L[(tr + 16u * a) * LS + d];
-          acc[a][0] += q * s0;
-          acc[a][1] += q * s1;
+          const vec4 q = L[(tr + 16u * a) * LS4 + d4];
+          acc[a][0] += dot(q, s0);
+          acc[a][1] += dot(q, s1);
         }
       }
       barrier();
     }
-    // + P U
+    // + P U, over the staged blocks of U rows this invocation's rows reach
     for (uint i0 = 0; i0 < len; i0 += KS) {
       for (uint e = tid; e < KS * COLS; e += threads) {
         const uint i = e / COLS, c = e % COLS;
-        R[i * (COLS + 1u) + c] =
-            i0 + i < len && c0 + c < p.dv ? p.u.v[((first_row + i0 + i) * hv + j) * p.dv + c0 + c] : 0.0;
+        R[i * RS + c] = i0 + i < len && c0 + c < p.dv ? p.u.v[((first_row + i0 + i) * hv + j) * p.dv + c0 + c] : 0.0;
       }
       barrier();
-      const uint i_stop = min(KS, i_end > i0 ? i_end - i0 : 0u);
-      for (uint i = 0; i < i_stop; ++i) {
-        const float u0 = R[i * (COLS + 1u) + tc], u1 = R[i * (COLS + 1u) + tc + 16u];
-        for (uint a = 0; a < ROWS; ++a) {
-          const float pv = P[(tr + 16u * a) * PS + i0 + i];
-          acc[a][0] += pv * u0;
-          acc[a][1] += pv * u1;
+      if (i0 < i_end) {
+        for (uint i4 = 0; i4 < KS / 4u; ++i4) {
+          vec4 u0, u1;
+          for (uint k = 0; k < 4u; ++k) {
+            u0[k] = R[(4u * i4 + k) * RS + tc];
+            u1[k] = R[(4u * i4 + k) * RS + tc + 16u];
+          }
+          for (uint a = 0; a < ROWS; ++a) {
+            const vec4 pv = P[(tr + 16u * a) * PS4 + i0 / 4u + i4];
+            acc[a][0] += dot(pv, u0);
+            acc[a][1] += dot(pv, u1);
+          }
         }
       }
       barrier();

@@ -7,20 +7,22 @@
 //   S  = exp(gamma_last) S + sum_r exp(gamma_last - gamma_r) k_r U_r^T
 // and writes the final S back to the state slot.
 //
-// 256 invocations: invocation t owns column t % DV_TILE and rows t / DV_TILE + GROUPS a of U and
-// of S, accumulating in registers over operands staged in shared memory KS at a time.
+// 256 invocations: invocation t owns column t % DV_TILE, rows t / DV_TILE + GROUPS a of U and
+// rows S_ROWS (t / DV_TILE) + a of S, accumulating in registers over operands staged in shared
+// memory KS at a time and read four at a time (vec4) along the staged rows.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint CHUNK = 64;
 layout(constant_id = 4) const uint DV_TILE = 16;  // 16 or 8
-layout(constant_id = 5) const uint MAX_DK = 128;  // dk rounded up to a multiple of GROUPS
+layout(constant_id = 5) const uint MAX_DK = 128;  // dk rounded up to a multiple of 4 GROUPS
 
 const uint THREADS = 256;  // the host's workgroup size
 const uint GROUPS = THREADS / DV_TILE;
-const uint KS = 16;       // depth of a staged slice
-const uint LS = KS + 1u;  // row stride of a staged Kc slice [CHUNK][KS]
+const uint KS = 16;                 // depth of a staged slice
+const uint LS4 = KS / 4u + 1u;      // row stride (vec4) of a staged Kc slice [CHUNK][KS]
+const uint S_ROWS = MAX_DK / GROUPS;  // state rows per invocation, a multiple of 4
 const uint MAX_U_ROWS = 4;   // CHUNK / GROUPS for DV_TILE <= 16
-const uint MAX_S_ROWS = 16;  // MAX_DK / GROUPS for MAX_DK <= 256
+const uint MAX_S_ROWS = 16;  // S_ROWS for MAX_DK <= 256
 
 layout(push_constant) uniform Push {
   F32Buf qkv;        // [B*T, 2 Hk dk + Hv dv], prepared
@@ -40,8 +42,8 @@ layout(push_constant) uniform Push {
 
 shared float S[MAX_DK * DV_TILE];
 shared float U[CHUNK * DV_TILE];
-// Kc slices [CHUNK][LS], then decayed K slices [KS][MAX_DK].
-shared float stage[KS * MAX_DK > CHUNK * LS ? KS * MAX_DK : CHUNK * LS];
+// Kc slices [CHUNK][KS], then decayed K slices [KS][MAX_DK], as vec4.
+shared vec4 stage[KS * MAX_DK / 4u > CHUNK * LS4 ? KS * MAX_DK / 4u : CHUNK * LS4];
 shared float decay_to_end[CHUNK];
 
 void main() {
@@ -79,12 +81,14 @@ void main() {
     for (uint d0 = 0; d0 < p.dk; d0 += KS) {
       for (uint e = tid; e < CHUNK * KS; e += THREADS) {
         const uint r = e / KS, d = e % KS;
-        stage[r * LS + d] = r < len && d0 + d < p.dk ? p.kc.v[((first_row + r) * hv + j) * p.dk + d0 + d] : 0.0;
+        stage[r * LS4 + d / 4u][d % 4u] =
+            r < len && d0 + d < p.dk ? p.kc.v[((first_row + r) * hv + j) * p.dk + d0 + d] : 0.0;
       }
       barrier();
-      for (uint d = 0; d < KS; ++d) {
-        const float s = S[(d0 + d) * DV_TILE + c];
-        for (uint a = 0; a < CHUNK / GROUPS; ++a) ua[a] += stage[(g + GROUPS * a) * LS + d] * s;
+      for (uint d4 = 0; d4 < KS / 4u; ++d4) {
+        vec4 s;
+        for (uint k = 0; k < 4u; ++k) s[k] = S[(d0 + 4u * d4 + k) * DV_TILE + c];
+        for (uint a = 0; a < CHUNK / GROUPS; ++a) ua[a] += dot(stage[(g + GROUPS * a) * LS4 + d4], s);
       }
       barrier();
     }
@@ -102,24 +106,27 @@ void main() {
 
     // S = exp(gamma_last) S + (decay o K)^T U
     float sa[MAX_S_ROWS];
-    for (uint a = 0; a < MAX_DK / GROUPS; ++a) sa[a] = 0.0;
+    for (uint a = 0; a < S_ROWS; ++a) sa[a] = 0.0;
     for (uint r0 = 0; r0 < len; r0 += KS) {
       for (uint e = tid; e < KS * MAX_DK; e += THREADS) {
         const uint r = e / MAX_DK, i = e % MAX_DK;
-        stage[e] = r0 + r < len && i < p.dk
-                       ? decay_to_end[r0 + r] * p.qkv.v[(first_row + r0 + r) * width + k_col + i]
-                       : 0.0;
+        stage[e / 4u][e % 4u] = r0 + r < len && i < p.dk
+                                    ? decay_to_end[r0 + r] * p.qkv.v[(first_row + r0 + r) * width + k_col + i]
+                                    : 0.0;
       }
       barrier();
       for (uint r = 0; r < KS; ++r) {
         const float uu = U[(r0 + r) * DV_TILE + c];
-        for (uint a = 0; a < MAX_DK / GROUPS; ++a) sa[a] += stage[r * MAX_DK + g + GROUPS * a] * uu;
+        for (uint a4 = 0; a4 < S_ROWS / 4u; ++a4) {
+          const vec4 k = stage[(r * MAX_DK + g * S_ROWS) / 4u + a4];
+          for (uint k4 = 0; k4 < 4u; ++k4) sa[4u * a4 + k4] += k[k4] * uu;
+        }
       }
       barrier();
     }
     const float decay_all = exp(gamma_last);
-    for (uint a = 0; a < MAX_DK / GROUPS; ++a) {
-      const uint at = (g + GROUPS * a) * DV_TILE + c;
+    for (uint a = 0; a < S_ROWS; ++a) {
+      const uint at = (g * S_ROWS + a) * DV_TILE + c;
       S[at] = decay_all * S[at] + sa[a];
     }
     barrier();

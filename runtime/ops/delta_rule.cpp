@@ -38,8 +38,8 @@ struct ChunkStateShape {
 };
 ChunkStateShape chunk_state_shape(uint32_t dk) {
   const uint32_t dv_tile = dk <= 128 ? 16 : 8;
-  const uint32_t groups = kChunkThreads / dv_tile;
-  return {dv_tile, ceil_div(dk, groups) * groups};
+  const uint32_t step = 4 * (kChunkThreads / dv_tile);  // each invocation's rows come in vec4s
+  return {dv_tile, ceil_div(dk, step) * step};
 }
 
 void check_shape(const DeltaShape& s) {
