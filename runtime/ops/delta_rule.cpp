@@ -27,7 +27,8 @@ struct ChunkOutputPush {
   uint32_t tokens, key_heads, value_heads, dk, dv;
 };
 // The chunked form's workgroups: 256 invocations (the shaders' register tiles assume it with
-// kDeltaChunk = 64).
+// kDeltaChunk = 64). Their shared memory (prepare 25 KiB, output 30, state at most 27) stays
+// within the 32 KiB every device q3n accepts has (DeviceInfo::missing_requirement).
 constexpr uint32_t kChunkThreads = 256;
 static_assert(kDeltaChunk == 64, "delta_chunk_*.comp tile their 64-row chunks over 16 row groups");
 

@@ -47,6 +47,9 @@ class ScopedEnv {
 
 TEST_F(RuntimeTest, SelectedDeviceMeetsRequirements) {
   EXPECT_TRUE(rt().device.info().missing_requirement().empty());
+  DeviceInfo small = rt().device.info();
+  small.max_shared_memory = 16 * 1024;  // Vulkan's minimum, below the portable kernels' tiles
+  EXPECT_NE(small.missing_requirement().find("32 KiB of compute shared memory"), std::string::npos);
   EXPECT_GE(rt().device.info().subgroup_size, 1u);
   auto devices = list_devices(rt().instance);
   ASSERT_FALSE(devices.empty());
