@@ -37,6 +37,7 @@ shared vec4 L[CHUNK * LS4];  // Q slices (scaled by exp(gamma) for O)
 shared vec4 K[CHUNK * LS4];  // K slices
 shared float R[KS * RS];     // S or U row slices
 shared float gam[CHUNK];
+shared float decay_from_start[CHUNK];  // exp(gamma_r)
 
 void main() {
   const uint n = gl_WorkGroupID.x, j = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
@@ -51,7 +52,10 @@ void main() {
   const uint chunks = (p.tokens + CHUNK - 1u) / CHUNK;
   const uint snap_base = ((b * chunks + n) * hv + j) * p.dk * p.dv;
 
-  for (uint r = tid; r < CHUNK; r += threads) gam[r] = r < len ? p.gamma.v[(first_row + r) * hv + j] : 0.0;
+  for (uint r = tid; r < CHUNK; r += threads) {
+    gam[r] = r < len ? p.gamma.v[(first_row + r) * hv + j] : 0.0;
+    decay_from_start[r] = exp(gam[r]);
+  }
   barrier();
 
   // P = decay o (Q K^T), lower triangle with the diagonal.
@@ -92,7 +96,7 @@ void main() {
       for (uint e = tid; e < CHUNK * KS; e += threads) {
         const uint r = e / KS, d = e % KS;
         L[r * LS4 + d / 4u][d % 4u] =
-            r < len && d0 + d < p.dk ? exp(gam[r]) * p.qkv.v[(first_row + r) * width + q_col + d0 + d] : 0.0;
+            r < len && d0 + d < p.dk ? decay_from_start[r] * p.qkv.v[(first_row + r) * width + q_col + d0 + d] : 0.0;
       }
       for (uint e = tid; e < KS * COLS; e += threads) {
         const uint d = e / COLS, c = e % COLS;

@@ -38,6 +38,7 @@ shared float A[CHUNK * AS];
 shared float X[CHUNK * (COLS + 1u)];
 shared float gam[CHUNK];
 shared float bet[CHUNK];
+shared float beta_decay[CHUNK];  // beta_r exp(gamma_r), Kc's row scale
 
 void main() {
   const uint n = gl_WorkGroupID.x, j = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
@@ -59,7 +60,10 @@ void main() {
   if (tid == 0u)
     for (uint r = 1; r < len; ++r) gam[r] += gam[r - 1];
   barrier();
-  for (uint r = tid; r < len; r += threads) p.gamma.v[(first_row + r) * hv + j] = gam[r];
+  for (uint r = tid; r < len; r += threads) {
+    p.gamma.v[(first_row + r) * hv + j] = gam[r];
+    beta_decay[r] = bet[r] * exp(gam[r]);
+  }
 
   // K K^T over slices of KS key dims; rows past len stage as zeros.
   float kk[ROWS][ROWS];
@@ -130,7 +134,7 @@ void main() {
       if (r < len && c < total) {
         const uint row = first_row + r;
         value = c < p.dv ? bet[r] * p.qkv.v[row * width + v_col + c]
-                         : bet[r] * exp(gam[r]) * p.qkv.v[row * width + k_col + c - p.dv];
+                         : beta_decay[r] * p.qkv.v[row * width + k_col + c - p.dv];
       }
       X[r * (COLS + 1u) + e % COLS] = value;
     }

@@ -4,9 +4,9 @@
 // in coopmat.glsl). Output tiles of 64 tokens x BN = 32 * NB features; K goes through shared
 // memory 64 at a time, the next slice fetched into registers (weights as raw words, activations
 // as fp32, converted when stored so that the products need not wait for the loads) while the
-// matrix units work on this one. The workgroup is 8 subgroups (the
-// host sizes it from the device's fixed subgroup size) in a 4 x 2 grid, each owning 16 tokens x
-// 16 * NB features of the tile: NB matrices, each with a hi (and with SPLIT a lo) accumulator.
+// matrix units work on this one. The workgroup is 8 subgroups (the host sizes it from the
+// device's fixed subgroup size) in a 4 x 2 grid, each owning 16 tokens x 16 * NB features of the
+// tile: NB matrices, each with a hi (and with SPLIT a lo) accumulator.
 // NB only changes how the features are cut into workgroups (fewer tokens want narrower tiles,
 // so that there are enough workgroups): an output's sum is the same sequence of products for
 // every NB and every token count.

@@ -10,7 +10,7 @@
 // moe_group.comp, so every workgroup but the tail of the busiest expert's rows has work.
 //
 // Prefill gives an expert ~10 rows, so the kernel moves weights, not arithmetic: each K slice of
-// 64 brings 128 weight rows through shared memory (for q4, 10 KiB per slice with gate and up),
+// 64 brings two tiles of 128 weight rows through shared memory (for q4, 10 KiB per slice),
 // fetched into registers as raw words while the matrix units work on the previous slice and
 // decoded to fp16 only when stored — wide slices keep many bytes in flight per barrier, raw
 // words keep the registers (and so the workgroups per multiprocessor) that floats would cost.
@@ -28,6 +28,7 @@ const uint SK_STRIDE = SK_UNITS + 1u;  // uvec4 per shared row: 144 bytes, so ro
 const uint W_UNITS = BN * SK_UNITS;  // units per weight tile and slice
 const uint MAX_W = 8, MAX_X = 2;     // units per invocation and slice (the host guarantees >= 128 invocations)
 const uint C_STRIDE = BN + 4;        // fp32 result row, in floats (a multiple of 4)
+const uint COLUMNS = SWIGLU != 0u ? BN : 2u * BN;  // output columns per workgroup
 
 #include "moe_expert_push.glsl"
 
@@ -44,7 +45,7 @@ void main() {
   const uint first = p.offsets.v[e], rows = p.offsets.v[e + 1u] - first;
   const uint m0 = gl_WorkGroupID.y * TM;
   if (m0 >= rows) return;
-  const uint n0 = gl_WorkGroupID.x * (SWIGLU != 0u ? BN : 2u * BN);
+  const uint n0 = gl_WorkGroupID.x * COLUMNS;
   const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
   const uint column = gl_SubgroupID * CM;
   const uint weight_rows = SWIGLU != 0u ? 2u * p.n : p.n;
@@ -144,9 +145,8 @@ void main() {
     STORE_C(gate_hi[i], gate_tile, (i * CM * C_STRIDE + column) / 4u, C_STRIDE / 4u);
   }
   barrier();
-  const uint columns = SWIGLU != 0u ? BN : 2u * BN;
-  for (uint idx = tid; idx < TM * columns; idx += threads) {
-    const uint r = idx / columns, c = idx % columns;
+  for (uint idx = tid; idx < TM * COLUMNS; idx += threads) {
+    const uint r = idx / COLUMNS, c = idx % COLUMNS;
     if (r >= tile_rows || n0 + c >= p.n) continue;
     const uint assignment = p.sorted.v[first + m0 + r], at = r * C_STRIDE + c % BN;
     const uvec4 word = c < BN ? gate_tile[at >> 2] : up_tile[at >> 2];
