@@ -191,50 +191,61 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Gated attention: 16 q / 2 kv heads of 256, f32 KV cache.
-  for (const auto& [tokens, past] :
-       std::vector<std::pair<uint32_t, uint32_t>>{{1, 4096}, {1, 32768}, {1, 100000}, {512, 0}}) {
-    ops::AttentionShape s{.batch = 1,
-                          .tokens = tokens,
-                          .heads = 16,
-                          .kv_heads = 2,
-                          .head_dim = 256,
-                          .rot_dim = 64,
-                          .capacity = past + tokens,
-                          .splits = 1};
-    s.splits = ops::attention_splits(rt.device, tokens, s.capacity);
-    const BufferRange qkv = b.random(s.rows() * s.qkv_width(), -1, 1), qn = b.random(256, -0.1f, 0.1f),
-                      kn = b.random(256, -0.1f, 0.1f);
-    const auto freq = ops::rope_inv_freq(1e7, 64);
-    std::vector<uint32_t> freq_words(freq.size());
-    std::memcpy(freq_words.data(), freq.data(), freq.size() * 4);
-    const BufferRange fr = b.words(freq_words), seqs = b.words({0, past});
-    const uint64_t kv = 2ull * s.capacity * 256 * 4;
-    const BufferRange ck = b.buffer(kv, 0x3C000000u), cv = b.buffer(kv, 0x3C000000u);
-    const BufferRange q = b.buffer(s.rows() * 16 * 256 * 4), out = b.buffer(s.rows() * 16 * 256 * 4);
-    const uint64_t parts = uint64_t(s.splits) * tokens * 16;
-    const BufferRange po = b.buffer(std::max<uint64_t>(parts * 256 * 4, 4)),
-                      pml = b.buffer(std::max<uint64_t>(parts * 8, 4));
-    const double t = b.time([&](CommandBuffer& cb) {
-      ops::record_attention(rt.pipelines, cb,
-                            {.qkv = qkv,
-                             .q_norm = qn,
-                             .k_norm = kn,
-                             .inv_freq = fr,
-                             .seqs = seqs,
-                             .cache_k = ck,
-                             .cache_v = cv,
-                             .q = q,
-                             .part_o = po,
-                             .part_ml = pml,
-                             .out = out,
-                             .shape = s});
-    });
-    const double keys = tokens == 1 ? double(past + 1) : double(tokens) * (tokens + 1) / 2;
-    char name[96];
-    std::snprintf(name, sizeof name, "attention %u token(s), cache %u (%u splits)", tokens, past + tokens, s.splits);
-    report(name, t, tokens == 1 ? 2.0 * kv : 2.0 * kv, 4.0 * 16 * 256 * keys, ceiling);
-  }
+  // Gated attention: 16 q / 2 kv heads of 256, f32 and f16 KV cache; one sequence. Splits 0: what
+  // attention_splits picks; the others compare split counts for decode at the longest context.
+  struct AttentionRow {
+    uint32_t tokens, past, splits;
+  };
+  const std::vector<AttentionRow> attention_rows = {
+      {1, 4096, 0},     {1, 32768, 0},    {1, 100000, 0},    {1, 262143, 0}, {1, 262143, 64},
+      {1, 262143, 128}, {1, 262143, 512}, {1, 262143, 1024}, {512, 0, 0},    {512, 65536, 0}};
+  for (const ops::KvType kv_type : {ops::KvType::F32, ops::KvType::F16})
+    for (const auto& [tokens, past, splits] : attention_rows) {
+      ops::AttentionShape s{.batch = 1,
+                            .tokens = tokens,
+                            .heads = 16,
+                            .kv_heads = 2,
+                            .head_dim = 256,
+                            .rot_dim = 64,
+                            .capacity = past + tokens,
+                            .splits = 1,
+                            .kv_type = kv_type};
+      s.splits = splits ? splits : ops::attention_splits(rt.device, tokens, s.capacity);
+      const BufferRange qkv = b.random(s.rows() * s.qkv_width(), -1, 1), qn = b.random(256, -0.1f, 0.1f),
+                        kn = b.random(256, -0.1f, 0.1f);
+      const auto freq = ops::rope_inv_freq(1e7, 64);
+      std::vector<uint32_t> freq_words(freq.size());
+      std::memcpy(freq_words.data(), freq.data(), freq.size() * 4);
+      const BufferRange fr = b.words(freq_words), seqs = b.words({0, past});
+      const uint64_t kv = s.kv_slot_bytes();
+      const uint32_t fill = kv_type == ops::KvType::F32 ? 0x3C000000u : 0x21002100u;  // 2^-7 either way
+      const BufferRange ck = b.buffer(kv, fill), cv = b.buffer(kv, fill);
+      const BufferRange table =
+          b.words({uint32_t(ck.address), uint32_t(ck.address >> 32), uint32_t(cv.address), uint32_t(cv.address >> 32)});
+      const BufferRange q = b.buffer(s.rows() * 16 * 256 * 4), out = b.buffer(s.rows() * 16 * 256 * 4);
+      const uint64_t parts = uint64_t(s.splits) * tokens * 16;
+      const BufferRange po = b.buffer(std::max<uint64_t>(parts * 256 * 4, 4)),
+                        pml = b.buffer(std::max<uint64_t>(parts * 8, 4));
+      const double t = b.time([&](CommandBuffer& cb) {
+        ops::record_attention(rt.pipelines, cb,
+                              {.qkv = qkv,
+                               .q_norm = qn,
+                               .k_norm = kn,
+                               .inv_freq = fr,
+                               .seqs = seqs,
+                               .kv_slots = table,
+                               .q = q,
+                               .part_o = po,
+                               .part_ml = pml,
+                               .out = out,
+                               .shape = s});
+      });
+      const double keys = double(tokens) * past + double(tokens) * (tokens + 1) / 2;
+      char name[96];
+      std::snprintf(name, sizeof name, "attention %u token(s), %s cache %u (%u splits)", tokens,
+                    ops::kv_type_name(kv_type), past + tokens, s.splits);
+      report(name, t, tokens == 1 ? 2.0 * kv : 2.0 * kv, 4.0 * 16 * 256 * keys, ceiling);
+    }
 
   // MoE: 512 experts of 512, top-10 (the routed part; shared expert = linears).
   for (uint32_t tokens : {1u, 8u, 32u, 128u, 512u})

@@ -1,7 +1,10 @@
-// `q3n bench (-m DIR | --synthetic CONFIG) [-p 512,4096] [-n 128] [-b 1,8,32] [--weights F]
-// [--reps R] [--json] [--profile]`: llama-bench-style throughput.
+// `q3n bench (-m DIR | --synthetic CONFIG) [-p 512,4096] [-n 128] [-b 1,8,32] [-d 32768,...]
+// [--weights F] [--kv T] [--reps R] [--json] [--profile]`: llama-bench-style throughput.
 //  - ppP: prompt processing of P tokens in one sequence (chunked prefill), tokens/s;
 //  - tgN@B: N decode steps of B sequences at once, generated tokens/s summed over sequences;
+//  - with -d D (one sequence, once each: long contexts are expensive to fill): ppD, filling D
+//    tokens of context from empty; then ppP@dD, P more tokens after them; then tgN@dD, N decode
+//    steps after those;
 //  - for every decode test, the bandwidth bound: the bytes a step must move (graph/traffic.h)
 //    over the copy bandwidth measured with shaders/copy.comp in this same run.
 // Prompts are random token ids; sampling is greedy. Each test runs once to warm up (pipelines,
@@ -17,6 +20,7 @@
 #include "cli/commands.h"
 #include "cli/model_session.h"
 #include "cli/stopwatch.h"
+#include "graph/state.h"
 #include "graph/traffic.h"
 #include "runtime/error.h"
 #include "runtime/ops/copy.h"
@@ -111,6 +115,40 @@ double decode_run(graph::Engine& engine, uint32_t batch, uint32_t steps) {
   return seconds_since(start);
 }
 
+// One sequence at depth D: the fill (ppD), P more prompt tokens (ppP@dD), N decode steps (tgN@dD).
+std::vector<Result> depth_tests(graph::Engine& engine, uint32_t depth, uint32_t prompt, uint32_t steps, bool profile) {
+  const ops::SamplingParams greedy;
+  const auto fill = random_ids(depth, engine.config().vocab_size, depth);
+  const auto more = random_ids(prompt, engine.config().vocab_size, depth + 1);
+  const std::string at = "@d" + std::to_string(depth);
+  std::vector<Result> out;
+  auto timed = [&](std::string name, uint32_t tokens, auto&& work) {
+    engine.take_profile();
+    const auto start = Clock::now();
+    work();
+    const double s = seconds_since(start);
+    out.push_back(Result{std::move(name), 1, tokens, s, tokens / s});
+    if (profile) out.back().profile = engine.take_profile();
+  };
+  engine.reset(0);
+  int32_t next = 0;
+  timed("pp" + std::to_string(depth), depth, [&] { next = engine.feed_and_sample(0, fill, greedy); });
+  if (prompt > 0)
+    timed("pp" + std::to_string(prompt) + at, prompt, [&] { next = engine.feed_and_sample(0, more, greedy); });
+  if (steps > 0) {
+    const uint32_t slot = 0;
+    const uint32_t position = engine.position(0);
+    timed("tg" + std::to_string(steps) + at, steps, [&] {
+      for (uint32_t s = 0; s < steps; ++s) next = engine.decode(std::span(&slot, 1), std::span(&next, 1), greedy)[0];
+    });
+    const graph::Program& program = engine.program({1, 1, graph::Head::Sample});
+    out.back().step_bytes =
+        graph::decode_traffic(program.graph(), engine.config(), 1, position + steps / 2, engine.state().kv_type())
+            .total();
+  }
+  return out;
+}
+
 Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, uint32_t reps, bool profile) {
   decode_run(engine, batch, std::min(steps, 4u));  // warm-up
   double total = 0;
@@ -123,7 +161,8 @@ Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, ui
   Result res{"tg" + std::to_string(steps), batch, steps, total / reps, double(batch) * steps * reps / total};
   // The bound at the average context position of the run (1 prompt token + steps / 2).
   const graph::Program& program = engine.program({batch, 1, graph::Head::Sample});
-  const graph::StepTraffic traffic = graph::decode_traffic(program.graph(), engine.config(), batch, 1 + steps / 2);
+  const graph::StepTraffic traffic =
+      graph::decode_traffic(program.graph(), engine.config(), batch, 1 + steps / 2, engine.state().kv_type());
   res.step_bytes = traffic.total();
   res.profile = prof;
   return res;
@@ -137,6 +176,7 @@ void add_bench_command(CLI::App& app) {
     std::vector<uint32_t> prompts{512};
     uint32_t steps = 128;
     std::vector<uint32_t> batches{1};
+    std::vector<uint32_t> depths;
     uint32_t reps = 3;
     bool json = false;
   };
@@ -150,15 +190,25 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-b,--batch", o->batches, "Sequences decoded together (comma-separated)")
       ->delimiter(',')
       ->check(CLI::PositiveNumber);
+  cmd->add_option("-d,--depth", o->depths,
+                  "Context depths (comma-separated): for each, one sequence is filled with that many tokens "
+                  "(timed), then the first -p prompt and -n decode steps run after them (once each)")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--reps", o->reps, "Timed repetitions per test (after one warm-up)")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Print the results as JSON");
   cmd->callback([o] {
     const uint32_t max_prompt = *std::max_element(o->prompts.begin(), o->prompts.end());
     const uint32_t slots = *std::max_element(o->batches.begin(), o->batches.end());
-    const uint32_t context = o->model.context ? o->model.context : std::max(max_prompt, o->steps + 1);
-    if (max_prompt > context || o->steps + 1 > context)
-      throw Error("--ctx " + std::to_string(context) + " is shorter than the longest test (" +
-                  std::to_string(std::max(max_prompt, o->steps + 1)) + " tokens)");
+    const uint32_t depth_prompt = o->prompts.front();
+    const uint32_t max_depth = o->depths.empty() ? 0 : *std::max_element(o->depths.begin(), o->depths.end());
+    const uint64_t longest = std::max<uint64_t>(
+        {max_prompt, o->steps + 1ull, max_depth ? uint64_t(max_depth) + depth_prompt + o->steps + 1 : 0});
+    if (longest > UINT32_MAX) throw Error("-d plus -p plus -n exceeds 2^32 positions");
+    const uint32_t context = o->model.context ? o->model.context : uint32_t(longest);
+    if (longest > context)
+      throw Error("--ctx " + std::to_string(context) + " is shorter than the longest test (" + std::to_string(longest) +
+                  " tokens)");
     const auto load_start = Clock::now();
     ModelSession session = open_model(o->model, context, slots);
     const double load_seconds = seconds_since(load_start);
@@ -172,6 +222,9 @@ void add_bench_command(CLI::App& app) {
     for (uint32_t p : o->prompts) results.push_back(prompt_test(engine, p, o->reps, o->model.profile));
     if (o->steps > 0)
       for (uint32_t b : o->batches) results.push_back(generation_test(engine, o->steps, b, o->reps, o->model.profile));
+    for (uint32_t d : o->depths)
+      for (Result& r : depth_tests(engine, d, depth_prompt, o->steps, o->model.profile))
+        results.push_back(std::move(r));
     bandwidth = std::max(bandwidth, measure_copy_bandwidth(rt));
     for (Result& r : results)
       if (r.step_bytes) r.bound_tokens_per_second = double(r.batch) * bandwidth / double(r.step_bytes);
@@ -179,6 +232,8 @@ void add_bench_command(CLI::App& app) {
     const std::string model = o->model.synthetic.empty() ? o->model.model : "synthetic " + o->model.synthetic;
     const uint64_t weights = engine.weights().bytes(), state = engine.state().bytes();
     const uint64_t device = rt.allocator.reserved_bytes(MemoryKind::Device);
+    const ops::KvType kv = engine.state().kv_type();
+    const uint64_t kv_per_token = graph::SequenceState::kv_bytes_per_token(engine.config(), kv);
     if (o->json) {
       nlohmann::json j;
       j["model"] = model;
@@ -186,7 +241,11 @@ void add_bench_command(CLI::App& app) {
       j["weights_format"] = o->model.weights.empty() ? "stored" : o->model.weights;
       j["matrix_kernels"] = matrix_kernels(rt, o->model.batch_invariant);
       j["vector_kernels"] = describe_vector_kernels(rt.pipelines.cpu_shapes());
-      j["memory"] = {{"weights_bytes", weights}, {"state_bytes", state}, {"device_reserved_bytes", device}};
+      j["memory"] = {{"weights_bytes", weights},
+                     {"state_bytes", state},
+                     {"device_reserved_bytes", device},
+                     {"kv_type", ops::kv_type_name(kv)},
+                     {"kv_bytes_per_token", kv_per_token}};
       j["copy_bandwidth_bytes_per_second"] = bandwidth;
       j["load_seconds"] = load_seconds;
       for (const Result& r : results) {
@@ -211,18 +270,19 @@ void add_bench_command(CLI::App& app) {
                 matrix_kernels(rt, o->model.batch_invariant).c_str(),
                 describe_vector_kernels(rt.pipelines.cpu_shapes()).c_str());
     std::printf(
-        "memory: weights %.2f GiB, state + KV cache %.2f GiB, device memory reserved %.2f GiB; loaded in %.1f s\n",
-        gib(weights), gib(state), gib(device), load_seconds);
+        "memory: weights %.2f GiB, state + KV cache %.2f GiB (%s KV, %s per token), device memory reserved %.2f "
+        "GiB; loaded in %.1f s\n",
+        gib(weights), gib(state), ops::kv_type_name(kv), format_bytes(kv_per_token).c_str(), gib(device), load_seconds);
     std::printf("copy bandwidth (shaders/copy.comp, read + write): %.1f GB/s\n\n", bandwidth / 1e9);
-    std::printf("| test       | batch |     tok/s | bytes/step |  bound tok/s | of bound |\n");
-    std::printf("| ---------- | ----: | --------: | ---------: | -----------: | -------: |\n");
+    std::printf("| test            | batch |     tok/s | bytes/step |  bound tok/s | of bound |\n");
+    std::printf("| --------------- | ----: | --------: | ---------: | -----------: | -------: |\n");
     for (const Result& r : results) {
       if (r.step_bytes)
-        std::printf("| %-10s | %5u | %9.1f | %8.2f GB | %12.1f | %7.1f%% |\n", r.test.c_str(), r.batch,
+        std::printf("| %-15s | %5u | %9.1f | %8.2f GB | %12.1f | %7.1f%% |\n", r.test.c_str(), r.batch,
                     r.tokens_per_second, r.step_bytes / 1e9, r.bound_tokens_per_second,
                     100.0 * r.tokens_per_second / r.bound_tokens_per_second);
       else
-        std::printf("| %-10s | %5u | %9.1f |            |              |          |\n", r.test.c_str(), r.batch,
+        std::printf("| %-15s | %5u | %9.1f |            |              |          |\n", r.test.c_str(), r.batch,
                     r.tokens_per_second);
     }
     if (o->model.profile)

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/model_session.h"
 #include "cli/model_summary.h"
 #include "cli/progress.h"
 #include "graph/state.h"
@@ -19,12 +20,15 @@ void add_info_command(CLI::App& app) {
   struct Options {
     std::string model;
     int context = 4096;
+    std::string kv = ModelOptions{}.kv;
     bool verify = false;
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("info", "Describe a checkpoint: config, layers, parameters, memory");
   cmd->add_option("-m,--model", o->model, "Checkpoint folder (config.json, *.safetensors, tokenizer.json)")->required();
   cmd->add_option("--ctx", o->context, "Context length for the memory estimate")->check(CLI::PositiveNumber);
+  cmd->add_option("--kv", o->kv, "KV-cache storage for the memory estimate: f32, f16 or bf16 (run's default: f16)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   cmd->add_flag("--verify", o->verify, "Also read every tensor and count NaN/Inf values");
   cmd->callback([o] {
     const ModelConfig config = load_config(o->model);
@@ -34,8 +38,12 @@ void add_info_command(CLI::App& app) {
     std::printf("%s", describe_model(config, summary).c_str());
     // State sizes from the graph that allocates them (one sequence; capacity 0 = no KV cache).
     const uint32_t context = static_cast<uint32_t>(o->context);
-    const uint64_t recurrent = graph::SequenceState::planned_bytes(config, 1, 0);
-    const uint64_t kv = graph::SequenceState::planned_bytes(config, 1, context) - recurrent;
+    const ops::KvType kv_type = ops::parse_kv_type(o->kv);
+    const uint64_t recurrent = graph::SequenceState::planned_bytes(config, 1, 0, kv_type);
+    const uint64_t kv = graph::SequenceState::planned_bytes(config, 1, context, kv_type) - recurrent;
+    std::printf("KV cache (%s): %s per token (%d attention layers)\n", ops::kv_type_name(kv_type),
+                format_bytes(graph::SequenceState::kv_bytes_per_token(config, kv_type)).c_str(),
+                config.count_layers(LayerType::FullAttention));
     std::printf(
         "memory to run one sequence of %u tokens: weights %s + recurrent state %s + KV cache %s = %s (plus "
         "activations)\n",

@@ -34,6 +34,11 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "matrix units always takes fp16")
       ->check(CLI::IsMember({"fp16", "split"}));
   cmd.add_option("--ctx", o.context, "Context length: KV-cache positions per sequence")->check(CLI::PositiveNumber);
+  cmd.add_option(
+         "--kv", o.kv,
+         "KV-cache storage: f16 (default; half the memory of f32, kjv-demo's logits within a mean KL of 2e-8 of "
+         "f32), bf16 (KL 3e-5), or f32")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
   cmd.add_option("--decode-rows", o.decode_rows,
                  "Sequences per decode step at most; more are decoded in several steps (1-128; with "
@@ -73,33 +78,27 @@ namespace {
 // Refuses, before any allocation, a model whose weights (`weights` bytes, planned) and state
 // cannot fit in device memory. With `fit_slots`, lowers `slots` to what fits instead (at least 1).
 void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_t weights, uint32_t context,
-                      uint32_t& slots, bool fit_slots) {
+                      ops::KvType kv, uint32_t& slots, bool fit_slots) {
   const uint64_t headroom = 256ull << 20;  // activations, step buffers, driver
   const uint64_t free = s.runtime->device.free_device_memory();
-  const uint32_t addressable = graph::SequenceState::max_slots(s.config, context);
-  if (fit_slots && slots > addressable) {
-    std::fprintf(
-        stderr, "[q3n] the attention kernels address at most %u sequences of %u positions; running that many at once\n",
-        addressable, context);
-    slots = std::max(1u, addressable);
-  }
   if (fit_slots && slots > 1) {
     const uint32_t wanted = slots;
-    while (slots > 1 && weights + graph::SequenceState::planned_bytes(s.config, slots, context) + headroom > free)
+    while (slots > 1 && weights + graph::SequenceState::planned_bytes(s.config, slots, context, kv) + headroom > free)
       --slots;
     if (slots < wanted)
       std::fprintf(stderr, "[q3n] %u sequences of %u positions do not fit in %s's %.2f GiB free; running %u at once\n",
                    wanted, context, s.runtime->device.info().name.c_str(), gib(free), slots);
   }
-  const uint64_t state = graph::SequenceState::planned_bytes(s.config, slots, context);
+  const uint64_t state = graph::SequenceState::planned_bytes(s.config, slots, context, kv);
   if (weights + state + headroom <= free) return;
   char msg[512];
   std::snprintf(msg, sizeof msg,
                 "the model does not fit: it needs %.2f GiB of device memory (weights %.2f GiB as %s, state and "
-                "KV cache %.2f GiB for %u sequence(s) of %u tokens, 0.25 GiB headroom) but %s has %.2f GiB free; "
-                "use %sa smaller --ctx, fewer sequences or a device with more memory",
-                gib(weights + state + headroom), gib(weights), graph::weight_format_name(format), gib(state), slots,
-                context, s.runtime->device.info().name.c_str(), gib(free),
+                "%s KV cache %.2f GiB for %u sequence(s) of %u tokens, 0.25 GiB headroom) but %s has %.2f GiB free; "
+                "use %s%sa smaller --ctx, fewer sequences or a device with more memory",
+                gib(weights + state + headroom), gib(weights), graph::weight_format_name(format), ops::kv_type_name(kv),
+                gib(state), slots, context, s.runtime->device.info().name.c_str(), gib(free),
+                kv == ops::KvType::F32 ? "--kv f16, " : "",
                 format == graph::WeightFormat::Q4   ? ""
                 : format == graph::WeightFormat::Q8 ? "--weights q4, "
                                                     : "--weights q4 or q8, ");
@@ -143,7 +142,8 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   if (!o.matrix_activations.empty()) ro.matrix_activations = parse_matrix_activations(o.matrix_activations);
   s.runtime = std::make_unique<Runtime>(ro);
   const uint64_t planned = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
-  check_memory_fit(s, format, planned, context, slots, shape.fit_slots);
+  const ops::KvType kv = ops::parse_kv_type(o.kv);
+  check_memory_fit(s, format, planned, context, kv, slots, shape.fit_slots);
   graph::WeightOptions wo;
   wo.format = format;
   wo.cache_dir = o.cache;
@@ -157,6 +157,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   if (!weights.cache_note().empty()) std::fprintf(stderr, "[q3n] %s\n", weights.cache_note().c_str());
   graph::EngineOptions eo;
   eo.context = context;
+  eo.kv_type = kv;
   eo.slots = slots;
   eo.prefill_chunk = o.chunk;
   eo.decode_rows = o.decode_rows;

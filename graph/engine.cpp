@@ -42,7 +42,7 @@ Engine::Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weight
       config_(config),
       options_(options),
       weights_(std::move(weights)),
-      state_(runtime, config, options.slots, options.context),
+      state_(runtime, config, options.slots, options.context, options.kv_type, options.kv_chunk_bytes),
       positions_(options.slots, 0) {
   options_.prefill_chunk = std::clamp(options_.prefill_chunk, 1u, max_chunk(runtime.device));
   options_.max_programs = std::max(options_.max_programs, 2u);

@@ -30,8 +30,10 @@
 namespace q3n::graph {
 
 struct EngineOptions {
-  uint32_t context = 4096;       // KV-cache positions per sequence
-  uint32_t slots = 1;            // sequences in flight
+  uint32_t context = 4096;                 // KV-cache positions per sequence
+  ops::KvType kv_type = ops::KvType::F32;  // storage of the KV cache (the CLI picks its default)
+  uint64_t kv_chunk_bytes = 0;             // caps one allocation of KV rows (0: the device's limit; for tests)
+  uint32_t slots = 1;                      // sequences in flight
   uint32_t prefill_chunk = 512;  // tokens per prefill step (capped at 512 on devices with bounded loops, else 4096)
   // Recorded step programs kept at once (least recently used go). Mixed steps multiply the shapes
   // (piece x decode rows): keeping 96, a batch job at --max-batch 64 recorded 887 programs in

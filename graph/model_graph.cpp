@@ -338,6 +338,7 @@ class Builder {
     s.head_dim = c_.head_dim;
     s.rot_dim = c_.rotary_dim();
     s.capacity = state_.capacity();
+    s.kv_type = state_.kv_type();
     s.eps = float(c_.rms_norm_eps);
     // Each segment is its own attention call, with its own slice of the split partials.
     std::vector<ops::AttentionShape> seg_shapes;
@@ -357,10 +358,10 @@ class Builder {
     const TensorId qn = vector(name + " q_norm", w.q_norm, s.head_dim),
                    kn = vector(name + " k_norm", w.k_norm, s.head_dim);
     const TensorId freq = rope_frequencies();
-    const TensorId ck =
-        g_.bind(name + " K cache", TensorRole::State, st.k, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
-    const TensorId cv =
-        g_.bind(name + " V cache", TensorRole::State, st.v, dims({state_.slots(), s.kv_heads, s.capacity, s.head_dim}));
+    // The KV cache is reached through the layer's slot table (slots may lie in several
+    // allocations); the table stands for the cache in the graph's dependencies.
+    const TensorId kv = g_.bind(name + " KV cache (slot table)", TensorRole::State, st.kv_slots,
+                                dims({state_.slots(), 2, s.kv_heads, s.capacity, s.head_dim}));
     const uint32_t qdim = s.heads * s.head_dim, qkv_width = w.qkv.rows;
     const TensorId q = g_.scratch(name + " q", uint64_t(rows_) * qdim * 4, dims({rows_, s.heads, s.head_dim}));
     const TensorId po =
@@ -372,8 +373,8 @@ class Builder {
     const bool matrix_units = w.qkv.type != ops::WeightType::F32;
     g_.add({name + " attention",
             "attention",
-            {qkv, qn, kn, freq, seqs, ck, cv},
-            {ck, cv, q, po, pml, out},
+            {qkv, qn, kn, freq, seqs, kv},
+            {kv, q, po, pml, out},
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               for (size_t i = 0; i < segments.size(); ++i) {
                 const StepSegment& seg = segments[i];
@@ -388,8 +389,7 @@ class Builder {
                      .k_norm = b[kn],
                      .inv_freq = b[freq],
                      .seqs = seq_rows(b[seqs], seg),
-                     .cache_k = b[ck],
-                     .cache_v = b[cv],
+                     .kv_slots = b[kv],
                      .q = b[q].sub(first * qdim * 4, rows * qdim * 4),
                      .part_o = split ? b[po].sub(part_offsets[i] * s.head_dim * 4, n * s.head_dim * 4) : b[po],
                      .part_ml = split ? b[pml].sub(part_offsets[i] * 8, n * 8) : b[pml],

@@ -4,48 +4,65 @@
 #include <string>
 
 #include "runtime/error.h"
+#include "runtime/ops/attention.h"
 
 namespace q3n::graph {
 
 namespace {
 struct SlotBytes {
-  uint64_t conv, recurrent, kv;  // per slot: one DeltaNet layer's conv / recurrent state, one K (or V) cache
+  uint64_t conv, recurrent;  // per slot: one DeltaNet layer's conv / recurrent state
 };
-SlotBytes slot_bytes(const ModelConfig& c, uint32_t capacity) {
+SlotBytes slot_bytes(const ModelConfig& c) {
   return {uint64_t(c.linear_conv_kernel_dim - 1) * c.linear_conv_dim() * 4,
-          uint64_t(c.linear_num_value_heads) * c.linear_key_head_dim * c.linear_value_head_dim * 4,
-          uint64_t(c.num_key_value_heads) * capacity * c.head_dim * 4};
+          uint64_t(c.linear_num_value_heads) * c.linear_key_head_dim * c.linear_value_head_dim * 4};
 }
+constexpr uint64_t kSlotAlign = 256;  // a slot's rows start 16-byte aligned (vector loads) and more
 }  // namespace
 
-uint64_t SequenceState::planned_bytes(const ModelConfig& c, uint32_t slots, uint32_t capacity) {
-  const SlotBytes b = slot_bytes(c, capacity);
+uint64_t SequenceState::kv_slot_stride(const ModelConfig& c, uint32_t capacity, ops::KvType kv_type) {
+  const uint64_t bytes = uint64_t(c.num_key_value_heads) * capacity * c.head_dim * ops::kv_element_bytes(kv_type);
+  return (bytes + kSlotAlign - 1) / kSlotAlign * kSlotAlign;
+}
+
+uint64_t SequenceState::kv_bytes_per_token(const ModelConfig& c, ops::KvType kv_type) {
+  return c.count_layers(LayerType::FullAttention) * 2ull * c.num_key_value_heads * c.head_dim *
+         ops::kv_element_bytes(kv_type);
+}
+
+uint64_t SequenceState::planned_bytes(const ModelConfig& c, uint32_t slots, uint32_t capacity, ops::KvType kv_type) {
+  const SlotBytes b = slot_bytes(c);
   return slots * (c.count_layers(LayerType::LinearAttention) * (b.conv + b.recurrent) +
-                  c.count_layers(LayerType::FullAttention) * 2 * b.kv);
+                  c.count_layers(LayerType::FullAttention) * 2 * kv_slot_stride(c, capacity, kv_type));
 }
 
-uint32_t SequenceState::max_slots(const ModelConfig& c, uint32_t capacity) {
-  const uint64_t per_slot = uint64_t(c.num_key_value_heads) * capacity * c.head_dim;
-  if (c.count_layers(LayerType::FullAttention) == 0 || per_slot == 0) return UINT32_MAX;
-  return uint32_t(std::min<uint64_t>(((1ull << 32) - 1) / per_slot, UINT32_MAX));
-}
-
-SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t slots, uint32_t capacity)
-    : runtime_(runtime), slots_(slots), capacity_(capacity) {
-  if (slots > max_slots(c, capacity))
-    throw Error(std::to_string(slots) + " sequences of " + std::to_string(capacity) + " positions need a KV cache of " +
-                std::to_string(uint64_t(slots) * c.num_key_value_heads * capacity * c.head_dim) +
-                " values per attention layer, more than the 2^32 the attention kernels address; run at most " +
-                std::to_string(max_slots(c, capacity)) + " at once (--max-batch) or lower --ctx");
-  const SlotBytes per_slot = slot_bytes(c, capacity);
+SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t slots, uint32_t capacity,
+                             ops::KvType kv_type, uint64_t max_chunk_bytes)
+    : runtime_(runtime), slots_(slots), capacity_(capacity), kv_type_(kv_type) {
+  if (uint64_t(c.num_key_value_heads) * capacity * c.head_dim > UINT32_MAX)
+    throw Error("a context of " + std::to_string(capacity) +
+                " positions needs more KV-cache rows per sequence than the attention kernels' 32-bit indices "
+                "address; lower --ctx");
+  const SlotBytes per_slot = slot_bytes(c);
   conv_slot_bytes_ = per_slot.conv;
   recurrent_slot_bytes_ = per_slot.recurrent;
-  const uint64_t kv_bytes = slots * per_slot.kv;
   auto allocate = [&](uint64_t bytes, const std::string& what) {
     storage_.push_back(runtime.allocator.allocate(std::max<uint64_t>(bytes, 4), MemoryKind::Device, what));
     bytes_ += bytes;
     return storage_.back().range();
   };
+
+  // KV rows: chunks of as many slots as one allocation holds.
+  const uint64_t stride = kv_slot_stride(c, capacity, kv_type);
+  const DeviceInfo& info = runtime.device.info();
+  uint64_t chunk_limit = std::min(info.max_allocation, info.max_buffer_size);
+  if (max_chunk_bytes) chunk_limit = std::min(chunk_limit, max_chunk_bytes);
+  if (c.count_layers(LayerType::FullAttention) > 0 && stride > chunk_limit)
+    throw Error("one sequence's KV cache of " + std::to_string(capacity) + " positions needs " + format_bytes(stride) +
+                " per attention layer in one allocation, but " + info.name + " allows at most " +
+                format_bytes(chunk_limit) + "; lower --ctx or use --kv f16");
+  const uint32_t slots_per_chunk = uint32_t(std::min<uint64_t>(slots, std::max<uint64_t>(1, chunk_limit / stride)));
+  kv_chunks_ = (slots + slots_per_chunk - 1) / slots_per_chunk;
+
   for (int L = 0; L < c.num_hidden_layers; ++L) {
     LayerState s;
     const std::string name = "layer " + std::to_string(L);
@@ -53,8 +70,15 @@ SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t sl
       s.conv = allocate(slots * conv_slot_bytes_, name + " conv state");
       s.recurrent = allocate(slots * recurrent_slot_bytes_, name + " recurrent state");
     } else {
-      s.k = allocate(kv_bytes, name + " KV cache (K)");
-      s.v = allocate(kv_bytes, name + " KV cache (V)");
+      std::vector<ops::KvSlotAddresses> table(slots);
+      for (uint32_t first = 0; first < slots; first += slots_per_chunk) {
+        const uint32_t n = std::min(slots_per_chunk, slots - first);
+        const BufferRange k = allocate(n * stride, name + " KV cache (K)");
+        const BufferRange v = allocate(n * stride, name + " KV cache (V)");
+        for (uint32_t i = 0; i < n; ++i) table[first + i] = {k.address + i * stride, v.address + i * stride};
+      }
+      s.kv_slots = allocate(slots * sizeof(ops::KvSlotAddresses), name + " KV slot table");
+      runtime.transfer.upload(s.kv_slots, table.data(), table.size() * sizeof(table[0]));
     }
     layers_.push_back(s);
   }

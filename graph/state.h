@@ -1,29 +1,37 @@
 // Per-sequence model state, in slots so that several sequences can be in flight: for each
 // DeltaNet layer the conv state [slots, K-1, conv_dim] and the fp32 recurrent state
-// [slots, Hv, dk, dv]; for each attention layer the KV cache [slots, Hkv, capacity, hd] (f32).
+// [slots, Hv, dk, dv]; for each attention layer the KV cache, each slot's K rows and V rows
+// [Hkv, capacity, hd] as the chosen KvType, found through the layer's slot table
+// (shaders/kv_cache.glsl). Slots are packed into as few allocations as the device's
+// per-allocation limit allows, so a cache may be larger than one allocation.
 #pragma once
 
 #include <vector>
 
 #include "loader/config.h"
+#include "runtime/ops/kv_type.h"
 #include "runtime/runtime.h"
 
 namespace q3n::graph {
 
 struct LayerState {
   BufferRange conv, recurrent;  // DeltaNet layers
-  BufferRange k, v;             // attention layers
+  BufferRange kv_slots;         // attention layers: ops::KvSlotAddresses [slots]
 };
 
 class SequenceState {
  public:
-  SequenceState(Runtime& runtime, const ModelConfig& config, uint32_t slots, uint32_t capacity);
+  // `max_chunk_bytes` caps one allocation of KV rows below the device's limit (0: the limit;
+  // tests use it to spread slots over several allocations).
+  SequenceState(Runtime& runtime, const ModelConfig& config, uint32_t slots, uint32_t capacity,
+                ops::KvType kv_type = ops::KvType::F32, uint64_t max_chunk_bytes = 0);
   // Bytes the constructor would allocate (memory-fit checks).
-  static uint64_t planned_bytes(const ModelConfig& config, uint32_t slots, uint32_t capacity);
-  // The most slots of `capacity` positions whose KV cache the attention shaders can index: they
-  // address one layer's K (or V) cache with 32-bit element indices, so slots x kv_heads x
-  // capacity x head_dim must stay below 2^32. The constructor refuses more, before allocating.
-  static uint32_t max_slots(const ModelConfig& config, uint32_t capacity);
+  static uint64_t planned_bytes(const ModelConfig& config, uint32_t slots, uint32_t capacity,
+                                ops::KvType kv_type = ops::KvType::F32);
+  // KV-cache bytes per position of one sequence, all attention layers, K and V.
+  static uint64_t kv_bytes_per_token(const ModelConfig& config, ops::KvType kv_type);
+  // Bytes of one slot's K (or V) rows of one layer, padded to 256 (the slot stride in a chunk).
+  static uint64_t kv_slot_stride(const ModelConfig& config, uint32_t capacity, ops::KvType kv_type);
   // Zeroes a slot's conv and recurrent state: the start of a new sequence. (KV-cache rows are
   // overwritten by position, so they need no clearing.)
   void reset(uint32_t slot);
@@ -32,10 +40,14 @@ class SequenceState {
   uint32_t slots() const { return slots_; }
   uint32_t capacity() const { return capacity_; }
   uint64_t bytes() const { return bytes_; }
+  ops::KvType kv_type() const { return kv_type_; }
+  uint32_t kv_allocations_per_layer() const { return kv_chunks_; }  // K and V each
 
  private:
   Runtime& runtime_;
   uint32_t slots_, capacity_;
+  ops::KvType kv_type_;
+  uint32_t kv_chunks_ = 0;
   uint64_t conv_slot_bytes_ = 0, recurrent_slot_bytes_ = 0, bytes_ = 0;
   std::vector<Allocation> storage_;
   std::vector<LayerState> layers_;

@@ -6,6 +6,7 @@
 
 #include "graph/graph.h"
 #include "loader/config.h"
+#include "runtime/ops/kv_type.h"
 
 namespace q3n::graph {
 
@@ -20,6 +21,7 @@ struct StepTraffic {
 // graph binds counts in full, except the embedding table (only `batch` rows are read) and each
 // MoE layer's experts, which count as the expected number of distinct experts that batch·top-k
 // uniform routing draws touch: E (1 - (1 - k/E)^batch).
-StepTraffic decode_traffic(const Graph& graph, const ModelConfig& config, uint32_t batch, uint32_t position);
+StepTraffic decode_traffic(const Graph& graph, const ModelConfig& config, uint32_t batch, uint32_t position,
+                           ops::KvType kv_type = ops::KvType::F32);
 
 }  // namespace q3n::graph

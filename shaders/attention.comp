@@ -13,6 +13,8 @@
 layout(constant_id = 3) const uint HEAD_DIM = 256;
 layout(constant_id = 4) const uint BR = 16;
 layout(constant_id = 5) const uint BC = 16;
+layout(constant_id = 6) const uint KV_DTYPE = DTYPE_F32;
+#include "kv_cache.glsl"
 const uint THREADS = 128;  // the host dispatches 128 invocations
 const uint ACC = (BR * HEAD_DIM + THREADS - 1u) / THREADS;
 #define NEG_INF uintBitsToFloat(0xFF800000u)
@@ -26,6 +28,27 @@ shared float row_max[BR];
 shared float row_sum[BR];
 shared float row_alpha[BR];
 
+// Rows [k0, k0 + BC) of a slot's K or V rows (this kv head's start at kv_base) into kv_tile, zero
+// past key_end. A pair of elements per invocation and load (HEAD_DIM is even), so a 16-bit cache
+// moves one word per load as an f32 cache does.
+void load_kv_tile(U32Buf rows, uint kv_base, uint k0, uint key_end) {
+  for (uint e = 2u * gl_LocalInvocationID.x; e < BC * HEAD_DIM; e += 2u * THREADS) {
+    const uint key = k0 + e / HEAD_DIM, at = (kv_base + key) * HEAD_DIM + e % HEAD_DIM;
+    vec2 v = vec2(0.0);
+    if (key < key_end) {
+      if (KV_DTYPE == DTYPE_F32) {
+        v = vec2(uintBitsToFloat(rows.v[at]), uintBitsToFloat(rows.v[at + 1u]));
+      } else {
+        const uint word = rows.v[at >> 1];
+        v = KV_DTYPE == DTYPE_F16 ? unpackHalf2x16(word)
+                                  : vec2(bf16_bits_to_f32(word & 0xFFFFu), bf16_bits_to_f32(word >> 16));
+      }
+    }
+    kv_tile[e] = v.x;
+    kv_tile[e + 1u] = v.y;
+  }
+}
+
 void main() {
   const uint tid = gl_LocalInvocationID.x;
   const uint g = gl_WorkGroupID.y;
@@ -34,7 +57,8 @@ void main() {
   const uint rows = p.tokens * group;
   const uint first = gl_WorkGroupID.x * BR;
   const uint pos0 = seq_position(p.seqs, b);
-  const uint kv_base = (seq_slot(p.seqs, b) * p.kv_heads + g) * p.capacity;
+  const uint kv_base = g * p.capacity;  // this kv head's first row in the slot's K and V rows
+  U32Buf keys = kv_keys(p.kv, seq_slot(p.seqs, b)), values = kv_values(p.kv, seq_slot(p.seqs, b));
 
   // Keys of this split, clipped to what the tile's last token may see and to the slot's capacity
   // (the host never lets a sequence outgrow its slot; if it did, rows past the end would read
@@ -59,10 +83,7 @@ void main() {
   barrier();
 
   for (uint k0 = key_begin; k0 < key_end; k0 += BC) {
-    for (uint e = tid; e < BC * HEAD_DIM; e += THREADS) {
-      const uint key = k0 + e / HEAD_DIM;
-      kv_tile[e] = key < key_end ? p.cache_k.v[(kv_base + key) * HEAD_DIM + e % HEAD_DIM] : 0.0;
-    }
+    load_kv_tile(keys, kv_base, k0, key_end);
     barrier();
     for (uint e = tid; e < BR * BC; e += THREADS) {
       const uint r = e / BC, c = e % BC;
@@ -90,10 +111,7 @@ void main() {
       row_sum[tid] = row_sum[tid] * alpha + sum;
       row_alpha[tid] = alpha;
     }
-    for (uint e = tid; e < BC * HEAD_DIM; e += THREADS) {
-      const uint key = k0 + e / HEAD_DIM;
-      kv_tile[e] = key < key_end ? p.cache_v.v[(kv_base + key) * HEAD_DIM + e % HEAD_DIM] : 0.0;
-    }
+    load_kv_tile(values, kv_base, k0, key_end);
     barrier();
     for (uint i = 0; i < ACC; ++i) {
       const uint e = tid + i * THREADS;

@@ -18,6 +18,8 @@
 #include "coopmat.glsl"
 
 layout(constant_id = 3) const uint HEAD_DIM = 256;  // a multiple of 32
+layout(constant_id = 4) const uint KV_DTYPE = DTYPE_F32;
+#include "kv_cache.glsl"
 const uint BR = 32, BC = 32;
 const float P_SCALE = 256.0;
 #define NEG_INF uintBitsToFloat(0xFF800000u)
@@ -40,21 +42,29 @@ float s_at(uint r, uint c) {
   return uintBitsToFloat(smem[w >> 2][w & 3u]);
 }
 
-// Converts rows [key0, key0 + BC) of one cache (K or V) of this kv head into the K/V tile as fp16,
-// zero past key_end.
-void load_kv_tile(F32Buf cache, uint kv_base, uint key0, uint key_end) {
+// Converts rows [key0, key0 + BC) of a slot's K or V rows (this kv head's start at kv_base) into
+// the K/V tile as fp16, zero past key_end. An fp16 cache is copied as it is.
+void load_kv_tile(U32Buf rows, uint kv_base, uint key0, uint key_end) {
   const uint units = HEAD_DIM / 8u;
   for (uint u = gl_LocalInvocationID.x; u < BC * units; u += gl_WorkGroupSize.x) {
     const uint c = u / units, d = (u % units) * 8u, key = key0 + c;
-    float v[8];
-    if (key < key_end) {
-      const uint at = ((kv_base + key) * HEAD_DIM + d) >> 2;
-      const vec4 a = F32x4Buf(cache).v[at], b = F32x4Buf(cache).v[at + 1u];
-      v = float[8](a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
+    const uint first = (kv_base + key) * HEAD_DIM + d;  // a multiple of 8
+    if (key >= key_end) {
+      smem[KV_AT + c * QS + d / 8u] = uvec4(0u);
+    } else if (KV_DTYPE == DTYPE_F16) {
+      smem[KV_AT + c * QS + d / 8u] = U32x4Buf(rows).v[first >> 3];
+    } else if (KV_DTYPE == DTYPE_BF16) {
+      const uvec4 w = U32x4Buf(rows).v[first >> 3];
+      float v[8];
+      for (uint j = 0; j < 4u; ++j) {
+        v[2u * j] = bf16_bits_to_f32(w[j] & 0xFFFFu);
+        v[2u * j + 1u] = bf16_bits_to_f32(w[j] >> 16);
+      }
+      smem[KV_AT + c * QS + d / 8u] = round_store8(v);
     } else {
-      for (uint j = 0; j < 8u; ++j) v[j] = 0.0;
+      const vec4 a = F32x4Buf(rows).v[first >> 2], b = F32x4Buf(rows).v[(first >> 2) + 1u];
+      smem[KV_AT + c * QS + d / 8u] = round_store8(float[8](a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w));
     }
-    smem[KV_AT + c * QS + d / 8u] = round_store8(v);
   }
 }
 
@@ -80,7 +90,8 @@ void main() {
   const uint rows = p.tokens * group;
   const uint first = gl_WorkGroupID.x * BR;
   const uint pos0 = seq_position(p.seqs, b);
-  const uint kv_base = (seq_slot(p.seqs, b) * p.kv_heads + g) * p.capacity;
+  const uint kv_base = g * p.capacity;  // this kv head's first row in the slot's K and V rows
+  U32Buf keys = kv_keys(p.kv, seq_slot(p.seqs, b)), values = kv_values(p.kv, seq_slot(p.seqs, b));
   // Keys the tile's last token may see, clipped to the slot's capacity (as attention.comp).
   const uint kv_len = min(pos0 + p.tokens, p.capacity);
   const uint last_row = min(first + BR, rows) - 1u;
@@ -105,7 +116,7 @@ void main() {
   const uint my_row = first + tid;
   const uint my_last_key = tid < BR && my_row < rows ? pos0 + my_row / group : 0u;
   for (uint k0 = 0; k0 < key_end; k0 += BC) {
-    load_kv_tile(p.cache_k, kv_base, k0, key_end);
+    load_kv_tile(keys, kv_base, k0, key_end);
     barrier();
     scores_to_shared();
     barrier();
@@ -136,7 +147,7 @@ void main() {
   F32_MATRIX o[8];                 // the first NO are used (HEAD_DIM <= 256)
   [[unroll]] for (uint j = 0; j < NO; ++j) o[j] = F32_MATRIX(0.0);
   for (uint k0 = 0; k0 < key_end; k0 += BC) {
-    load_kv_tile(p.cache_k, kv_base, k0, key_end);
+    load_kv_tile(keys, kv_base, k0, key_end);
     barrier();  // also publishes row_max / row_sum
     scores_to_shared();
     barrier();
@@ -154,7 +165,7 @@ void main() {
       const uint word = P_AT * 4u + r * PS * 4u + c / 2u;
       smem[word >> 2][word & 3u] = packFloat2x16(f16vec2(w));
     }
-    load_kv_tile(p.cache_v, kv_base, k0, key_end);
+    load_kv_tile(values, kv_base, k0, key_end);
     barrier();
     [[unroll]] for (uint kk = 0; kk < BC; kk += CM) {
       A_MATRIX pa;

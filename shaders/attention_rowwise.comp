@@ -11,6 +11,8 @@
 #extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 3) const uint HEAD_DIM = 256;
+layout(constant_id = 4) const uint KV_DTYPE = DTYPE_F32;
+#include "kv_cache.glsl"
 #define NEG_INF uintBitsToFloat(0xFF800000u)
 
 #include "attention_push.glsl"
@@ -23,7 +25,8 @@ void main() {
   const uint first = gl_WorkGroupID.x * gl_WorkGroupSize.x;
   const uint row = first + gl_LocalInvocationID.x;
   const uint pos0 = seq_position(p.seqs, b);
-  const uint kv_base = (seq_slot(p.seqs, b) * p.kv_heads + g) * p.capacity;
+  const uint kv_base = g * p.capacity;  // this kv head's first row in the slot's K and V rows
+  U32Buf keys = kv_keys(p.kv, seq_slot(p.seqs, b)), values = kv_values(p.kv, seq_slot(p.seqs, b));
 
   // This split's keys, clipped to what the workgroup's last row may see and to the slot's
   // capacity (as in attention.comp); a row past the end computes like the last row, unwritten.
@@ -46,12 +49,12 @@ void main() {
   for (uint key = key_begin; key < key_end; ++key) {
     const uint at = (kv_base + key) * HEAD_DIM;
     float s = 0.0;
-    [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) s += q[d] * p.cache_k.v[at + d];
+    [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) s += q[d] * kv_load(keys, at + d);
     if (key > visible) continue;  // masked for this row (a later key of the tile's last row)
     const float m_new = max(m, s);
     const float alpha = exp(m - m_new), w = exp(s - m_new);  // m = -inf only before the first key
     sum = sum * alpha + w;
-    [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) o[d] = o[d] * alpha + w * p.cache_v.v[at + d];
+    [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) o[d] = o[d] * alpha + w * kv_load(values, at + d);
     m = m_new;
   }
   if (row >= rows) return;

@@ -10,12 +10,12 @@ namespace q3n::ops {
 
 namespace {
 struct PreparePush {
-  VkDeviceAddress qkv, q_norm, k_norm, inv_freq, seqs, cache_k, cache_v, q_out;
+  VkDeviceAddress qkv, q_norm, k_norm, inv_freq, seqs, kv_slots, q_out;
   uint32_t tokens, heads, kv_heads, head_dim, rot_dim, capacity;
   float eps;
 };
 struct AttentionPush {
-  VkDeviceAddress q, cache_k, cache_v, seqs, qkv, out, part_o, part_ml;
+  VkDeviceAddress q, kv_slots, seqs, qkv, out, part_o, part_ml;
   uint32_t tokens, heads, kv_heads, capacity, splits;
   float scale;
 };
@@ -48,6 +48,17 @@ bool matrix_attention(const PipelineLibrary& pipelines, const AttentionShape& s)
       16 * ((rows + keys) * (s.head_dim / 8 + 1) + rows * (keys / 4 + 1) + rows * (keys / 8 + 1)) + 8 * rows;
   return bytes <= pipelines.device().info().max_shared_memory;
 }
+
+// Whether attention_decode.comp takes this shape: a GPU (CPU devices take attention_rowwise), at
+// most kMaxDecodeRows rows per kv head (its registers), a head dim that is a multiple of 8 (its
+// loads), and at most 32 subgroups per workgroup (its shared partials).
+constexpr uint32_t kDecodeKeysPerTile = 128;  // invocations per workgroup
+constexpr uint32_t kMaxDecodeRows = 16;
+bool decode_attention(const PipelineLibrary& pipelines, const AttentionShape& s) {
+  const uint32_t subgroup = pipelines.device().info().subgroup_size;
+  return !pipelines.cpu_shapes() && uint64_t(s.tokens) * (s.heads / s.kv_heads) <= kMaxDecodeRows &&
+         s.head_dim % 8 == 0 && subgroup >= kDecodeKeysPerTile / 32;
+}
 }  // namespace
 
 std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim) {
@@ -63,9 +74,11 @@ std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim) {
 uint32_t attention_splits(const Device& device, uint32_t tokens, uint32_t capacity) {
   if (has_bounded_loops(device)) return std::max(1u, ceil_div(capacity, kBoundedLoopPositions));
   if (tokens > 1) return 1;  // prefill: the token tiles already give many workgroups
-  // Decode: a split per 256 cache positions, so a step of a few sequences with long caches still
-  // fills the GPU (at 1024 per split, 8 sequences at ~1500 keys took 0.7 ms per layer on an H100).
-  return std::clamp(ceil_div(capacity, 256), 1u, 64u);
+  // Decode: a split per kDecodeKeysPerSplit cache positions, at most kMaxDecodeSplits, so that one
+  // sequence's step over a long cache still spreads over many workgroups (H100, one sequence at
+  // 262,144 positions, f16: 64 splits 0.87 ms per layer, 128 0.53, 512 0.70; bench/NOTES.md).
+  // Not a function of the batch: a row's arithmetic must not depend on what shares its step.
+  return std::clamp(ceil_div(capacity, kDecodeKeysPerSplit), 1u, kMaxDecodeSplits);
 }
 
 void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const AttentionArgs& a) {
@@ -82,8 +95,9 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
   require_bytes(a.q, rows * s.heads * s.head_dim * 4, "attention q");
   require_bytes(a.out, rows * s.heads * s.head_dim * 4, "attention output");
   require_bytes(a.seqs, uint64_t(s.batch) * 8, "attention sequence table");
-  require_bytes(a.cache_k, uint64_t(s.kv_heads) * s.capacity * s.head_dim * 4, "KV cache K");
-  require_bytes(a.cache_v, uint64_t(s.kv_heads) * s.capacity * s.head_dim * 4, "KV cache V");
+  require_bytes(a.kv_slots, sizeof(KvSlotAddresses), "KV slot table");
+  if (uint64_t(s.kv_heads) * s.capacity * s.head_dim > UINT32_MAX)
+    throw Error("internal: one slot's KV rows exceed the attention kernels' 32-bit indices");
   require_bytes(a.q_norm, s.head_dim * 4, "q_norm");
   require_bytes(a.k_norm, s.head_dim * 4, "k_norm");
   if (s.splits > 1) {
@@ -92,38 +106,56 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
   }
 
   if (s.rot_dim > 0) require_bytes(a.inv_freq, s.rot_dim / 2 * 4, "RoPE frequencies");
-  const PreparePush prepare{a.qkv.address,     a.q_norm.address,  a.k_norm.address, a.inv_freq.address, a.seqs.address,
-                            a.cache_k.address, a.cache_v.address, a.q.address,      s.tokens,           s.heads,
-                            s.kv_heads,        s.head_dim,        s.rot_dim,        s.capacity,         s.eps};
-  commands.dispatch(
-      pipelines.get(
-          {"attention_prepare", {pipelines.reduction_workgroup(128), 1, 1}, {kMaxAttentionHeadDim}, sizeof(prepare)}),
-      prepare, s.heads + s.kv_heads, static_cast<uint32_t>(rows));
+  const PreparePush prepare{a.qkv.address,    a.q_norm.address,
+                            a.k_norm.address, a.inv_freq.address,
+                            a.seqs.address,   a.kv_slots.address,
+                            a.q.address,      s.tokens,
+                            s.heads,          s.kv_heads,
+                            s.head_dim,       s.rot_dim,
+                            s.capacity,       s.eps};
+  const uint32_t kv_type = static_cast<uint32_t>(s.kv_type);
+  commands.dispatch(pipelines.get({"attention_prepare",
+                                   {pipelines.reduction_workgroup(128), 1, 1},
+                                   {kMaxAttentionHeadDim, kv_type},
+                                   sizeof(prepare)}),
+                    prepare, s.heads + s.kv_heads, static_cast<uint32_t>(rows));
   commands.barrier();
 
   const uint32_t bc = key_tile(pipelines.device(), s.head_dim);
-  const AttentionPush attend{a.q.address,       a.cache_k.address,
-                             a.cache_v.address, a.seqs.address,
-                             a.qkv.address,     a.out.address,
-                             a.part_o.address,  a.part_ml.address,
-                             s.tokens,          s.heads,
-                             s.kv_heads,        s.capacity,
-                             s.splits,          1.0f / std::sqrt(float(s.head_dim))};
+  const AttentionPush attend{a.q.address,
+                             a.kv_slots.address,
+                             a.seqs.address,
+                             a.qkv.address,
+                             a.out.address,
+                             a.part_o.address,
+                             a.part_ml.address,
+                             s.tokens,
+                             s.heads,
+                             s.kv_heads,
+                             s.capacity,
+                             s.splits,
+                             1.0f / std::sqrt(float(s.head_dim))};
   const uint32_t group = s.heads / s.kv_heads;
   const uint64_t rows_per_kv_head = uint64_t(s.tokens) * group;
+  const uint32_t rows_per_kv_head32 = static_cast<uint32_t>(std::min<uint64_t>(rows_per_kv_head, UINT32_MAX));
   if (a.matrix_units && matrix_attention(pipelines, s)) {  // 32 rows per workgroup, four subgroups
     const PipelineKey key{pipelines.coopmat_shader("attention_coopmat"),
                           {4 * pipelines.device().info().subgroup_size, 1, 1},
-                          {s.head_dim},
+                          {s.head_dim, kv_type},
                           sizeof(attend)};
     commands.dispatch(pipelines.get(key), attend, ceil_div(rows_per_kv_head, 32), s.kv_heads, s.batch);
+  } else if (decode_attention(pipelines, s)) {  // few rows per kv head: keys across invocations
+    const PipelineKey key{
+        "attention_decode", {kDecodeKeysPerTile, 1, 1}, {s.head_dim, rows_per_kv_head32, kv_type}, sizeof(attend)};
+    commands.dispatch(pipelines.get(key), attend, 1, s.kv_heads, s.batch * s.splits);
   } else if (pipelines.cpu_shapes()) {  // one row per invocation, one subgroup per workgroup
     const uint32_t threads = pipelines.reduction_workgroup(kRowwiseWorkgroup);
-    commands.dispatch(pipelines.get({"attention_rowwise", {threads, 1, 1}, {s.head_dim}, sizeof(attend)}), attend,
-                      ceil_div(rows_per_kv_head, threads), s.kv_heads, s.batch * s.splits);
+    commands.dispatch(pipelines.get({"attention_rowwise", {threads, 1, 1}, {s.head_dim, kv_type}, sizeof(attend)}),
+                      attend, ceil_div(rows_per_kv_head, threads), s.kv_heads, s.batch * s.splits);
   } else {
-    commands.dispatch(pipelines.get({"attention", {128, 1, 1}, {s.head_dim, kRowsPerTile, bc}, sizeof(attend)}), attend,
-                      ceil_div(rows_per_kv_head, kRowsPerTile), s.kv_heads, s.batch * s.splits);
+    commands.dispatch(
+        pipelines.get({"attention", {128, 1, 1}, {s.head_dim, kRowsPerTile, bc, kv_type}, sizeof(attend)}), attend,
+        ceil_div(rows_per_kv_head, kRowsPerTile), s.kv_heads, s.batch * s.splits);
   }
   if (s.splits == 1) return;
   commands.barrier();

@@ -1,7 +1,8 @@
 // Host side of the gated full-attention family (spec §3.6, §3.7): per-token preparation with
 // the KV-cache append (shaders/attention_prepare.comp), flash attention with the fused output
-// gate (attention.comp; attention_coopmat.comp for prefill on matrix units, attention_rowwise.comp
-// with CPU shapes), and the split combine for long caches (attention_combine.comp).
+// gate (attention.comp; attention_coopmat.comp for prefill on matrix units, attention_decode.comp
+// for steps of few rows per kv head, attention_rowwise.comp with CPU shapes), and the split
+// combine for long caches (attention_combine.comp).
 //
 // The q/k/v projections are one GEMM over concatenated weights; its row layout is
 //   [ (query | gate) for each q head | k for each kv head | v for each kv head ]
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "runtime/command.h"
+#include "runtime/ops/kv_type.h"
 #include "runtime/pipeline.h"
 
 namespace q3n::ops {
@@ -22,9 +24,18 @@ struct AttentionShape {
   uint32_t rot_dim = 0;   // partial_rotary_factor * head_dim
   uint32_t capacity = 0;  // KV-cache positions per slot
   uint32_t splits = 1;    // key-range splits (flash-decoding); 1 = write the result directly
+  KvType kv_type = KvType::F32;
   float eps = 1e-6f;
   uint64_t rows() const { return uint64_t(batch) * tokens; }
   uint32_t qkv_width() const { return (2 * heads + 2 * kv_heads) * head_dim; }
+  // Bytes of one slot's K (or V) rows [kv_heads, capacity, head_dim].
+  uint64_t kv_slot_bytes() const { return uint64_t(kv_heads) * capacity * head_dim * kv_element_bytes(kv_type); }
+};
+
+// One entry of a layer's KV slot table (shaders/kv_cache.glsl): where a slot's K and V rows start.
+// Addresses 16-byte aligned.
+struct KvSlotAddresses {
+  VkDeviceAddress k, v;
 };
 
 // RoPE inverse frequencies as HF computes them in fp32: 1 / theta^(2i / rot_dim).
@@ -33,6 +44,8 @@ std::vector<float> rope_inv_freq(double theta, uint32_t rot_dim);
 // Splits for a graph of this shape on this device: lavapipe needs short key ranges per
 // workgroup (its loop limit, shaders/common.glsl); GPUs want many workgroups for decode.
 uint32_t attention_splits(const Device& device, uint32_t tokens, uint32_t capacity);
+constexpr uint32_t kDecodeKeysPerSplit = 512;
+constexpr uint32_t kMaxDecodeSplits = 128;
 
 struct AttentionArgs {
   BufferRange qkv;       // f32 [rows, qkv_width] projection output
@@ -40,12 +53,11 @@ struct AttentionArgs {
   BufferRange k_norm;    // f32 [hd]
   BufferRange inv_freq;  // f32 [rot_dim / 2] from rope_inv_freq()
   BufferRange seqs;      // u32 [batch, 2]
-  BufferRange cache_k;   // f32 [slots, kv_heads, capacity, hd]
-  BufferRange cache_v;
-  BufferRange q;        // f32 [rows, heads, hd] scratch: prepared queries
-  BufferRange part_o;   // f32 [batch, splits, tokens, heads, hd] scratch (splits > 1)
-  BufferRange part_ml;  // f32 [batch, splits, tokens, heads, 2] scratch (splits > 1)
-  BufferRange out;      // f32 [rows, heads * hd] gated attention output (o_proj input)
+  BufferRange kv_slots;  // KvSlotAddresses [slots]: each slot's K and V rows, kv_slot_bytes() each
+  BufferRange q;         // f32 [rows, heads, hd] scratch: prepared queries
+  BufferRange part_o;    // f32 [batch, splits, tokens, heads, hd] scratch (splits > 1)
+  BufferRange part_ml;   // f32 [batch, splits, tokens, heads, 2] scratch (splits > 1)
+  BufferRange out;       // f32 [rows, heads * hd] gated attention output (o_proj input)
   AttentionShape shape;
   // Prefill may take the matrix units where the device has them (attention_coopmat.comp: fp16
   // q, k, v and weights, fp32 sums); false keeps fp32 arithmetic (fp32 checkpoints).

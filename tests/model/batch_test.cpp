@@ -272,19 +272,57 @@ TEST_P(BatchTest, ManyPromptLengthsKeepProgramsAndMemoryBounded) {
   for (const uint32_t n : e->prompt_pieces(1000)) EXPECT_TRUE(n == chunk || (n < chunk && (n & (n - 1)) == 0)) << n;
 }
 
-// The attention kernels index one layer's KV cache with 32-bit element indices: a state whose
-// cache would pass 2^32 values is refused before anything is allocated (32 sequences of 262,144
-// positions at the 80B shapes would wrap), and the limit is the exact one.
-TEST_F(GpuTest, KvCacheBeyondThirtyTwoBitIndicesIsRefused) {
+// A KV cache spread over several allocations (slots past what one allocation holds go to the
+// next; capped here at two slots per allocation so the fixtures reach it) gives every sequence
+// exactly the tokens it gets from a cache in one allocation.
+TEST_P(BatchTest, KvCacheInSeveralAllocationsGivesTheSameTokens) {
+  const uint32_t batch = 5, steps = 4;
+  auto one = engine(batch);
+  std::vector<std::vector<int32_t>> prompts;
+  for (uint32_t b = 0; b < batch; ++b) prompts.push_back(random_ids(3 + 11 * b, uint32_t(config_.vocab_size), 300 + b));
+  const ops::SamplingParams greedy;
+  auto decode_all = [&](graph::Engine& e) {
+    std::vector<uint32_t> slots = {4, 0, 3, 1, 2};
+    std::vector<int32_t> next(batch);
+    std::vector<std::vector<int32_t>> got(batch);
+    for (uint32_t b = 0; b < batch; ++b) {
+      e.reset(slots[b]);
+      got[b].push_back(next[b] = e.feed_and_sample(slots[b], prompts[b], greedy));
+    }
+    for (uint32_t s = 1; s < steps; ++s) {
+      next = e.decode(slots, next, greedy);
+      for (uint32_t b = 0; b < batch; ++b) got[b].push_back(next[b]);
+    }
+    return got;
+  };
+  ASSERT_EQ(one->state().kv_allocations_per_layer(), 1u);
+  const auto want = decode_all(*one);
+  one.reset();
+  graph::EngineOptions o;
+  o.context = 256;
+  o.slots = batch;
+  o.prefill_chunk = 64;
+  o.batch_invariant = true;
+  o.kv_chunk_bytes = 2 * graph::SequenceState::kv_slot_stride(config_, o.context, o.kv_type);
+  graph::Engine split(rt(), config_, *checkpoint_, o);
+  EXPECT_EQ(split.state().kv_allocations_per_layer(), 3u);
+  EXPECT_EQ(decode_all(split), want);
+}
+
+// A context whose KV rows for one sequence and layer exceed one allocation is refused before
+// anything is allocated, with the fix in the message.
+TEST_F(GpuTest, KvSlotLargerThanOneAllocationIsRefused) {
   const ModelConfig big =
       load_config_file(std::filesystem::path(Q3N_SOURCE_DIR) / "assets/configs/qwen3-next-80b-a3b.json");
-  EXPECT_EQ(graph::SequenceState::max_slots(big, 262144), 31u);  // 2 kv heads x 256 dims x 2^18 = 2^27 per slot
   const auto reserved = rt().allocator.reserved_bytes(MemoryKind::Device);
+  // 262,144 positions x 2 kv heads x 256 dims x 4 bytes = 512 MiB per slot and layer.
+  EXPECT_EQ(graph::SequenceState::kv_slot_stride(big, 262144, ops::KvType::F32), 512ull << 20);
+  EXPECT_EQ(graph::SequenceState::kv_slot_stride(big, 262144, ops::KvType::F16), 256ull << 20);
   try {
-    graph::SequenceState state(rt(), big, 32, 262144);
-    FAIL() << "32 x 262,144 positions were accepted";
+    graph::SequenceState state(rt(), big, 1, 262144, ops::KvType::F32, 256ull << 20);
+    FAIL() << "a 512 MiB slot was accepted under a 256 MiB allocation limit";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("2^32"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("lower --ctx"), std::string::npos) << e.what();
   }
   EXPECT_EQ(rt().allocator.reserved_bytes(MemoryKind::Device), reserved);  // nothing was allocated
 }

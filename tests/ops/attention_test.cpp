@@ -1,11 +1,14 @@
 // The gated attention family against a double-precision reference of spec §3.6-3.7: q/k
 // zero-centred norms, partial NeoX RoPE at absolute positions, the KV-cache append into a slot,
 // causal softmax attention with GQA, the sigmoid output gate, and the split-K combine; prefill
-// again on the cooperative-matrix kernel (attention_coopmat.comp) where the device has one.
+// again on the cooperative-matrix kernel (attention_coopmat.comp) where the device has one. Cases
+// run with the KV cache stored as f32, f16 and bf16 (kv_types), each slot in its own allocation.
 #include <cmath>
+#include <cstring>
 
 #include "runtime/ops/attention.h"
 #include "tests/support/gpu_test.h"
+#include "tests/support/numeric.h"
 
 namespace q3n::test {
 namespace {
@@ -32,16 +35,68 @@ std::vector<double> norm_rope(const float* x, const std::vector<float>& w, uint3
   return out;
 }
 
+// A KV cache's per-slot allocations and its slot table.
+struct KvCache {
+  std::vector<Allocation> k, v;
+  Allocation table;
+};
+
 class AttentionTest : public GpuTest, public ::testing::WithParamInterface<Case> {
  protected:
-  // Runs the case and checks the cache append and the output against a double reference, with the
-  // tolerance of fp32 arithmetic or (`matrix_units`) of fp16 operands on the matrix units.
-  void check(bool matrix_units);
+  // Each slot's K and V rows in their own allocation (as SequenceState places slots that do not
+  // share one), stored as `type`, and the slot table pointing at them.
+  KvCache upload_kv_cache(std::vector<float>& k, std::vector<float>& v, uint32_t slots, ops::KvType type) {
+    const auto wtype = static_cast<ops::WeightType>(type);  // KvType values are the shaders' DTYPE_*
+    const size_t per_slot = k.size() / slots;
+    KvCache cache;
+    std::vector<ops::KvSlotAddresses> table(slots);
+    for (uint32_t slot = slots; slot-- > 0;) {  // reverse order: slot addresses need not ascend
+      std::vector<float> ks(k.begin() + slot * per_slot, k.begin() + (slot + 1) * per_slot);
+      std::vector<float> vs(v.begin() + slot * per_slot, v.begin() + (slot + 1) * per_slot);
+      cache.k.push_back(upload_words(encode_weights(ks, wtype)));
+      cache.v.push_back(upload_words(encode_weights(vs, wtype)));
+      std::copy(ks.begin(), ks.end(), k.begin() + slot * per_slot);  // what the GPU reads back
+      std::copy(vs.begin(), vs.end(), v.begin() + slot * per_slot);
+      table[slot] = {cache.k.back().range().address, cache.v.back().range().address};
+    }
+    std::vector<uint32_t> words(table.size() * 4);
+    std::memcpy(words.data(), table.data(), table.size() * sizeof(table[0]));
+    cache.table = upload_words(words);
+    return cache;
+  }
+  // The cache as the GPU holds it now, decoded to floats [slots, kv_heads, capacity, hd].
+  std::vector<float> download_kv(const std::vector<Allocation>& rows, size_t per_slot, ops::KvType type) {
+    std::vector<float> out(rows.size() * per_slot);
+    const size_t words = ops::weight_storage_bytes(static_cast<ops::WeightType>(type), per_slot) / 4;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const size_t slot = rows.size() - 1 - i;  // upload_kv_cache's order
+      const auto w = download_words(rows[i], words);
+      for (size_t e = 0; e < per_slot; ++e)
+        out[slot * per_slot + e] =
+            ops::decode_weight(static_cast<ops::WeightType>(type), reinterpret_cast<const std::byte*>(w.data()), e);
+    }
+    return out;
+  }
+  // Runs the case with the KV cache stored as `kv_type` and checks the cache append against a
+  // double reference (to the storage type's rounding), then the output against a double reference
+  // over the cache as stored, with the tolerance of fp32 arithmetic or (`matrix_units`) of fp16
+  // operands on the matrix units.
+  void check(bool matrix_units, ops::KvType kv_type);
 };
+
+// f32, and the 16-bit KV types at head dims 64 and 256 (every other code path of the cases; each
+// (head dim, type) pair is a pipeline to compile, seconds each on lavapipe).
+std::vector<ops::KvType> kv_types(const Case& c) {
+  if (c.head_dim != 64 && c.head_dim != 256) return {ops::KvType::F32};
+  return {ops::KvType::F32, ops::KvType::F16, ops::KvType::BF16};
+}
 
 TEST_P(AttentionTest, MatchesReference) {
   use_coopmat(false);
-  check(false);
+  for (const ops::KvType type : kv_types(GetParam())) {
+    SCOPED_TRACE(std::string("KV cache ") + ops::kv_type_name(type));
+    check(false, type);
+  }
 }
 
 // Prefill cases (several tokens, one split) on the matrix units, on devices that have them.
@@ -50,10 +105,13 @@ TEST_P(AttentionTest, CoopmatMatchesReference) {
   if (c.tokens < 2 || c.splits != 1 || c.head_dim % 32 != 0) GTEST_SKIP() << "this case takes no matrix units";
   std::string why;
   if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
-  check(true);
+  for (const ops::KvType type : kv_types(c)) {
+    SCOPED_TRACE(std::string("KV cache ") + ops::kv_type_name(type));
+    check(true, type);
+  }
 }
 
-void AttentionTest::check(bool matrix_units) {
+void AttentionTest::check(bool matrix_units, ops::KvType kv_type) {
   const Case c = GetParam();
   ops::AttentionShape s{.batch = c.batch,
                         .tokens = c.tokens,
@@ -62,20 +120,21 @@ void AttentionTest::check(bool matrix_units) {
                         .head_dim = c.head_dim,
                         .rot_dim = c.rot_dim,
                         .capacity = c.capacity,
-                        .splits = c.splits};
+                        .splits = c.splits,
+                        .kv_type = kv_type};
   const uint32_t hd = c.head_dim, width = s.qkv_width(), slots = c.batch + 1, group = c.heads / c.kv_heads;
   auto qkv = random_floats(s.rows() * width, 11, -2, 2);
   auto q_norm = random_floats(hd, 12, -0.5f, 0.5f), k_norm = random_floats(hd, 13, -0.5f, 0.5f);
   auto inv_freq = ops::rope_inv_freq(1e7, c.rot_dim);
   // Earlier positions hold cached (already normalised) keys and values of plausible size.
-  const size_t cache_floats = size_t(slots) * c.kv_heads * c.capacity * hd;
+  const size_t slot_floats = size_t(c.kv_heads) * c.capacity * hd, cache_floats = slots * slot_floats;
   auto cache_k = random_floats(cache_floats, 14, -1.5f, 1.5f), cache_v = random_floats(cache_floats, 15, -1, 1);
+  const KvCache cache = upload_kv_cache(cache_k, cache_v, slots, kv_type);  // cache_k/v: as stored
   std::vector<uint32_t> seqs;
   for (uint32_t b = 0; b < c.batch; ++b) seqs.insert(seqs.end(), {c.batch - b, c.past + b});  // positions differ
 
   Allocation dqkv = upload(qkv), dqn = upload(q_norm), dkn = upload(k_norm), dfreq = upload(inv_freq),
-             dk = upload(cache_k), dv = upload(cache_v), dseqs = upload_words(seqs),
-             dq = poisoned(s.rows() * c.heads * hd),
+             dseqs = upload_words(seqs), dq = poisoned(s.rows() * c.heads * hd),
              part_o = poisoned(size_t(c.batch) * c.splits * c.tokens * c.heads * hd),
              part_ml = poisoned(size_t(c.batch) * c.splits * c.tokens * c.heads * 2),
              dout = poisoned(s.rows() * c.heads * hd);
@@ -86,8 +145,7 @@ void AttentionTest::check(bool matrix_units) {
                            .k_norm = dkn.range(),
                            .inv_freq = dfreq.range(),
                            .seqs = dseqs.range(),
-                           .cache_k = dk.range(),
-                           .cache_v = dv.range(),
+                           .kv_slots = cache.table.range(),
                            .q = dq.range(),
                            .part_o = part_o.range(),
                            .part_ml = part_ml.range(),
@@ -95,12 +153,12 @@ void AttentionTest::check(bool matrix_units) {
                            .shape = s});
   });
 
+  // The append: rows at the step's positions replaced by the normalised, rotated k and the raw v,
+  // rounded to the storage type; the other rows untouched.
   std::vector<double> want_k(cache_k.begin(), cache_k.end()), want_v(cache_v.begin(), cache_v.end());
-  std::vector<double> want_out(s.rows() * c.heads * hd);
-  std::vector<double> tolerance(want_out.size());
   for (uint32_t b = 0; b < c.batch; ++b) {
     const uint32_t slot = seqs[2 * b], pos0 = seqs[2 * b + 1];
-    for (uint32_t t = 0; t < c.tokens; ++t) {  // append
+    for (uint32_t t = 0; t < c.tokens; ++t) {
       const float* row = &qkv[(size_t(b) * c.tokens + t) * width];
       for (uint32_t g = 0; g < c.kv_heads; ++g) {
         const auto k = norm_rope(row + (2 * c.heads + g) * hd, k_norm, hd, c.rot_dim, pos0 + t, 1e7);
@@ -111,6 +169,24 @@ void AttentionTest::check(bool matrix_units) {
         }
       }
     }
+  }
+  const auto got_k = download_kv(cache.k, slot_floats, kv_type);
+  const auto got_v = download_kv(cache.v, slot_floats, kv_type);
+  // Norm + RoPE: fp32 sums over hd and a reduced-angle cos/sin, a few 1e-6 of values <= ~4; then
+  // the storage rounding: half an ulp (fp16 2^-11, bf16 2^-8 relative), one ulp where the fp32
+  // value and the exact one round apart. v is copied, so only the storage rounding moves it.
+  const double ulp = kv_type == ops::KvType::F32 ? 0 : kv_type == ops::KvType::F16 ? 0x1p-10 : 0x1p-7;
+  // (fp16 subnormals below 2^-14 round by 2^-25 absolute.)
+  const double subnormal = kv_type == ops::KvType::F16 ? 0x1p-24 : 0;
+  EXPECT_TRUE(all_close(got_k, want_k, 2e-5, 1e-5 + ulp)) << "K cache (appended rows; others untouched)";
+  // (packHalf2x16's rounding mode is the driver's: allow a whole ulp.)
+  EXPECT_TRUE(all_close(got_v, want_v, subnormal, ulp)) << "V cache (copies rounded to the storage type)";
+
+  // The attention output over the cache as stored.
+  std::vector<double> want_out(s.rows() * c.heads * hd);
+  std::vector<double> tolerance(want_out.size());
+  for (uint32_t b = 0; b < c.batch; ++b) {
+    const uint32_t slot = seqs[2 * b], pos0 = seqs[2 * b + 1];
     for (uint32_t t = 0; t < c.tokens; ++t) {
       const float* row = &qkv[(size_t(b) * c.tokens + t) * width];
       for (uint32_t h = 0; h < c.heads; ++h) {
@@ -121,8 +197,8 @@ void AttentionTest::check(bool matrix_units) {
         for (uint32_t u = 0; u <= pos0 + t; ++u) {
           double dot = 0, abs_dot = 0;
           for (uint32_t d = 0; d < hd; ++d) {
-            dot += q[d] * want_k[(kv + u) * hd + d];
-            abs_dot += std::fabs(q[d] * want_k[(kv + u) * hd + d]);
+            dot += q[d] * got_k[(kv + u) * hd + d];
+            abs_dot += std::fabs(q[d] * got_k[(kv + u) * hd + d]);
           }
           scores[u] = dot / std::sqrt(double(hd));
           m = std::max(m, scores[u]);
@@ -134,8 +210,8 @@ void AttentionTest::check(bool matrix_units) {
         for (uint32_t d = 0; d < hd; ++d) {
           double o = 0, v_max = 0;
           for (uint32_t u = 0; u <= pos0 + t; ++u) {
-            o += scores[u] * want_v[(kv + u) * hd + d];
-            v_max = std::max(v_max, std::fabs(want_v[(kv + u) * hd + d]));
+            o += scores[u] * got_v[(kv + u) * hd + d];
+            v_max = std::max(v_max, std::fabs(double(got_v[(kv + u) * hd + d])));
           }
           const double gate = 1.0 / (1.0 + std::exp(-double(row[h * 2 * hd + hd + d])));
           const size_t at = ((size_t(b) * c.tokens + t) * c.heads + h) * hd + d;
@@ -150,9 +226,6 @@ void AttentionTest::check(bool matrix_units) {
       }
     }
   }
-  // Norm + RoPE: fp32 sums over hd and a reduced-angle cos/sin: a few 1e-6 of values <= ~4.
-  EXPECT_TRUE(all_close(download(dk, cache_floats), want_k, 2e-5, 1e-5)) << "K cache (appended rows; others untouched)";
-  EXPECT_TRUE(all_close(download(dv, cache_floats), want_v, 0, 0)) << "V cache (exact copies)";
   const auto got = download(dout, want_out.size());
   size_t bad = 0;
   for (size_t i = 0; i < got.size(); ++i)
@@ -181,8 +254,15 @@ TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
     const size_t slot_floats = size_t(s.kv_heads) * s.capacity * hd;
     auto cache = random_floats(slots * slot_floats, 23, -1, 1);
     std::fill(cache.begin() + slot_floats, cache.end(), std::nanf(""));  // slot 1
-    const std::vector<uint32_t> seqs = {0, s.capacity - 2};              // slot 0; rows 2 and 3 fall past the end
-    Allocation dqkv = upload(qkv), dn = upload(norms), dfreq = upload(inv_freq), dk = upload(cache), dv = upload(cache),
+    // Both slots in one allocation, slot 1 right after slot 0 (as SequenceState packs them).
+    Allocation dk = upload(cache), dv = upload(cache);
+    const std::vector<ops::KvSlotAddresses> table = {
+        {dk.range().address, dv.range().address},
+        {dk.range().address + slot_floats * 4, dv.range().address + slot_floats * 4}};
+    std::vector<uint32_t> table_words(8);
+    std::memcpy(table_words.data(), table.data(), sizeof(ops::KvSlotAddresses) * 2);
+    const std::vector<uint32_t> seqs = {0, s.capacity - 2};  // slot 0; rows 2 and 3 fall past the end
+    Allocation dqkv = upload(qkv), dn = upload(norms), dfreq = upload(inv_freq), dtable = upload_words(table_words),
                dseqs = upload_words(seqs), dq = poisoned(s.rows() * s.heads * hd),
                part_o = poisoned(size_t(splits) * s.tokens * s.heads * hd),
                part_ml = poisoned(size_t(splits) * s.tokens * s.heads * 2), dout = poisoned(s.rows() * s.heads * hd);
@@ -193,8 +273,7 @@ TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
                              .k_norm = dn.range(),
                              .inv_freq = dfreq.range(),
                              .seqs = dseqs.range(),
-                             .cache_k = dk.range(),
-                             .cache_v = dv.range(),
+                             .kv_slots = dtable.range(),
                              .q = dq.range(),
                              .part_o = part_o.range(),
                              .part_ml = part_ml.range(),
