@@ -115,6 +115,12 @@ double decode_run(graph::Engine& engine, uint32_t batch, uint32_t steps) {
   return seconds_since(start);
 }
 
+// The bytes a decode step of `batch` sequences at `position` must move (graph/traffic.h).
+uint64_t decode_step_bytes(graph::Engine& engine, uint32_t batch, uint32_t position) {
+  const graph::Program& program = engine.program({batch, 1, graph::Head::Sample});
+  return graph::decode_traffic(program.graph(), engine.config(), batch, position, engine.state().kv_type()).total();
+}
+
 // One sequence at depth D: the fill (ppD), P more prompt tokens (ppP@dD), N decode steps (tgN@dD).
 std::vector<Result> depth_tests(graph::Engine& engine, uint32_t depth, uint32_t prompt, uint32_t steps, bool profile) {
   const ops::SamplingParams greedy;
@@ -141,10 +147,7 @@ std::vector<Result> depth_tests(graph::Engine& engine, uint32_t depth, uint32_t 
     timed("tg" + std::to_string(steps) + at, steps, [&] {
       for (uint32_t s = 0; s < steps; ++s) next = engine.decode(std::span(&slot, 1), std::span(&next, 1), greedy)[0];
     });
-    const graph::Program& program = engine.program({1, 1, graph::Head::Sample});
-    out.back().step_bytes =
-        graph::decode_traffic(program.graph(), engine.config(), 1, position + steps / 2, engine.state().kv_type())
-            .total();
+    out.back().step_bytes = decode_step_bytes(engine, 1, position + steps / 2);
   }
   return out;
 }
@@ -160,10 +163,7 @@ Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, ui
   }
   Result res{"tg" + std::to_string(steps), batch, steps, total / reps, double(batch) * steps * reps / total};
   // The bound at the average context position of the run (1 prompt token + steps / 2).
-  const graph::Program& program = engine.program({batch, 1, graph::Head::Sample});
-  const graph::StepTraffic traffic =
-      graph::decode_traffic(program.graph(), engine.config(), batch, 1 + steps / 2, engine.state().kv_type());
-  res.step_bytes = traffic.total();
+  res.step_bytes = decode_step_bytes(engine, batch, 1 + steps / 2);
   res.profile = prof;
   return res;
 }

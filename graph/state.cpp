@@ -20,7 +20,7 @@ constexpr uint64_t kSlotAlign = 256;  // a slot's rows start 16-byte aligned (ve
 }  // namespace
 
 uint64_t SequenceState::kv_slot_stride(const ModelConfig& c, uint32_t capacity, ops::KvType kv_type) {
-  const uint64_t bytes = uint64_t(c.num_key_value_heads) * capacity * c.head_dim * ops::kv_element_bytes(kv_type);
+  const uint64_t bytes = ops::kv_slot_bytes(c.num_key_value_heads, capacity, c.head_dim, kv_type);
   return (bytes + kSlotAlign - 1) / kSlotAlign * kSlotAlign;
 }
 

@@ -33,17 +33,8 @@ shared float row_alpha[BR];
 // moves one word per load as an f32 cache does.
 void load_kv_tile(U32Buf rows, uint kv_base, uint k0, uint key_end) {
   for (uint e = 2u * gl_LocalInvocationID.x; e < BC * HEAD_DIM; e += 2u * THREADS) {
-    const uint key = k0 + e / HEAD_DIM, at = (kv_base + key) * HEAD_DIM + e % HEAD_DIM;
-    vec2 v = vec2(0.0);
-    if (key < key_end) {
-      if (KV_DTYPE == DTYPE_F32) {
-        v = vec2(uintBitsToFloat(rows.v[at]), uintBitsToFloat(rows.v[at + 1u]));
-      } else {
-        const uint word = rows.v[at >> 1];
-        v = KV_DTYPE == DTYPE_F16 ? unpackHalf2x16(word)
-                                  : vec2(bf16_bits_to_f32(word & 0xFFFFu), bf16_bits_to_f32(word >> 16));
-      }
-    }
+    const uint key = k0 + e / HEAD_DIM;
+    const vec2 v = key < key_end ? kv_load_pair(rows, (kv_base + key) * HEAD_DIM + e % HEAD_DIM) : vec2(0.0);
     kv_tile[e] = v.x;
     kv_tile[e + 1u] = v.y;
   }

@@ -57,8 +57,9 @@ void load_kv_tile(U32Buf rows, uint kv_base, uint key0, uint key_end) {
       const uvec4 w = U32x4Buf(rows).v[first >> 3];
       float v[8];
       for (uint j = 0; j < 4u; ++j) {
-        v[2u * j] = bf16_bits_to_f32(w[j] & 0xFFFFu);
-        v[2u * j + 1u] = bf16_bits_to_f32(w[j] >> 16);
+        const vec2 pair = kv_unpack_word(w[j]);
+        v[2u * j] = pair.x;
+        v[2u * j + 1u] = pair.y;
       }
       smem[KV_AT + c * QS + d / 8u] = round_store8(v);
     } else {

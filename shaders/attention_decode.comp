@@ -33,14 +33,6 @@ shared vec4 q_tile[ROWS * HEAD_DIM / 4u];
 shared float p_tile[ROWS * T];
 shared float partial[ROWS * 32u];  // per-subgroup maxima or sums (the host: at most 32 subgroups)
 
-// Element pair (d, d + 1) of one cache row (d even), as fp32.
-vec2 load_pair(U32Buf rows, uint at) {
-  if (KV_DTYPE == DTYPE_F32) return vec2(uintBitsToFloat(rows.v[at]), uintBitsToFloat(rows.v[at + 1u]));
-  const uint word = rows.v[at >> 1];
-  return KV_DTYPE == DTYPE_F16 ? unpackHalf2x16(word)
-                               : vec2(bf16_bits_to_f32(word & 0xFFFFu), bf16_bits_to_f32(word >> 16));
-}
-
 // Eight elements d .. d + 7 of one cache row (d a multiple of 8).
 void load_eight(U32Buf rows, uint at, out vec4 lo, out vec4 hi) {
   if (KV_DTYPE == DTYPE_F32) {
@@ -48,15 +40,8 @@ void load_eight(U32Buf rows, uint at, out vec4 lo, out vec4 hi) {
     hi = F32x4Buf(rows).v[(at >> 2) + 1u];
   } else {
     const uvec4 w = U32x4Buf(rows).v[at >> 3];
-    if (KV_DTYPE == DTYPE_F16) {
-      lo = vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
-      hi = vec4(unpackHalf2x16(w.z), unpackHalf2x16(w.w));
-    } else {
-      lo = vec4(bf16_bits_to_f32(w.x & 0xFFFFu), bf16_bits_to_f32(w.x >> 16), bf16_bits_to_f32(w.y & 0xFFFFu),
-                bf16_bits_to_f32(w.y >> 16));
-      hi = vec4(bf16_bits_to_f32(w.z & 0xFFFFu), bf16_bits_to_f32(w.z >> 16), bf16_bits_to_f32(w.w & 0xFFFFu),
-                bf16_bits_to_f32(w.w >> 16));
-    }
+    lo = vec4(kv_unpack_word(w.x), kv_unpack_word(w.y));
+    hi = vec4(kv_unpack_word(w.z), kv_unpack_word(w.w));
   }
 }
 
@@ -80,8 +65,7 @@ void main() {
   const uint tid = gl_LocalInvocationID.x;
   const uint g = gl_WorkGroupID.y;
   const uint b = gl_WorkGroupID.z / p.splits, split = gl_WorkGroupID.z % p.splits;
-  const uint group = p.heads / p.kv_heads;
-  const uint rows = p.tokens * group;  // == ROWS (the host picks the pipeline by it)
+  const uint group = p.heads / p.kv_heads;  // ROWS = tokens x group (the host picks the pipeline by it)
   const uint pos0 = seq_position(p.seqs, b);
   const uint kv_base = g * p.capacity;  // this kv head's first row in the slot's K and V rows
   U32Buf keys = kv_keys(p.kv, seq_slot(p.seqs, b)), values = kv_values(p.kv, seq_slot(p.seqs, b));
@@ -143,7 +127,7 @@ void main() {
       [[unroll]] for (uint j = 0; j < PAIRS; ++j) {
         const uint d = 2u * (tid + j * T);
         if (d < HEAD_DIM) {
-          const vec2 v = load_pair(values, at + d);
+          const vec2 v = kv_load_pair(values, at + d);
           [[unroll]] for (uint r = 0; r < ROWS; ++r) acc[r][j] += p_tile[r * T + c] * v;
         }
       }
@@ -154,7 +138,6 @@ void main() {
   reduce_rows(l, false);
   const uint width = (2u * p.heads + 2u * p.kv_heads) * HEAD_DIM;
   [[unroll]] for (uint r = 0; r < ROWS; ++r) {
-    if (r >= rows) break;
     const uint t = r / group, h = g * group + r % group, bt = b * p.tokens + t;
     const uint part = ((b * p.splits + split) * p.tokens + t) * p.heads + h;
     [[unroll]] for (uint j = 0; j < PAIRS; ++j) {

@@ -23,6 +23,18 @@ float kv_load(U32Buf rows, uint i) {
   return KV_DTYPE == DTYPE_BF16 ? bf16_bits_to_f32(bits) : unpackHalf2x16(bits).x;
 }
 
+// The two elements of one word of a 16-bit cache (low half first), as fp32.
+vec2 kv_unpack_word(uint word) {
+  return KV_DTYPE == DTYPE_BF16 ? vec2(bf16_bits_to_f32(word & 0xFFFFu), bf16_bits_to_f32(word >> 16))
+                                : unpackHalf2x16(word);
+}
+
+// Elements i and i + 1 (i even) of a slot's K or V rows: one word of a 16-bit cache.
+vec2 kv_load_pair(U32Buf rows, uint i) {
+  if (KV_DTYPE == DTYPE_F32) return vec2(uintBitsToFloat(rows.v[i]), uintBitsToFloat(rows.v[i + 1u]));
+  return kv_unpack_word(rows.v[i >> 1]);
+}
+
 // fp32 -> bf16 bits, rounded to nearest even (NaN stays NaN).
 uint f32_to_bf16_bits(float x) {
   const uint bits = floatBitsToUint(x);

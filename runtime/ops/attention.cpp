@@ -137,7 +137,6 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
                              1.0f / std::sqrt(float(s.head_dim))};
   const uint32_t group = s.heads / s.kv_heads;
   const uint64_t rows_per_kv_head = uint64_t(s.tokens) * group;
-  const uint32_t rows_per_kv_head32 = static_cast<uint32_t>(std::min<uint64_t>(rows_per_kv_head, UINT32_MAX));
   if (a.matrix_units && matrix_attention(pipelines, s)) {  // 32 rows per workgroup, four subgroups
     const PipelineKey key{pipelines.coopmat_shader("attention_coopmat"),
                           {4 * pipelines.device().info().subgroup_size, 1, 1},
@@ -145,8 +144,10 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
                           sizeof(attend)};
     commands.dispatch(pipelines.get(key), attend, ceil_div(rows_per_kv_head, 32), s.kv_heads, s.batch);
   } else if (decode_attention(pipelines, s)) {  // few rows per kv head: keys across invocations
-    const PipelineKey key{
-        "attention_decode", {kDecodeKeysPerTile, 1, 1}, {s.head_dim, rows_per_kv_head32, kv_type}, sizeof(attend)};
+    const PipelineKey key{"attention_decode",
+                          {kDecodeKeysPerTile, 1, 1},
+                          {s.head_dim, static_cast<uint32_t>(rows_per_kv_head), kv_type},
+                          sizeof(attend)};
     commands.dispatch(pipelines.get(key), attend, 1, s.kv_heads, s.batch * s.splits);
   } else if (pipelines.cpu_shapes()) {  // one row per invocation, one subgroup per workgroup
     const uint32_t threads = pipelines.reduction_workgroup(kRowwiseWorkgroup);

@@ -29,7 +29,7 @@ struct AttentionShape {
   uint64_t rows() const { return uint64_t(batch) * tokens; }
   uint32_t qkv_width() const { return (2 * heads + 2 * kv_heads) * head_dim; }
   // Bytes of one slot's K (or V) rows [kv_heads, capacity, head_dim].
-  uint64_t kv_slot_bytes() const { return uint64_t(kv_heads) * capacity * head_dim * kv_element_bytes(kv_type); }
+  uint64_t kv_slot_bytes() const { return ops::kv_slot_bytes(kv_heads, capacity, head_dim, kv_type); }
 };
 
 // One entry of a layer's KV slot table (shaders/kv_cache.glsl): where a slot's K and V rows start.

@@ -14,6 +14,11 @@ enum class KvType : uint32_t { F32 = 0, F16 = 1, BF16 = 2 };
 
 inline uint32_t kv_element_bytes(KvType t) { return t == KvType::F32 ? 4 : 2; }
 
+// Bytes of one slot's K (or V) rows [kv_heads, capacity, head_dim].
+inline uint64_t kv_slot_bytes(uint32_t kv_heads, uint32_t capacity, uint32_t head_dim, KvType t) {
+  return uint64_t(kv_heads) * capacity * head_dim * kv_element_bytes(t);
+}
+
 inline const char* kv_type_name(KvType t) {
   switch (t) {
     case KvType::F32:
