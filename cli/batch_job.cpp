@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <unordered_map>
@@ -93,11 +95,47 @@ struct Pending {
   bool stop_string = false;
 };
 
-size_t count_requests(const std::string& path) {
-  std::ifstream in(path);
-  size_t n = 0;
-  for (std::string line; std::getline(in, line);) n += !is_blank_line(line);
-  return n;
+// A request's prompt as token ids (empty with `error` set when it has none).
+std::vector<int32_t> prompt_ids(const BatchRequest& r, const Tokenizer* tokenizer, const BatchJobOptions& o,
+                                ChatTemplateKind chat_kind, std::string& error) {
+  if (r.prompt_ids) return *r.prompt_ids;
+  if (!tokenizer) {
+    error = "--synthetic has no tokenizer: give the prompt as \"prompt_ids\"";
+    return {};
+  }
+  if (r.messages) return tokenizer->encode(render_chat(*r.messages, chat_kind));
+  if (o.chat) {
+    std::vector<ChatMessage> messages;
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+    messages.push_back({"user", *r.prompt});
+    return tokenizer->encode(render_chat(messages, chat_kind));
+  }
+  return tokenizer->encode(*r.prompt);
+}
+
+// The input's requests (non-blank lines) and the most positions one of them needs (prompt +
+// max_tokens), over every readable request, done before or not, so that a resumed job sizes its
+// context as the first run did.
+struct InputSummary {
+  size_t requests = 0;
+  uint64_t longest = 0;
+};
+InputSummary summarise_input(const std::string& path, const Tokenizer* tokenizer, const BatchJobOptions& o,
+                             ChatTemplateKind chat_kind) {
+  std::ifstream in(path, std::ios::binary);
+  InputSummary summary;
+  size_t line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    if (is_blank_line(line)) continue;
+    ++summary.requests;
+    const BatchLine parsed = parse_batch_line(line, line_number);
+    if (!parsed.request) continue;
+    std::string error;
+    const uint64_t prompt = prompt_ids(*parsed.request, tokenizer, o, chat_kind, error).size();
+    if (prompt) summary.longest = std::max(summary.longest, prompt + parsed.request->max_tokens.value_or(o.max_tokens));
+  }
+  return summary;
 }
 
 }  // namespace
@@ -107,7 +145,14 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
   if (!input) throw Error("cannot read the batch input " + o.input);
   if (std::filesystem::exists(o.output) && std::filesystem::equivalent(o.input, o.output))
     throw Error("--output must not be the --input file");
-  const size_t total = count_requests(o.input);
+  const bool synthetic = !model.synthetic.empty();
+  const std::filesystem::path dir =
+      synthetic ? std::filesystem::path(model.synthetic).parent_path() : std::filesystem::path(model.model);
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (!synthetic) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
+  const ChatTemplateKind chat_kind = detect_chat_template(dir);
+  const InputSummary input_summary = summarise_input(o.input, tokenizer.get(), o, chat_kind);
+  const size_t total = input_summary.requests;
   BatchProgress previous = recover_batch_output(o.output);
   if (previous.dropped_torn_line)
     std::fprintf(stderr, "[q3n] %s ended in a torn line (an interrupted write): dropped, its request is redone\n",
@@ -116,16 +161,20 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
     std::fprintf(stderr, "[q3n] %s already holds %zu records: those requests are skipped\n", o.output.c_str(),
                  previous.records);
 
-  const bool synthetic = !model.synthetic.empty();
-  ModelSession session = open_model(model, {.context = model.context, .slots = o.max_batch, .fit_slots = true});
+  // Without --ctx: the context the longest request needs (at least the default), within the
+  // model's positions and what fits in memory beside the weights.
+  ModelSession session =
+      open_model(model, {.context = model.context,
+                         .min_context = uint32_t(std::min<uint64_t>(input_summary.longest, UINT32_MAX)),
+                         .slots = o.max_batch,
+                         .fit_slots = true,
+                         .fit_context = true});
   graph::Engine& engine = *session.engine;
-  const std::filesystem::path dir =
-      synthetic ? std::filesystem::path(model.synthetic).parent_path() : std::filesystem::path(model.model);
-  std::unique_ptr<Tokenizer> tokenizer;
-  if (!synthetic) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
+  if (!model.context)
+    std::fprintf(stderr, "[q3n] context: %u positions per sequence (the longest request needs %llu; --ctx sets it)\n",
+                 engine.context(), (unsigned long long)input_summary.longest);
   const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
   const ops::SamplingParams default_sampling = o.sampling.over(defaults);
-  const ChatTemplateKind chat_kind = detect_chat_template(dir);
 
   BatchOutput out(o.output, o.sync_seconds);
   std::unordered_map<uint64_t, Pending> pending;
@@ -185,31 +234,27 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
     graph::GenerationRequest g;
     g.tag = next_tag++;
     g.max_tokens = r.max_tokens.value_or(o.max_tokens);
-    if (r.prompt_ids) {
-      g.prompt = *r.prompt_ids;
-    } else if (!tokenizer) {
-      return write_error(r.custom_id, line_number, "--synthetic has no tokenizer: give the prompt as \"prompt_ids\"");
-    } else if (r.messages) {
-      g.prompt = tokenizer->encode(render_chat(*r.messages, chat_kind));
-    } else if (o.chat) {
-      std::vector<ChatMessage> messages;
-      if (!o.system.empty()) messages.push_back({"system", o.system});
-      messages.push_back({"user", *r.prompt});
-      g.prompt = tokenizer->encode(render_chat(messages, chat_kind));
-    } else {
-      g.prompt = tokenizer->encode(*r.prompt);
-    }
+    std::string error;
+    g.prompt = prompt_ids(r, tokenizer.get(), o, chat_kind, error);
+    if (!error.empty()) return write_error(r.custom_id, line_number, error);
     if (g.prompt.empty()) return write_error(r.custom_id, line_number, "the prompt is empty");
     try {
       engine.check_ids(g.prompt);
     } catch (const Error& e) {
       return write_error(r.custom_id, line_number, e.what());
     }
-    if (!scheduler.fits(g))
+    if (!scheduler.fits(g)) {
+      const bool at_model_limit = session.config.max_position_embeddings > 0 &&
+                                  engine.context() >= uint32_t(session.config.max_position_embeddings);
       return write_error(r.custom_id, line_number,
                          "the prompt (" + std::to_string(g.prompt.size()) + " tokens) and max_tokens (" +
-                             std::to_string(g.max_tokens) + ") need more than the context of " +
-                             std::to_string(engine.context()) + " positions; raise --ctx or lower max_tokens");
+                             std::to_string(g.max_tokens) + ") need more than " +
+                             (at_model_limit ? "the model's " + std::to_string(engine.context()) +
+                                                   " positions (max_position_embeddings); shorten the prompt or lower "
+                                                   "max_tokens"
+                                             : "the context of " + std::to_string(engine.context()) +
+                                                   " positions; raise --ctx or lower max_tokens"));
+    }
     ops::SamplingParams& s = g.sampling;
     s.temperature = r.temperature.value_or(default_sampling.temperature);
     s.top_k = r.top_k.value_or(default_sampling.top_k);

@@ -105,6 +105,27 @@ void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_
   throw Error(msg);
 }
 
+// The largest context up to `wanted` at which `slots` sequences fit beside `weights` bytes, but
+// not below default_context() (check_memory_fit then runs fewer sequences or refuses).
+uint32_t context_that_fits(const ModelSession& s, uint64_t weights, uint32_t wanted, ops::KvType kv, uint32_t slots) {
+  const uint64_t headroom = 256ull << 20, free = s.runtime->device.free_device_memory();
+  const auto fits = [&](uint32_t context) {
+    return weights + graph::SequenceState::planned_bytes(s.config, slots, context, kv) + headroom <= free;
+  };
+  const uint32_t least = std::min(wanted, default_context(s.config));
+  if (fits(wanted) || !fits(least)) return fits(wanted) ? wanted : least;
+  uint32_t lo = least, hi = wanted;  // fits(lo), !fits(hi)
+  while (hi - lo > 1) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  std::fprintf(stderr,
+               "[q3n] %u sequences of %u positions do not fit in %s's %.2f GiB free; the context is %u positions "
+               "(requests that need more get an error record; --ctx and --max-batch set both)\n",
+               slots, wanted, s.runtime->device.info().name.c_str(), gib(free), lo);
+  return lo;
+}
+
 }  // namespace
 
 uint32_t default_context(const ModelConfig& config) {
@@ -132,6 +153,9 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
     validate_checkpoint(*s.checkpoint, s.config);
   }
   uint32_t context = shape.context ? shape.context : std::max(default_context(s.config), shape.min_context);
+  const bool fit_context = shape.fit_context && !shape.context;
+  if (fit_context && s.config.max_position_embeddings > 0)
+    context = std::min(context, uint32_t(s.config.max_position_embeddings));
   if (s.config.max_position_embeddings > 0 && context > uint32_t(s.config.max_position_embeddings))
     throw Error((shape.context ? "--ctx " : "the needed context of ") + std::to_string(context) +
                 " exceeds the model's max_position_embeddings (" + std::to_string(s.config.max_position_embeddings) +
@@ -143,6 +167,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   s.runtime = std::make_unique<Runtime>(ro);
   const uint64_t planned = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
   const ops::KvType kv = ops::parse_kv_type(o.kv);
+  if (fit_context) context = context_that_fits(s, planned, context, kv, slots);
   check_memory_fit(s, format, planned, context, kv, slots, shape.fit_slots);
   graph::WeightOptions wo;
   wo.format = format;

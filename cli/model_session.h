@@ -46,6 +46,9 @@ struct SessionShape {
   uint32_t min_context = 0;
   uint32_t slots = 1;      // sequences in flight
   bool fit_slots = false;  // fewer slots (with a notice) where `slots` do not fit in memory
+  // Without `context`: cap the context at max_position_embeddings and lower it (with a notice,
+  // not below default_context()) until `slots` fit, rather than refuse or run fewer sequences.
+  bool fit_context = false;
 };
 // Loads and validates the checkpoint (or reads the synthetic config), opens the device, checks
 // that weights and state fit in its memory, then uploads (or generates) the weights.
@@ -53,9 +56,10 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape);
 inline ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t slots = 1) {
   return open_model(o, SessionShape{.context = context, .slots = slots});
 }
-// The context a command uses when --ctx is not given: 4096 positions, or the model's
-// max_position_embeddings if that is smaller. (`run` and `batch` share it, so that a request in a
-// batch computes exactly what `run` computes for it.)
+// The least context a command uses when --ctx is not given: 4096 positions, or the model's
+// max_position_embeddings if that is smaller. Commands raise it to what their input needs (`run`:
+// prompt + tokens; `batch`: its longest request, within memory). Results depend on the context
+// (decode attention's key splits), so `run --ctx N` reproduces a batch's request exactly.
 uint32_t default_context(const ModelConfig& config);
 
 // --temp, --top-k, --top-p, --min-p (run, batch); those left unset come from the model's

@@ -50,11 +50,14 @@ Engine::Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weight
   for (uint32_t s = 0; s < options.slots; ++s) reset(s);
 }
 
-StepKernels Engine::kernels() const {
+StepOptions Engine::step_options() const {
   if (options_.batch_invariant)
-    return {.decode_gemv_max_tokens = ops::kGemvMaxTokens, .decode_expert_gemv_max_tokens = ops::kExpertGemvMaxTokens};
+    return {.decode_gemv_max_tokens = ops::kGemvMaxTokens,
+            .decode_expert_gemv_max_tokens = ops::kExpertGemvMaxTokens,
+            .rope_offset = options_.rope_offset};
   return {.decode_gemv_max_tokens = ops::kThroughputGemvMaxTokens,
-          .decode_expert_gemv_max_tokens = ops::kThroughputExpertGemvMaxTokens};
+          .decode_expert_gemv_max_tokens = ops::kThroughputExpertGemvMaxTokens,
+          .rope_offset = options_.rope_offset};
 }
 
 void Engine::reset(uint32_t slot) {
@@ -77,7 +80,7 @@ Program& Engine::program(const StepShape& shape) {
     const auto start = std::chrono::steady_clock::now();
     if (steps_.size() >= options_.max_programs) evict_least_recent();
     Step step{allocate_step_io(runtime_, config_, shape), nullptr};
-    Graph graph = build_step_graph(runtime_.device, config_, weights_, state_, shape, step.io, kernels());
+    Graph graph = build_step_graph(runtime_.device, config_, weights_, state_, shape, step.io, step_options());
     const uint64_t need = std::max<uint64_t>(plan_memory(graph, runtime_.allocator.alignment()).arena_bytes, 4);
     if (need > arena_.size()) {
       // Every recorded program points into the old arena: drop them all (they are re-recorded

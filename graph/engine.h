@@ -50,6 +50,10 @@ struct EngineOptions {
   // stay within a mean KL of ~1e-5 of the fp32 path, bench/NOTES.md session 10).
   bool batch_invariant = false;
   bool profile = false;
+  // RoPE angles at position + rope_offset (cache rows stay at position). 0 in every command: it
+  // lets tests compare with HF's logits at positions near 262,144 (position_ids shifted) without
+  // filling that many positions first.
+  uint32_t rope_offset = 0;
 };
 
 class Engine {
@@ -101,8 +105,8 @@ class Engine {
                                          std::span<const ops::SamplingParams> params, const PromptPiece& piece,
                                          int32_t& piece_token);
 
-  // The engine's kernel choices for its step graphs (from batch_invariant).
-  StepKernels kernels() const;
+  // How the engine's step graphs compute (kernel choices from batch_invariant; rope_offset).
+  StepOptions step_options() const;
 
   // Throws an Error naming the first id outside the vocabulary.
   void check_ids(std::span<const int32_t> ids) const;

@@ -55,7 +55,7 @@ std::string dims(std::initializer_list<uint64_t> d, const char* type = "f32") {
 class Builder {
  public:
   Builder(const Device& device, const ModelConfig& c, const DeviceWeights& w, const SequenceState& s,
-          const StepShape& shape, const StepIO& io, const StepKernels& kernels)
+          const StepShape& shape, const StepIO& io, const StepOptions& options)
       : device_(device),
         c_(c),
         w_(w),
@@ -63,6 +63,7 @@ class Builder {
         shape_(shape),
         io_(io),
         rows_(shape.rows()),
+        rope_offset_(options.rope_offset),
         segments_(step_segments(shape)) {
     if (shape.piece && (shape.tokens != 1 || shape.head != Head::Sample))
       throw Error("internal: a mixed step carries decode rows (one token each) and samples");
@@ -72,8 +73,8 @@ class Builder {
       const auto limit = [&](uint32_t decode, uint32_t most) {
         return seg.tokens == 1 ? std::min(decode, most) : most;
       };
-      linear_segments_.push_back({seg.rows(), limit(kernels.decode_gemv_max_tokens, ops::kGemvMaxTokens)});
-      expert_segments_.push_back({seg.rows(), limit(kernels.decode_expert_gemv_max_tokens, ops::kExpertGemvMaxTokens)});
+      linear_segments_.push_back({seg.rows(), limit(options.decode_gemv_max_tokens, ops::kGemvMaxTokens)});
+      expert_segments_.push_back({seg.rows(), limit(options.decode_expert_gemv_max_tokens, ops::kExpertGemvMaxTokens)});
     }
   }
 
@@ -340,6 +341,7 @@ class Builder {
     s.capacity = state_.capacity();
     s.kv_type = state_.kv_type();
     s.eps = float(c_.rms_norm_eps);
+    s.rope_offset = rope_offset_;
     // Each segment is its own attention call, with its own slice of the split partials.
     std::vector<ops::AttentionShape> seg_shapes;
     std::vector<uint64_t> part_offsets;
@@ -542,6 +544,7 @@ class Builder {
   const StepShape shape_;
   const StepIO& io_;
   const uint32_t rows_;
+  const uint32_t rope_offset_;
   const std::vector<StepSegment> segments_;
   std::vector<SegmentRows> linear_segments_, expert_segments_;
   Graph g_;
@@ -557,8 +560,8 @@ std::vector<StepSegment> step_segments(const StepShape& shape) {
 
 Graph build_step_graph(const Device& device, const ModelConfig& config, const DeviceWeights& weights,
                        const SequenceState& state, const StepShape& shape, const StepIO& io,
-                       const StepKernels& kernels) {
-  return Builder(device, config, weights, state, shape, io, kernels).build();
+                       const StepOptions& options) {
+  return Builder(device, config, weights, state, shape, io, options).build();
 }
 
 }  // namespace q3n::graph

@@ -55,16 +55,18 @@ struct StepIO {
 StepIO allocate_step_io(Runtime& runtime, const ModelConfig& config, const StepShape& shape);
 
 // Kernel choices that are the engine's, not the shape's.
-struct StepKernels {
+// How the engine's steps compute, beyond their shape.
+struct StepOptions {
   // Decode rows (one token per sequence) take the GEMV up to this many rows per step, the matrix
   // units beyond where the device has them. ops::kGemvMaxTokens keeps every decode step on the
   // GEMV: a sequence's arithmetic then never depends on the other rows (batch invariance).
   uint32_t decode_gemv_max_tokens = ops::kGemvMaxTokens;
   uint32_t decode_expert_gemv_max_tokens = ops::kExpertGemvMaxTokens;  // the same for the MoE experts
+  uint32_t rope_offset = 0;                                            // EngineOptions::rope_offset
 };
 
 Graph build_step_graph(const Device& device, const ModelConfig& config, const DeviceWeights& weights,
                        const SequenceState& state, const StepShape& shape, const StepIO& io,
-                       const StepKernels& kernels);
+                       const StepOptions& options);
 
 }  // namespace q3n::graph

@@ -10,6 +10,7 @@
 namespace q3n {
 
 CommandBuffer::CommandBuffer(const Device& device, VkCommandPool pool) : device_(device.get()), pool_(pool) {
+  for (int i = 0; i < 3; ++i) max_groups_[i] = device.info().max_workgroup_count[i];
   VkCommandBufferAllocateInfo info{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
   info.commandPool = pool;
   info.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
@@ -23,6 +24,7 @@ CommandBuffer::~CommandBuffer() {
 
 CommandBuffer::CommandBuffer(CommandBuffer&& o) noexcept
     : device_(o.device_),
+      max_groups_{o.max_groups_[0], o.max_groups_[1], o.max_groups_[2]},
       pool_(o.pool_),
       buffer_(std::exchange(o.buffer_, VK_NULL_HANDLE)),
       barriers_(o.barriers_),
@@ -48,6 +50,11 @@ void CommandBuffer::bind(const Pipeline& pipeline, const void* push, uint32_t pu
 
 void CommandBuffer::dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t gx, uint32_t gy,
                              uint32_t gz) {
+  if (gx > max_groups_[0] || gy > max_groups_[1] || gz > max_groups_[2])
+    throw Error(pipeline.key().shader + ": a dispatch of " + std::to_string(gx) + " x " + std::to_string(gy) + " x " +
+                std::to_string(gz) + " workgroups exceeds this device's maxComputeWorkGroupCount (" +
+                std::to_string(max_groups_[0]) + " x " + std::to_string(max_groups_[1]) + " x " +
+                std::to_string(max_groups_[2]) + "); a smaller --chunk or fewer sequences per step stay within it");
   bind(pipeline, push, push_bytes);
   vkCmdDispatch(buffer_, gx, gy, gz);
   dispatches_++;

@@ -29,6 +29,9 @@ class CommandBuffer {
   void begin(bool reusable = false);
   void end();
 
+  // Throws an Error naming the shader and the limit when a count exceeds the device's
+  // maxComputeWorkGroupCount (recording happens when a step's shape is first built, so before
+  // any work of that shape runs).
   void dispatch(const Pipeline& pipeline, const void* push, uint32_t push_bytes, uint32_t groups_x,
                 uint32_t groups_y = 1, uint32_t groups_z = 1);
   template <typename Push>
@@ -74,6 +77,7 @@ class CommandBuffer {
   void memory_barrier(VkPipelineStageFlags extra_stages, VkAccessFlags extra_access);
 
   VkDevice device_ = VK_NULL_HANDLE;
+  uint32_t max_groups_[3] = {0, 0, 0};  // the device's maxComputeWorkGroupCount
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer buffer_ = VK_NULL_HANDLE;
   uint32_t barriers_ = 0, dispatches_ = 0;

@@ -155,6 +155,7 @@ DeviceInfo query_device_info(VkInstance instance, VkPhysicalDevice device, uint3
                              (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
   info.max_shared_memory = p.limits.maxComputeSharedMemorySize;
   info.max_workgroup_invocations = p.limits.maxComputeWorkGroupInvocations;
+  for (int i = 0; i < 3; ++i) info.max_workgroup_count[i] = p.limits.maxComputeWorkGroupCount[i];
   info.max_push_constants = p.limits.maxPushConstantsSize;
   info.max_allocation = m3.maxMemoryAllocationSize;
   info.max_storage_buffer_range = p.limits.maxStorageBufferRange;
@@ -288,7 +289,8 @@ std::string describe(const DeviceInfo& d) {
     << "), arithmetic ops: " << yes(d.subgroup_arithmetic) << "\n";
   s << "    shared memory: " << d.max_shared_memory / 1024
     << " KiB, workgroup invocations: " << d.max_workgroup_invocations << ", push constants: " << d.max_push_constants
-    << " B\n";
+    << " B, workgroups per dispatch: " << d.max_workgroup_count[0] << " x " << d.max_workgroup_count[1] << " x "
+    << d.max_workgroup_count[2] << "\n";
   s << "    max allocation: " << format_bytes(d.max_allocation)
     << ", storage-buffer range: " << format_bytes(d.max_storage_buffer_range)
     << ", max buffer: " << format_bytes(d.max_buffer_size) << "\n";

@@ -34,6 +34,7 @@ struct DeviceInfo {
   bool subgroup_arithmetic = false;  // arithmetic subgroup ops in compute shaders
   uint32_t max_shared_memory = 0;
   uint32_t max_workgroup_invocations = 0;
+  uint32_t max_workgroup_count[3] = {0, 0, 0};  // maxComputeWorkGroupCount: groups per dispatch, x y z
   uint32_t max_push_constants = 0;
   VkDeviceSize max_allocation = 0;
   VkDeviceSize max_storage_buffer_range = 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of untrusted bytes: builds the libFuzzer targets of tests/fuzz with clang,
 # AddressSanitizer and UndefinedBehaviorSanitizer in build-fuzz/, then runs each for
-# FUZZ_SECONDS (default 30) from its seeds and committed regression inputs. A crash fails the
+# FUZZ_SECONDS (default 20) from its seeds and committed regression inputs. A crash fails the
 # script and leaves the input in build-fuzz/crashes/: fix the bug, then commit the input to
 # tests/fuzz/regressions/<target>/ so ctest `fuzz_replay` keeps it fixed.
 set -euo pipefail
@@ -16,7 +16,7 @@ fi
 rm -rf "$probe"
 cmake -S . -B build-fuzz -DQ3N_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)" >/dev/null
-seconds=${FUZZ_SECONDS:-30}
+seconds=${FUZZ_SECONDS:-20}
 mkdir -p build-fuzz/crashes
 status=0
 for target in safetensors config batch_line token_ids tokenizer chat_config pipeline_cache weight_cache; do

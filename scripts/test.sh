@@ -13,4 +13,4 @@ export Q3N_VALIDATE=1
 # The same tests built with ASan + UBSan (build-asan/); SANITIZE=0 skips them.
 if [ "${SANITIZE:-1}" != 0 ]; then scripts/sanitize.sh; fi
 # Every parser of untrusted bytes under libFuzzer + ASan + UBSan, FUZZ_SECONDS each (tests/fuzz).
-FUZZ_SECONDS=${FUZZ_SECONDS:-30} scripts/fuzz.sh
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh

@@ -28,6 +28,7 @@ layout(push_constant) uniform Push {
   uint rot_dim;
   uint capacity;
   float eps;
+  uint rope_offset;  // RoPE angles at position + rope_offset (0 but in tests)
 } p;
 
 shared float partial[gl_WorkGroupSize.x];
@@ -65,7 +66,7 @@ void main() {
       if (e >= p.rot_dim) break;
       const uint i = e % half_rot;
       // precise: HF rounds the fp32 product before cos/sin; a contracted fma would not.
-      precise const float angle = float(position) * p.inv_freq.v[i];
+      precise const float angle = float(position + p.rope_offset) * p.inv_freq.v[i];
       float s, c;
       sincos_accurate(angle, s, c);
       value[j] = e < half_rot ? normed[e] * c - normed[e + half_rot] * s : normed[e] * c + normed[e - half_rot] * s;

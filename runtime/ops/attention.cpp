@@ -13,6 +13,7 @@ struct PreparePush {
   VkDeviceAddress qkv, q_norm, k_norm, inv_freq, seqs, kv_slots, q_out;
   uint32_t tokens, heads, kv_heads, head_dim, rot_dim, capacity;
   float eps;
+  uint32_t rope_offset;
 };
 struct AttentionPush {
   VkDeviceAddress q, kv_slots, seqs, qkv, out, part_o, part_ml;
@@ -112,7 +113,8 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
                             a.q.address,      s.tokens,
                             s.heads,          s.kv_heads,
                             s.head_dim,       s.rot_dim,
-                            s.capacity,       s.eps};
+                            s.capacity,       s.eps,
+                            s.rope_offset};
   const uint32_t kv_type = static_cast<uint32_t>(s.kv_type);
   commands.dispatch(pipelines.get({"attention_prepare",
                                    {pipelines.reduction_workgroup(128), 1, 1},

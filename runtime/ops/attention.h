@@ -26,6 +26,7 @@ struct AttentionShape {
   uint32_t splits = 1;    // key-range splits (flash-decoding); 1 = write the result directly
   KvType kv_type = KvType::F32;
   float eps = 1e-6f;
+  uint32_t rope_offset = 0;  // RoPE angles at position + rope_offset (graph::EngineOptions::rope_offset)
   uint64_t rows() const { return uint64_t(batch) * tokens; }
   uint32_t qkv_width() const { return (2 * heads + 2 * kv_heads) * head_dim; }
   // Bytes of one slot's K (or V) rows [kv_heads, capacity, head_dim].

@@ -194,6 +194,26 @@ class BatchCli(unittest.TestCase):
         self.assertIn("0 requests computed", r.stderr)
         self.assertEqual(len(read_records(out)), len(bad))
 
+    def test_context_defaults_to_the_longest_request(self):
+        # No --ctx: the context is what the longest request needs (here past the 4096 default), and
+        # a request beyond the model's max_position_embeddings (bf16_tied: 4096) is an error record.
+        for model, need, ok in ((os.path.join(ROOT, "tests", "data", "fixtures", "long_context"), 4100, True),
+                                (MODEL, 4100, False)):
+            lines = [{"custom_id": "long", "prompt_ids": ids_of(5, need - 4), "max_tokens": 4, "temperature": 0},
+                     {"custom_id": "short", "prompt_ids": ids_of(6, 10), "max_tokens": 4, "temperature": 0}]
+            out = self.path(f"out{int(ok)}.jsonl")
+            r = subprocess.run([Q3N, "batch", "-m", model, "--input", self.write_input(lines), "--output", out,
+                                "--ids"], capture_output=True, text=True, timeout=900)
+            records = {rec["custom_id"]: rec for rec in read_records(out)}
+            self.assertIn("finish_reason", records["short"])
+            if ok:
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn(f"context: {need} positions per sequence", r.stderr)
+                self.assertEqual(len(records["long"]["token_ids"]), 4)
+            else:
+                self.assertEqual(r.returncode, 3, r.stderr)
+                self.assertIn("max_position_embeddings", records["long"]["error"]["message"])
+
     def test_openai_batch_lines(self):
         prompt = "the quick brown fox"
         lines = [

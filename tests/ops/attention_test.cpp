@@ -15,6 +15,7 @@ namespace {
 
 struct Case {
   uint32_t batch, tokens, heads, kv_heads, head_dim, rot_dim, past, capacity, splits;
+  uint32_t rope_offset = 0;  // RoPE angles at position + rope_offset (AttentionShape::rope_offset)
 };
 
 // Zero-centred RMSNorm then rotate-half RoPE of the first rot dims, angle in fp32 as HF does.
@@ -121,7 +122,8 @@ void AttentionTest::check(bool matrix_units, ops::KvType kv_type) {
                         .rot_dim = c.rot_dim,
                         .capacity = c.capacity,
                         .splits = c.splits,
-                        .kv_type = kv_type};
+                        .kv_type = kv_type,
+                        .rope_offset = c.rope_offset};
   const uint32_t hd = c.head_dim, width = s.qkv_width(), slots = c.batch + 1, group = c.heads / c.kv_heads;
   auto qkv = random_floats(s.rows() * width, 11, -2, 2);
   auto q_norm = random_floats(hd, 12, -0.5f, 0.5f), k_norm = random_floats(hd, 13, -0.5f, 0.5f);
@@ -161,7 +163,7 @@ void AttentionTest::check(bool matrix_units, ops::KvType kv_type) {
     for (uint32_t t = 0; t < c.tokens; ++t) {
       const float* row = &qkv[(size_t(b) * c.tokens + t) * width];
       for (uint32_t g = 0; g < c.kv_heads; ++g) {
-        const auto k = norm_rope(row + (2 * c.heads + g) * hd, k_norm, hd, c.rot_dim, pos0 + t, 1e7);
+        const auto k = norm_rope(row + (2 * c.heads + g) * hd, k_norm, hd, c.rot_dim, c.rope_offset + pos0 + t, 1e7);
         const size_t at = ((size_t(slot) * c.kv_heads + g) * c.capacity + pos0 + t) * hd;
         for (uint32_t d = 0; d < hd; ++d) {
           want_k[at + d] = k[d];
@@ -190,7 +192,7 @@ void AttentionTest::check(bool matrix_units, ops::KvType kv_type) {
     for (uint32_t t = 0; t < c.tokens; ++t) {
       const float* row = &qkv[(size_t(b) * c.tokens + t) * width];
       for (uint32_t h = 0; h < c.heads; ++h) {
-        const auto q = norm_rope(row + h * 2 * hd, q_norm, hd, c.rot_dim, pos0 + t, 1e7);
+        const auto q = norm_rope(row + h * 2 * hd, q_norm, hd, c.rot_dim, c.rope_offset + pos0 + t, 1e7);
         const size_t kv = (size_t(slot) * c.kv_heads + h / group) * c.capacity;
         std::vector<double> scores(pos0 + t + 1);
         double m = -1e300, sum = 0, score_error = 0;
@@ -300,12 +302,14 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{1, 5, 4, 1, 64, 32, 75, 80, 1},        // a chunk that ends at the last position
                       Case{1, 40, 16, 2, 256, 64, 33, 100, 1},    // prefill at the 80B head shape (GQA 8)
                       Case{2, 9, 4, 2, 96, 32, 10, 40, 1},        // two sequences' pieces, head_dim 96
-                      Case{2, 1, 4, 1, 64, 32, 98, 100, 4}),      // decode of the last position, split-K
+                      Case{2, 1, 4, 1, 64, 32, 98, 100, 4},       // decode of the last position, split-K
+                      // RoPE at positions near 200,000 and up to 262,143 (angles to 2.6e5 rad):
+                      Case{1, 21, 4, 2, 64, 32, 20, 50, 1, 200000}, Case{2, 1, 16, 2, 256, 64, 100, 130, 1, 262014}),
     [](const auto& info) {
       const Case& c = info.param;
       return "b" + std::to_string(c.batch) + "t" + std::to_string(c.tokens) + "h" + std::to_string(c.heads) + "kv" +
              std::to_string(c.kv_heads) + "d" + std::to_string(c.head_dim) + "past" + std::to_string(c.past) + "s" +
-             std::to_string(c.splits);
+             std::to_string(c.splits) + (c.rope_offset ? "rope" + std::to_string(c.rope_offset) : "");
     });
 
 }  // namespace

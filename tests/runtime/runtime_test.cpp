@@ -121,6 +121,31 @@ TEST_F(RuntimeTest, PipelinesAreCreatedOnceAndUnknownShadersFail) {
   EXPECT_THROW(pipelines().get({"no_such_shader", {64, 1, 1}, {}, 0}), Error);
 }
 
+// A dispatch past the device's maxComputeWorkGroupCount is refused while recording, naming the
+// shader and the limit (Vulkan leaves the behaviour of such a dispatch undefined).
+TEST_F(RuntimeTest, DispatchBeyondTheWorkgroupCountLimitIsRefused) {
+  const Pipeline& pipeline = pipelines().get({"rms_norm", {256, 1, 1}, {0}, 56});
+  const std::vector<uint8_t> push(56);
+  const uint32_t* most = rt().device.info().max_workgroup_count;
+  ASSERT_GE(most[0], 65535u);  // the minimum every device has
+  for (int axis = 0; axis < 3; ++axis) {
+    if (most[axis] == UINT32_MAX) continue;  // no count exceeds it
+    uint32_t groups[3] = {1, 1, 1};
+    groups[axis] = most[axis] + 1;
+    CommandBuffer commands = rt().pool.allocate();
+    commands.begin();
+    try {
+      commands.dispatch(pipeline, push.data(), 56, groups[0], groups[1], groups[2]);
+      ADD_FAILURE() << "no error for axis " << axis;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("rms_norm"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("maxComputeWorkGroupCount"), std::string::npos) << e.what();
+    }
+    commands.end();
+    EXPECT_EQ(commands.dispatch_count(), 0u);
+  }
+}
+
 // The push-constant block size is read from each shader's SPIR-V, and a pipeline whose host
 // struct does not cover it (or exceeds it by more than tail padding) is refused.
 TEST_F(RuntimeTest, PushConstantBlocksAreCheckedAgainstTheHostStruct) {
