@@ -12,12 +12,15 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "cli/process_group.h"
 #include "cli/stopwatch.h"
 #include "graph/batch_scheduler.h"
 #include "loader/batch_file.h"
 #include "loader/chat.h"
 #include "loader/tokenizer.h"
+#include "runtime/device.h"
 #include "runtime/error.h"
+#include "runtime/instance.h"
 
 namespace q3n::cli {
 
@@ -95,6 +98,36 @@ struct Pending {
   bool stop_string = false;
 };
 
+// Rank `rank` of `ranks` computes the requests of these input lines.
+bool owned_line(size_t line_number, int rank, int ranks) { return (line_number - 1) % size_t(ranks) == size_t(rank); }
+
+// Every record done so far: the output and the part files of a split job (of any process
+// count). Rank 0 first cuts torn last lines off all of them; the others read after it.
+BatchProgress recover_job_output(const std::filesystem::path& output, const ProcessGroup& group) {
+  const auto read_all = [&] {
+    BatchProgress progress = recover_batch_output(output);
+    for (const auto& part : batch_parts(output)) progress.add(recover_batch_output(part));
+    return progress;
+  };
+  BatchProgress progress;
+  if (group.rank() == 0) progress = read_all();
+  group.barrier();
+  if (group.rank() != 0) progress = read_all();
+  group.barrier();  // every rank has read before any appends
+  return progress;
+}
+
+// With several ranks and no --device: rank i of a host takes that host's GPU i mod count.
+ModelOptions with_rank_device(ModelOptions model, const ProcessGroup& group) {
+  if (group.size() == 1 || !model.device.empty() || std::getenv("Q3N_DEVICE")) return model;
+  Instance instance;
+  std::vector<uint32_t> gpus;
+  for (const DeviceInfo& d : list_devices(instance))
+    if (d.type != VK_PHYSICAL_DEVICE_TYPE_CPU && d.missing_requirement().empty()) gpus.push_back(d.index);
+  if (!gpus.empty()) model.device = std::to_string(gpus[size_t(group.local_rank()) % gpus.size()]);
+  return model;
+}
+
 // A request's prompt as token ids (empty with `error` set when it has none).
 std::vector<int32_t> prompt_ids(const BatchRequest& r, const Tokenizer* tokenizer, const BatchJobOptions& o,
                                 ChatTemplateKind chat_kind, std::string& error) {
@@ -113,22 +146,22 @@ std::vector<int32_t> prompt_ids(const BatchRequest& r, const Tokenizer* tokenize
   return tokenizer->encode(*r.prompt);
 }
 
-// The input's requests (non-blank lines) and the most positions one of them needs (prompt +
-// max_tokens), over every readable request, done before or not, so that a resumed job sizes its
-// context as the first run did.
+// The input's requests (non-blank lines; those of line numbers `rank` mod `ranks`) and the most
+// positions one of them needs (prompt + max_tokens), over every readable request of every rank,
+// done before or not, so that every rank and a resumed job size their context alike.
 struct InputSummary {
   size_t requests = 0;
   uint64_t longest = 0;
 };
 InputSummary summarise_input(const std::string& path, const Tokenizer* tokenizer, const BatchJobOptions& o,
-                             ChatTemplateKind chat_kind) {
+                             ChatTemplateKind chat_kind, int rank, int ranks) {
   std::ifstream in(path, std::ios::binary);
   InputSummary summary;
   size_t line_number = 0;
   for (std::string line; std::getline(in, line);) {
     ++line_number;
     if (is_blank_line(line)) continue;
-    ++summary.requests;
+    summary.requests += owned_line(line_number, rank, ranks);
     const BatchLine parsed = parse_batch_line(line, line_number);
     if (!parsed.request) continue;
     std::string error;
@@ -138,9 +171,9 @@ InputSummary summarise_input(const std::string& path, const Tokenizer* tokenizer
   return summary;
 }
 
-}  // namespace
-
-int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
+int run_ranked_batch_job(const ModelOptions& model_options, const BatchJobOptions& o, const ProcessGroup& group) {
+  const ModelOptions model = with_rank_device(model_options, group);
+  const bool split = group.size() > 1;
   std::ifstream input(o.input, std::ios::binary);
   if (!input) throw Error("cannot read the batch input " + o.input);
   if (std::filesystem::exists(o.output) && std::filesystem::equivalent(o.input, o.output))
@@ -151,9 +184,10 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
   std::unique_ptr<Tokenizer> tokenizer;
   if (!synthetic) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
   const ChatTemplateKind chat_kind = detect_chat_template(dir);
-  const InputSummary input_summary = summarise_input(o.input, tokenizer.get(), o, chat_kind);
+  const InputSummary input_summary =
+      summarise_input(o.input, tokenizer.get(), o, chat_kind, group.rank(), group.size());
   const size_t total = input_summary.requests;
-  BatchProgress previous = recover_batch_output(o.output);
+  BatchProgress previous = recover_job_output(o.output, group);
   if (previous.dropped_torn_line)
     std::fprintf(stderr, "[q3n] %s ended in a torn line (an interrupted write): dropped, its request is redone\n",
                  o.output.c_str());
@@ -176,7 +210,11 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
   const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
   const ops::SamplingParams default_sampling = o.sampling.over(defaults);
 
-  BatchOutput out(o.output, o.sync_seconds);
+  if (split)
+    std::fprintf(stderr, "[q3n] rank %d of %d: %zu requests (every %d-th line), results in %s, device %s\n",
+                 group.rank(), group.size(), total, group.size(), batch_part_path(o.output, group.rank()).c_str(),
+                 session.runtime->device.info().name.c_str());
+  BatchOutput out(split ? batch_part_path(o.output, group.rank()) : std::filesystem::path(o.output), o.sync_seconds);
   std::unordered_map<uint64_t, Pending> pending;
   size_t done = previous.records, errors = previous.failed_lines.size(), new_errors = 0, computed = 0;
   auto write_error = [&](const std::optional<std::string>& id, size_t line, const std::string& message) {
@@ -224,6 +262,8 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
     if (is_blank_line(text)) return;
     BatchLine parsed = parse_batch_line(text, line_number);
     const bool duplicate = parsed.custom_id && !seen_ids.insert(*parsed.custom_id).second;
+    if (!owned_line(line_number, group.rank(), group.size()))
+      return;  // after the duplicate check: all ranks see all ids
     if (previous.done_line(line_number)) return;
     if (duplicate)
       return write_error(parsed.custom_id, line_number,
@@ -321,8 +361,33 @@ int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
                st.iterations ? double(st.decode_rows) / st.iterations : 0.0, (unsigned long long)st.mixed_steps,
                (unsigned long long)engine.programs_recorded(), engine.record_seconds());
   if (model.profile) std::fprintf(stderr, "%s", format_profile(engine.take_profile()).c_str());
-  if (g_signals > 0) return 130;
-  return errors ? 3 : 0;
+
+  // Every rank's part is synced: rank 0 merges the parts (of this run and of any earlier one).
+  group.barrier();
+  if (group.rank() == 0) {
+    const auto parts = batch_parts(o.output);
+    if (!parts.empty()) {
+      const size_t added = merge_batch_parts(o.output, parts);
+      std::fprintf(stderr, "[q3n] merged %zu records from %zu part files into %s\n", added, parts.size(),
+                   o.output.c_str());
+    }
+  }
+  return group.max_over_ranks(g_signals > 0 ? 130 : errors ? 3 : 0);
+}
+
+}  // namespace
+
+int run_batch_job(const ModelOptions& model, const BatchJobOptions& o) {
+  ProcessGroup group;
+  if (group.size() == 1) return run_ranked_batch_job(model, o, group);
+  // One rank's error must end the job, not leave the others waiting at a barrier.
+  try {
+    return run_ranked_batch_job(model, o, group);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "q3n: rank %d of %d: %s\n", group.rank(), group.size(), e.what());
+    group.abort(1);
+    return 1;
+  }
 }
 
 }  // namespace q3n::cli

@@ -49,6 +49,12 @@ void add_info_command(CLI::App& app) {
         "activations)\n",
         context, format_bytes(summary.weight_bytes).c_str(), format_bytes(recurrent).c_str(), format_bytes(kv).c_str(),
         format_bytes(summary.weight_bytes + recurrent + kv).c_str());
+    if (config.max_position_embeddings > 0 && uint32_t(config.max_position_embeddings) != context) {
+      const uint32_t full = uint32_t(config.max_position_embeddings);
+      const uint64_t full_kv = graph::SequenceState::planned_bytes(config, 1, full, kv_type) - recurrent;
+      std::printf("at the model's full context (%u tokens): KV cache %s, %s in all\n", full,
+                  format_bytes(full_kv).c_str(), format_bytes(summary.weight_bytes + recurrent + full_kv).c_str());
+    }
     if (o->verify) {
       ProgressBar bar("verifying", checkpoint.total_bytes());
       const TensorScan scan = scan_tensors(checkpoint, [&bar](uint64_t bytes) { bar.advance(bytes); });

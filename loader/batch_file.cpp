@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -219,6 +220,67 @@ BatchProgress recover_batch_output(const std::filesystem::path& path) {
     start = end + 1;
   }
   return progress;
+}
+
+void BatchProgress::add(const BatchProgress& other) {
+  finished_ids.insert(other.finished_ids.begin(), other.finished_ids.end());
+  failed_lines.insert(other.failed_lines.begin(), other.failed_lines.end());
+  records += other.records;
+  dropped_torn_line = dropped_torn_line || other.dropped_torn_line;
+}
+
+std::filesystem::path batch_part_path(const std::filesystem::path& output, int rank) {
+  return output.string() + ".rank-" + std::to_string(rank);
+}
+
+std::vector<std::filesystem::path> batch_parts(const std::filesystem::path& output) {
+  std::vector<std::pair<long, std::filesystem::path>> found;
+  const std::filesystem::path dir = output.has_parent_path() ? output.parent_path() : ".";
+  const std::string prefix = output.filename().string() + ".rank-";
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    found.emplace_back(std::stol(digits), entry.path());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::filesystem::path> parts;
+  for (auto& [rank, path] : found) parts.push_back(std::move(path));
+  return parts;
+}
+
+size_t merge_batch_parts(const std::filesystem::path& output, const std::vector<std::filesystem::path>& parts) {
+  std::set<std::string> keys;
+  std::string merged;
+  size_t added = 0;
+  // Records are whole lines already checked by recover_batch_output; the key names the request.
+  const auto take = [&](const std::filesystem::path& path, bool count) {
+    std::ifstream in(path, std::ios::binary);
+    for (std::string line; std::getline(in, line);) {
+      const json record = json::parse(line, nullptr, false);
+      if (!record.is_object()) continue;
+      const bool by_id = !record.contains("error") && record.contains("custom_id") && record["custom_id"].is_string();
+      const std::string key = by_id ? "id:" + record["custom_id"].get<std::string>()
+                                    : "line:" + (record.contains("line") ? record["line"].dump() : line);
+      if (!keys.insert(key).second) continue;
+      merged += line;
+      merged += '\n';
+      added += count;
+    }
+  };
+  take(output, false);
+  for (const auto& part : parts) take(part, true);
+  const std::filesystem::path temporary = output.string() + ".merging";
+  std::filesystem::remove(temporary);  // left by an interrupted merge
+  {
+    BatchOutput out(temporary, 0);
+    if (!merged.empty()) out.append(merged.substr(0, merged.size() - 1));  // append() adds the last newline
+  }
+  std::filesystem::rename(temporary, output);
+  for (const auto& part : parts) std::filesystem::remove(part);
+  return added;
 }
 
 BatchOutput::BatchOutput(const std::filesystem::path& path, double sync_seconds)

@@ -51,10 +51,21 @@ struct BatchProgress {
   bool dropped_torn_line = false;
   bool done(const BatchRequest& r) const { return finished_ids.count(r.custom_id) || failed_lines.count(r.line); }
   bool done_line(size_t line) const { return failed_lines.count(line) > 0; }
+  void add(const BatchProgress& other);
 };
 // Reads `path` (missing: nothing done). A last line cut short by a crash (no newline, or not
 // JSON) is removed from the file; any other malformed line is an error naming it.
 BatchProgress recover_batch_output(const std::filesystem::path& path);
+
+// A job split over processes (`mpirun -np N q3n batch`): rank R appends to OUTPUT.rank-R, and
+// at the end the parts are merged into OUTPUT (merge_batch_parts).
+std::filesystem::path batch_part_path(const std::filesystem::path& output, int rank);
+// The part files of `output` that exist now (of any earlier process count), sorted by rank.
+std::vector<std::filesystem::path> batch_parts(const std::filesystem::path& output);
+// Rewrites `output` (temporary file + rename) as its own records followed by each part's that it
+// does not hold yet (one record per custom_id, or per input line for records without one), then
+// removes the parts. Returns the records added.
+size_t merge_batch_parts(const std::filesystem::path& output, const std::vector<std::filesystem::path>& parts);
 
 // Appends records to the output file, one line each, written whole with one write() and
 // fsync'ed at most `sync_seconds` apart and when closed.

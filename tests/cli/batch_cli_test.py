@@ -9,6 +9,7 @@ Usage: batch_cli_test.py PATH/TO/q3n   (CTest passes the built binary)
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,6 +214,42 @@ class BatchCli(unittest.TestCase):
             else:
                 self.assertEqual(r.returncode, 3, r.stderr)
                 self.assertIn("max_position_embeddings", records["long"]["error"]["message"])
+
+    def test_mpi_ranks_give_the_single_process_output_and_resume(self):
+        mpirun = shutil.which("mpirun")
+        if os.environ.get("Q3N_TEST_MPI") == "0":
+            self.skipTest("Q3N_TEST_MPI=0 (the sanitizer build)")
+        if not mpirun:
+            self.skipTest("no mpirun (Open MPI: scripts/setup.sh installs it)")
+        lines = [{"custom_id": f"m{i}", "prompt_ids": ids_of(40 + i, 5 + 37 * i), "max_tokens": 5, "temperature": 0}
+                 for i in range(7)]
+        lines.insert(3, "not json")  # an error record, owned by one rank
+        inp = self.write_input(lines)
+        single = self.path("single.jsonl")
+        r = self.batch(inp, single)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                   OMPI_MCA_btl_vader_single_copy_mechanism="none", OMPI_MCA_rmaps_base_oversubscribe="1")
+        ranked = self.path("ranked.jsonl")
+        r = subprocess.run([mpirun, "-np", "2", *self.batch_cmd(inp, ranked)], capture_output=True, text=True,
+                           timeout=900, env=env)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("rank 1 of 2", r.stderr)
+        by_key = lambda recs: {rec.get("custom_id") or rec.get("line"): rec for rec in recs}
+        self.assertEqual(by_key(read_records(ranked)), by_key(read_records(single)))
+        self.assertEqual(len(read_records(ranked)), len(lines))
+        self.assertEqual([n for n in os.listdir(self.tmp) if ".rank-" in n], [])
+        # A split job stopped before its merge, resumed as one process: the parts count as done.
+        done = [json.dumps(rec) for rec in read_records(single) if rec.get("custom_id") in ("m0", "m1", "m2")]
+        with open(self.path("resumed.jsonl"), "w") as f:
+            f.write("\n".join(done[:2]) + "\n")
+        with open(self.path("resumed.jsonl.rank-1"), "w") as f:
+            f.write(done[2] + "\n")
+        r = self.batch(inp, self.path("resumed.jsonl"))
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("4 requests computed", r.stderr)
+        self.assertEqual(by_key(read_records(self.path("resumed.jsonl"))), by_key(read_records(single)))
+        self.assertFalse(os.path.exists(self.path("resumed.jsonl.rank-1")))
 
     def test_openai_batch_lines(self):
         prompt = "the quick brown fox"
