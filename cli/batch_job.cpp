@@ -148,13 +148,14 @@ std::vector<int32_t> prompt_ids(const BatchRequest& r, const Tokenizer* tokenize
 
 // The input's requests (non-blank lines; those of line numbers `rank` mod `ranks`) and the most
 // positions one of them needs (prompt + max_tokens), over every readable request of every rank,
-// done before or not, so that every rank and a resumed job size their context alike.
+// done before or not, so that every rank and a resumed job size their context alike. With
+// `find_longest` false (--ctx given) the prompts are not tokenised.
 struct InputSummary {
   size_t requests = 0;
   uint64_t longest = 0;
 };
 InputSummary summarise_input(const std::string& path, const Tokenizer* tokenizer, const BatchJobOptions& o,
-                             ChatTemplateKind chat_kind, int rank, int ranks) {
+                             ChatTemplateKind chat_kind, int rank, int ranks, bool find_longest) {
   std::ifstream in(path, std::ios::binary);
   InputSummary summary;
   size_t line_number = 0;
@@ -162,6 +163,7 @@ InputSummary summarise_input(const std::string& path, const Tokenizer* tokenizer
     ++line_number;
     if (is_blank_line(line)) continue;
     summary.requests += owned_line(line_number, rank, ranks);
+    if (!find_longest) continue;
     const BatchLine parsed = parse_batch_line(line, line_number);
     if (!parsed.request) continue;
     std::string error;
@@ -185,7 +187,7 @@ int run_ranked_batch_job(const ModelOptions& model_options, const BatchJobOption
   if (!synthetic) tokenizer = std::make_unique<Tokenizer>(dir / "tokenizer.json");
   const ChatTemplateKind chat_kind = detect_chat_template(dir);
   const InputSummary input_summary =
-      summarise_input(o.input, tokenizer.get(), o, chat_kind, group.rank(), group.size());
+      summarise_input(o.input, tokenizer.get(), o, chat_kind, group.rank(), group.size(), model.context == 0);
   const size_t total = input_summary.requests;
   BatchProgress previous = recover_job_output(o.output, group);
   if (previous.dropped_torn_line)

@@ -75,29 +75,35 @@ ops::SamplingParams SamplingFlags::over(const GenerationDefaults& defaults) cons
 
 namespace {
 
+constexpr uint64_t kHeadroom = 256ull << 20;  // activations, step buffers, driver
+
+// Whether `weights` bytes and the state of `slots` sequences of `context` positions fit in `free`.
+bool state_fits(const ModelSession& s, uint64_t weights, uint32_t slots, uint32_t context, ops::KvType kv,
+                uint64_t free) {
+  return weights + graph::SequenceState::planned_bytes(s.config, slots, context, kv) + kHeadroom <= free;
+}
+
 // Refuses, before any allocation, a model whose weights (`weights` bytes, planned) and state
 // cannot fit in device memory. With `fit_slots`, lowers `slots` to what fits instead (at least 1).
 void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_t weights, uint32_t context,
                       ops::KvType kv, uint32_t& slots, bool fit_slots) {
-  const uint64_t headroom = 256ull << 20;  // activations, step buffers, driver
   const uint64_t free = s.runtime->device.free_device_memory();
   if (fit_slots && slots > 1) {
     const uint32_t wanted = slots;
-    while (slots > 1 && weights + graph::SequenceState::planned_bytes(s.config, slots, context, kv) + headroom > free)
-      --slots;
+    while (slots > 1 && !state_fits(s, weights, slots, context, kv, free)) --slots;
     if (slots < wanted)
       std::fprintf(stderr, "[q3n] %u sequences of %u positions do not fit in %s's %.2f GiB free; running %u at once\n",
                    wanted, context, s.runtime->device.info().name.c_str(), gib(free), slots);
   }
+  if (state_fits(s, weights, slots, context, kv, free)) return;
   const uint64_t state = graph::SequenceState::planned_bytes(s.config, slots, context, kv);
-  if (weights + state + headroom <= free) return;
   char msg[512];
   std::snprintf(msg, sizeof msg,
                 "the model does not fit: it needs %.2f GiB of device memory (weights %.2f GiB as %s, state and "
                 "%s KV cache %.2f GiB for %u sequence(s) of %u tokens, 0.25 GiB headroom) but %s has %.2f GiB free; "
                 "use %s%sa smaller --ctx, fewer sequences or a device with more memory",
-                gib(weights + state + headroom), gib(weights), graph::weight_format_name(format), ops::kv_type_name(kv),
-                gib(state), slots, context, s.runtime->device.info().name.c_str(), gib(free),
+                gib(weights + state + kHeadroom), gib(weights), graph::weight_format_name(format),
+                ops::kv_type_name(kv), gib(state), slots, context, s.runtime->device.info().name.c_str(), gib(free),
                 kv == ops::KvType::F32 ? "--kv f16, " : "",
                 format == graph::WeightFormat::Q4   ? ""
                 : format == graph::WeightFormat::Q8 ? "--weights q4, "
@@ -108,12 +114,11 @@ void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_
 // The largest context up to `wanted` at which `slots` sequences fit beside `weights` bytes, but
 // not below default_context() (check_memory_fit then runs fewer sequences or refuses).
 uint32_t context_that_fits(const ModelSession& s, uint64_t weights, uint32_t wanted, ops::KvType kv, uint32_t slots) {
-  const uint64_t headroom = 256ull << 20, free = s.runtime->device.free_device_memory();
-  const auto fits = [&](uint32_t context) {
-    return weights + graph::SequenceState::planned_bytes(s.config, slots, context, kv) + headroom <= free;
-  };
+  const uint64_t free = s.runtime->device.free_device_memory();
+  const auto fits = [&](uint32_t context) { return state_fits(s, weights, slots, context, kv, free); };
   const uint32_t least = std::min(wanted, default_context(s.config));
-  if (fits(wanted) || !fits(least)) return fits(wanted) ? wanted : least;
+  if (fits(wanted)) return wanted;
+  if (!fits(least)) return least;
   uint32_t lo = least, hi = wanted;  // fits(lo), !fits(hi)
   while (hi - lo > 1) {
     const uint32_t mid = lo + (hi - lo) / 2;
