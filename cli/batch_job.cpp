@@ -119,7 +119,7 @@ BatchProgress recover_job_output(const std::filesystem::path& output, const Proc
 
 // With several ranks and no --device: rank i of a host takes that host's GPU i mod count.
 ModelOptions with_rank_device(ModelOptions model, const ProcessGroup& group) {
-  if (group.size() == 1 || !model.device.empty() || std::getenv("Q3N_DEVICE")) return model;
+  if (group.size() == 1 || !model.device.empty() || !model.devices.empty() || std::getenv("Q3N_DEVICE")) return model;
   Instance instance;
   std::vector<uint32_t> gpus;
   for (const DeviceInfo& d : list_devices(instance))
@@ -215,7 +215,7 @@ int run_ranked_batch_job(const ModelOptions& model_options, const BatchJobOption
   if (split)
     std::fprintf(stderr, "[q3n] rank %d of %d: %zu requests (every %d-th line), results in %s, device %s\n",
                  group.rank(), group.size(), total, group.size(), batch_part_path(o.output, group.rank()).c_str(),
-                 session.runtime->device.info().name.c_str());
+                 session.device_names().c_str());
   BatchOutput out(split ? batch_part_path(o.output, group.rank()) : std::filesystem::path(o.output), o.sync_seconds);
   std::unordered_map<uint64_t, Pending> pending;
   size_t done = previous.records, errors = previous.failed_lines.size(), new_errors = 0, computed = 0;

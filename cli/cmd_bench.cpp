@@ -117,8 +117,14 @@ double decode_run(graph::Engine& engine, uint32_t batch, uint32_t steps) {
 
 // The bytes a decode step of `batch` sequences at `position` must move (graph/traffic.h).
 uint64_t decode_step_bytes(graph::Engine& engine, uint32_t batch, uint32_t position) {
-  const graph::Program& program = engine.program({batch, 1, graph::Head::Sample});
-  return graph::decode_traffic(program.graph(), engine.config(), batch, position, engine.state().kv_type()).total();
+  uint64_t bytes = 0;  // every device's part of the step (a pipeline split)
+  for (size_t d = 0; d < engine.device_count(); ++d) {
+    const graph::Program& program = engine.program({batch, 1, graph::Head::Sample}, d);
+    bytes += graph::decode_traffic(program.graph(), engine.config(), batch, position, engine.state().kv_type(),
+                                   engine.layers(d))
+                 .total();
+  }
+  return bytes;
 }
 
 // One sequence at depth D: the fill (ppD), P more prompt tokens (ppP@dD), N decode steps (tgN@dD).
@@ -213,7 +219,7 @@ void add_bench_command(CLI::App& app) {
     ModelSession session = open_model(o->model, context, slots);
     const double load_seconds = seconds_since(load_start);
     graph::Engine& engine = *session.engine;
-    Runtime& rt = *session.runtime;
+    Runtime& rt = session.runtime();  // a split's first device: the bandwidth measured, the kernels named
     // Measured before and after the tests, the larger kept: a GPU fresh from loading may not
     // have reached its full clocks yet (seen on an H100: 1.6 vs 2.8 TB/s).
     double bandwidth = measure_copy_bandwidth(rt);
@@ -230,14 +236,15 @@ void add_bench_command(CLI::App& app) {
       if (r.step_bytes) r.bound_tokens_per_second = double(r.batch) * bandwidth / double(r.step_bytes);
 
     const std::string model = o->model.synthetic.empty() ? o->model.model : "synthetic " + o->model.synthetic;
-    const uint64_t weights = engine.weights().bytes(), state = engine.state().bytes();
-    const uint64_t device = rt.allocator.reserved_bytes(MemoryKind::Device);
+    const uint64_t weights = engine.weight_bytes(), state = engine.state_bytes();
+    uint64_t device = 0;
+    for (const auto& r : session.runtimes) device += r->allocator.reserved_bytes(MemoryKind::Device);
     const ops::KvType kv = engine.state().kv_type();
     const uint64_t kv_per_token = graph::SequenceState::kv_bytes_per_token(engine.config(), kv);
     if (o->json) {
       nlohmann::json j;
       j["model"] = model;
-      j["device"] = rt.device.info().name;
+      j["device"] = session.device_names();
       j["weights_format"] = o->model.weights.empty() ? "stored" : o->model.weights;
       j["matrix_kernels"] = matrix_kernels(rt, o->model.batch_invariant);
       j["vector_kernels"] = describe_vector_kernels(rt.pipelines.cpu_shapes());
@@ -266,7 +273,7 @@ void add_bench_command(CLI::App& app) {
       return;
     }
     std::printf("model: %s (%s weights)\ndevice: %s\nmatrix kernels: %s\nvector kernels: %s\n", model.c_str(),
-                o->model.weights.empty() ? "stored" : o->model.weights.c_str(), rt.device.info().name.c_str(),
+                o->model.weights.empty() ? "stored" : o->model.weights.c_str(), session.device_names().c_str(),
                 matrix_kernels(rt, o->model.batch_invariant).c_str(),
                 describe_vector_kernels(rt.pipelines.cpu_shapes()).c_str());
     std::printf(

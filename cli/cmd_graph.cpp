@@ -28,13 +28,19 @@ void add_graph_command(CLI::App& app) {
     const uint32_t tokens = prefill ? (o->tokens ? o->tokens : o->model.chunk) : 1;
     const uint32_t batch = prefill ? 1 : o->batch;
     ModelSession session = open_model(o->model, o->model.context, batch);
-    graph::Program& program =
-        session.engine->program({batch, tokens, prefill ? graph::Head::LastLogits : graph::Head::Sample});
-    std::printf("%s", o->dot ? graph::to_dot(program.graph()).c_str() : graph::describe(program).c_str());
+    graph::Engine& engine = *session.engine;
+    // A pipeline split (--devices) has one program per device.
+    for (size_t d = 0; d < engine.device_count(); ++d) {
+      graph::Program& program =
+          engine.program({batch, tokens, prefill ? graph::Head::LastLogits : graph::Head::Sample}, d);
+      if (engine.device_count() > 1 && !o->dot)
+        std::printf("device %zu (%s): %s\n", d, engine.runtime(d).device.info().name.c_str(),
+                    engine.layers(d).describe(engine.config()).c_str());
+      std::printf("%s", o->dot ? graph::to_dot(program.graph()).c_str() : graph::describe(program).c_str());
+    }
     if (!o->dot)
-      std::printf("state: %s for %u sequence(s) of %u positions\n",
-                  format_bytes(session.engine->state().bytes()).c_str(), session.engine->state().slots(),
-                  session.engine->state().capacity());
+      std::printf("state: %s for %u sequence(s) of %u positions\n", format_bytes(engine.state_bytes()).c_str(),
+                  engine.state().slots(), engine.state().capacity());
   });
 }
 

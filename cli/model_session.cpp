@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "cli/memory_fit.h"
 #include "cli/progress.h"
 #include "graph/support_check.h"
 #include "loader/tensor_schema.h"
@@ -24,7 +25,16 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_option("--cache", o.cache,
                  "Folder to keep the converted/quantised weights in, so the next start with the same "
                  "checkpoint and --weights reads them instead of converting again");
-  cmd.add_option("--device", o.device, "Device index or name substring (default: Q3N_DEVICE or the best GPU)");
+  auto* device =
+      cmd.add_option("--device", o.device, "Device index or name substring (default: Q3N_DEVICE or the best GPU)");
+  auto* devices = cmd.add_option("--devices", o.devices,
+                                 "Split the layers over these devices, in order (indices or names, e.g. 0,1; the same "
+                                 "device may be named twice): the first embeds, the last holds lm_head")
+                      ->delimiter(',')
+                      ->excludes(device);
+  cmd.add_option("--split", o.split,
+                 "With --devices: each device's share of the layers, e.g. 3,1 (default: in proportion to free memory)")
+      ->needs(devices);
   cmd.add_flag("--no-coopmat", o.no_coopmat,
                "Use the portable fp32 kernels even where the device has cooperative matrices (fp16 matrix "
                "units; inputs of magnitude over 65504 need this)");
@@ -73,66 +83,6 @@ ops::SamplingParams SamplingFlags::over(const GenerationDefaults& defaults) cons
   return p;
 }
 
-namespace {
-
-constexpr uint64_t kHeadroom = 256ull << 20;  // activations, step buffers, driver
-
-// Whether `weights` bytes and the state of `slots` sequences of `context` positions fit in `free`.
-bool state_fits(const ModelSession& s, uint64_t weights, uint32_t slots, uint32_t context, ops::KvType kv,
-                uint64_t free) {
-  return weights + graph::SequenceState::planned_bytes(s.config, slots, context, kv) + kHeadroom <= free;
-}
-
-// Refuses, before any allocation, a model whose weights (`weights` bytes, planned) and state
-// cannot fit in device memory. With `fit_slots`, lowers `slots` to what fits instead (at least 1).
-void check_memory_fit(const ModelSession& s, graph::WeightFormat format, uint64_t weights, uint32_t context,
-                      ops::KvType kv, uint32_t& slots, bool fit_slots) {
-  const uint64_t free = s.runtime->device.free_device_memory();
-  if (fit_slots && slots > 1) {
-    const uint32_t wanted = slots;
-    while (slots > 1 && !state_fits(s, weights, slots, context, kv, free)) --slots;
-    if (slots < wanted)
-      std::fprintf(stderr, "[q3n] %u sequences of %u positions do not fit in %s's %.2f GiB free; running %u at once\n",
-                   wanted, context, s.runtime->device.info().name.c_str(), gib(free), slots);
-  }
-  if (state_fits(s, weights, slots, context, kv, free)) return;
-  const uint64_t state = graph::SequenceState::planned_bytes(s.config, slots, context, kv);
-  char msg[512];
-  std::snprintf(msg, sizeof msg,
-                "the model does not fit: it needs %.2f GiB of device memory (weights %.2f GiB as %s, state and "
-                "%s KV cache %.2f GiB for %u sequence(s) of %u tokens, 0.25 GiB headroom) but %s has %.2f GiB free; "
-                "use %s%sa smaller --ctx, fewer sequences or a device with more memory",
-                gib(weights + state + kHeadroom), gib(weights), graph::weight_format_name(format),
-                ops::kv_type_name(kv), gib(state), slots, context, s.runtime->device.info().name.c_str(), gib(free),
-                kv == ops::KvType::F32 ? "--kv f16, " : "",
-                format == graph::WeightFormat::Q4   ? ""
-                : format == graph::WeightFormat::Q8 ? "--weights q4, "
-                                                    : "--weights q4 or q8, ");
-  throw Error(msg);
-}
-
-// The largest context up to `wanted` at which `slots` sequences fit beside `weights` bytes, but
-// not below default_context() (check_memory_fit then runs fewer sequences or refuses).
-uint32_t context_that_fits(const ModelSession& s, uint64_t weights, uint32_t wanted, ops::KvType kv, uint32_t slots) {
-  const uint64_t free = s.runtime->device.free_device_memory();
-  const auto fits = [&](uint32_t context) { return state_fits(s, weights, slots, context, kv, free); };
-  const uint32_t least = std::min(wanted, default_context(s.config));
-  if (fits(wanted)) return wanted;
-  if (!fits(least)) return least;
-  uint32_t lo = least, hi = wanted;  // fits(lo), !fits(hi)
-  while (hi - lo > 1) {
-    const uint32_t mid = lo + (hi - lo) / 2;
-    (fits(mid) ? lo : hi) = mid;
-  }
-  std::fprintf(stderr,
-               "[q3n] %u sequences of %u positions do not fit in %s's %.2f GiB free; the context is %u positions "
-               "(requests that need more get an error record; --ctx and --max-batch set both)\n",
-               slots, wanted, s.runtime->device.info().name.c_str(), gib(free), lo);
-  return lo;
-}
-
-}  // namespace
-
 uint32_t default_context(const ModelConfig& config) {
   const uint32_t most = config.max_position_embeddings > 0 ? uint32_t(config.max_position_embeddings) : 4096u;
   return std::min(4096u, most);
@@ -165,26 +115,44 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
     throw Error((shape.context ? "--ctx " : "the needed context of ") + std::to_string(context) +
                 " exceeds the model's max_position_embeddings (" + std::to_string(s.config.max_position_embeddings) +
                 ")");
-  RuntimeOptions ro;
-  ro.device = o.device;
-  ro.coopmat = !o.no_coopmat;
-  if (!o.matrix_activations.empty()) ro.matrix_activations = parse_matrix_activations(o.matrix_activations);
-  s.runtime = std::make_unique<Runtime>(ro);
-  const uint64_t planned = graph::DeviceWeights::planned_bytes(s.config, s.checkpoint.get(), format);
+  const std::vector<std::string> names = o.devices.empty() ? std::vector<std::string>{o.device} : o.devices;
+  for (const std::string& name : names) {
+    RuntimeOptions ro;
+    ro.device = name;
+    ro.coopmat = !o.no_coopmat;
+    if (!o.matrix_activations.empty()) ro.matrix_activations = parse_matrix_activations(o.matrix_activations);
+    s.runtimes.push_back(std::make_unique<Runtime>(ro));
+  }
   const ops::KvType kv = ops::parse_kv_type(o.kv);
-  if (fit_context) context = context_that_fits(s, planned, context, kv, slots);
-  check_memory_fit(s, format, planned, context, kv, slots, shape.fit_slots);
-  graph::WeightOptions wo;
-  wo.format = format;
-  wo.cache_dir = o.cache;
-  const uint64_t load_bytes = synthetic ? planned : s.checkpoint->total_bytes();
-  auto weights = [&] {
-    ProgressBar progress(synthetic ? "generating weights" : "loading weights", load_bytes);
-    wo.progress = [&progress](uint64_t bytes) { progress.advance(bytes); };
-    return synthetic ? graph::DeviceWeights(*s.runtime, s.config, o.seed, wo)
-                     : graph::DeviceWeights(*s.runtime, s.config, *s.checkpoint, wo);
-  }();
-  if (!weights.cache_note().empty()) std::fprintf(stderr, "[q3n] %s\n", weights.cache_note().c_str());
+  const MemoryFit fit(s.runtimes, s.config, graph::DeviceWeights::planned_parts(s.config, s.checkpoint.get(), format),
+                      format, kv, o.split.empty() ? std::vector<double>{} : graph::parse_split(o.split, names.size()));
+  if (fit_context) context = fit.context_that_fits(context, default_context(s.config), slots);
+  fit.check(context, slots, shape.fit_slots);
+  const std::vector<graph::LayerSpan> spans = fit.spans(slots, context);
+  std::vector<graph::EngineDevice> devices;
+  for (size_t d = 0; d < spans.size(); ++d) {
+    Runtime& rt = *s.runtimes[d];
+    if (spans.size() > 1)
+      std::fprintf(stderr, "[q3n] %s on device %u, %s (%.2f GiB of %.2f GiB free)\n",
+                   spans[d].describe(s.config).c_str(), rt.device.info().index, rt.device.info().name.c_str(),
+                   gib(fit.device_bytes(d, spans[d], slots, context)), gib(fit.free_bytes(d)));
+    graph::WeightOptions wo;
+    wo.format = format;
+    wo.cache_dir = o.cache;
+    wo.layers = spans[d];
+    const uint64_t load_bytes =
+        synthetic ? graph::DeviceWeights::planned_bytes(s.config, nullptr, format) : s.checkpoint->total_bytes();
+    auto weights = [&] {
+      std::string what = synthetic ? "generating weights" : "loading weights";
+      if (spans.size() > 1) what += " (device " + std::to_string(d) + ")";
+      ProgressBar progress(what, load_bytes);
+      wo.progress = [&progress](uint64_t bytes) { progress.advance(bytes); };
+      return synthetic ? graph::DeviceWeights(rt, s.config, o.seed, wo)
+                       : graph::DeviceWeights(rt, s.config, *s.checkpoint, wo);
+    }();
+    if (!weights.cache_note().empty()) std::fprintf(stderr, "[q3n] %s\n", weights.cache_note().c_str());
+    devices.push_back({&rt, std::move(weights), spans[d]});
+  }
   graph::EngineOptions eo;
   eo.context = context;
   eo.kv_type = kv;
@@ -193,8 +161,14 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   eo.decode_rows = o.decode_rows;
   eo.batch_invariant = o.batch_invariant;
   eo.profile = o.profile;
-  s.engine = std::make_unique<graph::Engine>(*s.runtime, s.config, std::move(weights), eo);
+  s.engine = std::make_unique<graph::Engine>(std::move(devices), s.config, eo);
   return s;
+}
+
+std::string ModelSession::device_names() const {
+  std::string names;
+  for (const auto& rt : runtimes) names += (names.empty() ? "" : ", ") + rt->device.info().name;
+  return names;
 }
 
 std::string format_profile(const std::map<std::string, double>& seconds) {

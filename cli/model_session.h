@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "graph/engine.h"
 #include "loader/chat.h"
@@ -23,10 +24,12 @@ struct ModelOptions {
   uint32_t seed = 1;      // synthetic weights
   std::string cache;      // folder for converted/quantised weights (graph/weight_cache.h)
   std::string device;
-  bool no_coopmat = false;         // portable kernels even where the device has cooperative matrices
-  std::string matrix_activations;  // fp16 | split; empty = the runtime's default
-  uint32_t context = 0;            // 0: the command's default
-  std::string kv = "f16";          // KV-cache storage: f32 | f16 | bf16 (bench/NOTES.md, session 12)
+  std::vector<std::string> devices;  // a pipeline split over these (indices or names), in layer order
+  std::string split;                 // the split's proportions; empty = by free memory
+  bool no_coopmat = false;           // portable kernels even where the device has cooperative matrices
+  std::string matrix_activations;    // fp16 | split; empty = the runtime's default
+  uint32_t context = 0;              // 0: the command's default
+  std::string kv = "f16";            // KV-cache storage: f32 | f16 | bf16 (bench/NOTES.md, session 12)
   uint32_t chunk = 512;
   uint32_t decode_rows = graph::EngineOptions{}.decode_rows;  // sequences per decode step at most
   bool batch_invariant = false;  // every decode step on the GEMV kernels (graph::EngineOptions)
@@ -37,8 +40,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& o);
 struct ModelSession {
   ModelConfig config;
   std::unique_ptr<Checkpoint> checkpoint;
-  std::unique_ptr<Runtime> runtime;
+  std::vector<std::unique_ptr<Runtime>> runtimes;  // one per device, in layer order (--devices)
   std::unique_ptr<graph::Engine> engine;
+  Runtime& runtime() const { return *runtimes.front(); }  // the first device
+  std::string device_names() const;                       // "NVIDIA H200, NVIDIA H200"
 };
 // The sequences a session is sized for.
 struct SessionShape {

@@ -22,32 +22,75 @@ namespace {
 uint32_t max_chunk(const Device& device) { return has_bounded_loops(device) ? kBoundedLoopPositions : 4096; }
 }  // namespace
 
-StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shape) {
+uint64_t handoff_bytes(const ModelConfig& c, const StepShape& shape) { return 2ull * shape.rows() * c.hidden_size * 4; }
+
+StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shape, const LayerSpan& layers) {
   StepIO io;
   io.ids = rt.allocator.allocate(uint64_t(shape.rows()) * 4, MemoryKind::Upload, "token ids");
   io.seqs = rt.allocator.allocate(uint64_t(shape.sequences()) * 8, MemoryKind::Upload, "sequence table");
   io.sampling = rt.allocator.allocate(uint64_t(shape.sequences()) * 32, MemoryKind::Upload, "sampling parameters");
-  if (shape.head == Head::LastLogits || shape.head == Head::AllLogits)
+  if (layers.heads(c) && (shape.head == Head::LastLogits || shape.head == Head::AllLogits))
     io.logits = rt.allocator.allocate(uint64_t(shape.logit_rows()) * c.vocab_size * 4, MemoryKind::Readback, "logits");
   io.sampled = rt.allocator.allocate(uint64_t(shape.sequences()) * 4, MemoryKind::Readback, "sampled ids");
   io.status = rt.allocator.allocate(uint64_t(std::max(c.num_hidden_layers, 1)) * 4, MemoryKind::Upload, "step status");
+  if (!layers.embeds())
+    io.hidden_in = rt.allocator.allocate(handoff_bytes(c, shape), MemoryKind::Upload, "hidden state in");
+  if (!layers.heads(c))
+    io.hidden_out = rt.allocator.allocate(handoff_bytes(c, shape), MemoryKind::Readback, "hidden state out");
   return io;
 }
+
+namespace {
+std::vector<EngineDevice> one_device(Runtime& runtime, DeviceWeights weights) {
+  std::vector<EngineDevice> devices;
+  devices.push_back({&runtime, std::move(weights), LayerSpan{}});
+  return devices;
+}
+}  // namespace
 
 Engine::Engine(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, const EngineOptions& options)
     : Engine(runtime, config, DeviceWeights(runtime, config, checkpoint, WeightOptions{}), options) {}
 
 Engine::Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weights, const EngineOptions& options)
-    : runtime_(runtime),
-      config_(config),
-      options_(options),
-      weights_(std::move(weights)),
-      state_(runtime, config, options.slots, options.context, options.kv_type, options.kv_chunk_bytes),
-      positions_(options.slots, 0) {
-  options_.prefill_chunk = std::clamp(options_.prefill_chunk, 1u, max_chunk(runtime.device));
-  options_.max_programs = std::max(options_.max_programs, 2u);
+    : Engine(one_device(runtime, std::move(weights)), config, options) {}
+
+Engine::Engine(std::vector<EngineDevice> devices, const ModelConfig& config, const EngineOptions& options)
+    : config_(config), options_(options), positions_(options.slots, 0) {
+  uint32_t next = 0;
+  for (EngineDevice& d : devices) {
+    if (!d.runtime || d.layers.first != next || d.layers.last_of(config) <= next)
+      throw Error("internal: the devices' layer spans must cover the layers in order, each at least one");
+    next = d.layers.last_of(config);
+    stages_.push_back(std::make_unique<Stage>(Stage{*d.runtime, d.layers, std::move(d.weights),
+                                                    SequenceState(*d.runtime, config, options.slots, options.context,
+                                                                  options.kv_type, options.kv_chunk_bytes, d.layers),
+                                                    Allocation()}));
+    options_.prefill_chunk = std::clamp(options_.prefill_chunk, 1u, max_chunk(d.runtime->device));
+  }
+  if (stages_.empty() || next != uint32_t(config.num_hidden_layers))
+    throw Error("internal: the devices' layer spans must cover every layer");
+  // A pipelined decode keeps (devices + 1) programs of different lanes at once.
+  options_.max_programs = std::max<uint32_t>(options_.max_programs, 2 * uint32_t(stages_.size()) + 2);
   options_.decode_rows = std::clamp(options_.decode_rows, 1u, kMaxDecodeRows);
   for (uint32_t s = 0; s < options.slots; ++s) reset(s);
+}
+
+uint64_t Engine::weight_bytes() const {
+  uint64_t sum = 0;
+  for (const auto& st : stages_) sum += st->weights.bytes();
+  return sum;
+}
+
+uint64_t Engine::state_bytes() const {
+  uint64_t sum = 0;
+  for (const auto& st : stages_) sum += st->state.bytes();
+  return sum;
+}
+
+uint64_t Engine::arena_bytes() const {
+  uint64_t sum = 0;
+  for (const auto& st : stages_) sum += st->arena.size();
+  return sum;
 }
 
 StepOptions Engine::step_options() const {
@@ -61,7 +104,7 @@ StepOptions Engine::step_options() const {
 }
 
 void Engine::reset(uint32_t slot) {
-  state_.reset(slot);
+  for (auto& st : stages_) st->state.reset(slot);
   positions_.at(slot) = 0;
 }
 
@@ -74,39 +117,50 @@ std::vector<uint32_t> Engine::prompt_pieces(size_t tokens) const {
   return pieces;
 }
 
-Program& Engine::program(const StepShape& shape) {
+Engine::Step& Engine::step(const StepShape& shape) {
   auto it = steps_.find(shape);
   if (it == steps_.end()) {
     const auto start = std::chrono::steady_clock::now();
     if (steps_.size() >= options_.max_programs) evict_least_recent();
-    Step step{allocate_step_io(runtime_, config_, shape), nullptr};
-    Graph graph = build_step_graph(runtime_.device, config_, weights_, state_, shape, step.io, step_options());
-    const uint64_t need = std::max<uint64_t>(plan_memory(graph, runtime_.allocator.alignment()).arena_bytes, 4);
-    if (need > arena_.size()) {
-      // Every recorded program points into the old arena: drop them all (they are re-recorded
-      // on their next use) before the larger arena is allocated. Shapes are bounded, so this
-      // happens a few times early in a run and then no more.
-      for (auto& [s, old] : steps_) keep_profile(*old.program);
-      steps_.clear();
-      arena_ = Allocation();
-      arena_ = runtime_.allocator.allocate(need, MemoryKind::Device, "step scratch arena");
+    Step step;
+    for (auto& st : stages_) {
+      StagePart part{allocate_step_io(st->runtime, config_, shape, st->layers), nullptr};
+      StepOptions so = step_options();
+      so.layers = st->layers;
+      Graph graph = build_step_graph(st->runtime.device, config_, st->weights, st->state, shape, part.io, so);
+      const uint64_t need = std::max<uint64_t>(plan_memory(graph, st->runtime.allocator.alignment()).arena_bytes, 4);
+      if (need > st->arena.size()) {
+        // Every recorded program points into the old arena: drop them all (they are re-recorded
+        // on their next use) before the larger arena is allocated. Shapes are bounded, so this
+        // happens a few times early in a run and then no more.
+        for (auto& [s, old] : steps_)
+          for (StagePart& p : old.parts) keep_profile(*p.program);
+        steps_.clear();
+        st->arena = Allocation();
+        st->arena = st->runtime.allocator.allocate(need, MemoryKind::Device, "step scratch arena");
+      }
+      std::string what = "step " + (shape.piece ? std::to_string(shape.piece) + "+" : std::string()) +
+                         std::to_string(shape.batch) + "x" + std::to_string(shape.tokens);
+      if (stages_.size() > 1) what += " (" + st->layers.describe(config_) + ")";
+      part.program =
+          std::make_unique<Program>(st->runtime, std::move(graph), what, options_.profile, st->arena.range());
+      step.parts.push_back(std::move(part));
     }
-    const std::string what = "step " + (shape.piece ? std::to_string(shape.piece) + "+" : std::string()) +
-                             std::to_string(shape.batch) + "x" + std::to_string(shape.tokens);
     ++programs_recorded_;
-    step.program = std::make_unique<Program>(runtime_, std::move(graph), what, options_.profile, arena_.range());
     it = steps_.emplace(shape, std::move(step)).first;
     record_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   it->second.last_used = ++use_clock_;
-  return *it->second.program;
+  return it->second;
 }
+
+Program& Engine::program(const StepShape& shape, size_t device) { return *step(shape).parts.at(device).program; }
 
 void Engine::evict_least_recent() {
   auto oldest = std::min_element(steps_.begin(), steps_.end(),
                                  [](const auto& a, const auto& b) { return a.second.last_used < b.second.last_used; });
   if (oldest == steps_.end()) return;
-  keep_profile(*oldest->second.program);
+  for (StagePart& p : oldest->second.parts) keep_profile(*p.program);
   steps_.erase(oldest);
 }
 
@@ -137,35 +191,47 @@ void Engine::check_room(uint32_t slot, size_t tokens) const {
                 "; raise --ctx or shorten the prompt");
 }
 
-void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                      std::span<const ops::SamplingParams> params) {
-  Program& prog = program(shape);
-  Step& step = steps_.at(shape);
-  std::memcpy(step.io.ids.mapped(), ids.data(), ids.size() * 4);
-  auto* seqs = static_cast<uint32_t*>(step.io.seqs.mapped());
-  auto* sampling = static_cast<uint32_t*>(step.io.sampling.mapped());
-  // Sequence b feeds tokens_of(b) tokens: a mixed step's piece leads the table.
-  const auto tokens_of = [&](uint32_t b) { return shape.piece && b == 0 ? shape.piece : shape.tokens; };
+void Engine::prepare(const StepShape& shape, size_t device, std::span<const uint32_t> slots,
+                     std::span<const int32_t> ids, std::span<const ops::SamplingParams> params) {
+  Step& st = steps_.at(shape);
+  StepIO& io = st.parts[device].io;
+  if (device == 0) std::memcpy(io.ids.mapped(), ids.data(), ids.size() * 4);
+  auto* seqs = static_cast<uint32_t*>(io.seqs.mapped());
+  auto* sampling = static_cast<uint32_t*>(io.sampling.mapped());
   for (uint32_t b = 0; b < shape.sequences(); ++b) {
     seqs[2 * b] = slots[b];
     seqs[2 * b + 1] = positions_.at(slots[b]);
-    if (!params.empty()) {
+    if (!params.empty() && device + 1 == stages_.size()) {
       // The draw is keyed by the request's seed and the sampled token's absolute position, so
       // it does not depend on which sequences ran before or beside it.
-      const uint32_t position = positions_.at(slots[b]) + tokens_of(b);
+      const uint32_t position = positions_.at(slots[b]) + tokens_of(shape, b);
       const auto record = ops::sampling_record(params[params.size() == 1 ? 0 : b], position);
       std::memcpy(sampling + 8 * b, record.data(), 32);
     }
   }
-  auto* status = static_cast<uint32_t*>(step.io.status.mapped());
-  std::memset(status, 0, size_t(config_.num_hidden_layers) * 4);
-  prog.run();
-  for (uint32_t b = 0; b < shape.sequences(); ++b) positions_.at(slots[b]) += tokens_of(b);
+  if (device > 0)
+    std::memcpy(io.hidden_in.mapped(), st.parts[device - 1].io.hidden_out.mapped(), handoff_bytes(config_, shape));
+  std::memset(io.status.mapped(), 0, size_t(config_.num_hidden_layers) * 4);
+}
+
+void Engine::check_status(const StepShape& shape, size_t device) const {
+  const auto* status = static_cast<const uint32_t*>(steps_.at(shape).parts[device].io.status.mapped());
   for (int L = 0; L < config_.num_hidden_layers; ++L)
     if (status[L])
       throw Error("layer " + std::to_string(L) +
                   ": the MoE router produced NaN or infinite logits (corrupt weights, or fp16 overflow on the "
                   "matrix units: try --no-coopmat); the output would be meaningless, so q3n stopped");
+}
+
+void Engine::run_step(const StepShape& shape, std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                      std::span<const ops::SamplingParams> params) {
+  Step& st = step(shape);
+  for (size_t d = 0; d < stages_.size(); ++d) {
+    prepare(shape, d, slots, ids, params);
+    st.parts[d].program->run();
+    check_status(shape, d);
+  }
+  for (uint32_t b = 0; b < shape.sequences(); ++b) positions_.at(slots[b]) += tokens_of(shape, b);
 }
 
 int32_t Engine::feed_piece(uint32_t slot, std::span<const int32_t> ids, const ops::SamplingParams* params) {
@@ -176,7 +242,7 @@ int32_t Engine::feed_piece(uint32_t slot, std::span<const int32_t> ids, const op
   const StepShape shape{1, static_cast<uint32_t>(ids.size()), params ? Head::Sample : Head::None};
   run_step(shape, slots, ids, params ? std::span(params, 1) : std::span<const ops::SamplingParams>());
   if (!params) return -1;
-  const int32_t id = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped())[0];
+  const int32_t id = static_cast<const int32_t*>(head_io(shape).sampled.mapped())[0];
   check_sampled(std::span(&id, 1));
   return id;
 }
@@ -195,7 +261,7 @@ std::vector<float> Engine::feed_logits(uint32_t slot, std::span<const int32_t> i
     run_step(shape, slots, ids.subspan(start, n), {});
     start += n;
     if (head == Head::None) continue;
-    const auto* host = static_cast<const float*>(steps_.at(shape).io.logits.mapped());
+    const auto* host = static_cast<const float*>(head_io(shape).logits.mapped());
     logits.insert(logits.end(), host, host + size_t(shape.logit_rows()) * vocab);
   }
   return logits;
@@ -252,7 +318,7 @@ std::vector<int32_t> Engine::decode_with_piece(std::span<const uint32_t> slots, 
   std::vector<ops::SamplingParams> step_params = {piece.params ? *piece.params : ops::SamplingParams{}};
   for (size_t b = 0; b < n; ++b) step_params.push_back(params[params.size() == 1 ? 0 : b]);
   run_step(shape, step_slots, step_ids, step_params);
-  const auto* out = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped());
+  const auto* out = static_cast<const int32_t*>(head_io(shape).sampled.mapped());
   piece_token = piece.params ? out[0] : -1;
   std::vector<int32_t> sampled(out + 1, out + 1 + n);
   if (piece.params) check_sampled(std::span(&piece_token, 1));
@@ -272,25 +338,77 @@ std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<c
 
 std::vector<int32_t> Engine::decode_steps(std::span<const uint32_t> slots, std::span<const int32_t> ids,
                                           std::span<const ops::SamplingParams> params) {
-  std::vector<int32_t> sampled;
-  sampled.reserve(slots.size());
-  for (size_t first = 0; first < slots.size(); first += options_.decode_rows) {
-    const size_t n = std::min<size_t>(options_.decode_rows, slots.size() - first);
-    const StepShape shape{static_cast<uint32_t>(n), 1, Head::Sample};
-    run_step(shape, slots.subspan(first, n), ids.subspan(first, n),
-             params.size() == 1 ? params : params.subspan(first, n));
-    const auto* out = static_cast<const int32_t*>(steps_.at(shape).io.sampled.mapped());
-    sampled.insert(sampled.end(), out, out + n);
+  // Groups of at most decode_rows sequences, one step each.
+  struct Group {
+    size_t first, rows;
+  };
+  std::vector<Group> groups;
+  for (size_t first = 0; first < slots.size(); first += options_.decode_rows)
+    groups.push_back({first, std::min<size_t>(options_.decode_rows, slots.size() - first)});
+  const auto group_params = [&](const Group& g) {
+    return params.size() == 1 ? params : params.subspan(g.first, g.rows);
+  };
+  std::vector<int32_t> sampled(slots.size());
+  if (stages_.size() == 1 || groups.size() == 1) {
+    for (const Group& g : groups) {
+      const StepShape shape{static_cast<uint32_t>(g.rows), 1, Head::Sample};
+      run_step(shape, slots.subspan(g.first, g.rows), ids.subspan(g.first, g.rows), group_params(g));
+      const auto* out = static_cast<const int32_t*>(head_io(shape).sampled.mapped());
+      std::copy(out, out + g.rows, sampled.begin() + ptrdiff_t(g.first));
+    }
+  } else {
+    pipelined_decode(slots, ids, params, groups.size(), sampled);
   }
   check_sampled(sampled);
   return sampled;
+}
+
+void Engine::pipelined_decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                              std::span<const ops::SamplingParams> params, size_t groups,
+                              std::vector<int32_t>& sampled) {
+  // Pipeline parallelism: at tick t device d runs group t - d, so with as many groups as devices
+  // every device is busy (groups + devices - 1 ticks instead of groups x devices). Group g's
+  // steps take lane g mod devices: the groups in flight at once never share host buffers.
+  const size_t devices = stages_.size(), rows = options_.decode_rows;
+  const auto shape_of = [&](size_t g) {
+    const size_t n = std::min(rows, slots.size() - g * rows);
+    return StepShape{static_cast<uint32_t>(n), 1, Head::Sample, 0, static_cast<uint32_t>(g % devices)};
+  };
+  // Every program first: building one may grow a device's arena and drop the programs recorded
+  // before it (Engine::step), so a second pass re-records those at the final size.
+  for (int pass = 0; pass < 2; ++pass)
+    for (size_t g = 0; g < groups; ++g) step(shape_of(g));  // at most devices + 1 shapes
+  for (size_t g = 0; g < groups; ++g)
+    if (!steps_.count(shape_of(g))) throw Error("internal: a pipelined decode step's program was evicted");
+  for (size_t tick = 0; tick + 1 < groups + devices; ++tick) {
+    std::vector<std::pair<size_t, uint64_t>> running;  // device, submitted value
+    for (size_t d = 0; d < devices; ++d) {
+      if (tick < d || tick - d >= groups) continue;
+      const size_t g = tick - d, first = g * rows;
+      const StepShape shape = shape_of(g);
+      const auto p = params.size() == 1 ? params : params.subspan(first, shape.batch);
+      prepare(shape, d, slots.subspan(first, shape.batch), ids.subspan(first, shape.batch), p);
+      running.push_back({d, steps_.at(shape).parts[d].program->submit()});
+    }
+    for (const auto& [d, submitted] : running) {
+      const StepShape shape = shape_of(tick - d);
+      steps_.at(shape).parts[d].program->finish(submitted);
+      check_status(shape, d);
+      if (d + 1 == devices) {
+        const auto* out = static_cast<const int32_t*>(head_io(shape).sampled.mapped());
+        std::copy(out, out + shape.batch, sampled.begin() + ptrdiff_t((tick - d) * rows));
+      }
+    }
+  }
+  for (uint32_t s : slots) positions_.at(s) += 1;
 }
 
 std::map<std::string, double> Engine::take_profile() {
   std::map<std::string, double> total = std::move(evicted_profile_);
   evicted_profile_.clear();
   for (auto& [shape, step] : steps_)
-    for (const auto& [kind, seconds] : step.program->take_gpu_seconds()) total[kind] += seconds;
+    for (StagePart& part : step.parts)
+      for (const auto& [kind, seconds] : part.program->take_gpu_seconds()) total[kind] += seconds;
   return total;
 }
 

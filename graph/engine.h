@@ -9,6 +9,10 @@
 // mixed step, decode_with_piece). All programs share one scratch arena (they never run at
 // once); the least recently used are dropped past `max_programs`.
 //
+// With several devices (a pipeline split, --devices), each holds a span of the layers with their
+// weights, state and recorded programs; a step runs on each in turn, the hidden state crossing
+// between them through host-visible memory (graph/layer_split.h).
+//
 // A sampled token's random draw is keyed by the request's seed and the token's absolute position.
 // With `batch_invariant`, every sequence's results also depend on its own tokens only, not on
 // which other sequences share a step (the kernels reduce each row in the same order for every
@@ -56,6 +60,14 @@ struct EngineOptions {
   uint32_t rope_offset = 0;
 };
 
+// One device of the engine: its runtime and its share of the weights (loaded with
+// WeightOptions::layers = layers).
+struct EngineDevice {
+  Runtime* runtime = nullptr;
+  DeviceWeights weights;
+  LayerSpan layers;
+};
+
 class Engine {
  public:
   // Rows of one decode step at most: the GEMV kernels serve every count up to this, so a row's
@@ -65,6 +77,8 @@ class Engine {
   Engine(Runtime& runtime, const ModelConfig& config, const Checkpoint& checkpoint, const EngineOptions& options);
   // With weights already on the device (converted, quantised or synthetic).
   Engine(Runtime& runtime, const ModelConfig& config, DeviceWeights weights, const EngineOptions& options);
+  // A pipeline split: the devices' spans in order, covering every layer.
+  Engine(std::vector<EngineDevice> devices, const ModelConfig& config, const EngineOptions& options);
 
   // Starts a new sequence in `slot` (position 0, zeroed state).
   void reset(uint32_t slot);
@@ -112,26 +126,60 @@ class Engine {
   void check_ids(std::span<const int32_t> ids) const;
 
   const ModelConfig& config() const { return config_; }
-  const DeviceWeights& weights() const { return weights_; }
-  const SequenceState& state() const { return state_; }
-  // The program of a shape, built and recorded on first use.
-  Program& program(const StepShape& shape);
-  size_t program_count() const { return steps_.size(); }
+  size_t device_count() const { return stages_.size(); }
+  Runtime& runtime(size_t device = 0) const { return stages_.at(device)->runtime; }
+  LayerSpan layers(size_t device = 0) const { return stages_.at(device)->layers; }
+  const DeviceWeights& weights(size_t device = 0) const { return stages_.at(device)->weights; }
+  const SequenceState& state(size_t device = 0) const { return stages_.at(device)->state; }
+  uint64_t weight_bytes() const;  // all devices
+  uint64_t state_bytes() const;
+  // One device's program of a shape; every device's are built and recorded on first use.
+  Program& program(const StepShape& shape, size_t device = 0);
+  size_t program_count() const { return steps_.size(); }  // shapes recorded
   // Programs built and recorded so far (a shape evicted and used again counts twice).
   uint64_t programs_recorded() const { return programs_recorded_; }
   double record_seconds() const { return record_seconds_; }  // host time spent building and recording them
-  uint64_t arena_bytes() const { return arena_.size(); }
+  uint64_t arena_bytes() const;                              // all devices
   // GPU seconds per operator kind, summed over steps since the last call (profile only).
   std::map<std::string, double> take_profile();
 
  private:
-  struct Step {
+  // One device's layers, weights, state and the scratch arena its programs share.
+  struct Stage {
+    Runtime& runtime;
+    LayerSpan layers;
+    DeviceWeights weights;
+    SequenceState state;
+    Allocation arena;
+  };
+  // A shape's host buffers and program on one device.
+  struct StagePart {
     StepIO io;
     std::unique_ptr<Program> program;
+  };
+  struct Step {
+    std::vector<StagePart> parts;  // one per device, in pipeline order
     uint64_t last_used = 0;
   };
+  Step& step(const StepShape& shape);  // built and recorded on first use
+  // The last device's buffers of a shape: logits and sampled ids.
+  const StepIO& head_io(const StepShape& shape) const { return steps_.at(shape).parts.back().io; }
+  // Sequence b of a step feeds this many tokens: a mixed step's piece leads the table.
+  static uint32_t tokens_of(const StepShape& shape, uint32_t b) {
+    return shape.piece && b == 0 ? shape.piece : shape.tokens;
+  }
+  // One step on every device in turn; positions advance.
   void run_step(const StepShape& shape, std::span<const uint32_t> slots, std::span<const int32_t> ids,
                 std::span<const ops::SamplingParams> params);
+  // Writes one device's host buffers of a step whose program exists (the hidden state from the
+  // previous device's buffers of the same shape).
+  void prepare(const StepShape& shape, size_t device, std::span<const uint32_t> slots, std::span<const int32_t> ids,
+               std::span<const ops::SamplingParams> params);
+  void check_status(const StepShape& shape, size_t device) const;  // throws naming a layer whose router saw NaN
+  // decode_steps on several devices: `groups` steps of decode_rows sequences in flight on
+  // different devices at once; fills `sampled`.
+  void pipelined_decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                        std::span<const ops::SamplingParams> params, size_t groups, std::vector<int32_t>& sampled);
   void evict_least_recent();
   // Adds a program's GPU time to evicted_profile_ before the program is dropped.
   void keep_profile(Program& program);
@@ -143,14 +191,11 @@ class Engine {
                                     std::span<const ops::SamplingParams> params);
   void check_sampled(std::span<const int32_t> ids) const;
 
-  Runtime& runtime_;
   ModelConfig config_;
   EngineOptions options_;
-  DeviceWeights weights_;
-  SequenceState state_;
+  std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<uint32_t> positions_;
   std::map<StepShape, Step> steps_;
-  Allocation arena_;  // scratch of every program (grown, and programs re-recorded, when one needs more)
   uint64_t use_clock_ = 0;
   uint64_t programs_recorded_ = 0;
   double record_seconds_ = 0;

@@ -64,6 +64,7 @@ class Builder {
         io_(io),
         rows_(shape.rows()),
         rope_offset_(options.rope_offset),
+        span_(options.layers),
         segments_(step_segments(shape)) {
     if (shape.piece && (shape.tokens != 1 || shape.head != Head::Sample))
       throw Error("internal: a mixed step carries decode rows (one token each) and samples");
@@ -80,12 +81,39 @@ class Builder {
 
   Graph build() {
     const uint32_t H = c_.hidden_size;
-    ids_ = g_.bind("token ids", TensorRole::Input, io_.ids.range(), dims({rows_}, "i32"));
     seqs_ = g_.bind("sequence table", TensorRole::Input, io_.seqs.range(), dims({shape_.sequences(), 2}, "u32"));
     TensorId h = g_.scratch("hidden", uint64_t(rows_) * H * 4, dims({rows_, H}));
+    TensorId pending = kNone;  // the previous MLP's output, added into h by the next norm
+    if (span_.embeds())
+      embedding(h);
+    else
+      pending = from_previous_device(h);
+    for (int L = int(span_.first); L < int(span_.last_of(c_)); ++L) {
+      const std::string name = "layer " + std::to_string(L);
+      const LayerWeights& lw = w_.layers[L];
+      TensorId x = norm(name + " input_layernorm", h, pending, lw.input_norm, rows_);
+      TensorId mixed = lw.type == LayerType::LinearAttention ? delta_net(name, L, x) : attention(name, L, x);
+      x = norm(name + " post_attention_layernorm", h, mixed, lw.post_norm, rows_);
+      pending = lw.mlp.moe ? moe(name, L, lw.mlp, x) : swiglu_mlp(name + " mlp", x, lw.mlp.gate_up, lw.mlp.down);
+    }
+    if (!span_.heads(c_)) {
+      to_next_device(h, pending);
+      g_.prune();
+      return std::move(g_);
+    }
+    head(h, pending);
+    g_.prune();
+    return std::move(g_);
+  }
+
+ private:
+  static constexpr TensorId kNone = ~0u;
+
+  void embedding(TensorId h) {
+    const uint32_t H = c_.hidden_size;
+    const TensorId ids = g_.bind("token ids", TensorRole::Input, io_.ids.range(), dims({rows_}, "i32"));
     const TensorId embed = weight("embed_tokens", w_.embed);
     // Node lambdas outlive this builder: they capture values only, never `this`.
-    const TensorId ids = ids_;
     const Matrix table = w_.embed;
     const uint32_t rows = rows_;
     g_.add({"embedding", "embedding", {embed, ids}, {h}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
@@ -98,22 +126,34 @@ class Builder {
                                      .dim = H,
                                      .tokens = rows});
             }});
-    TensorId pending = kNone;  // the previous MLP's output, added into h by the next norm
-    for (int L = 0; L < c_.num_hidden_layers; ++L) {
-      const std::string name = "layer " + std::to_string(L);
-      const LayerWeights& lw = w_.layers[L];
-      TensorId x = norm(name + " input_layernorm", h, pending, lw.input_norm, rows_);
-      TensorId mixed = lw.type == LayerType::LinearAttention ? delta_net(name, L, x) : attention(name, L, x);
-      x = norm(name + " post_attention_layernorm", h, mixed, lw.post_norm, rows_);
-      pending = lw.mlp.moe ? moe(name, L, lw.mlp, x) : swiglu_mlp(name + " mlp", x, lw.mlp.gate_up, lw.mlp.down);
-    }
-    head(h, pending);
-    g_.prune();
-    return std::move(g_);
   }
 
- private:
-  static constexpr TensorId kNone = ~0u;
+  // A pipeline split: the previous device's hidden state into h, its pending MLP output (returned).
+  TensorId from_previous_device(TensorId h) {
+    const uint64_t bytes = uint64_t(rows_) * c_.hidden_size * 4;
+    const std::string shape = dims({rows_, uint64_t(c_.hidden_size)});
+    const TensorId in = g_.bind("hidden state (from the previous device)", TensorRole::Input, io_.hidden_in.range(),
+                                dims({2, rows_, uint64_t(c_.hidden_size)}));
+    const TensorId pending = g_.scratch("pending MLP output", bytes, shape);
+    g_.add({"hidden state in", "copy", {in}, {h, pending}, [=](const Bindings& b, PipelineLibrary&, CommandBuffer& cb) {
+              cb.copy(b[in].sub(0, bytes), b[h], bytes);
+              cb.copy(b[in].sub(bytes, bytes), b[pending], bytes);
+            }});
+    return pending;
+  }
+
+  // A pipeline split: h and the pending MLP output to host-visible memory for the next device,
+  // whose first norm adds them as this device's next layer would have.
+  void to_next_device(TensorId h, TensorId pending) {
+    const uint64_t bytes = uint64_t(rows_) * c_.hidden_size * 4;
+    const TensorId out = g_.bind("hidden state (to the next device)", TensorRole::Output, io_.hidden_out.range(),
+                                 dims({2, rows_, uint64_t(c_.hidden_size)}));
+    g_.add(
+        {"hidden state out", "copy", {h, pending}, {out}, [=](const Bindings& b, PipelineLibrary&, CommandBuffer& cb) {
+           cb.copy(b[h], b[out].sub(0, bytes), bytes);
+           cb.copy(b[pending], b[out].sub(bytes, bytes), bytes);
+         }});
+  }
 
   // The sequence-table entries of one segment.
   static BufferRange seq_rows(const BufferRange& seqs, const StepSegment& seg) {
@@ -545,10 +585,11 @@ class Builder {
   const StepIO& io_;
   const uint32_t rows_;
   const uint32_t rope_offset_;
+  const LayerSpan span_;
   const std::vector<StepSegment> segments_;
   std::vector<SegmentRows> linear_segments_, expert_segments_;
   Graph g_;
-  TensorId ids_ = kNone, seqs_ = kNone, freq_ = kNone;
+  TensorId seqs_ = kNone, freq_ = kNone;
 };
 
 }  // namespace

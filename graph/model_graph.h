@@ -26,8 +26,11 @@ struct StepShape {
   // the B x T rows follow. Only with T = 1 and Head::Sample (the piece's last row is sampled
   // too, so the sampled rows [piece - 1, rows) are contiguous).
   uint32_t piece = 0;
+  // Steps of one shape in flight at once on a pipeline split (different groups of sequences on
+  // different devices) each need their own host buffers: the same graph, another lane.
+  uint32_t lane = 0;
   bool operator<(const StepShape& o) const {
-    return std::tie(batch, tokens, head, piece) < std::tie(o.batch, o.tokens, o.head, o.piece);
+    return std::tie(batch, tokens, head, piece, lane) < std::tie(o.batch, o.tokens, o.head, o.piece, o.lane);
   }
   uint32_t rows() const { return piece + batch * tokens; }
   uint32_t sequences() const { return batch + (piece ? 1 : 0); }
@@ -51,10 +54,16 @@ struct StepIO {
   Allocation logits;    // f32 [logit_rows, vocab] (LastLogits / AllLogits)
   Allocation sampled;   // u32 [sequences] (Sample)
   Allocation status;    // u32 [layers]: nonzero where a layer's router saw NaN/Inf (zeroed before each run)
+  // A pipeline split: f32 [2, rows, hidden] the hidden state, then the pending MLP output that the
+  // next layer's norm adds into it. From the previous device (every device but the first), to the
+  // next (every device but the last).
+  Allocation hidden_in, hidden_out;
 };
-StepIO allocate_step_io(Runtime& runtime, const ModelConfig& config, const StepShape& shape);
+StepIO allocate_step_io(Runtime& runtime, const ModelConfig& config, const StepShape& shape,
+                        const LayerSpan& layers = {});
+// Bytes of the hidden state crossing between devices in one step of `shape`.
+uint64_t handoff_bytes(const ModelConfig& config, const StepShape& shape);
 
-// Kernel choices that are the engine's, not the shape's.
 // How the engine's steps compute, beyond their shape.
 struct StepOptions {
   // Decode rows (one token per sequence) take the GEMV up to this many rows per step, the matrix
@@ -63,6 +72,7 @@ struct StepOptions {
   uint32_t decode_gemv_max_tokens = ops::kGemvMaxTokens;
   uint32_t decode_expert_gemv_max_tokens = ops::kExpertGemvMaxTokens;  // the same for the MoE experts
   uint32_t rope_offset = 0;                                            // EngineOptions::rope_offset
+  LayerSpan layers;  // a pipeline split's device: these layers only (embedding on the first, head on the last)
 };
 
 Graph build_step_graph(const Device& device, const ModelConfig& config, const DeviceWeights& weights,

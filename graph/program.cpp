@@ -50,8 +50,10 @@ Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool pr
   commands_.end();
 }
 
-void Program::run() {
-  runtime_.queue.submit_and_wait(commands_);
+uint64_t Program::submit() { return runtime_.queue.submit(commands_); }
+
+void Program::finish(uint64_t submitted) {
+  runtime_.queue.wait(submitted);
   if (profiler_) profiler_->read();
 }
 

@@ -23,7 +23,11 @@ class Program {
   Program(const Program&) = delete;
   Program& operator=(const Program&) = delete;
 
-  void run();  // submit and wait (and read the node timings when profiling)
+  void run() { finish(submit()); }  // submit and wait (and read the node timings when profiling)
+  // The two halves of run(), for programs of several devices in flight at once. submit() returns
+  // the queue's timeline value that finish() waits for.
+  uint64_t submit();
+  void finish(uint64_t submitted);
 
   const Graph& graph() const { return graph_; }
   const MemoryPlan& plan() const { return plan_; }

@@ -29,14 +29,23 @@ uint64_t SequenceState::kv_bytes_per_token(const ModelConfig& c, ops::KvType kv_
          ops::kv_element_bytes(kv_type);
 }
 
-uint64_t SequenceState::planned_bytes(const ModelConfig& c, uint32_t slots, uint32_t capacity, ops::KvType kv_type) {
+uint64_t SequenceState::planned_layer_bytes(const ModelConfig& c, int layer, uint32_t slots, uint32_t capacity,
+                                            ops::KvType kv_type) {
   const SlotBytes b = slot_bytes(c);
-  return slots * (c.count_layers(LayerType::LinearAttention) * (b.conv + b.recurrent) +
-                  c.count_layers(LayerType::FullAttention) * 2 * kv_slot_stride(c, capacity, kv_type));
+  if (c.layer_types.at(size_t(layer)) == LayerType::LinearAttention) return slots * (b.conv + b.recurrent);
+  return slots * 2 * kv_slot_stride(c, capacity, kv_type);
+}
+
+uint64_t SequenceState::planned_bytes(const ModelConfig& c, uint32_t slots, uint32_t capacity, ops::KvType kv_type,
+                                      const LayerSpan& layers) {
+  uint64_t sum = 0;
+  for (uint32_t L = layers.first; L < layers.last_of(c); ++L)
+    sum += planned_layer_bytes(c, int(L), slots, capacity, kv_type);
+  return sum;
 }
 
 SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t slots, uint32_t capacity,
-                             ops::KvType kv_type, uint64_t max_chunk_bytes)
+                             ops::KvType kv_type, uint64_t max_chunk_bytes, const LayerSpan& layers)
     : runtime_(runtime), slots_(slots), capacity_(capacity), kv_type_(kv_type) {
   if (uint64_t(c.num_key_value_heads) * capacity * c.head_dim > UINT32_MAX)
     throw Error("a context of " + std::to_string(capacity) +
@@ -56,7 +65,10 @@ SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t sl
   const DeviceInfo& info = runtime.device.info();
   uint64_t chunk_limit = std::min(info.max_allocation, info.max_buffer_size);
   if (max_chunk_bytes) chunk_limit = std::min(chunk_limit, max_chunk_bytes);
-  if (c.count_layers(LayerType::FullAttention) > 0 && stride > chunk_limit)
+  bool has_attention = false;
+  for (uint32_t L = layers.first; L < layers.last_of(c); ++L)
+    has_attention = has_attention || c.layer_types[L] == LayerType::FullAttention;
+  if (has_attention && stride > chunk_limit)
     throw Error("one sequence's KV cache of " + std::to_string(capacity) + " positions needs " + format_bytes(stride) +
                 " per attention layer in one allocation, but " + info.name + " allows at most " +
                 format_bytes(chunk_limit) + "; lower --ctx or use --kv f16");
@@ -66,6 +78,10 @@ SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t sl
   for (int L = 0; L < c.num_hidden_layers; ++L) {
     LayerState s;
     const std::string name = "layer " + std::to_string(L);
+    if (!layers.contains(c, L)) {
+      layers_.push_back(s);  // another device's layer
+      continue;
+    }
     if (c.layer_types[L] == LayerType::LinearAttention) {
       s.conv = allocate(slots * conv_slot_bytes_, name + " conv state");
       s.recurrent = allocate(slots * recurrent_slot_bytes_, name + " recurrent state");

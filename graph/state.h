@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "graph/layer_split.h"
 #include "loader/config.h"
 #include "runtime/ops/kv_type.h"
 #include "runtime/runtime.h"
@@ -22,12 +23,16 @@ struct LayerState {
 class SequenceState {
  public:
   // `max_chunk_bytes` caps one allocation of KV rows below the device's limit (0: the limit;
-  // tests use it to spread slots over several allocations).
+  // tests use it to spread slots over several allocations). Only the layers of `layers` get
+  // state (a pipeline split's device).
   SequenceState(Runtime& runtime, const ModelConfig& config, uint32_t slots, uint32_t capacity,
-                ops::KvType kv_type = ops::KvType::F32, uint64_t max_chunk_bytes = 0);
+                ops::KvType kv_type = ops::KvType::F32, uint64_t max_chunk_bytes = 0, const LayerSpan& layers = {});
   // Bytes the constructor would allocate (memory-fit checks).
   static uint64_t planned_bytes(const ModelConfig& config, uint32_t slots, uint32_t capacity,
-                                ops::KvType kv_type = ops::KvType::F32);
+                                ops::KvType kv_type = ops::KvType::F32, const LayerSpan& layers = {});
+  // Those of layer `layer` alone.
+  static uint64_t planned_layer_bytes(const ModelConfig& config, int layer, uint32_t slots, uint32_t capacity,
+                                      ops::KvType kv_type);
   // KV-cache bytes per position of one sequence, all attention layers, K and V.
   static uint64_t kv_bytes_per_token(const ModelConfig& config, ops::KvType kv_type);
   // Bytes of one slot's K (or V) rows of one layer, padded to 256 (the slot stride in a chunk).

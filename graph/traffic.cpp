@@ -7,7 +7,7 @@
 namespace q3n::graph {
 
 StepTraffic decode_traffic(const Graph& graph, const ModelConfig& c, uint32_t batch, uint32_t position,
-                           ops::KvType kv_type) {
+                           ops::KvType kv_type, const LayerSpan& layers) {
   StepTraffic t;
   double touched = 1.0;  // fraction of a layer's experts a step reads
   if (c.num_experts > 0) {
@@ -26,8 +26,8 @@ StepTraffic decode_traffic(const Graph& graph, const ModelConfig& c, uint32_t ba
   }
   // planned_bytes = conv + recurrent state + K and V up to `position`, per sequence; the
   // recurrent and conv state are also written back.
-  const uint64_t read = SequenceState::planned_bytes(c, batch, position, kv_type);
-  const uint64_t written = SequenceState::planned_bytes(c, batch, 0, kv_type);
+  const uint64_t read = SequenceState::planned_bytes(c, batch, position, kv_type, layers);
+  const uint64_t written = SequenceState::planned_bytes(c, batch, 0, kv_type, layers);
   t.state = read + written;
   return t;
 }

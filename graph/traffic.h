@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "graph/graph.h"
+#include "graph/layer_split.h"
 #include "loader/config.h"
 #include "runtime/ops/kv_type.h"
 
@@ -20,8 +21,9 @@ struct StepTraffic {
 // One decode step of `batch` sequences at `position` tokens of context. Every weight tensor the
 // graph binds counts in full, except the embedding table (only `batch` rows are read) and each
 // MoE layer's experts, which count as the expected number of distinct experts that batch·top-k
-// uniform routing draws touch: E (1 - (1 - k/E)^batch).
+// uniform routing draws touch: E (1 - (1 - k/E)^batch). The state counted is that of `layers`
+// (a pipeline split's device: the layers its graph runs).
 StepTraffic decode_traffic(const Graph& graph, const ModelConfig& config, uint32_t batch, uint32_t position,
-                           ops::KvType kv_type = ops::KvType::F32);
+                           ops::KvType kv_type = ops::KvType::F32, const LayerSpan& layers = {});
 
 }  // namespace q3n::graph

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <thread>
+#include <utility>
 
 #include "graph/weight_cache.h"
 #include "loader/tensor_schema.h"
@@ -148,6 +149,10 @@ class Uploader {
     fills_.reset();
   }
 
+  // While skipping (tensors outside a pipeline split's span), matrices and vectors get their
+  // shapes but no memory; synthetic seeds still advance, so every device draws the unsplit values.
+  void set_skipping(bool skipping) { skipping_ = skipping && rt_; }
+
   const TensorView& tensor(const std::string& name) const {
     auto it = tensors_.find(name);
     if (it == tensors_.end()) throw Error("the checkpoint has no tensor " + name);
@@ -169,6 +174,15 @@ class Uploader {
     const Matrix shape{{}, type, static_cast<uint32_t>(rows.size()), static_cast<uint32_t>(cols)};
     if (!rt_) {  // planning
       bytes_ += ops::weight_storage_bytes(type, elements);
+      return shape;
+    }
+    if (skipping_) {
+      if (!synthetic_) {
+        report_skipped(rows);
+        return shape;
+      }
+      ++seed_;
+      if (options_.progress) options_.progress(ops::weight_storage_bytes(type, elements));
       return shape;
     }
     Matrix m = shape;
@@ -206,6 +220,11 @@ class Uploader {
       bytes_ += bytes;
       return {};
     }
+    if (skipping_) {
+      if (synthetic_) ++seed_;
+      if (options_.progress) options_.progress(synthetic_ ? bytes : t.bytes);
+      return {};
+    }
     BufferRange range = allocate(bytes, name);
     if (synthetic_) {
       const auto [lo, hi] = synthetic_range(name);
@@ -238,6 +257,15 @@ class Uploader {
   }
 
  private:
+  // Progress for rows not put on this device: their tensors' bytes, as if loaded.
+  void report_skipped(const std::vector<RowSource>& rows) {
+    if (!options_.progress) return;
+    const TensorView* last = nullptr;
+    for (const RowSource& r : rows) {
+      if (r.tensor != last) options_.progress(r.tensor->bytes);
+      last = r.tensor;
+    }
+  }
   void upload_from_cache(const BufferRange& range) {
     std::vector<std::byte> chunk;
     for (uint64_t done = 0; done < range.size;) {
@@ -262,6 +290,7 @@ class Uploader {
   std::vector<Allocation>& storage_;
   uint64_t& bytes_;
   std::unique_ptr<CommandBuffer> fills_;
+  bool skipping_ = false;
 };
 
 // The tensors a checkpoint of this config holds (spec §2), as BF16 views without data.
@@ -394,23 +423,60 @@ uint64_t DeviceWeights::planned_bytes(const ModelConfig& c, const Checkpoint* ck
   return DeviceWeights(nullptr, c, ck, 0, o).bytes();
 }
 
+WeightParts DeviceWeights::planned_parts(const ModelConfig& c, const Checkpoint* ck, WeightFormat format) {
+  WeightOptions o;
+  o.format = format;
+  return DeviceWeights(nullptr, c, ck, 0, o).parts_;
+}
+
+uint64_t WeightParts::total() const {
+  uint64_t sum = embed + head + rope;
+  for (uint64_t b : layers) sum += b;
+  return sum;
+}
+
+uint64_t WeightParts::on_device(const ModelConfig& c, const LayerSpan& span) const {
+  uint64_t sum = rope;
+  // A tied lm_head is the embedding table: the last device holds it too.
+  if (span.embeds() || (span.heads(c) && tied)) sum += embed;
+  if (span.heads(c)) sum += head;
+  for (uint32_t L = span.first; L < span.last_of(c); ++L) sum += layers.at(L);
+  return sum;
+}
+
 DeviceWeights::DeviceWeights(Runtime* runtime, const ModelConfig& c, const Checkpoint* ck, uint32_t seed,
                              const WeightOptions& options) {
   const std::map<std::string, TensorView> synthetic = ck ? std::map<std::string, TensorView>{} : synthetic_tensors(c);
   std::unique_ptr<WeightCache> cache;
   if (runtime && ck && !options.cache_dir.empty()) {
     const uint64_t rope_bytes = std::max(1, c.rotary_dim() / 2) * 4ull;  // computed, not cached
-    cache = std::make_unique<WeightCache>(options.cache_dir, *ck, weight_format_name(options.format),
-                                          planned_bytes(c, ck, options.format) - rope_bytes);
+    // A split device caches its own span's tensors, under a name of its own.
+    std::string what = weight_format_name(options.format);
+    if (!options.layers.whole(c))
+      what += " " + options.layers.describe(c) + " of " + std::to_string(c.num_hidden_layers);
+    const WeightParts parts = planned_parts(c, ck, options.format);
+    cache =
+        std::make_unique<WeightCache>(options.cache_dir, *ck, what, parts.on_device(c, options.layers) - rope_bytes);
     cache_note_ = std::string(cache->reading() ? "weights read from cache " : "weights cache written to ") +
                   cache->path().string();
     if (!cache->rebuilt_because().empty()) cache_note_ = cache->rebuilt_because() + "; " + cache_note_;
   }
   Uploader up(runtime, ck ? ck->tensors() : synthetic, ck == nullptr, seed, options, cache.get(), storage_, bytes_);
+  const LayerSpan& span = options.layers;
+  const bool tied = c.tie_word_embeddings || !up.has("lm_head.weight");
+  parts_.tied = tied;
+  // Bytes counted since `mark` (planning: each part's size).
+  uint64_t mark = bytes_;
+  const auto part = [&] { return std::exchange(mark, bytes_); };
+  up.set_skipping(!span.embeds() && !(tied && span.heads(c)));
   embed = up.matrix("model.embed_tokens.weight", Use::Keep);
+  parts_.embed = bytes_ - part();
+  up.set_skipping(!span.heads(c));
   final_norm = up.vector_f32("model.norm.weight");
-  lm_head = (c.tie_word_embeddings || !up.has("lm_head.weight")) ? embed : up.matrix("lm_head.weight", Use::Output);
+  lm_head = tied ? embed : up.matrix("lm_head.weight", Use::Output);
+  parts_.head = bytes_ - part();
   for (int L = 0; L < c.num_hidden_layers; ++L) {
+    up.set_skipping(!span.contains(c, L));
     const std::string p = "model.layers." + std::to_string(L) + ".";
     LayerWeights layer;
     layer.type = c.layer_types[L];
@@ -422,10 +488,12 @@ DeviceWeights::DeviceWeights(Runtime* runtime, const ModelConfig& c, const Check
       layer.attention = load_attention(up, p + "self_attn.");
     layer.mlp = load_mlp(up, c, L, p + "mlp.");
     layers.push_back(std::move(layer));
+    parts_.layers.push_back(bytes_ - part());
   }
   std::vector<float> freq = ops::rope_inv_freq(c.rope_theta, c.rotary_dim());
   if (freq.empty()) freq.push_back(0.0f);
   bytes_ += freq.size() * 4;
+  parts_.rope = freq.size() * 4;
   if (!runtime) return;
   up.finish();
   if (cache) cache->commit();

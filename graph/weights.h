@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "graph/layer_split.h"
 #include "loader/config.h"
 #include "loader/safetensors.h"
 #include "runtime/ops/weight_type.h"
@@ -38,6 +39,21 @@ struct WeightOptions {
   WeightFormat format = WeightFormat::AsStored;
   std::function<void(uint64_t bytes)> progress;  // told of checkpoint bytes done (planned bytes, synthetic)
   std::filesystem::path cache_dir;               // checkpoints only: read/write converted weights here (weight_cache.h)
+  // A pipeline split's share: only these layers (and the embeddings on the first device, the
+  // final norm and lm_head on the last) are put on the device. Synthetic values do not depend on
+  // the span: a split model has the unsplit model's weights.
+  LayerSpan layers;
+};
+
+// Device bytes of a model's parts (memory-fit checks and the pipeline split).
+struct WeightParts {
+  uint64_t embed = 0;  // embed_tokens
+  uint64_t head = 0;   // final norm and lm_head (0 for a tied lm_head: it is the embedding table)
+  uint64_t rope = 0;   // RoPE inverse frequencies (every device)
+  bool tied = false;   // lm_head is the embedding table
+  std::vector<uint64_t> layers;
+  uint64_t total() const;
+  uint64_t on_device(const ModelConfig& c, const LayerSpan& span) const;  // what one device of a split holds
 };
 
 struct Matrix {
@@ -91,7 +107,9 @@ class DeviceWeights {
   // Device bytes the weights will take, computed without touching the GPU (memory-fit checks);
   // `checkpoint` null = synthetic.
   static uint64_t planned_bytes(const ModelConfig& config, const Checkpoint* checkpoint, WeightFormat format);
+  static WeightParts planned_parts(const ModelConfig& config, const Checkpoint* checkpoint, WeightFormat format);
 
+  // Outside the span of WeightOptions::layers, tensors have their shapes but no memory.
   Matrix embed, lm_head;
   BufferRange final_norm;
   BufferRange rope_inv_freq;  // f32 [rotary_dim / 2], HF's fp32 values (ops::rope_inv_freq)
@@ -105,6 +123,7 @@ class DeviceWeights {
                 const WeightOptions& options);
   std::vector<Allocation> storage_;
   uint64_t bytes_ = 0;
+  WeightParts parts_;  // filled while planning
   std::string cache_note_;
 };
 

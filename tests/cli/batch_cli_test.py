@@ -251,6 +251,46 @@ class BatchCli(unittest.TestCase):
         self.assertEqual(by_key(read_records(self.path("resumed.jsonl"))), by_key(read_records(single)))
         self.assertFalse(os.path.exists(self.path("resumed.jsonl.rank-1")))
 
+    def test_devices_split_gives_the_one_device_outputs(self):
+        # --devices 0,0: two VkDevices on one physical device with the layers split between them
+        # (issue 16's CI test of the pipeline split); the records must be the one-device records.
+        lines = [{"custom_id": f"s{i}", "prompt_ids": ids_of(70 + i, 3 + 90 * i), "max_tokens": 6, "temperature": 0}
+                 for i in range(4)]
+        lines.append({"custom_id": "sampled", "prompt_ids": ids_of(80, 12), "max_tokens": 6,
+                      "temperature": 0.9, "top_k": 50, "seed": 7})
+        inp = self.write_input(lines)
+        one, two = self.path("one.jsonl"), self.path("two.jsonl")
+        r = self.batch(inp, one, "--max-batch", "3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.batch(inp, two, "--max-batch", "3", "--devices", "0,0", "--split", "1,3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("layer 0 on device 0", r.stderr)  # bf16_tied has 4 layers: 1 + 3
+        self.assertIn("layers 1-3 on device 0", r.stderr)
+        by_id = lambda path: {rec["custom_id"]: rec for rec in read_records(path)}
+        self.assertEqual(by_id(two), by_id(one))
+        r = self.batch(inp, self.path("bad.jsonl"), "--devices", "0,0", "--split", "1,0")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("--split 1,0: '0' is not a positive number", r.stderr)
+
+    def test_devices_split_gives_the_same_logits_on_the_demo_model(self):
+        if os.environ.get("Q3N_TEST_DEMO_SPLIT") == "0":
+            self.skipTest("Q3N_TEST_DEMO_SPLIT=0 (the sanitizer build)")
+        demo = os.path.join(ROOT, "assets", "models", "kjv-demo")
+        with open(os.path.join(demo, "heldout.txt"), encoding="utf-8") as f:
+            text = f.read()[:700]  # ~170 tokens: three prefill chunks of 64
+        with open(self.path("text.txt"), "w", encoding="utf-8") as f:
+            f.write(text)
+        logits = []
+        for name, extra in (("one", []), ("two", ["--devices", "0,0"])):
+            out = self.path(name + ".npy")
+            r = subprocess.run([Q3N, "eval", "-m", demo, "--text-file", self.path("text.txt"), "--chunk", "64",
+                                "--logits-out", out, *extra], capture_output=True, text=True, timeout=600)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(out, "rb") as f:
+                logits.append(f.read())
+        self.assertGreater(len(logits[0]), 100000)
+        self.assertEqual(logits[1], logits[0], "the split's logits differ from one device's")
+
     def test_openai_batch_lines(self):
         prompt = "the quick brown fox"
         lines = [

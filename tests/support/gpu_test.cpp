@@ -8,16 +8,30 @@
 
 namespace q3n::test {
 
+namespace {
+std::unique_ptr<Runtime> shared_runtime;
+
+// Destroys the shared runtime when the tests end, inside main: as a static destroyed after main
+// it outlived the NVIDIA driver's own exit handlers once a test had made a second VkInstance
+// (tests/model/split_test.cpp), and the process crashed at exit (H100, driver 580).
+class ReleaseRuntime : public ::testing::Environment {
+ public:
+  void TearDown() override { shared_runtime.reset(); }
+};
+[[maybe_unused]] ::testing::Environment* const release_runtime =
+    ::testing::AddGlobalTestEnvironment(new ReleaseRuntime);
+}  // namespace
+
 Runtime& runtime() {
-  static std::unique_ptr<Runtime> rt = [] {
+  if (!shared_runtime) {
     RuntimeOptions options;
     options.instance.validation = true;  // tests always run under the validation layer
-    auto r = std::make_unique<Runtime>(options);
-    std::printf("[q3n test device] %s (subgroup %u, %s vector-kernel shapes)\n", r->device.info().name.c_str(),
-                r->device.info().subgroup_size, r->pipelines.cpu_shapes() ? "CPU" : "GPU");
-    return r;
-  }();
-  return *rt;
+    shared_runtime = std::make_unique<Runtime>(options);
+    const DeviceInfo& info = shared_runtime->device.info();
+    std::printf("[q3n test device] %s (subgroup %u, %s vector-kernel shapes)\n", info.name.c_str(), info.subgroup_size,
+                shared_runtime->pipelines.cpu_shapes() ? "CPU" : "GPU");
+  }
+  return *shared_runtime;
 }
 
 void GpuTest::SetUp() {
