@@ -309,7 +309,6 @@ std::vector<int32_t> Engine::decode_with_piece(std::span<const uint32_t> slots, 
   check_decode(slots, ids, params, &piece);
   // The piece rides with the first decode_rows rows; any further rows are plain decode steps.
   const size_t n = std::min<size_t>(options_.decode_rows, slots.size());
-  const StepShape shape{static_cast<uint32_t>(n), 1, Head::Sample, static_cast<uint32_t>(piece.ids.size())};
   std::vector<uint32_t> step_slots = {piece.slot};
   step_slots.insert(step_slots.end(), slots.begin(), slots.begin() + ptrdiff_t(n));
   std::vector<int32_t> step_ids(piece.ids.begin(), piece.ids.end());
@@ -317,90 +316,82 @@ std::vector<int32_t> Engine::decode_with_piece(std::span<const uint32_t> slots, 
   // Without sampling parameters the piece's sample is drawn greedily and thrown away.
   std::vector<ops::SamplingParams> step_params = {piece.params ? *piece.params : ops::SamplingParams{}};
   for (size_t b = 0; b < n; ++b) step_params.push_back(params[params.size() == 1 ? 0 : b]);
-  run_step(shape, step_slots, step_ids, step_params);
-  const auto* out = static_cast<const int32_t*>(head_io(shape).sampled.mapped());
-  piece_token = piece.params ? out[0] : -1;
-  std::vector<int32_t> sampled(out + 1, out + 1 + n);
+  std::vector<GroupStep> groups = {
+      {StepShape{static_cast<uint32_t>(n), 1, Head::Sample, static_cast<uint32_t>(piece.ids.size())}, step_slots,
+       step_ids, step_params}};
+  add_decode_groups(slots.subspan(n), ids.subspan(n), params.size() == 1 ? params : params.subspan(n), groups);
+  run_groups(groups);
+  piece_token = piece.params ? groups[0].sampled[0] : -1;
   if (piece.params) check_sampled(std::span(&piece_token, 1));
+  std::vector<int32_t> sampled(groups[0].sampled.begin() + 1, groups[0].sampled.end());
+  for (size_t g = 1; g < groups.size(); ++g)
+    sampled.insert(sampled.end(), groups[g].sampled.begin(), groups[g].sampled.end());
   check_sampled(sampled);
-  if (n < slots.size()) {
-    const auto rest = decode_steps(slots.subspan(n), ids.subspan(n), params.size() == 1 ? params : params.subspan(n));
-    sampled.insert(sampled.end(), rest.begin(), rest.end());
-  }
   return sampled;
 }
 
 std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
                                     std::span<const ops::SamplingParams> params) {
   check_decode(slots, ids, params, nullptr);
-  return decode_steps(slots, ids, params);
-}
-
-std::vector<int32_t> Engine::decode_steps(std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                                          std::span<const ops::SamplingParams> params) {
-  // Groups of at most decode_rows sequences, one step each.
-  struct Group {
-    size_t first, rows;
-  };
-  std::vector<Group> groups;
-  for (size_t first = 0; first < slots.size(); first += options_.decode_rows)
-    groups.push_back({first, std::min<size_t>(options_.decode_rows, slots.size() - first)});
-  const auto group_params = [&](const Group& g) {
-    return params.size() == 1 ? params : params.subspan(g.first, g.rows);
-  };
-  std::vector<int32_t> sampled(slots.size());
-  if (stages_.size() == 1 || groups.size() == 1) {
-    for (const Group& g : groups) {
-      const StepShape shape{static_cast<uint32_t>(g.rows), 1, Head::Sample};
-      run_step(shape, slots.subspan(g.first, g.rows), ids.subspan(g.first, g.rows), group_params(g));
-      const auto* out = static_cast<const int32_t*>(head_io(shape).sampled.mapped());
-      std::copy(out, out + g.rows, sampled.begin() + ptrdiff_t(g.first));
-    }
-  } else {
-    pipelined_decode(slots, ids, params, groups.size(), sampled);
-  }
+  std::vector<GroupStep> groups;
+  add_decode_groups(slots, ids, params, groups);
+  run_groups(groups);
+  std::vector<int32_t> sampled;
+  sampled.reserve(slots.size());
+  for (const GroupStep& g : groups) sampled.insert(sampled.end(), g.sampled.begin(), g.sampled.end());
   check_sampled(sampled);
   return sampled;
 }
 
-void Engine::pipelined_decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                              std::span<const ops::SamplingParams> params, size_t groups,
-                              std::vector<int32_t>& sampled) {
+void Engine::add_decode_groups(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                               std::span<const ops::SamplingParams> params, std::vector<GroupStep>& groups) const {
+  for (size_t first = 0; first < slots.size(); first += options_.decode_rows) {
+    const size_t n = std::min<size_t>(options_.decode_rows, slots.size() - first);
+    groups.push_back({StepShape{static_cast<uint32_t>(n), 1, Head::Sample}, slots.subspan(first, n),
+                      ids.subspan(first, n), params.size() == 1 ? params : params.subspan(first, n)});
+  }
+}
+
+void Engine::run_groups(std::vector<GroupStep>& groups) {
+  const size_t devices = stages_.size();
+  const auto take_sampled = [&](GroupStep& g) {
+    const auto* out = static_cast<const int32_t*>(head_io(g.shape).sampled.mapped());
+    g.sampled.assign(out, out + g.shape.sequences());
+  };
+  if (devices == 1 || groups.size() == 1) {
+    for (GroupStep& g : groups) {
+      run_step(g.shape, g.slots, g.ids, g.params);
+      take_sampled(g);
+    }
+    return;
+  }
   // Pipeline parallelism: at tick t device d runs group t - d, so with as many groups as devices
   // every device is busy (groups + devices - 1 ticks instead of groups x devices). Group g's
   // steps take lane g mod devices: the groups in flight at once never share host buffers.
-  const size_t devices = stages_.size(), rows = options_.decode_rows;
-  const auto shape_of = [&](size_t g) {
-    const size_t n = std::min(rows, slots.size() - g * rows);
-    return StepShape{static_cast<uint32_t>(n), 1, Head::Sample, 0, static_cast<uint32_t>(g % devices)};
-  };
+  for (size_t g = 0; g < groups.size(); ++g) groups[g].shape.lane = static_cast<uint32_t>(g % devices);
   // Every program first: building one may grow a device's arena and drop the programs recorded
   // before it (Engine::step), so a second pass re-records those at the final size.
   for (int pass = 0; pass < 2; ++pass)
-    for (size_t g = 0; g < groups; ++g) step(shape_of(g));  // at most devices + 1 shapes
-  for (size_t g = 0; g < groups; ++g)
-    if (!steps_.count(shape_of(g))) throw Error("internal: a pipelined decode step's program was evicted");
-  for (size_t tick = 0; tick + 1 < groups + devices; ++tick) {
+    for (const GroupStep& g : groups) step(g.shape);
+  for (const GroupStep& g : groups)
+    if (!steps_.count(g.shape)) throw Error("internal: a pipelined step's program was evicted");
+  for (size_t tick = 0; tick + 1 < groups.size() + devices; ++tick) {
     std::vector<std::pair<size_t, uint64_t>> running;  // device, submitted value
     for (size_t d = 0; d < devices; ++d) {
-      if (tick < d || tick - d >= groups) continue;
-      const size_t g = tick - d, first = g * rows;
-      const StepShape shape = shape_of(g);
-      const auto p = params.size() == 1 ? params : params.subspan(first, shape.batch);
-      prepare(shape, d, slots.subspan(first, shape.batch), ids.subspan(first, shape.batch), p);
-      running.push_back({d, steps_.at(shape).parts[d].program->submit()});
+      if (tick < d || tick - d >= groups.size()) continue;
+      const GroupStep& g = groups[tick - d];
+      prepare(g.shape, d, g.slots, g.ids, g.params);
+      running.push_back({d, steps_.at(g.shape).parts[d].program->submit()});
     }
     for (const auto& [d, submitted] : running) {
-      const StepShape shape = shape_of(tick - d);
-      steps_.at(shape).parts[d].program->finish(submitted);
-      check_status(shape, d);
-      if (d + 1 == devices) {
-        const auto* out = static_cast<const int32_t*>(head_io(shape).sampled.mapped());
-        std::copy(out, out + shape.batch, sampled.begin() + ptrdiff_t((tick - d) * rows));
-      }
+      GroupStep& g = groups[tick - d];
+      steps_.at(g.shape).parts[d].program->finish(submitted);
+      check_status(g.shape, d);
+      if (d + 1 == devices) take_sampled(g);
     }
   }
-  for (uint32_t s : slots) positions_.at(s) += 1;
+  for (const GroupStep& g : groups)
+    for (uint32_t b = 0; b < g.shape.sequences(); ++b) positions_.at(g.slots[b]) += tokens_of(g.shape, b);
 }
 
 std::map<std::string, double> Engine::take_profile() {

@@ -176,19 +176,26 @@ class Engine {
   void prepare(const StepShape& shape, size_t device, std::span<const uint32_t> slots, std::span<const int32_t> ids,
                std::span<const ops::SamplingParams> params);
   void check_status(const StepShape& shape, size_t device) const;  // throws naming a layer whose router saw NaN
-  // decode_steps on several devices: `groups` steps of decode_rows sequences in flight on
-  // different devices at once; fills `sampled`.
-  void pipelined_decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                        std::span<const ops::SamplingParams> params, size_t groups, std::vector<int32_t>& sampled);
   void evict_least_recent();
   // Adds a program's GPU time to evicted_profile_ before the program is dropped.
   void keep_profile(Program& program);
   void check_room(uint32_t slot, size_t tokens) const;
   void check_decode(std::span<const uint32_t> slots, std::span<const int32_t> ids,
                     std::span<const ops::SamplingParams> params, const PromptPiece* piece) const;
-  // decode() after check_decode: steps of at most decode_rows sequences.
-  std::vector<int32_t> decode_steps(std::span<const uint32_t> slots, std::span<const int32_t> ids,
-                                    std::span<const ops::SamplingParams> params);
+  // One step of a group of sequences (a decode step of at most decode_rows, or a mixed step).
+  struct GroupStep {
+    StepShape shape;
+    std::span<const uint32_t> slots;
+    std::span<const int32_t> ids;
+    std::span<const ops::SamplingParams> params;
+    std::vector<int32_t> sampled = {};  // one per sequence, after run_groups
+  };
+  // Groups of at most decode_rows decode rows, appended to `groups`.
+  void add_decode_groups(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                         std::span<const ops::SamplingParams> params, std::vector<GroupStep>& groups) const;
+  // Runs the groups' steps (distinct slots): one after another on one device; on a pipeline
+  // split, different groups on different devices at once.
+  void run_groups(std::vector<GroupStep>& groups);
   void check_sampled(std::span<const int32_t> ids) const;
 
   ModelConfig config_;

@@ -127,17 +127,18 @@ TEST_P(SplitTest, ThreeDevicesComputeTheUnsplitOutputs) {
 // Each device draws its span's synthetic weights as the unsplit model does (the seeds of the
 // tensors it skips still advance), so a split synthetic model is the same model.
 // More sequences than one decode step takes: on a split the steps of different groups run on
-// different devices at once (Engine::pipelined_decode), each group's rows as one device runs them.
+// different devices at once (Engine::run_groups), each group's rows as one device runs them.
 TEST_P(SplitTest, PipelinedDecodeGroupsComputeTheUnsplitTokens) {
   const uint32_t layers = uint32_t(config_.num_hidden_layers);
   graph::EngineOptions o = options();
-  o.slots = 7;
+  o.slots = 8;
   o.decode_rows = 2;  // groups of 2, 2, 2 and 1 sequences
   const auto tokens = [&](graph::Engine& e) {
-    std::vector<uint32_t> slots(o.slots);
-    std::vector<int32_t> next(o.slots);
-    std::vector<ops::SamplingParams> params(o.slots);
-    for (uint32_t s = 0; s < o.slots; ++s) {
+    const uint32_t decoding = 7;  // slot 7 takes a prompt piece in a mixed step at the end
+    std::vector<uint32_t> slots(decoding);
+    std::vector<int32_t> next(decoding);
+    std::vector<ops::SamplingParams> params(decoding);
+    for (uint32_t s = 0; s < decoding; ++s) {
       slots[s] = s;
       params[s] = {.temperature = s % 2 ? 0.7f : 0.0f, .seed = s};
       const std::vector<int32_t> prompt(f_.prompt.begin() + s, f_.prompt.begin() + 5 + 9 * s);
@@ -148,6 +149,14 @@ TEST_P(SplitTest, PipelinedDecodeGroupsComputeTheUnsplitTokens) {
       next = e.decode(slots, next, params);
       out.insert(out.end(), next.begin(), next.end());
     }
+    // A mixed step leads the groups: the piece and 2 decode rows, then groups of 2, 2 and 1.
+    const std::vector<int32_t> piece(f_.prompt.begin(), f_.prompt.begin() + 11);
+    int32_t piece_token = -1;
+    next = e.decode_with_piece(slots, next, params, {.slot = 7, .ids = piece, .params = &params[1]}, piece_token);
+    out.insert(out.end(), next.begin(), next.end());
+    out.push_back(float(piece_token));
+    next = e.decode(slots, next, params);
+    out.insert(out.end(), next.begin(), next.end());
     return out;
   };
   graph::Engine whole_engine(runtime(), config_, weights(runtime(), {}, 0), o);
