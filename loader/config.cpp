@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdint>
 
 #include "loader/json_file.h"
 #include "runtime/error.h"
@@ -87,13 +88,16 @@ std::vector<int> token_ids(const Reader& r, const char* key) {
   const json* v = r.find(key);
   std::vector<int> ids;
   if (!v) return ids;
+  // Read as 64-bit first, so that an id past int's range is refused rather than wrapped.
+  const auto id = [&](const json& x) {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX)
+      r.fail(key, "must hold token ids (integers from 0), not " + x.dump());
+    return int(x.get<int64_t>());
+  };
   if (v->is_number_integer())
-    ids.push_back(v->get<int>());
+    ids.push_back(id(*v));
   else if (v->is_array()) {
-    for (const auto& x : *v) {
-      if (!x.is_number_integer()) r.fail(key, "must hold integer token ids");
-      ids.push_back(x.get<int>());
-    }
+    for (const auto& x : *v) ids.push_back(id(x));
   } else
     r.fail(key, "must be a token id or a list of them");
   return ids;
@@ -192,9 +196,9 @@ ModelConfig parse_config(const json& j, const std::string& source) {
   if (const json* m = r.find("mlp_only_layers")) {
     if (!m->is_array()) r.fail("mlp_only_layers", "must be a list of layer indices");
     for (const auto& v : *m) {
-      if (!v.is_number_integer() || v.get<int>() < 0 || v.get<int>() >= c.num_hidden_layers)
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.num_hidden_layers)
         r.fail("mlp_only_layers", "holds " + v.dump() + ", not a layer index below num_hidden_layers");
-      c.mlp_only_layers.push_back(v.get<int>());
+      c.mlp_only_layers.push_back(int(v.get<int64_t>()));
     }
   }
   parse_layer_types(r, c);

@@ -126,11 +126,14 @@ Tokenizer::Tokenizer(const std::filesystem::path& path) try : regex_(std::make_u
   // above any released vocabulary (Qwen's is 151,936) so a forged id cannot demand gigabytes.
   constexpr TokenId kMaxTokenId = 1 << 24;
   auto checked_id = [&](const json& value, const std::string& what) {
-    const TokenId id = value.get<TokenId>();
+    // Read as a 64-bit integer first: converting a float such as 8.8e52 to int is undefined
+    // behaviour inside nlohmann::json (found by fuzzing).
+    if (!value.is_number_integer()) throw Error(where + ": " + what + " has an id that is not an integer");
+    const int64_t id = value.get<int64_t>();
     if (id < 0 || id >= kMaxTokenId)
       throw Error(where + ": " + what + " has id " + std::to_string(id) + ", outside 0.." +
                   std::to_string(kMaxTokenId - 1));
-    return id;
+    return TokenId(id);
   };
   TokenId max_id = -1;
   for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
@@ -171,7 +174,8 @@ Tokenizer::Tokenizer(const std::filesystem::path& path) try : regex_(std::make_u
 
   // Added tokens, matched longest-first on the raw text.
   for (const auto& a : j.value("added_tokens", json::array())) {
-    AddedToken t{a.at("content").get<std::string>(), a.at("id").get<TokenId>(), a.value("special", false)};
+    AddedToken t{a.at("content").get<std::string>(), checked_id(a.at("id"), "an added token"),
+                 a.value("special", false)};
     if (t.content.empty()) continue;
     token_bytes_[t.id] = t.content;
     special_[t.id] = t.special;

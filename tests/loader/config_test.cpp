@@ -123,6 +123,10 @@ TEST(ConfigTest, Rejections) {
       {"hidden_act", [](json& j) { j["hidden_act"] = "gelu"; }},
       {"intermediate_size", [](json& j) { j["intermediate_size"] = 0; }},
       {"eos_token_id", [](json& j) { j["eos_token_id"] = 99999; }},
+      // Past int's range: refused, not wrapped to a small id.
+      {"eos_token_id", [](json& j) { j["eos_token_id"] = json::array({(1ll << 32) + 5}); }},
+      {"eos_token_id", [](json& j) { j["eos_token_id"] = 8.8e52; }},
+      {"mlp_only_layers", [](json& j) { j["mlp_only_layers"] = json::array({(1ll << 32) + 1}); }},
       // Absurd sizes are refused by the parser, before anything scales with them.
       {"num_experts", [](json& j) { j["num_experts"] = 1000000000; }},
       {"num_hidden_layers", [](json& j) { j["num_hidden_layers"] = 5000000; }},
