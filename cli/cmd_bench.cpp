@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <numeric>
@@ -174,6 +175,78 @@ Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, ui
   return res;
 }
 
+// Speculative decoding's costs for one sequence (--mtp): a plain 1-token step, a verify step of
+// K + 1 rows, and a whole MTP step (verify, the head's catch-up and K - 1 more drafts), each
+// averaged over `steps` steps. With a trained head the acceptance decides the speed-up; a
+// synthetic head's random drafts are almost never accepted, so the table also gives the speed-up
+// each per-draft acceptance rate a would bring: (1 + a + .. + a^K) x step / MTP step.
+struct MtpCost {
+  uint32_t drafts = 0;
+  double step = 0, verify = 0, mtp_step = 0, tokens_per_step = 0;
+};
+
+MtpCost mtp_cost(graph::Engine& engine, uint32_t drafts, uint32_t steps) {
+  const ops::SamplingParams greedy;
+  const uint32_t slot = 0;
+  const auto first = random_ids(1, engine.config().vocab_size, 9);
+  MtpCost c{.drafts = drafts};
+  const auto timed = [&](auto&& work) {
+    engine.reset(slot);
+    int32_t next = engine.feed_and_sample(slot, first, greedy);
+    work(next, 2u);  // warm-up: the programs are recorded here
+    engine.reset(slot);
+    next = engine.feed_and_sample(slot, first, greedy);
+    const auto start = Clock::now();
+    work(next, steps);
+    return seconds_since(start) / steps;
+  };
+  c.step = timed([&](int32_t next, uint32_t n) {
+    for (uint32_t s = 0; s < n; ++s) next = engine.decode(std::span(&slot, 1), std::span(&next, 1), greedy)[0];
+  });
+  c.verify = timed([&](int32_t next, uint32_t n) {
+    // Random drafts: almost all rejected, so each step advances by one position as plain decoding.
+    for (uint32_t s = 0; s < n; ++s) {
+      std::vector<int32_t> ids = random_ids(drafts + 1, engine.config().vocab_size, s);
+      ids[0] = next;
+      next = engine.verify(std::span(&slot, 1), ids, drafts + 1, std::span(&greedy, 1))[0].back();
+    }
+  });
+  uint64_t emitted = 0;
+  engine.reset(slot);
+  graph::Engine::Speculation spec = engine.mtp_prompt(slot, first, greedy, drafts);
+  spec = engine.mtp_step(slot, spec.emitted.back(), spec.drafts, greedy);  // warm-up
+  const auto start = Clock::now();
+  for (uint32_t s = 0; s < steps; ++s) {
+    spec = engine.mtp_step(slot, spec.emitted.back(), spec.drafts, greedy);
+    emitted += spec.emitted.size();
+  }
+  c.mtp_step = seconds_since(start) / steps;
+  c.tokens_per_step = double(emitted) / steps;
+  return c;
+}
+
+void print_mtp_costs(const std::vector<MtpCost>& costs) {
+  std::printf("\nMTP speculative decoding, one sequence (times per step):\n\n");
+  std::printf(
+      "| drafts K | 1-token step | verify K+1 rows | ratio | MTP step | tokens/step here | "
+      "speed-up at a = 0.5 / 0.7 / 0.9 |\n");
+  std::printf(
+      "| -------: | -----------: | --------------: | ----: | -------: | ---------------: | "
+      "------------------------------: |\n");
+  for (const MtpCost& c : costs) {
+    std::string speedups;
+    for (double a : {0.5, 0.7, 0.9}) {
+      double tokens = 0;
+      for (uint32_t i = 0; i <= c.drafts; ++i) tokens += std::pow(a, double(i));
+      char cell[16];
+      std::snprintf(cell, sizeof cell, "%s%.2fx", speedups.empty() ? "" : " / ", tokens * c.step / c.mtp_step);
+      speedups += cell;
+    }
+    std::printf("| %8u | %9.3f ms | %12.3f ms | %5.2f | %5.3f ms | %16.2f | %31s |\n", c.drafts, c.step * 1e3,
+                c.verify * 1e3, c.verify / c.step, c.mtp_step * 1e3, c.tokens_per_step, speedups.c_str());
+  }
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -185,6 +258,7 @@ void add_bench_command(CLI::App& app) {
     std::vector<uint32_t> depths;
     uint32_t reps = 3;
     bool json = false;
+    std::vector<uint32_t> drafts;  // --mtp
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("bench", "Prompt-processing and generation throughput, with the bandwidth bound");
@@ -203,13 +277,20 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--reps", o->reps, "Timed repetitions per test (after one warm-up)")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Print the results as JSON");
+  cmd->add_flag("--mtp", o->model.mtp, "Also time MTP speculative decoding (verify and draft steps, one sequence)");
+  cmd->add_option("--draft", o->drafts, "Draft tokens per MTP step to time (comma-separated; default 1,2,3)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 7));
   cmd->callback([o] {
     const uint32_t max_prompt = *std::max_element(o->prompts.begin(), o->prompts.end());
     const uint32_t slots = *std::max_element(o->batches.begin(), o->batches.end());
     const uint32_t depth_prompt = o->prompts.front();
     const uint32_t max_depth = o->depths.empty() ? 0 : *std::max_element(o->depths.begin(), o->depths.end());
+    if (o->drafts.empty()) o->drafts = {1, 2, 3};
+    const uint32_t max_draft = *std::max_element(o->drafts.begin(), o->drafts.end());
     const uint64_t longest = std::max<uint64_t>(
-        {max_prompt, o->steps + 1ull, max_depth ? uint64_t(max_depth) + depth_prompt + o->steps + 1 : 0});
+        {max_prompt, o->steps + 1ull, max_depth ? uint64_t(max_depth) + depth_prompt + o->steps + 1 : 0,
+         o->model.mtp ? (o->steps + 4ull) * (max_draft + 1) + max_draft + 1 : 0});
     if (longest > UINT32_MAX) throw Error("-d plus -p plus -n exceeds 2^32 positions");
     const uint32_t context = o->model.context ? o->model.context : uint32_t(longest);
     if (longest > context)
@@ -231,6 +312,9 @@ void add_bench_command(CLI::App& app) {
     for (uint32_t d : o->depths)
       for (Result& r : depth_tests(engine, d, depth_prompt, o->steps, o->model.profile))
         results.push_back(std::move(r));
+    std::vector<MtpCost> mtp_costs;
+    if (o->model.mtp && o->steps > 0)
+      for (uint32_t k : o->drafts) mtp_costs.push_back(mtp_cost(engine, k, o->steps));
     bandwidth = std::max(bandwidth, measure_copy_bandwidth(rt));
     for (Result& r : results)
       if (r.step_bytes) r.bound_tokens_per_second = double(r.batch) * bandwidth / double(r.step_bytes);
@@ -269,6 +353,12 @@ void add_bench_command(CLI::App& app) {
         if (!r.profile.empty()) t["gpu_seconds_by_operator"] = r.profile;
         j["tests"].push_back(t);
       }
+      for (const MtpCost& c : mtp_costs)
+        j["mtp"].push_back({{"drafts", c.drafts},
+                            {"step_seconds", c.step},
+                            {"verify_seconds", c.verify},
+                            {"mtp_step_seconds", c.mtp_step},
+                            {"tokens_per_mtp_step", c.tokens_per_step}});
       std::printf("%s\n", j.dump(1).c_str());
       return;
     }
@@ -292,6 +382,7 @@ void add_bench_command(CLI::App& app) {
         std::printf("| %-15s | %5u | %9.1f |            |              |          |\n", r.test.c_str(), r.batch,
                     r.tokens_per_second);
     }
+    if (!mtp_costs.empty()) print_mtp_costs(mtp_costs);
     if (o->model.profile)
       for (const Result& r : results)
         std::printf("\n%s batch %u, %s", r.test.c_str(), r.batch, format_profile(r.profile).c_str());

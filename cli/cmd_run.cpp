@@ -1,7 +1,10 @@
 // `q3n run -m DIR (-p TEXT | --prompt-file F | --prompt-ids F) [-n N] [sampling] [--chat]`:
 // prompt processing in chunks, then token-by-token generation streamed to stdout, stopping at
-// the model's stop tokens; speeds on stderr at the end.
+// the model's stop tokens; speeds on stderr at the end. With --mtp, speculative decoding: the
+// model's MTP head drafts --draft tokens and one step of the model verifies them (lossless: the
+// same tokens as without, graph::Engine::mtp_step).
 #include <cstdio>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <set>
@@ -24,6 +27,7 @@ void add_run_command(CLI::App& app) {
     SamplingFlags sampling;
     uint64_t seed = 0;
     bool chat = false, print_ids = false;
+    uint32_t draft = 1;  // what measures best on kjv-demo (bench/NOTES.md, session 15)
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("run", "Generate text from a prompt");
@@ -39,6 +43,9 @@ void add_run_command(CLI::App& app) {
   cmd->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template");
   cmd->add_option("--system", o->system, "System message (with --chat)");
   cmd->add_flag("--print-ids", o->print_ids, "Print the generated token ids instead of text");
+  cmd->add_flag("--mtp", o->model.mtp,
+                "Speculative decoding with the checkpoint's MTP head (same output, fewer steps)");
+  cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp")->check(CLI::Range(1, 7));
   cmd->callback([o] {
     if (o->prompt.empty() && o->prompt_file.empty() && o->prompt_ids.empty())
       throw Error("no prompt: give -p TEXT, --prompt-file F or --prompt-ids F");
@@ -90,24 +97,48 @@ void add_run_command(CLI::App& app) {
       }
     };
 
+    // Tokens to emit, in order: one per plain decode step, 1 .. draft + 1 per speculative step.
+    std::deque<int32_t> ready;
+    std::vector<int32_t> drafts;
+    uint64_t spec_steps = 0, spec_accepted = 0;
+    const uint32_t draft = o->draft;
     const auto prefill_start = Clock::now();
-    int32_t next = o->tokens > 0 ? engine.feed_and_sample(0, prompt, sampling) : -1;
+    if (o->tokens > 0 && o->model.mtp) {
+      graph::Engine::Speculation s = engine.mtp_prompt(0, prompt, sampling, draft);
+      ready.assign(s.emitted.begin(), s.emitted.end());
+      drafts = s.drafts;
+    } else if (o->tokens > 0) {
+      ready.push_back(engine.feed_and_sample(0, prompt, sampling));
+    }
     const double prefill_seconds = seconds_since(prefill_start);
     const auto decode_start = Clock::now();
     std::string stopped = "token limit";
     for (int i = 0; i < o->tokens; ++i) {
+      const int32_t next = ready.front();
+      ready.pop_front();
       if (stops.count(next)) {
         stopped = "stop token";
         break;
       }
       emit(next);
       if (i + 1 == o->tokens) break;
+      if (!ready.empty()) continue;
       if (engine.position(0) >= context) {
         stopped = "context full (raise --ctx)";
         break;
       }
       const uint32_t slot = 0;
-      next = engine.decode(std::span(&slot, 1), std::span(&next, 1), sampling)[0];
+      // A speculative step needs room for its verified rows and the head's draft positions;
+      // near the end of the context plain steps finish the job.
+      if (o->model.mtp && engine.position(0) + 2 * (draft + 1) <= context) {
+        graph::Engine::Speculation s = engine.mtp_step(slot, next, drafts, sampling);
+        ready.assign(s.emitted.begin(), s.emitted.end());
+        drafts = s.drafts;
+        ++spec_steps;
+        spec_accepted += s.emitted.size() - 1;
+      } else {
+        ready.push_back(engine.decode(std::span(&slot, 1), std::span(&next, 1), sampling)[0]);
+      }
     }
     const double decode_seconds = seconds_since(decode_start);
     if (stream) std::fputs(stream->flush().c_str(), stdout);
@@ -124,6 +155,10 @@ void add_run_command(CLI::App& app) {
                    prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated.size(), stopped.c_str(),
                    decode_seconds > 0 && decoded ? decoded / decode_seconds : 0.0);
     }
+    if (o->model.mtp && spec_steps)
+      std::fprintf(stderr, "[q3n] MTP: %llu steps of %u drafts, %.1f%% accepted, %.2f tokens per step\n",
+                   static_cast<unsigned long long>(spec_steps), draft, 100.0 * spec_accepted / (spec_steps * draft),
+                   double(spec_steps + spec_accepted) / spec_steps);
     if (o->model.profile) std::fprintf(stderr, "%s", format_profile(engine.take_profile()).c_str());
   });
 }

@@ -106,6 +106,8 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
     graph::check_supported(s.config, (std::filesystem::path(o.model) / "config.json").string());
     s.checkpoint = std::make_unique<Checkpoint>(o.model);
     validate_checkpoint(*s.checkpoint, s.config);
+    if (o.mtp && !has_mtp_tensors(*s.checkpoint))
+      throw Error("--mtp: the checkpoint in " + o.model + " has no MTP head (no mtp.* tensors); run without --mtp");
   }
   uint32_t context = shape.context ? shape.context : std::max(default_context(s.config), shape.min_context);
   const bool fit_context = shape.fit_context && !shape.context;
@@ -124,8 +126,9 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
     s.runtimes.push_back(std::make_unique<Runtime>(ro));
   }
   const ops::KvType kv = ops::parse_kv_type(o.kv);
-  const MemoryFit fit(s.runtimes, s.config, graph::DeviceWeights::planned_parts(s.config, s.checkpoint.get(), format),
-                      format, kv, o.split.empty() ? std::vector<double>{} : graph::parse_split(o.split, names.size()));
+  const MemoryFit fit(s.runtimes, s.config,
+                      graph::DeviceWeights::planned_parts(s.config, s.checkpoint.get(), format, o.mtp), format, kv,
+                      o.split.empty() ? std::vector<double>{} : graph::parse_split(o.split, names.size()));
   if (fit_context) context = fit.context_that_fits(context, default_context(s.config), slots);
   fit.check(context, slots, shape.fit_slots);
   const std::vector<graph::LayerSpan> spans = fit.spans(slots, context);
@@ -140,8 +143,9 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
     wo.format = format;
     wo.cache_dir = o.cache;
     wo.layers = spans[d];
+    wo.mtp = o.mtp;
     const uint64_t load_bytes =
-        synthetic ? graph::DeviceWeights::planned_bytes(s.config, nullptr, format) : s.checkpoint->total_bytes();
+        synthetic ? graph::DeviceWeights::planned_bytes(s.config, nullptr, format, o.mtp) : s.checkpoint->total_bytes();
     auto weights = [&] {
       std::string what = synthetic ? "generating weights" : "loading weights";
       if (spans.size() > 1) what += " (device " + std::to_string(d) + ")";
@@ -161,6 +165,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   eo.decode_rows = o.decode_rows;
   eo.batch_invariant = o.batch_invariant;
   eo.profile = o.profile;
+  eo.mtp = o.mtp;
   s.engine = std::make_unique<graph::Engine>(std::move(devices), s.config, eo);
   return s;
 }

@@ -34,6 +34,7 @@ struct ModelOptions {
   uint32_t decode_rows = graph::EngineOptions{}.decode_rows;  // sequences per decode step at most
   bool batch_invariant = false;  // every decode step on the GEMV kernels (graph::EngineOptions)
   bool profile = false;
+  bool mtp = false;  // load the MTP head for speculative decoding (q3n run --mtp)
 };
 void add_model_options(CLI::App& cmd, ModelOptions& o);
 

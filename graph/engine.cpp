@@ -28,12 +28,19 @@ StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shap
   StepIO io;
   io.ids = rt.allocator.allocate(uint64_t(shape.rows()) * 4, MemoryKind::Upload, "token ids");
   io.seqs = rt.allocator.allocate(uint64_t(shape.sequences()) * 8, MemoryKind::Upload, "sequence table");
-  io.sampling = rt.allocator.allocate(uint64_t(shape.sequences()) * 32, MemoryKind::Upload, "sampling parameters");
+  io.sampling = rt.allocator.allocate(uint64_t(shape.sampled_rows()) * 32, MemoryKind::Upload, "sampling parameters");
   if (layers.heads(c) && (shape.head == Head::LastLogits || shape.head == Head::AllLogits))
     io.logits = rt.allocator.allocate(uint64_t(shape.logit_rows()) * c.vocab_size * 4, MemoryKind::Readback, "logits");
-  io.sampled = rt.allocator.allocate(uint64_t(shape.sequences()) * 4, MemoryKind::Readback, "sampled ids");
-  io.status = rt.allocator.allocate(uint64_t(std::max(c.num_hidden_layers, 1)) * 4, MemoryKind::Upload, "step status");
-  if (!layers.embeds())
+  io.sampled = rt.allocator.allocate(uint64_t(shape.sampled_rows()) * 4, MemoryKind::Readback, "sampled ids");
+  if (shape.verify) {
+    io.row_seqs = rt.allocator.allocate(uint64_t(shape.rows()) * 8, MemoryKind::Upload, "verify row table");
+    io.accepted = rt.allocator.allocate(uint64_t(shape.sequences()) * 4, MemoryKind::Readback, "accepted counts");
+  }
+  io.status = rt.allocator.allocate(uint64_t(c.num_hidden_layers + 1) * 4, MemoryKind::Upload, "step status");
+  if (shape.hidden || shape.mtp)
+    io.final_hidden =
+        rt.allocator.allocate(uint64_t(shape.rows()) * c.hidden_size * 4, MemoryKind::Readback, "final hidden state");
+  if (!layers.embeds() || shape.mtp)
     io.hidden_in = rt.allocator.allocate(handoff_bytes(c, shape), MemoryKind::Upload, "hidden state in");
   if (!layers.heads(c))
     io.hidden_out = rt.allocator.allocate(handoff_bytes(c, shape), MemoryKind::Readback, "hidden state out");
@@ -61,14 +68,19 @@ Engine::Engine(std::vector<EngineDevice> devices, const ModelConfig& config, con
     if (!d.runtime || d.layers.first != next || d.layers.last_of(config) <= next)
       throw Error("internal: the devices' layer spans must cover the layers in order, each at least one");
     next = d.layers.last_of(config);
-    stages_.push_back(std::make_unique<Stage>(Stage{*d.runtime, d.layers, std::move(d.weights),
-                                                    SequenceState(*d.runtime, config, options.slots, options.context,
-                                                                  options.kv_type, options.kv_chunk_bytes, d.layers),
-                                                    Allocation()}));
+    stages_.push_back(
+        std::make_unique<Stage>(Stage{*d.runtime, d.layers, std::move(d.weights),
+                                      SequenceState(*d.runtime, config, options.slots, options.context, options.kv_type,
+                                                    options.kv_chunk_bytes, d.layers, options.mtp),
+                                      Allocation()}));
     options_.prefill_chunk = std::clamp(options_.prefill_chunk, 1u, max_chunk(d.runtime->device));
   }
   if (stages_.empty() || next != uint32_t(config.num_hidden_layers))
     throw Error("internal: the devices' layer spans must cover every layer");
+  if (options.mtp && stages_.size() > 1)
+    throw Error("--mtp does not run on a pipeline split (--devices) yet; drop one of them");
+  if (options.mtp && !stages_.back()->weights.mtp)
+    throw Error("internal: an MTP engine needs weights loaded with WeightOptions::mtp");
   // A pipelined decode keeps (devices + 1) programs of different lanes at once.
   options_.max_programs = std::max<uint32_t>(options_.max_programs, 2 * uint32_t(stages_.size()) + 2);
   options_.decode_rows = std::clamp(options_.decode_rows, 1u, kMaxDecodeRows);
@@ -198,6 +210,22 @@ void Engine::prepare(const StepShape& shape, size_t device, std::span<const uint
   if (device == 0) std::memcpy(io.ids.mapped(), ids.data(), ids.size() * 4);
   auto* seqs = static_cast<uint32_t*>(io.seqs.mapped());
   auto* sampling = static_cast<uint32_t*>(io.sampling.mapped());
+  if (shape.verify) {
+    // Row t of sequence b is fed at position p + t and draws the token of position p + t + 1.
+    auto* rows = static_cast<uint32_t*>(io.row_seqs.mapped());
+    for (uint32_t b = 0; b < shape.batch; ++b) {
+      const uint32_t position = positions_.at(slots[b]);
+      seqs[2 * b] = slots[b], seqs[2 * b + 1] = position;
+      for (uint32_t t = 0; t < shape.tokens; ++t) {
+        const uint32_t r = b * shape.tokens + t;
+        rows[2 * r] = slots[b], rows[2 * r + 1] = position + t;
+        const auto record = ops::sampling_record(params[params.size() == 1 ? 0 : b], position + t + 1);
+        std::memcpy(sampling + 8 * r, record.data(), 32);
+      }
+    }
+    std::memset(io.status.mapped(), 0, size_t(config_.num_hidden_layers + 1) * 4);
+    return;
+  }
   for (uint32_t b = 0; b < shape.sequences(); ++b) {
     seqs[2 * b] = slots[b];
     seqs[2 * b + 1] = positions_.at(slots[b]);
@@ -211,14 +239,14 @@ void Engine::prepare(const StepShape& shape, size_t device, std::span<const uint
   }
   if (device > 0)
     std::memcpy(io.hidden_in.mapped(), st.parts[device - 1].io.hidden_out.mapped(), handoff_bytes(config_, shape));
-  std::memset(io.status.mapped(), 0, size_t(config_.num_hidden_layers) * 4);
+  std::memset(io.status.mapped(), 0, size_t(config_.num_hidden_layers + 1) * 4);
 }
 
 void Engine::check_status(const StepShape& shape, size_t device) const {
   const auto* status = static_cast<const uint32_t*>(steps_.at(shape).parts[device].io.status.mapped());
-  for (int L = 0; L < config_.num_hidden_layers; ++L)
+  for (int L = 0; L <= config_.num_hidden_layers; ++L)
     if (status[L])
-      throw Error("layer " + std::to_string(L) +
+      throw Error((L == config_.num_hidden_layers ? std::string("the MTP head") : "layer " + std::to_string(L)) +
                   ": the MoE router produced NaN or infinite logits (corrupt weights, or fp16 overflow on the "
                   "matrix units: try --no-coopmat); the output would be meaningless, so q3n stopped");
 }
@@ -341,6 +369,157 @@ std::vector<int32_t> Engine::decode(std::span<const uint32_t> slots, std::span<c
   for (const GroupStep& g : groups) sampled.insert(sampled.end(), g.sampled.begin(), g.sampled.end());
   check_sampled(sampled);
   return sampled;
+}
+
+uint32_t Engine::max_verify_rows() const {
+  const StepOptions o = step_options();
+  return std::min({o.decode_gemv_max_tokens, o.decode_expert_gemv_max_tokens, options_.decode_rows});
+}
+
+std::vector<std::vector<int32_t>> Engine::verify(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                                 uint32_t tokens, std::span<const ops::SamplingParams> params) {
+  return run_verify(slots, ids, tokens, params, false);
+}
+
+std::vector<std::vector<int32_t>> Engine::run_verify(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                                     uint32_t tokens, std::span<const ops::SamplingParams> params,
+                                                     bool hidden) {
+  if (tokens == 0 || slots.empty() || ids.size() != slots.size() * tokens)
+    throw Error("internal: a verify step needs `tokens` ids for each sequence");
+  if (params.size() != 1 && params.size() != slots.size())
+    throw Error("internal: a verify step needs one set of sampling parameters, or one per sequence");
+  if (stages_.size() != 1) throw Error("speculative decoding does not run on a pipeline split (--devices) yet");
+  if (slots.size() * tokens > max_verify_rows())
+    throw Error("internal: a verify step of " + std::to_string(slots.size() * tokens) + " rows passes the " +
+                std::to_string(max_verify_rows()) + " rows that keep the decode kernels");
+  check_ids(ids);
+  std::vector<bool> seen(options_.slots, false);
+  for (uint32_t s : slots) {
+    if (s >= options_.slots || seen[s]) throw Error("internal: a verify step's slots must exist and differ");
+    seen[s] = true;
+    check_room(s, tokens);
+  }
+  StepShape shape{static_cast<uint32_t>(slots.size()), tokens, Head::Sample};
+  shape.verify = true;
+  shape.hidden = hidden;
+  Step& st = step(shape);
+  prepare(shape, 0, slots, ids, params);
+  st.parts[0].program->run();
+  check_status(shape, 0);
+  const auto* sampled = static_cast<const int32_t*>(st.parts[0].io.sampled.mapped());
+  const auto* count = static_cast<const uint32_t*>(st.parts[0].io.accepted.mapped());
+  std::vector<std::vector<int32_t>> emitted(slots.size());
+  for (size_t b = 0; b < slots.size(); ++b) {
+    if (count[b] < 1 || count[b] > tokens) throw Error("internal: a verify step accepted an impossible count");
+    emitted[b].assign(sampled + b * tokens, sampled + b * tokens + count[b]);
+    check_sampled(emitted[b]);
+    positions_.at(slots[b]) += count[b];
+  }
+  return emitted;
+}
+
+std::vector<int32_t> Engine::run_mtp(uint32_t slot, uint32_t position, std::span<const int32_t> next_ids,
+                                     const float* hidden, std::vector<float>& hm) {
+  const uint32_t rows = static_cast<uint32_t>(next_ids.size()), H = config_.hidden_size;
+  if (position + rows > options_.context) throw Error("internal: MTP rows past the context");
+  StepShape shape{1, rows, Head::Sample};
+  shape.mtp = true;
+  Step& st = step(shape);
+  StepIO& io = st.parts.back().io;
+  std::memcpy(io.ids.mapped(), next_ids.data(), next_ids.size() * 4);
+  auto* seqs = static_cast<uint32_t*>(io.seqs.mapped());
+  seqs[0] = slot, seqs[1] = position;
+  const auto greedy = ops::sampling_record(ops::SamplingParams{}, 0);
+  for (uint32_t r = 0; r < rows; ++r)
+    std::memcpy(static_cast<uint32_t*>(io.sampling.mapped()) + 8 * r, greedy.data(), 32);
+  std::memcpy(io.hidden_in.mapped(), hidden, size_t(rows) * H * 4);
+  std::memset(io.status.mapped(), 0, size_t(config_.num_hidden_layers + 1) * 4);
+  st.parts.back().program->run();
+  check_status(shape, stages_.size() - 1);
+  const auto* out = static_cast<const float*>(io.final_hidden.mapped());
+  hm.assign(out + size_t(rows - 1) * H, out + size_t(rows) * H);
+  const auto* sampled = static_cast<const int32_t*>(io.sampled.mapped());
+  std::vector<int32_t> drafts(sampled, sampled + rows);
+  // A draft is only a guess: one from a NaN row (outside the vocabulary) becomes 0, which the
+  // verify step simply rejects if it is wrong.
+  for (int32_t& d : drafts)
+    if (d < 0 || d >= config_.vocab_size) d = 0;
+  return drafts;
+}
+
+void Engine::draft_more(uint32_t slot, uint32_t position, uint32_t drafts, std::vector<float>& hm,
+                        std::vector<int32_t>& out) {
+  while (out.size() < drafts) {
+    const int32_t last = out.back();
+    const std::vector<float> hidden = hm;
+    out.push_back(run_mtp(slot, position++, std::span(&last, 1), hidden.data(), hm)[0]);
+  }
+}
+
+Engine::Speculation Engine::mtp_prompt(uint32_t slot, std::span<const int32_t> prompt,
+                                       const ops::SamplingParams& params, uint32_t drafts) {
+  if (!options_.mtp) throw Error("internal: mtp_prompt on an engine without the MTP head");
+  if (prompt.empty()) throw Error("cannot sample after an empty prompt");
+  check_ids(prompt);
+  check_room(slot, prompt.size());
+  const uint32_t slots[1] = {slot};
+  Speculation out;
+  std::vector<float> hm;
+  size_t start = 0;
+  for (const uint32_t n : prompt_pieces(prompt.size())) {
+    const bool last = start + n == prompt.size();
+    StepShape shape{1, n, last ? Head::Sample : Head::None};
+    shape.hidden = true;
+    const uint32_t position = positions_.at(slot);
+    run_step(shape, slots, prompt.subspan(start, n),
+             last ? std::span(&params, 1) : std::span<const ops::SamplingParams>());
+    const StepIO& io = head_io(shape);
+    // Row t of the head pairs the model's state at position t with the token after it: the
+    // prompt's next token, and after the last row the sampled one.
+    std::vector<int32_t> next(prompt.begin() + ptrdiff_t(start + 1), prompt.begin() + ptrdiff_t(start + n));
+    if (last) {
+      out.emitted = {static_cast<const int32_t*>(io.sampled.mapped())[0]};
+      check_sampled(out.emitted);
+      next.push_back(out.emitted[0]);
+    } else {
+      next.push_back(prompt[start + n]);
+    }
+    const std::vector<float> hidden(
+        static_cast<const float*>(io.final_hidden.mapped()),
+        static_cast<const float*>(io.final_hidden.mapped()) + size_t(n) * config_.hidden_size);
+    const std::vector<int32_t> d = run_mtp(slot, position, next, hidden.data(), hm);
+    if (last) out.drafts = {d.back()};
+    start += n;
+  }
+  if (drafts == 0)
+    out.drafts.clear();
+  else
+    draft_more(slot, positions_.at(slot), drafts, hm, out.drafts);
+  return out;
+}
+
+Engine::Speculation Engine::mtp_step(uint32_t slot, int32_t last, std::span<const int32_t> drafts,
+                                     const ops::SamplingParams& params) {
+  if (!options_.mtp) throw Error("internal: mtp_step on an engine without the MTP head");
+  const uint32_t position = positions_.at(slot), tokens = static_cast<uint32_t>(drafts.size() + 1);
+  std::vector<int32_t> ids = {last};
+  ids.insert(ids.end(), drafts.begin(), drafts.end());
+  const uint32_t slots[1] = {slot};
+  Speculation out;
+  out.emitted = run_verify(slots, ids, tokens, std::span(&params, 1), true)[0];
+  if (drafts.empty()) return out;
+  // The head catches up over the committed rows (row t: the state at position + t and the
+  // token emitted after it); rows past them wrote MTP KV entries that later rows overwrite
+  // before any attention reads them.
+  StepShape verify_shape{1, tokens, Head::Sample};
+  verify_shape.verify = true;
+  verify_shape.hidden = true;
+  const auto* rows = static_cast<const float*>(head_io(verify_shape).final_hidden.mapped());
+  const std::vector<float> hidden(rows, rows + out.emitted.size() * config_.hidden_size);
+  std::vector<float> hm;
+  out.drafts = {run_mtp(slot, position, out.emitted, hidden.data(), hm).back()};
+  draft_more(slot, positions_.at(slot), uint32_t(drafts.size()), hm, out.drafts);
+  return out;
 }
 
 void Engine::add_decode_groups(std::span<const uint32_t> slots, std::span<const int32_t> ids,

@@ -54,6 +54,9 @@ struct EngineOptions {
   // stay within a mean KL of ~1e-5 of the fp32 path, bench/NOTES.md session 10).
   bool batch_invariant = false;
   bool profile = false;
+  // Speculative decoding with the MTP head (mtp_prompt / mtp_step): the weights must hold the
+  // head (WeightOptions::mtp); its KV cache is allocated with the state. One device only.
+  bool mtp = false;
   // RoPE angles at position + rope_offset (cache rows stay at position). 0 in every command: it
   // lets tests compare with HF's logits at positions near 262,144 (position_ids shifted) without
   // filling that many positions first.
@@ -118,6 +121,30 @@ class Engine {
   std::vector<int32_t> decode_with_piece(std::span<const uint32_t> slots, std::span<const int32_t> ids,
                                          std::span<const ops::SamplingParams> params, const PromptPiece& piece,
                                          int32_t& piece_token);
+
+  // Speculative decoding's verify step (StepShape::verify). Each sequence's `tokens` ids are its
+  // last sampled token, not yet fed, then tokens - 1 draft tokens. Returns, per sequence, the
+  // drafts accepted and the token after them (1 .. tokens ids): the ids plain decode() steps
+  // would emit at these positions, bit for bit, greedy or sampled (each row computes and draws
+  // as a decode step at its position). The state and position advance over the accepted rows only.
+  std::vector<std::vector<int32_t>> verify(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                           uint32_t tokens, std::span<const ops::SamplingParams> params);
+  // Rows a verify step may carry: those whose matrix products keep the decode kernels.
+  uint32_t max_verify_rows() const;
+
+  // MTP speculative decoding of one sequence (EngineOptions::mtp). `emitted` are the tokens
+  // plain decoding would emit (the first one not yet fed), `drafts` the head's guesses at the
+  // tokens after them, for the next mtp_step.
+  struct Speculation {
+    std::vector<int32_t> emitted, drafts;
+  };
+  // Feeds a prompt (the MTP head runs over it too, filling its KV cache), samples the token after
+  // it and drafts `drafts` tokens beyond.
+  Speculation mtp_prompt(uint32_t slot, std::span<const int32_t> prompt, const ops::SamplingParams& params,
+                         uint32_t drafts);
+  // Verifies [last, drafts] in one step (1 .. drafts + 1 tokens emitted) and drafts as many again.
+  // Needs position + drafts + 1 <= context.
+  Speculation mtp_step(uint32_t slot, int32_t last, std::span<const int32_t> drafts, const ops::SamplingParams& params);
 
   // How the engine's step graphs compute (kernel choices from batch_invariant; rope_offset).
   StepOptions step_options() const;
@@ -197,6 +224,16 @@ class Engine {
   // split, different groups on different devices at once.
   void run_groups(std::vector<GroupStep>& groups);
   void check_sampled(std::span<const int32_t> ids) const;
+  // Verify with the hidden rows kept when the MTP head will read them.
+  std::vector<std::vector<int32_t>> run_verify(std::span<const uint32_t> slots, std::span<const int32_t> ids,
+                                               uint32_t tokens, std::span<const ops::SamplingParams> params,
+                                               bool hidden);
+  // The MTP head over rows at positions position .. (model hidden rows and next ids in): the
+  // greedy draft of each row, and `hm` the head's output state of the last row.
+  std::vector<int32_t> run_mtp(uint32_t slot, uint32_t position, std::span<const int32_t> next_ids, const float* hidden,
+                               std::vector<float>& hm);
+  // Drafts after the first: the head on its own output state, one position at a time.
+  void draft_more(uint32_t slot, uint32_t position, uint32_t drafts, std::vector<float>& hm, std::vector<int32_t>& out);
 
   ModelConfig config_;
   EngineOptions options_;

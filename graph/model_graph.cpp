@@ -11,6 +11,7 @@
 #include "runtime/ops/moe.h"
 #include "runtime/ops/rms_norm.h"
 #include "runtime/ops/sample.h"
+#include "runtime/ops/spec_accept.h"
 
 namespace q3n::graph {
 
@@ -68,11 +69,14 @@ class Builder {
         segments_(step_segments(shape)) {
     if (shape.piece && (shape.tokens != 1 || shape.head != Head::Sample))
       throw Error("internal: a mixed step carries decode rows (one token each) and samples");
-    // Decode rows (one token per sequence) may leave the GEMV early; prompt pieces keep it up to
-    // the GEMV's limit, as `q3n run` gives them.
+    if (shape.verify && (shape.piece || shape.head != Head::Sample || !span_.whole(c)))
+      throw Error("internal: a verify step samples every row, on one device, with no prompt piece");
+    // Decode rows (one token per sequence, or a verify step's rows, which must compute as decode
+    // rows) may leave the GEMV early; prompt pieces keep it up to the GEMV's limit, as `q3n run`
+    // gives them.
     for (const StepSegment& seg : segments_) {
       const auto limit = [&](uint32_t decode, uint32_t most) {
-        return seg.tokens == 1 ? std::min(decode, most) : most;
+        return seg.tokens == 1 || shape.verify ? std::min(decode, most) : most;
       };
       linear_segments_.push_back({seg.rows(), limit(options.decode_gemv_max_tokens, ops::kGemvMaxTokens)});
       expert_segments_.push_back({seg.rows(), limit(options.decode_expert_gemv_max_tokens, ops::kExpertGemvMaxTokens)});
@@ -80,8 +84,15 @@ class Builder {
   }
 
   Graph build() {
+    if (shape_.mtp) {
+      mtp();
+      g_.prune();
+      return std::move(g_);
+    }
     const uint32_t H = c_.hidden_size;
     seqs_ = g_.bind("sequence table", TensorRole::Input, io_.seqs.range(), dims({shape_.sequences(), 2}, "u32"));
+    if (shape_.verify)
+      row_seqs_ = g_.bind("verify row table", TensorRole::Input, io_.row_seqs.range(), dims({rows_, 2}, "u32"));
     TensorId h = g_.scratch("hidden", uint64_t(rows_) * H * 4, dims({rows_, H}));
     TensorId pending = kNone;  // the previous MLP's output, added into h by the next norm
     if (span_.embeds())
@@ -92,7 +103,8 @@ class Builder {
       const std::string name = "layer " + std::to_string(L);
       const LayerWeights& lw = w_.layers[L];
       TensorId x = norm(name + " input_layernorm", h, pending, lw.input_norm, rows_);
-      TensorId mixed = lw.type == LayerType::LinearAttention ? delta_net(name, L, x) : attention(name, L, x);
+      TensorId mixed = lw.type == LayerType::LinearAttention ? delta_net(name, L, x)
+                                                             : attention(name, lw.attention, state_.layers()[L], x);
       x = norm(name + " post_attention_layernorm", h, mixed, lw.post_norm, rows_);
       pending = lw.mlp.moe ? moe(name, L, lw.mlp, x) : swiglu_mlp(name + " mlp", x, lw.mlp.gate_up, lw.mlp.down);
     }
@@ -111,7 +123,7 @@ class Builder {
 
   void embedding(TensorId h) {
     const uint32_t H = c_.hidden_size;
-    const TensorId ids = g_.bind("token ids", TensorRole::Input, io_.ids.range(), dims({rows_}, "i32"));
+    const TensorId ids = ids_ = g_.bind("token ids", TensorRole::Input, io_.ids.range(), dims({rows_}, "i32"));
     const TensorId embed = weight("embed_tokens", w_.embed);
     // Node lambdas outlive this builder: they capture values only, never `this`.
     const Matrix table = w_.embed;
@@ -126,6 +138,46 @@ class Builder {
                                      .dim = H,
                                      .tokens = rows});
             }});
+  }
+
+  // The MTP head over the step's rows (spec §4.2): row t takes the model's final-normed hidden
+  // state at position p + t (host-written) and the id of the token after it, and drafts the token
+  // after that (greedy, through the model's lm_head); its attention layer has its own KV cache.
+  // The head's own output hm goes back too: it is the next draft step's hidden state (§4.3).
+  void mtp() {
+    const uint32_t H = c_.hidden_size;
+    if (!w_.mtp) throw Error("internal: an MTP step without the MTP weights");
+    const MtpWeights& m = *w_.mtp;
+    seqs_ = g_.bind("sequence table", TensorRole::Input, io_.seqs.range(), dims({1, 2}, "u32"));
+    const TensorId e = g_.scratch("MTP embedding", uint64_t(rows_) * H * 4, dims({rows_, H}));
+    embedding(e);
+    const TensorId hidden = g_.bind("hidden state (the model's, final-normed)", TensorRole::Input,
+                                    io_.hidden_in.range().sub(0, uint64_t(rows_) * H * 4), dims({rows_, H}));
+    const TensorId a = norm("mtp.pre_fc_norm_embedding", e, kNone, m.norm_embedding, rows_);
+    const TensorId b = norm("mtp.pre_fc_norm_hidden", hidden, kNone, m.norm_hidden, rows_);
+    // fc's input is [embedding half | hidden half] per row (spec §4.2: the order matters).
+    const TensorId both = g_.scratch("MTP fc input", uint64_t(rows_) * 2 * H * 4, dims({rows_, 2 * H}));
+    const uint32_t rows = rows_;
+    g_.add({"MTP concat", "copy", {a, b}, {both}, [=](const Bindings& bd, PipelineLibrary&, CommandBuffer& cb) {
+              cb.copy_rows(bd[a], bd[both], rows, uint64_t(H) * 4, uint64_t(H) * 4, uint64_t(2 * H) * 4);
+              cb.copy_rows(bd[b], bd[both].sub(uint64_t(H) * 4, bd[both].size - uint64_t(H) * 4), rows, uint64_t(H) * 4,
+                           uint64_t(H) * 4, uint64_t(2 * H) * 4);
+            }});
+    const TensorId h = linear("mtp.fc", both, m.fc);
+    const std::string name = "mtp.layers.0";
+    TensorId x = norm(name + " input_layernorm", h, kNone, m.layer.input_norm, rows_);
+    const TensorId mixed = attention(name, m.layer.attention, state_.mtp_layer(), x);
+    x = norm(name + " post_attention_layernorm", h, mixed, m.layer.post_norm, rows_);
+    const TensorId pending = m.layer.mlp.moe ? moe(name, c_.num_hidden_layers, m.layer.mlp, x)
+                                             : swiglu_mlp(name + " mlp", x, m.layer.mlp.gate_up, m.layer.mlp.down);
+    const TensorId hm = norm("mtp.norm", h, pending, m.final_norm, rows_);
+    const TensorId out =
+        g_.bind("MTP hidden state (host)", TensorRole::Output, io_.final_hidden.range(), dims({rows_, H}));
+    const uint64_t bytes = uint64_t(rows_) * H * 4;
+    g_.add({"MTP hidden to host", "copy", {hm}, {out}, [=](const Bindings& bd, PipelineLibrary&, CommandBuffer& cb) {
+              cb.copy(bd[hm], bd[out], bytes);
+            }});
+    sample_rows(hm, 0);
   }
 
   // A pipeline split: the previous device's hidden state into h, its pending MLP output (returned).
@@ -243,6 +295,8 @@ class Builder {
     }
     const std::vector<StepSegment> segments = segments_;
     const uint32_t conv_dim = s.qkv_width(), kernel = c_.linear_conv_kernel_dim, value_dim = s.value_heads * s.dv;
+    // A verify step leaves the state to its commit (verify_commit).
+    const ops::StateUpdate update = shape_.verify ? ops::StateUpdate::Keep : ops::StateUpdate::Write;
     const TensorId mixed = linear(name + " in_proj_qkv", x, w.qkv);
     const TensorId z = linear(name + " in_proj_z", x, w.z);
     const TensorId ba = linear(name + " in_proj_ba", x, w.ba);
@@ -271,7 +325,8 @@ class Builder {
                                            .batch = seg.batch,
                                            .tokens = seg.tokens,
                                            .channels = conv_dim,
-                                           .kernel = kernel});
+                                           .kernel = kernel,
+                                           .update = update});
               }
             }});
 
@@ -297,9 +352,10 @@ class Builder {
     // chunk intermediates.
     ops::DeltaChunkScratchFloats f{};
     std::vector<ops::DeltaChunkScratchFloats> offsets;
+    const bool verify = shape_.verify;
     for (const ops::DeltaShape& seg : seg_shapes) {
       offsets.push_back(f);
-      if (seg.tokens == 1) continue;
+      if (seg.tokens == 1 || verify) continue;
       const ops::DeltaChunkScratchFloats n = ops::delta_chunk_scratch_floats(seg);
       f = {f.gamma + n.gamma, f.w + n.w, f.kc + n.kc, f.u + n.u, f.snapshots + n.snapshots};
     }
@@ -333,8 +389,9 @@ class Builder {
                     .state = b[recurrent],
                     .seqs = seq_rows(b[seqs], seg),
                     .out = b[core].sub(uint64_t(seg.first_row) * value_dim * 4, sh.rows() * value_dim * 4),
-                    .shape = sh};
-                if (ops::delta_rule_takes_recurrent(p, sh)) {
+                    .shape = sh,
+                    .update = update};
+                if (verify || ops::delta_rule_takes_recurrent(p, sh)) {
                   ops::record_delta_rule_recurrent(p, cb, args);
                   continue;
                 }
@@ -347,6 +404,8 @@ class Builder {
                                                 .snapshots = b[snaps].sub(o.snapshots * 4, n.snapshots * 4)});
               }
             }});
+    if (verify)
+      commits_.push_back({name, mixed, conv_w, conv_state, qkv, gates, recurrent, w.conv_type, seg_shapes[0], kernel});
     const TensorId norm_w = vector(name + " linear_attn.norm.weight", w.norm, s.dv);
     const TensorId normed =
         g_.scratch(name + " gated norm out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
@@ -370,9 +429,7 @@ class Builder {
     return linear(name + " out_proj", normed, w.out);
   }
 
-  TensorId attention(const std::string& name, int L, TensorId x) {
-    const AttentionWeights& w = w_.layers[L].attention;
-    const LayerState& st = state_.layers()[L];
+  TensorId attention(const std::string& name, const AttentionWeights& w, const LayerState& st, TensorId x) {
     ops::AttentionShape s;
     s.heads = c_.num_attention_heads;
     s.kv_heads = c_.num_key_value_heads;
@@ -386,7 +443,10 @@ class Builder {
     std::vector<ops::AttentionShape> seg_shapes;
     std::vector<uint64_t> part_offsets;
     uint64_t parts = 0;
-    for (const StepSegment& seg : segments_) {
+    // A verify step's rows are each their own entry of the row table at its own position: the
+    // arithmetic of a decode row (the K/V of every row is appended before any row attends).
+    const std::vector<StepSegment> segments = shape_.verify ? std::vector<StepSegment>{{0, 0, rows_, 1}} : segments_;
+    for (const StepSegment& seg : segments) {
       ops::AttentionShape g = s;
       g.batch = seg.batch;
       g.tokens = seg.tokens;
@@ -395,7 +455,6 @@ class Builder {
       part_offsets.push_back(parts);
       if (g.splits > 1) parts += uint64_t(g.batch) * g.splits * g.tokens * g.heads;
     }
-    const std::vector<StepSegment> segments = segments_;
     const TensorId qkv = linear(name + " {q,k,v}_proj", x, w.qkv);
     const TensorId qn = vector(name + " q_norm", w.q_norm, s.head_dim),
                    kn = vector(name + " k_norm", w.k_norm, s.head_dim);
@@ -410,7 +469,7 @@ class Builder {
         g_.scratch(name + " split partials", parts ? parts * s.head_dim * 4 : 4, dims({parts, s.head_dim}));
     const TensorId pml = g_.scratch(name + " split stats", parts ? parts * 8 : 4, dims({parts, 2}));
     const TensorId out = g_.scratch(name + " attention out", uint64_t(rows_) * qdim * 4, dims({rows_, qdim}));
-    const TensorId seqs = seqs_;
+    const TensorId seqs = shape_.verify ? row_seqs_ : seqs_;
     // fp32 checkpoints keep fp32 arithmetic, as their projections do (record_linear).
     const bool matrix_units = w.qkv.type != ops::WeightType::F32;
     g_.add({name + " attention",
@@ -530,15 +589,34 @@ class Builder {
   }
 
   void head(TensorId h, TensorId pending) {
-    if (shape_.head == Head::None) return;
-    const uint32_t V = c_.vocab_size, H = c_.hidden_size;
-    const bool all = shape_.head == Head::AllLogits;
+    if (shape_.head == Head::None && !shape_.hidden) return;
+    const uint32_t H = c_.hidden_size;
+    const bool all = shape_.head == Head::AllLogits || shape_.verify;
     if (!all && shape_.batch > 1 && shape_.tokens > 1)
       throw Error("internal: last-token heads need one sequence or one token per sequence");
     const uint32_t rows = shape_.logit_rows();
     // A mixed step samples the piece's last row and every decode row: rows [piece - 1, end).
     const uint32_t first_row = shape_.piece ? shape_.piece - 1 : all || shape_.tokens == 1 ? 0 : shape_.tokens - 1;
-    const TensorId hn = norm("final norm", h, pending, w_.final_norm, rows, first_row);
+    if (!shape_.hidden) {
+      sample_rows(norm("final norm", h, pending, w_.final_norm, rows, first_row), 0);
+      return;
+    }
+    // The MTP head reads every row's final-normed state: normalise them all, send them to the host.
+    const TensorId hn = norm("final norm", h, pending, w_.final_norm, rows_);
+    const TensorId out =
+        g_.bind("final hidden state (host)", TensorRole::Output, io_.final_hidden.range(), dims({rows_, H}));
+    const uint64_t bytes = uint64_t(rows_) * H * 4;
+    g_.add({"final hidden to host", "copy", {hn}, {out}, [=](const Bindings& b, PipelineLibrary&, CommandBuffer& cb) {
+              cb.copy(b[hn], b[out], bytes);
+            }});
+    if (shape_.head != Head::None) sample_rows(hn, first_row);
+  }
+
+  // lm_head over the head's rows of hn (from row `first` of hn), then sampling or the logits to
+  // the host.
+  void sample_rows(TensorId hn, uint32_t first) {
+    const uint32_t V = c_.vocab_size, H = c_.hidden_size;
+    const uint32_t rows = shape_.mtp ? rows_ : shape_.logit_rows();
     const Matrix m = w_.lm_head;
     // The head's rows: the piece's last row and the decode rows, or the step's rows.
     const std::vector<SegmentRows> head_rows =
@@ -550,7 +628,7 @@ class Builder {
     g_.add({"lm_head", "lm_head", {hn, lm}, {logits}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               for (const RowRange& g : groups)
                 ops::record_linear(p, cb,
-                                   {.x = b[hn].sub(uint64_t(g.first) * H * 4, uint64_t(g.count) * H * 4),
+                                   {.x = b[hn].sub(uint64_t(first + g.first) * H * 4, uint64_t(g.count) * H * 4),
                                     .weight = b[lm],
                                     .y = b[logits].sub(uint64_t(g.first) * V * 4, uint64_t(g.count) * V * 4),
                                     .type = m.type,
@@ -568,11 +646,75 @@ class Builder {
              ops::record_sample(p, cb,
                                 {.logits = b[logits], .params = b[params], .ids = b[ids], .batch = rows, .vocab = V});
            }});
+      if (shape_.verify) verify_commit(ids);
     } else {
       const TensorId host = g_.bind("logits (host)", TensorRole::Output, io_.logits.range(), dims({rows, V}));
       const uint64_t bytes = uint64_t(rows) * V * 4;
       g_.add({"logits to host", "copy", {logits}, {host}, [=](const Bindings& b, PipelineLibrary&, CommandBuffer& cb) {
                 cb.copy(b[logits], b[host], bytes);
+              }});
+    }
+  }
+
+  // A verify step's DeltaNet layer: what its commit reads again.
+  struct DeltaCommit {
+    std::string name;
+    TensorId mixed, conv_weight, conv_state, qkv, gates, recurrent;
+    ops::WeightType conv_type;
+    ops::DeltaShape shape;
+    uint32_t kernel;
+  };
+
+  // After a verify step's sampling: the accepted count of each sequence, then every DeltaNet
+  // layer's conv and recurrent state after the accepted rows, from the rows the step kept.
+  void verify_commit(TensorId sampled) {
+    const uint32_t B = shape_.batch, T = shape_.tokens;
+    const TensorId ids = ids_;
+    const TensorId count = g_.bind("accepted counts", TensorRole::Output, io_.accepted.range(), dims({B}, "u32"));
+    g_.add({"accept drafts",
+            "spec_accept",
+            {ids, sampled},
+            {count},
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              ops::record_spec_accept(
+                  p, cb, {.ids = b[ids], .sampled = b[sampled], .count = b[count], .batch = B, .tokens = T});
+            }});
+    const TensorId seqs = seqs_;
+    for (const DeltaCommit& d : commits_) {
+      const uint32_t conv_dim = d.shape.qkv_width();
+      g_.add({d.name + " conv state commit",
+              "conv",
+              {d.mixed, d.conv_weight, d.conv_state, seqs, count},
+              {d.conv_state},
+              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                ops::record_causal_conv1d(p, cb,
+                                          {.x = b[d.mixed],
+                                           .weight = b[d.conv_weight],
+                                           .state = b[d.conv_state],
+                                           .seqs = b[seqs],
+                                           .y = b[d.mixed],  // not written by a commit
+                                           .type = d.conv_type,
+                                           .batch = B,
+                                           .tokens = T,
+                                           .channels = conv_dim,
+                                           .kernel = d.kernel,
+                                           .update = ops::StateUpdate::Commit,
+                                           .accepted = b[count]});
+              }});
+      g_.add({d.name + " delta state commit",
+              "delta_rule",
+              {d.qkv, d.gates, d.recurrent, seqs, count},
+              {d.recurrent},
+              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                ops::record_delta_rule_recurrent(p, cb,
+                                                 {.qkv = b[d.qkv],
+                                                  .gates = b[d.gates],
+                                                  .state = b[d.recurrent],
+                                                  .seqs = b[seqs],
+                                                  .out = b[d.qkv],  // not written by a commit; sized as outputs
+                                                  .shape = d.shape,
+                                                  .update = ops::StateUpdate::Commit,
+                                                  .accepted = b[count]});
               }});
     }
   }
@@ -589,7 +731,8 @@ class Builder {
   const std::vector<StepSegment> segments_;
   std::vector<SegmentRows> linear_segments_, expert_segments_;
   Graph g_;
-  TensorId seqs_ = kNone, freq_ = kNone;
+  TensorId seqs_ = kNone, row_seqs_ = kNone, ids_ = kNone, freq_ = kNone;
+  std::vector<DeltaCommit> commits_;
 };
 
 }  // namespace

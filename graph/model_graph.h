@@ -29,12 +29,27 @@ struct StepShape {
   // Steps of one shape in flight at once on a pipeline split (different groups of sequences on
   // different devices) each need their own host buffers: the same graph, another lane.
   uint32_t lane = 0;
+  // Speculative verification (Head::Sample, no piece): each sequence's T rows are its last
+  // sampled token and T - 1 draft tokens. Every row gets exactly a decode step's arithmetic at
+  // its position (attention sees it as its own sequence entry; the DeltaNet kernels walk the
+  // rows in order without writing the state) and is sampled with that position's draw; then the
+  // GPU counts the accepted drafts and commits the state of the accepted rows only.
+  bool verify = false;
+  // Also every row's final-normed hidden state to the host (StepIO::final_hidden): what the MTP
+  // head reads.
+  bool hidden = false;
+  // Not the model but its MTP head (spec §4.2), over one sequence's `tokens` rows: each row's
+  // model hidden state (StepIO::hidden_in) and next token id in, the greedy draft of each row
+  // (Head::Sample) and the head's own output state (StepIO::final_hidden) out.
+  bool mtp = false;
   bool operator<(const StepShape& o) const {
-    return std::tie(batch, tokens, head, piece, lane) < std::tie(o.batch, o.tokens, o.head, o.piece, o.lane);
+    return std::tie(batch, tokens, head, piece, lane, verify, hidden, mtp) <
+           std::tie(o.batch, o.tokens, o.head, o.piece, o.lane, o.verify, o.hidden, o.mtp);
   }
   uint32_t rows() const { return piece + batch * tokens; }
   uint32_t sequences() const { return batch + (piece ? 1 : 0); }
-  uint32_t logit_rows() const { return head == Head::AllLogits ? rows() : sequences(); }
+  uint32_t logit_rows() const { return head == Head::AllLogits || verify || mtp ? rows() : sequences(); }
+  uint32_t sampled_rows() const { return verify || mtp ? rows() : sequences(); }  // ids the Sample head returns
 };
 
 // The rows one group of sequences occupies: `batch` sequences of `tokens` tokens from row
@@ -48,15 +63,19 @@ std::vector<StepSegment> step_segments(const StepShape& shape);
 
 // Host-visible buffers of one step shape: written before, read after each submission.
 struct StepIO {
-  Allocation ids;       // int32 [rows] token ids
-  Allocation seqs;      // u32 [sequences, 2] slot, position
-  Allocation sampling;  // u32 [sequences, 8] ops::sampling_record
-  Allocation logits;    // f32 [logit_rows, vocab] (LastLogits / AllLogits)
-  Allocation sampled;   // u32 [sequences] (Sample)
-  Allocation status;    // u32 [layers]: nonzero where a layer's router saw NaN/Inf (zeroed before each run)
+  Allocation ids;           // int32 [rows] token ids
+  Allocation seqs;          // u32 [sequences, 2] slot, position
+  Allocation sampling;      // u32 [sampled_rows, 8] ops::sampling_record
+  Allocation logits;        // f32 [logit_rows, vocab] (LastLogits / AllLogits)
+  Allocation sampled;       // u32 [sampled_rows] (Sample)
+  Allocation row_seqs;      // verify: u32 [rows, 2] each row's slot and position (attention's table)
+  Allocation accepted;      // verify: u32 [sequences] 1 + the drafts accepted: tokens committed and emitted
+  Allocation final_hidden;  // hidden / mtp: f32 [rows, hidden] each row's final-normed state
+  // u32 [layers + 1]: nonzero where a layer's router saw NaN/Inf (the last entry: the MTP head's)
+  Allocation status;  // zeroed before each run
   // A pipeline split: f32 [2, rows, hidden] the hidden state, then the pending MLP output that the
   // next layer's norm adds into it. From the previous device (every device but the first), to the
-  // next (every device but the last).
+  // next (every device but the last). An MTP step reads the model's hidden rows from hidden_in.
   Allocation hidden_in, hidden_out;
 };
 StepIO allocate_step_io(Runtime& runtime, const ModelConfig& config, const StepShape& shape,

@@ -37,15 +37,15 @@ uint64_t SequenceState::planned_layer_bytes(const ModelConfig& c, int layer, uin
 }
 
 uint64_t SequenceState::planned_bytes(const ModelConfig& c, uint32_t slots, uint32_t capacity, ops::KvType kv_type,
-                                      const LayerSpan& layers) {
-  uint64_t sum = 0;
+                                      const LayerSpan& layers, bool mtp) {
+  uint64_t sum = mtp && layers.heads(c) ? slots * 2 * kv_slot_stride(c, capacity, kv_type) : 0;
   for (uint32_t L = layers.first; L < layers.last_of(c); ++L)
     sum += planned_layer_bytes(c, int(L), slots, capacity, kv_type);
   return sum;
 }
 
 SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t slots, uint32_t capacity,
-                             ops::KvType kv_type, uint64_t max_chunk_bytes, const LayerSpan& layers)
+                             ops::KvType kv_type, uint64_t max_chunk_bytes, const LayerSpan& layers, bool mtp)
     : runtime_(runtime), slots_(slots), capacity_(capacity), kv_type_(kv_type) {
   if (uint64_t(c.num_key_value_heads) * capacity * c.head_dim > UINT32_MAX)
     throw Error("a context of " + std::to_string(capacity) +
@@ -65,7 +65,7 @@ SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t sl
   const DeviceInfo& info = runtime.device.info();
   uint64_t chunk_limit = std::min(info.max_allocation, info.max_buffer_size);
   if (max_chunk_bytes) chunk_limit = std::min(chunk_limit, max_chunk_bytes);
-  bool has_attention = false;
+  bool has_attention = mtp && layers.heads(c);
   for (uint32_t L = layers.first; L < layers.last_of(c); ++L)
     has_attention = has_attention || c.layer_types[L] == LayerType::FullAttention;
   if (has_attention && stride > chunk_limit)
@@ -74,6 +74,19 @@ SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t sl
                 format_bytes(chunk_limit) + "; lower --ctx or use --kv f16");
   const uint32_t slots_per_chunk = uint32_t(std::min<uint64_t>(slots, std::max<uint64_t>(1, chunk_limit / stride)));
   kv_chunks_ = (slots + slots_per_chunk - 1) / slots_per_chunk;
+
+  const auto kv_cache = [&](const std::string& name) {
+    std::vector<ops::KvSlotAddresses> table(slots);
+    for (uint32_t first = 0; first < slots; first += slots_per_chunk) {
+      const uint32_t n = std::min(slots_per_chunk, slots - first);
+      const BufferRange k = allocate(n * stride, name + " KV cache (K)");
+      const BufferRange v = allocate(n * stride, name + " KV cache (V)");
+      for (uint32_t i = 0; i < n; ++i) table[first + i] = {k.address + i * stride, v.address + i * stride};
+    }
+    const BufferRange slot_table = allocate(slots * sizeof(ops::KvSlotAddresses), name + " KV slot table");
+    runtime.transfer.upload(slot_table, table.data(), table.size() * sizeof(table[0]));
+    return slot_table;
+  };
 
   for (int L = 0; L < c.num_hidden_layers; ++L) {
     LayerState s;
@@ -86,18 +99,11 @@ SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t sl
       s.conv = allocate(slots * conv_slot_bytes_, name + " conv state");
       s.recurrent = allocate(slots * recurrent_slot_bytes_, name + " recurrent state");
     } else {
-      std::vector<ops::KvSlotAddresses> table(slots);
-      for (uint32_t first = 0; first < slots; first += slots_per_chunk) {
-        const uint32_t n = std::min(slots_per_chunk, slots - first);
-        const BufferRange k = allocate(n * stride, name + " KV cache (K)");
-        const BufferRange v = allocate(n * stride, name + " KV cache (V)");
-        for (uint32_t i = 0; i < n; ++i) table[first + i] = {k.address + i * stride, v.address + i * stride};
-      }
-      s.kv_slots = allocate(slots * sizeof(ops::KvSlotAddresses), name + " KV slot table");
-      runtime.transfer.upload(s.kv_slots, table.data(), table.size() * sizeof(table[0]));
+      s.kv_slots = kv_cache(name);
     }
     layers_.push_back(s);
   }
+  if (mtp && layers.heads(c)) mtp_.kv_slots = kv_cache("MTP layer");
 }
 
 void SequenceState::reset(uint32_t slot) {

@@ -26,10 +26,11 @@ class SequenceState {
   // tests use it to spread slots over several allocations). Only the layers of `layers` get
   // state (a pipeline split's device).
   SequenceState(Runtime& runtime, const ModelConfig& config, uint32_t slots, uint32_t capacity,
-                ops::KvType kv_type = ops::KvType::F32, uint64_t max_chunk_bytes = 0, const LayerSpan& layers = {});
+                ops::KvType kv_type = ops::KvType::F32, uint64_t max_chunk_bytes = 0, const LayerSpan& layers = {},
+                bool mtp = false);
   // Bytes the constructor would allocate (memory-fit checks).
   static uint64_t planned_bytes(const ModelConfig& config, uint32_t slots, uint32_t capacity,
-                                ops::KvType kv_type = ops::KvType::F32, const LayerSpan& layers = {});
+                                ops::KvType kv_type = ops::KvType::F32, const LayerSpan& layers = {}, bool mtp = false);
   // Those of layer `layer` alone.
   static uint64_t planned_layer_bytes(const ModelConfig& config, int layer, uint32_t slots, uint32_t capacity,
                                       ops::KvType kv_type);
@@ -42,6 +43,8 @@ class SequenceState {
   void reset(uint32_t slot);
 
   const std::vector<LayerState>& layers() const { return layers_; }
+  // The MTP head's attention layer (its own KV cache, spec §4.1), with `mtp` on the last device.
+  const LayerState& mtp_layer() const { return mtp_; }
   uint32_t slots() const { return slots_; }
   uint32_t capacity() const { return capacity_; }
   uint64_t bytes() const { return bytes_; }
@@ -56,6 +59,7 @@ class SequenceState {
   uint64_t conv_slot_bytes_ = 0, recurrent_slot_bytes_ = 0, bytes_ = 0;
   std::vector<Allocation> storage_;
   std::vector<LayerState> layers_;
+  LayerState mtp_;
 };
 
 }  // namespace q3n::graph

@@ -294,9 +294,9 @@ class Uploader {
 };
 
 // The tensors a checkpoint of this config holds (spec §2), as BF16 views without data.
-std::map<std::string, TensorView> synthetic_tensors(const ModelConfig& c) {
+std::map<std::string, TensorView> synthetic_tensors(const ModelConfig& c, bool mtp) {
   std::map<std::string, TensorView> out;
-  for (const ExpectedTensor& e : expected_tensors(c, false)) {
+  for (const ExpectedTensor& e : expected_tensors(c, mtp)) {
     TensorView t;
     t.name = e.name;
     t.dtype = DType::BF16;
@@ -351,9 +351,9 @@ AttentionWeights load_attention(Uploader& up, const std::string& p) {
   return w;
 }
 
-MlpWeights load_mlp(Uploader& up, const ModelConfig& c, int layer, const std::string& p) {
+MlpWeights load_mlp(Uploader& up, const ModelConfig& c, bool moe, const std::string& p) {
   MlpWeights w;
-  w.moe = c.is_moe_layer(layer);
+  w.moe = moe;
   if (!w.moe) {
     w.gate_up = up.matrix(p + "{gate,up}_proj.weight",
                           Uploader::all_rows({&up.tensor(p + "gate_proj.weight"), &up.tensor(p + "up_proj.weight")}));
@@ -417,20 +417,22 @@ DeviceWeights::DeviceWeights(Runtime& runtime, const ModelConfig& c, const Check
 DeviceWeights::DeviceWeights(Runtime& runtime, const ModelConfig& c, uint32_t seed, const WeightOptions& o)
     : DeviceWeights(&runtime, c, nullptr, seed, o) {}
 
-uint64_t DeviceWeights::planned_bytes(const ModelConfig& c, const Checkpoint* ck, WeightFormat format) {
+uint64_t DeviceWeights::planned_bytes(const ModelConfig& c, const Checkpoint* ck, WeightFormat format, bool mtp) {
   WeightOptions o;
   o.format = format;
+  o.mtp = mtp;
   return DeviceWeights(nullptr, c, ck, 0, o).bytes();
 }
 
-WeightParts DeviceWeights::planned_parts(const ModelConfig& c, const Checkpoint* ck, WeightFormat format) {
+WeightParts DeviceWeights::planned_parts(const ModelConfig& c, const Checkpoint* ck, WeightFormat format, bool mtp) {
   WeightOptions o;
   o.format = format;
+  o.mtp = mtp;
   return DeviceWeights(nullptr, c, ck, 0, o).parts_;
 }
 
 uint64_t WeightParts::total() const {
-  uint64_t sum = embed + head + rope;
+  uint64_t sum = embed + head + rope + mtp;
   for (uint64_t b : layers) sum += b;
   return sum;
 }
@@ -439,22 +441,24 @@ uint64_t WeightParts::on_device(const ModelConfig& c, const LayerSpan& span) con
   uint64_t sum = rope;
   // A tied lm_head is the embedding table: the last device holds it too.
   if (span.embeds() || (span.heads(c) && tied)) sum += embed;
-  if (span.heads(c)) sum += head;
+  if (span.heads(c)) sum += head + mtp;
   for (uint32_t L = span.first; L < span.last_of(c); ++L) sum += layers.at(L);
   return sum;
 }
 
 DeviceWeights::DeviceWeights(Runtime* runtime, const ModelConfig& c, const Checkpoint* ck, uint32_t seed,
                              const WeightOptions& options) {
-  const std::map<std::string, TensorView> synthetic = ck ? std::map<std::string, TensorView>{} : synthetic_tensors(c);
+  const std::map<std::string, TensorView> synthetic =
+      ck ? std::map<std::string, TensorView>{} : synthetic_tensors(c, options.mtp);
   std::unique_ptr<WeightCache> cache;
   if (runtime && ck && !options.cache_dir.empty()) {
     const uint64_t rope_bytes = std::max(1, c.rotary_dim() / 2) * 4ull;  // computed, not cached
     // A split device caches its own span's tensors, under a name of its own.
     std::string what = weight_format_name(options.format);
+    if (options.mtp) what += " with the MTP head";
     if (!options.layers.whole(c))
       what += " " + options.layers.describe(c) + " of " + std::to_string(c.num_hidden_layers);
-    const WeightParts parts = planned_parts(c, ck, options.format);
+    const WeightParts parts = planned_parts(c, ck, options.format, options.mtp);
     cache =
         std::make_unique<WeightCache>(options.cache_dir, *ck, what, parts.on_device(c, options.layers) - rope_bytes);
     cache_note_ = std::string(cache->reading() ? "weights read from cache " : "weights cache written to ") +
@@ -486,9 +490,28 @@ DeviceWeights::DeviceWeights(Runtime* runtime, const ModelConfig& c, const Check
       layer.delta = load_delta(up, c, p + "linear_attn.");
     else
       layer.attention = load_attention(up, p + "self_attn.");
-    layer.mlp = load_mlp(up, c, L, p + "mlp.");
+    layer.mlp = load_mlp(up, c, c.is_moe_layer(L), p + "mlp.");
     layers.push_back(std::move(layer));
     parts_.layers.push_back(bytes_ - part());
+  }
+  if (options.mtp) {
+    // The MTP head (spec §2.7, §4) runs after the model's head: on the last device.
+    if (!up.has("mtp.fc.weight"))
+      throw Error("the checkpoint has no MTP head (mtp.* tensors), so --mtp cannot run; drop --mtp");
+    up.set_skipping(!span.heads(c));
+    MtpWeights m;
+    m.fc = up.matrix("mtp.fc.weight");
+    m.norm_embedding = up.vector_f32("mtp.pre_fc_norm_embedding.weight");
+    m.norm_hidden = up.vector_f32("mtp.pre_fc_norm_hidden.weight");
+    m.final_norm = up.vector_f32("mtp.norm.weight");
+    const std::string p = "mtp.layers.0.";
+    m.layer.type = LayerType::FullAttention;
+    m.layer.input_norm = up.vector_f32(p + "input_layernorm.weight");
+    m.layer.post_norm = up.vector_f32(p + "post_attention_layernorm.weight");
+    m.layer.attention = load_attention(up, p + "self_attn.");
+    m.layer.mlp = load_mlp(up, c, c.num_experts > 0, p + "mlp.");
+    mtp = std::move(m);
+    parts_.mtp = bytes_ - part();
   }
   std::vector<float> freq = ops::rope_inv_freq(c.rope_theta, c.rotary_dim());
   if (freq.empty()) freq.push_back(0.0f);

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ struct WeightOptions {
   // final norm and lm_head on the last) are put on the device. Synthetic values do not depend on
   // the span: a split model has the unsplit model's weights.
   LayerSpan layers;
+  // Also the MTP head (mtp.*, spec §2.7) for speculative decoding; a checkpoint without one is an
+  // error naming --mtp.
+  bool mtp = false;
 };
 
 // Device bytes of a model's parts (memory-fit checks and the pipeline split).
@@ -50,6 +54,7 @@ struct WeightParts {
   uint64_t embed = 0;  // embed_tokens
   uint64_t head = 0;   // final norm and lm_head (0 for a tied lm_head: it is the embedding table)
   uint64_t rope = 0;   // RoPE inverse frequencies (every device)
+  uint64_t mtp = 0;    // the MTP head (WeightOptions::mtp), on the last device
   bool tied = false;   // lm_head is the embedding table
   std::vector<uint64_t> layers;
   uint64_t total() const;
@@ -95,6 +100,14 @@ struct LayerWeights {
   MlpWeights mlp;
 };
 
+// The MTP head: one more full-attention decoder layer fed by fc([norm(embed(x_{t+1})) |
+// norm(h_t)]); it shares the model's embedding and lm_head (spec §4.2).
+struct MtpWeights {
+  Matrix fc;                                            // [H, 2H]
+  BufferRange norm_embedding, norm_hidden, final_norm;  // f32 [H]
+  LayerWeights layer;
+};
+
 class DeviceWeights {
  public:
   // From a checkpoint, streamed tensor by tensor.
@@ -106,14 +119,17 @@ class DeviceWeights {
 
   // Device bytes the weights will take, computed without touching the GPU (memory-fit checks);
   // `checkpoint` null = synthetic.
-  static uint64_t planned_bytes(const ModelConfig& config, const Checkpoint* checkpoint, WeightFormat format);
-  static WeightParts planned_parts(const ModelConfig& config, const Checkpoint* checkpoint, WeightFormat format);
+  static uint64_t planned_bytes(const ModelConfig& config, const Checkpoint* checkpoint, WeightFormat format,
+                                bool mtp = false);
+  static WeightParts planned_parts(const ModelConfig& config, const Checkpoint* checkpoint, WeightFormat format,
+                                   bool mtp = false);
 
   // Outside the span of WeightOptions::layers, tensors have their shapes but no memory.
   Matrix embed, lm_head;
   BufferRange final_norm;
   BufferRange rope_inv_freq;  // f32 [rotary_dim / 2], HF's fp32 values (ops::rope_inv_freq)
   std::vector<LayerWeights> layers;
+  std::optional<MtpWeights> mtp;  // WeightOptions::mtp
   uint64_t bytes() const { return bytes_; }
   // With a cache: whether the weights came from it or were written to it, and where.
   const std::string& cache_note() const { return cache_note_; }

@@ -1,5 +1,7 @@
 #include "runtime/command.h"
 
+#include <vector>
+
 #include <cstdlib>
 #include <string>
 #include <utility>
@@ -95,6 +97,14 @@ void CommandBuffer::barrier_to_host() {
 void CommandBuffer::copy(const BufferRange& src, const BufferRange& dst, VkDeviceSize bytes) {
   VkBufferCopy region{src.offset, dst.offset, bytes};
   vkCmdCopyBuffer(buffer_, src.buffer, dst.buffer, 1, &region);
+}
+
+void CommandBuffer::copy_rows(const BufferRange& src, const BufferRange& dst, uint32_t rows, VkDeviceSize row_bytes,
+                              VkDeviceSize src_stride, VkDeviceSize dst_stride) {
+  std::vector<VkBufferCopy> regions(rows);
+  for (uint32_t r = 0; r < rows; ++r)
+    regions[r] = {src.offset + r * src_stride, dst.offset + r * dst_stride, row_bytes};
+  vkCmdCopyBuffer(buffer_, src.buffer, dst.buffer, rows, regions.data());
 }
 
 void CommandBuffer::fill(const BufferRange& dst, uint32_t value) {

@@ -57,6 +57,9 @@ class CommandBuffer {
   // Makes earlier writes visible to the host after the submission completes.
   void barrier_to_host();
   void copy(const BufferRange& src, const BufferRange& dst, VkDeviceSize bytes);
+  // `rows` rows of `row_bytes` each, from rows `src_stride` apart to rows `dst_stride` apart.
+  void copy_rows(const BufferRange& src, const BufferRange& dst, uint32_t rows, VkDeviceSize row_bytes,
+                 VkDeviceSize src_stride, VkDeviceSize dst_stride);
   void fill(const BufferRange& dst, uint32_t value);  // whole range; size must be a multiple of 4
   void reset_queries(VkQueryPool pool, uint32_t first, uint32_t count);
   void timestamp(VkQueryPool pool, uint32_t query);

@@ -7,6 +7,8 @@
 // registers (the block's first window read from x or the state), so a long prompt runs 8 times
 // wider than one walker per channel. Every output has the same sum order however the tokens are
 // split. After a barrier (the old state is read by now) lane 0 writes the new state.
+// Speculative verification runs it twice (as delta_rule_recurrent.comp): over every verified
+// token writing y only, then writing only the state after the accepted count[b] tokens.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
@@ -18,11 +20,14 @@ layout(push_constant) uniform Push {
   F32Buf state;   // [slots, K-1, C], read and written in the sequence's slot
   U32Buf seqs;    // [B, 2] slot, position
   F32Buf y;       // [B, T, C]
+  U32Buf count;   // [B] tokens the new state follows (flags & TOKENS_FROM_COUNT), at most T
+  uint flags;     // WRITE_OUTPUT | WRITE_STATE | TOKENS_FROM_COUNT
   uint channels;
   uint tokens;
   uint kernel;
 } p;
 
+const uint WRITE_OUTPUT = 1u, WRITE_STATE = 2u, TOKENS_FROM_COUNT = 4u;
 const uint CHANNELS = 32, LANES = 8;  // the host dispatches CHANNELS x LANES invocations
 
 void main() {
@@ -34,7 +39,7 @@ void main() {
   const uint slot = seq_slot(p.seqs, b);
   const uint block = (p.tokens + LANES - 1u) / LANES;
   const uint t0 = min(lane * block, p.tokens), t1 = min(t0 + block, p.tokens);
-  if (inside && t0 < t1) {
+  if (inside && t0 < t1 && (p.flags & WRITE_OUTPUT) != 0u) {
     float window[MAX_KERNEL];  // window[0..history) = the inputs before token t0, oldest first
     float w[MAX_KERNEL];
     for (uint j = 0; j < p.kernel; ++j) w[j] = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + j);
@@ -53,12 +58,13 @@ void main() {
     }
   }
   barrier();
-  if (!inside || lane != 0u) return;
-  // state[j] = row T + j of [state; x]: from x where that is a token, else from the state further
-  // on (T + j > j, so in increasing j nothing is read after it is overwritten).
+  if (!inside || lane != 0u || (p.flags & WRITE_STATE) == 0u) return;
+  // state[j] = row n + j of [state; x] (n tokens taken): from x where that is a token, else from
+  // the state further on (n + j > j, so in increasing j nothing is read after it is overwritten).
+  const uint n = (p.flags & TOKENS_FROM_COUNT) != 0u ? min(p.count.v[b], p.tokens) : p.tokens;
   for (uint j = 0; j < history; ++j) {
-    const int s = int(p.tokens) - int(history) + int(j);
+    const int s = int(n) - int(history) + int(j);
     p.state.v[(slot * history + j) * p.channels + c] =
-        s >= 0 ? p.x.v[(b * p.tokens + uint(s)) * p.channels + c] : p.state.v[(slot * history + p.tokens + j) * p.channels + c];
+        s >= 0 ? p.x.v[(b * p.tokens + uint(s)) * p.channels + c] : p.state.v[(slot * history + n + j) * p.channels + c];
   }
 }

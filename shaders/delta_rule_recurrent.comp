@@ -9,6 +9,10 @@
 // across the PARTS through shared memory. With PARTS = 1 (the CPU shapes) an invocation owns a
 // whole column, reads q and k straight from memory and needs no shared memory or barrier. Value
 // head j reads key head j / (Hv / Hk) (spec §8.10). q, k prepared by delta_prepare.comp.
+// Speculative verification (graph/model_graph.cpp) runs it twice: first over every verified
+// token writing outputs only (the state is left as it was), then over the accepted prefix
+// (count[b] tokens, read from the GPU) writing the state only: the same per-token arithmetic
+// both times, so the committed state is bitwise the state plain decoding would have reached.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -20,12 +24,16 @@ layout(push_constant) uniform Push {
   F32Buf state;  // [slots, Hv, dk, dv], read and written
   U32Buf seqs;   // [B, 2] slot, position
   F32Buf o;      // [B*T, Hv, dv]
+  U32Buf count;  // [B] tokens to walk per sequence (flags & TOKENS_FROM_COUNT), at most `tokens`
+  uint flags;    // WRITE_OUTPUT | WRITE_STATE | TOKENS_FROM_COUNT
   uint tokens;
   uint key_heads;
   uint value_heads;
   uint dk;
   uint dv;
 } p;
+
+const uint WRITE_OUTPUT = 1u, WRITE_STATE = 2u, TOKENS_FROM_COUNT = 4u;
 
 layout(constant_id = 4) const uint COLS = 16;  // columns per workgroup
 layout(constant_id = 5) const uint PARTS = 4;  // invocations per column; the host dispatches COLS * PARTS
@@ -70,7 +78,9 @@ void main() {
     const uint i = part + PARTS * r;
     s[r] = (in_range && i < p.dk) ? p.state.v[state_base + i * p.dv + c] : 0.0;
   }
-  for (uint t = 0; t < p.tokens; ++t) {
+  // Uniform per workgroup (one sequence), so the barriers in the loop stay legal.
+  const uint walk = (p.flags & TOKENS_FROM_COUNT) != 0u ? min(p.count.v[b], p.tokens) : p.tokens;
+  for (uint t = 0; t < walk; ++t) {
     const uint row = b * p.tokens + t;
     const uint q_at = row * width + kh * p.dk, k_at = row * width + (p.key_heads + kh) * p.dk;
     if (PARTS > 1u) {
@@ -99,10 +109,10 @@ void main() {
       }
     }
     out_c = column_sum(out_c, part, col);  // its barriers also free k_shared / q_shared
-    if (in_range && part == 0u) p.o.v[(row * hv + j) * p.dv + c] = out_c;
+    if (in_range && part == 0u && (p.flags & WRITE_OUTPUT) != 0u) p.o.v[(row * hv + j) * p.dv + c] = out_c;
   }
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
     const uint i = part + PARTS * r;
-    if (in_range && i < p.dk) p.state.v[state_base + i * p.dv + c] = s[r];
+    if (in_range && i < p.dk && (p.flags & WRITE_STATE) != 0u) p.state.v[state_base + i * p.dv + c] = s[r];
   }
 }

@@ -7,8 +7,8 @@ namespace q3n::ops {
 
 namespace {
 struct Push {
-  VkDeviceAddress x, weight, state, seqs, y;
-  uint32_t channels, tokens, kernel;
+  VkDeviceAddress x, weight, state, seqs, y, count;
+  uint32_t flags, channels, tokens, kernel;
 };
 }  // namespace
 
@@ -21,10 +21,20 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
       a.weight.size < weight_storage_bytes(a.type, uint64_t(a.channels) * a.kernel) ||
       a.state.size < uint64_t(a.kernel - 1) * a.channels * 4 || a.seqs.size < uint64_t(a.batch) * 8)
     throw Error("internal: causal conv1d buffers are smaller than their shapes");
+  if (a.update == StateUpdate::Commit && a.accepted.size < uint64_t(a.batch) * 4)
+    throw Error("internal: causal conv1d accepted counts are smaller than the batch");
   const Pipeline& pipeline =
       pipelines.get({"causal_conv1d", {256, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel}, sizeof(Push)});
-  const Push push{a.x.address, a.weight.address, a.state.address, a.seqs.address,
-                  a.y.address, a.channels,       a.tokens,        a.kernel};
+  const Push push{a.x.address,
+                  a.weight.address,
+                  a.state.address,
+                  a.seqs.address,
+                  a.y.address,
+                  a.update == StateUpdate::Commit ? a.accepted.address : 0,
+                  state_update_flags(a.update),
+                  a.channels,
+                  a.tokens,
+                  a.kernel};
   commands.dispatch(pipeline, push, ceil_div(a.channels, 32), a.batch);  // 32 channels x 8 token lanes
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "runtime/command.h"
+#include "runtime/ops/state_update.h"
 #include "runtime/ops/weight_type.h"
 #include "runtime/pipeline.h"
 
@@ -18,6 +19,8 @@ struct CausalConv1dArgs {
   BufferRange y;       // f32 [batch, tokens, channels]
   WeightType type = WeightType::BF16;
   uint32_t batch = 1, tokens = 0, channels = 0, kernel = 4;
+  StateUpdate update = StateUpdate::Write;  // Commit reads `accepted`, u32 [batch]
+  BufferRange accepted;
 };
 
 void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, const CausalConv1dArgs& args);

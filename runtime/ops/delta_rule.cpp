@@ -11,8 +11,8 @@ struct PreparePush {
   uint32_t key_heads, value_heads, dk, dv;
 };
 struct RecurrentPush {
-  VkDeviceAddress qkv, gates, state, seqs, out;
-  uint32_t tokens, key_heads, value_heads, dk, dv;
+  VkDeviceAddress qkv, gates, state, seqs, out, count;
+  uint32_t flags, tokens, key_heads, value_heads, dk, dv;
 };
 struct ChunkPreparePush {
   VkDeviceAddress qkv, gates, gamma, w, kc;
@@ -102,14 +102,26 @@ void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& comm
                                             {shape.cols * shape.parts, 1, 1},
                                             {shape.max_dk, shape.cols, shape.parts},
                                             sizeof(RecurrentPush)});
-  const RecurrentPush push{a.qkv.address, a.gates.address, a.state.address, a.seqs.address, a.out.address,
-                           s.tokens,      s.key_heads,     s.value_heads,   s.dk,           s.dv};
+  if (a.update == StateUpdate::Commit) require_bytes(a.accepted, uint64_t(s.batch) * 4, "delta rule accepted counts");
+  const RecurrentPush push{a.qkv.address,
+                           a.gates.address,
+                           a.state.address,
+                           a.seqs.address,
+                           a.out.address,
+                           a.update == StateUpdate::Commit ? a.accepted.address : 0,
+                           state_update_flags(a.update),
+                           s.tokens,
+                           s.key_heads,
+                           s.value_heads,
+                           s.dk,
+                           s.dv};
   commands.dispatch(pipeline, push, s.value_heads, s.batch, ceil_div(s.dv, shape.cols));
 }
 
 void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a,
                                const DeltaChunkScratch& scratch) {
   check_rule_args(a);
+  if (a.update != StateUpdate::Write) throw Error("internal: speculative state updates take the recurrent form");
   const DeltaShape& s = a.shape;
   const DeltaChunkScratchFloats need = delta_chunk_scratch_floats(s);
   require_bytes(scratch.gamma, need.gamma * 4, "delta chunk gamma");

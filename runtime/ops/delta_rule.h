@@ -8,6 +8,7 @@
 #pragma once
 
 #include "runtime/command.h"
+#include "runtime/ops/state_update.h"
 #include "runtime/pipeline.h"
 
 namespace q3n::ops {
@@ -37,6 +38,10 @@ struct DeltaRuleArgs {
   BufferRange seqs;   // u32 [batch, 2]: slot, position (shaders/common.glsl)
   BufferRange out;    // f32 [rows, Hv, dv]
   DeltaShape shape;
+  // Keep and Commit (speculative verification) are the recurrent form's only; `accepted` is
+  // u32 [batch], read by Commit.
+  StateUpdate update = StateUpdate::Write;
+  BufferRange accepted;
 };
 
 // Intermediates of the chunked form; sizes from delta_chunk_scratch_floats().

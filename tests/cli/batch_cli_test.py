@@ -291,6 +291,28 @@ class BatchCli(unittest.TestCase):
         self.assertGreater(len(logits[0]), 100000)
         self.assertEqual(logits[1], logits[0], "the split's logits differ from one device's")
 
+    def test_run_mtp_gives_the_plain_tokens_and_refuses_a_checkpoint_without_the_head(self):
+        # Speculative decoding with kjv-demo's MTP head: the same ids as plain decoding, greedy
+        # and sampled, with the acceptance printed; the fixtures have no mtp.* tensors.
+        demo = os.path.join(ROOT, "assets", "models", "kjv-demo")
+        for sampling in (["--temp", "0"], ["--temp", "0.8", "--seed", "4"]):
+            outs = []
+            for extra in ([], ["--mtp"], ["--mtp", "--draft", "3"]):
+                r = subprocess.run([Q3N, "run", "-m", demo, "-p", "And God said", "-n", "40", "--print-ids",
+                                    *sampling, *extra], capture_output=True, text=True, timeout=300)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                if extra:
+                    self.assertRegex(r.stderr, r"MTP: \d+ steps of \d drafts, [\d.]+% accepted")
+                outs.append(r.stdout.split())
+            self.assertEqual(len(outs[0]), 40)
+            self.assertEqual(outs[1], outs[0])
+            self.assertEqual(outs[2], outs[0])
+        r = subprocess.run([Q3N, "run", "-m", MODEL, "-p", "hello", "-n", "4", "--mtp"], capture_output=True, text=True,
+                           timeout=300)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("has no MTP head (no mtp.* tensors); run without --mtp", r.stderr)
+        self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
+
     def test_openai_batch_lines(self):
         prompt = "the quick brown fox"
         lines = [

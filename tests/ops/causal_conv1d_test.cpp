@@ -15,6 +15,7 @@ struct Case {
 };
 
 class CausalConv1dTest : public GpuTest, public ::testing::WithParamInterface<Case> {};
+class CausalConv1dKeepCommitTest : public GpuTest {};
 
 TEST_P(CausalConv1dTest, MatchesReferenceAndUpdatesState) {
   const auto [batch, tokens, channels, kernel, type] = GetParam();
@@ -65,6 +66,58 @@ TEST_P(CausalConv1dTest, MatchesReferenceAndUpdatesState) {
     EXPECT_TRUE(all_close(download(dstate, new_state.size()), new_state, 0, 0))
         << "state (exact copy; the unused slot unchanged)";
   }
+}
+
+// Speculative verification: Keep gives the plain outputs and leaves the state; Commit writes no
+// output and the state after each sequence's accepted prefix (exact copies of inputs).
+TEST_F(CausalConv1dKeepCommitTest, CommitTakesTheAcceptedPrefix) {
+  const uint32_t batch = 3, tokens = 4, channels = 70, kernel = 4, history = kernel - 1, slots = batch + 1;
+  const auto x = random_floats(size_t(batch) * tokens * channels, 54, -2, 2);
+  auto w = random_floats(size_t(channels) * kernel, 55, -1, 1);
+  const auto words = encode_weights(w, ops::WeightType::BF16);
+  const auto state = random_floats(size_t(slots) * history * channels, 56, -2, 2);
+  const std::vector<uint32_t> counts = {1, 4, 2};  // fewer and more tokens than the history (3)
+  std::vector<uint32_t> seqs;
+  for (uint32_t b = 0; b < batch; ++b) seqs.insert(seqs.end(), {batch - b, 3});
+  const auto run_conv = [&](std::vector<ops::StateUpdate> updates) {
+    Allocation dx = upload(x), dw = upload_words(words), dstate = upload(state), dseqs = upload_words(seqs),
+               dcounts = upload_words(counts), dy = poisoned(x.size());
+    run([&](CommandBuffer& cb) {
+      for (size_t i = 0; i < updates.size(); ++i) {
+        if (i) cb.barrier();
+        ops::record_causal_conv1d(pipelines(), cb,
+                                  {.x = dx.range(),
+                                   .weight = dw.range(),
+                                   .state = dstate.range(),
+                                   .seqs = dseqs.range(),
+                                   .y = dy.range(),
+                                   .batch = batch,
+                                   .tokens = tokens,
+                                   .channels = channels,
+                                   .kernel = kernel,
+                                   .update = updates[i],
+                                   .accepted = dcounts.range()});
+      }
+    });
+    return std::pair{download_words(dy, x.size()), download(dstate, state.size())};
+  };
+  const auto plain = run_conv({ops::StateUpdate::Write});
+  const auto keep = run_conv({ops::StateUpdate::Keep});
+  EXPECT_EQ(keep.first, plain.first) << "Keep's outputs are a plain step's";
+  EXPECT_EQ(keep.second, state) << "Keep leaves the state";
+  const auto commit = run_conv({ops::StateUpdate::Commit});
+  EXPECT_EQ(commit.first, std::vector<uint32_t>(x.size(), kPoison)) << "Commit writes no output";
+  std::vector<float> want = state;
+  for (uint32_t b = 0; b < batch; ++b) {
+    const size_t slot = batch - b;
+    for (uint32_t c = 0; c < channels; ++c) {
+      std::vector<float> seq;
+      for (uint32_t j = 0; j < history; ++j) seq.push_back(state[(slot * history + j) * channels + c]);
+      for (uint32_t t = 0; t < counts[b]; ++t) seq.push_back(x[(size_t(b) * tokens + t) * channels + c]);
+      for (uint32_t j = 0; j < history; ++j) want[(slot * history + j) * channels + c] = seq[seq.size() - history + j];
+    }
+  }
+  EXPECT_EQ(commit.second, want) << "the state after the accepted prefix; slot 0 untouched";
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CausalConv1dTest,

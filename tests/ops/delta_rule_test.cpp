@@ -39,14 +39,16 @@ Inputs make_inputs(const DeltaShape& s, uint64_t seed) {
   return in;
 }
 
-// Spec §3.4 token by token in double. Returns outputs; `state` is updated.
-std::vector<double> reference_rule(const DeltaShape& s, const Inputs& in, std::vector<double>& state) {
+// Spec §3.4 token by token in double. Returns outputs; `state` is updated. With `counts`,
+// sequence b stops after counts[b] tokens (its later outputs stay 0).
+std::vector<double> reference_rule(const DeltaShape& s, const Inputs& in, std::vector<double>& state,
+                                   const std::vector<uint32_t>& counts = {}) {
   const uint32_t width = s.qkv_width(), group = s.value_heads / s.key_heads;
   std::vector<double> out(s.rows() * s.value_heads * s.dv);
   for (uint32_t b = 0; b < s.batch; ++b)
     for (uint32_t j = 0; j < s.value_heads; ++j) {
       double* S = &state[(uint64_t(in.seqs[2 * b]) * s.value_heads + j) * s.dk * s.dv];
-      for (uint32_t t = 0; t < s.tokens; ++t) {
+      for (uint32_t t = 0; t < (counts.empty() ? s.tokens : counts[b]); ++t) {
         const uint64_t row = uint64_t(b) * s.tokens + t;
         const float* q = &in.qkv[row * width + (j / group) * s.dk];
         const float* k = &in.qkv[row * width + (s.key_heads + j / group) * s.dk];
@@ -76,25 +78,35 @@ struct RuleResult {
 
 class DeltaRuleTest : public GpuTest, public ::testing::WithParamInterface<DeltaShape> {
  protected:
-  RuleResult run_rule(const DeltaShape& s, const Inputs& in, bool chunked) {
+  // `updates` run in order on the same buffers (the recurrent form; Commit reads `counts`).
+  RuleResult run_rule(const DeltaShape& s, const Inputs& in, bool chunked,
+                      const std::vector<ops::StateUpdate>& updates = {ops::StateUpdate::Write},
+                      const std::vector<uint32_t>& counts = {}) {
     Allocation dqkv = upload(in.qkv), dgates = upload(in.gates), dstate = upload(in.state),
-               dseqs = upload_words(in.seqs), dout = poisoned(s.rows() * s.value_heads * s.dv);
+               dseqs = upload_words(in.seqs), dout = poisoned(s.rows() * s.value_heads * s.dv),
+               dcounts = upload_words(counts.empty() ? std::vector<uint32_t>{0} : counts);
     const ops::DeltaChunkScratchFloats need = ops::delta_chunk_scratch_floats(s);
     Allocation gamma = poisoned(need.gamma), w = poisoned(need.w), kc = poisoned(need.kc), u = poisoned(need.u),
                snapshots = poisoned(need.snapshots);
-    const ops::DeltaRuleArgs args{.qkv = dqkv.range(),
-                                  .gates = dgates.range(),
-                                  .state = dstate.range(),
-                                  .seqs = dseqs.range(),
-                                  .out = dout.range(),
-                                  .shape = s};
+    ops::DeltaRuleArgs args{.qkv = dqkv.range(),
+                            .gates = dgates.range(),
+                            .state = dstate.range(),
+                            .seqs = dseqs.range(),
+                            .out = dout.range(),
+                            .shape = s,
+                            .accepted = dcounts.range()};
     run([&](CommandBuffer& cb) {
-      if (chunked)
+      if (chunked) {
         ops::record_delta_rule_chunked(
             pipelines(), cb, args,
             {.gamma = gamma.range(), .w = w.range(), .kc = kc.range(), .u = u.range(), .snapshots = snapshots.range()});
-      else
+        return;
+      }
+      for (size_t i = 0; i < updates.size(); ++i) {
+        if (i) cb.barrier();
+        args.update = updates[i];
         ops::record_delta_rule_recurrent(pipelines(), cb, args);
+      }
     });
     return {download(dout, s.rows() * s.value_heads * s.dv), download(dstate, in.state.size())};
   }
@@ -174,6 +186,36 @@ TEST_F(DeltaRuleLongTest, ChunkedEqualsRecurrentOver200Tokens) {
   const std::vector<double> expected_state(recurrent.state.begin(), recurrent.state.end());
   EXPECT_TRUE(all_close(chunked.out, expected_out, rule_tolerance(s, 4), 0)) << "outputs";
   EXPECT_TRUE(all_close(chunked.state, expected_state, rule_tolerance(s, 4), 0)) << "final state";
+}
+
+// Speculative verification: Keep gives a plain step's outputs bit for bit and leaves the state;
+// Commit then writes the state after each sequence's accepted prefix and no output.
+TEST_F(DeltaRuleLongTest, KeepThenCommitGivesTheAcceptedPrefixState) {
+  for (const DeltaShape s :
+       {DeltaShape{.batch = 3, .tokens = 4, .key_heads = 2, .value_heads = 4, .dk = 40, .dv = 24},
+        DeltaShape{.batch = 1, .tokens = 5, .key_heads = 1, .value_heads = 2, .dk = 128, .dv = 70}}) {
+    const Inputs in = make_inputs(s, 83);
+    std::vector<uint32_t> counts;
+    for (uint32_t b = 0; b < s.batch; ++b) counts.push_back(1 + (b * 2 + 1) % s.tokens);
+    const RuleResult plain = run_rule(s, in, false);
+    const RuleResult keep = run_rule(s, in, false, {ops::StateUpdate::Keep});
+    EXPECT_EQ(keep.out, plain.out) << "Keep's outputs are a plain step's, bit for bit";
+    EXPECT_EQ(keep.state, in.state) << "Keep leaves the state";
+    const RuleResult committed = run_rule(s, in, false, {ops::StateUpdate::Keep, ops::StateUpdate::Commit}, counts);
+    EXPECT_EQ(committed.out, plain.out) << "Commit writes no output";
+    std::vector<double> state(in.state.begin(), in.state.end());
+    reference_rule(s, in, state, counts);
+    EXPECT_TRUE(all_close(committed.state, state, rule_tolerance(s, 1), 0)) << "state after the accepted prefix";
+    if (s.batch == 1) {
+      // Bitwise the state a plain step of the accepted tokens alone reaches.
+      DeltaShape prefix = s;
+      prefix.tokens = counts[0];
+      Inputs cut = in;
+      cut.qkv.resize(prefix.rows() * s.qkv_width());
+      cut.gates.resize(prefix.rows() * 2 * s.value_heads);
+      EXPECT_EQ(committed.state, run_rule(prefix, cut, false).state) << "bitwise the plain prefix's state";
+    }
+  }
 }
 
 class DeltaPrepareTest : public GpuTest {};

@@ -1,0 +1,177 @@
+// Speculative verification (Engine::verify, StepShape::verify) is lossless by construction: each
+// verified row computes and draws as a decode step at its position, and only the accepted rows'
+// DeltaNet state is committed. So whatever the drafts are, the emitted ids must be bitwise the
+// ids of plain decoding, greedy and sampled, and the state afterwards must give bitwise the
+// logits plain decoding's state gives. The drafts here are plain decoding's own continuation
+// with one draft spoiled at a place that moves every step (some steps all accepted, some none).
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "graph/engine.h"
+#include "runtime/error.h"
+#include "tests/support/gpu_test.h"
+#include "tests/support/hf_fixture.h"
+
+namespace q3n::test {
+namespace {
+
+class SpeculativeTest : public GpuTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    f_ = load_hf_fixture(GetParam());
+    config_ = load_config(f_.dir);
+    checkpoint_ = std::make_unique<Checkpoint>(f_.dir);
+  }
+  std::unique_ptr<graph::Engine> engine() const {
+    graph::EngineOptions o;
+    o.context = 256;
+    o.slots = 2;
+    o.prefill_chunk = 64;  // the 70-token prompt crosses a chunk boundary
+    return std::make_unique<graph::Engine>(runtime(), config_, *checkpoint_, o);
+  }
+  std::vector<int32_t> prompt() const {
+    std::vector<int32_t> p = f_.all_ids();
+    p.resize(std::min<size_t>(p.size(), 70));
+    return p;
+  }
+  // Plain decoding: the first sampled token after the prompt, then `n - 1` decode steps.
+  std::vector<int32_t> plain(graph::Engine& e, uint32_t slot, const ops::SamplingParams& params, size_t n) const {
+    std::vector<int32_t> out = {e.feed_and_sample(slot, prompt(), params)};
+    while (out.size() < n) {
+      const uint32_t slots[1] = {slot};
+      out.push_back(e.decode(slots, std::span(&out.back(), 1), params)[0]);
+    }
+    return out;
+  }
+
+  HfFixture f_;
+  ModelConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+};
+
+TEST_P(SpeculativeTest, VerifyEmitsPlainDecodingsIds) {
+  const ops::SamplingParams greedy, sampled{.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .seed = 11};
+  for (const ops::SamplingParams& params : {greedy, sampled})
+    for (const uint32_t drafts : {1u, 2u, 3u}) {
+      SCOPED_TRACE((params.temperature > 0 ? "sampled, " : "greedy, ") + std::to_string(drafts) + " drafts");
+      const size_t n = 40;
+      auto reference_engine = engine();
+      const std::vector<int32_t> want = plain(*reference_engine, 1, params, n + drafts + 1);
+
+      auto e = engine();
+      std::vector<int32_t> got = {e->feed_and_sample(0, prompt(), params)};
+      uint32_t steps = 0, accepted = 0;
+      while (got.size() < n) {
+        // The last emitted token, then the true continuation with draft `spoil` replaced.
+        std::vector<int32_t> ids = {got.back()};
+        const size_t spoil = 1 + steps % (drafts + 1);  // drafts + 1: none spoiled
+        for (uint32_t d = 1; d <= drafts; ++d) {
+          const int32_t truth = want[got.size() - 1 + d];
+          ids.push_back(d == spoil ? (truth + 1) % int32_t(config_.vocab_size) : truth);
+        }
+        const uint32_t slots[1] = {0};
+        const std::vector<int32_t> emitted = e->verify(slots, ids, drafts + 1, std::span(&params, 1))[0];
+        ASSERT_GE(emitted.size(), 1u);
+        EXPECT_EQ(emitted.size(), std::min<size_t>(spoil, drafts + 1)) << "step " << steps;
+        got.insert(got.end(), emitted.begin(), emitted.end());
+        accepted += uint32_t(emitted.size() - 1), ++steps;
+      }
+      ASSERT_EQ(got, std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(got.size())));
+      EXPECT_GT(accepted, 0u);
+      EXPECT_EQ(e->position(0), prompt().size() + got.size() - 1);
+
+      // The committed state is plain decoding's: bring the reference to the same position and
+      // compare the logits of one more token, bit for bit.
+      auto again = engine();
+      ASSERT_EQ(plain(*again, 0, params, got.size()), got);
+      ASSERT_EQ(again->position(0), e->position(0));
+      const std::vector<float> a = e->feed_logits(0, std::span(&got.back(), 1), false);
+      const std::vector<float> b = again->feed_logits(0, std::span(&got.back(), 1), false);
+      EXPECT_EQ(a, b) << "logits after the speculative run";
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, SpeculativeTest, ::testing::Values("f32_untied", "bf16_tied"),
+                         [](const auto& info) { return info.param; });
+
+// MTP speculative decoding on the shipped demo model (its trained MTP head): for 1, 2 and 3
+// drafts per step, greedy and sampled, the emitted ids are plain decoding's, with a prompt that
+// crosses prefill chunk boundaries; the head's drafts are accepted often enough to matter.
+class MtpTest : public GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    dir_ = std::filesystem::path(Q3N_SOURCE_DIR) / "assets/models/kjv-demo";
+    config_ = load_config(dir_);
+    checkpoint_ = std::make_unique<Checkpoint>(dir_);
+  }
+  std::unique_ptr<graph::Engine> engine(bool mtp) const {
+    graph::EngineOptions o;
+    o.context = 512;
+    o.prefill_chunk = 64;
+    o.mtp = mtp;
+    graph::WeightOptions wo;
+    wo.mtp = mtp;
+    return std::make_unique<graph::Engine>(runtime(), config_,
+                                           graph::DeviceWeights(runtime(), config_, *checkpoint_, wo), o);
+  }
+  std::filesystem::path dir_;
+  ModelConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+};
+
+TEST_F(MtpTest, EmitsPlainDecodingsIdsAndAcceptsDrafts) {
+  // The held-out text's first 150 ids: chunks of 64 + 64 + 16 + 4 + 2.
+  std::ifstream in(dir_ / "heldout.json");
+  std::vector<int32_t> prompt = nlohmann::json::parse(in).at("token_ids").get<std::vector<int32_t>>();
+  ASSERT_GE(prompt.size(), 150u);
+  prompt.resize(150);
+  const ops::SamplingParams greedy, sampled{.temperature = 0.8f, .top_k = 30, .seed = 3};
+  const size_t n = 60;
+  for (const ops::SamplingParams& params : {greedy, sampled}) {
+    auto plain_engine = engine(false);
+    std::vector<int32_t> want = {plain_engine->feed_and_sample(0, prompt, params)};
+    while (want.size() < n + 8) {
+      const uint32_t slot = 0;
+      want.push_back(plain_engine->decode(std::span(&slot, 1), std::span(&want.back(), 1), params)[0]);
+    }
+    for (const uint32_t drafts : {1u, 2u, 3u}) {
+      SCOPED_TRACE((params.temperature > 0 ? "sampled, " : "greedy, ") + std::to_string(drafts) + " drafts");
+      auto e = engine(true);
+      graph::Engine::Speculation s = e->mtp_prompt(0, prompt, params, drafts);
+      ASSERT_EQ(s.drafts.size(), drafts);
+      std::vector<int32_t> got = s.emitted;
+      size_t steps = 0, accepted = 0;
+      while (got.size() < n) {
+        s = e->mtp_step(0, got.back(), s.drafts, params);
+        ASSERT_EQ(s.drafts.size(), drafts);
+        got.insert(got.end(), s.emitted.begin(), s.emitted.end());
+        ++steps, accepted += s.emitted.size() - 1;
+      }
+      ASSERT_EQ(got, std::vector<int32_t>(want.begin(), want.begin() + ptrdiff_t(got.size())));
+      const double rate = double(accepted) / double(steps * drafts);
+      std::printf("[mtp] %s, %u drafts: %zu steps, %.1f%% of drafts accepted\n",
+                  params.temperature > 0 ? "sampled" : "greedy", drafts, steps, 100 * rate);
+      if (params.temperature == 0 && drafts == 1) EXPECT_GT(rate, 0.1) << "the trained head barely drafts";
+    }
+  }
+}
+
+TEST_F(MtpTest, CheckpointWithoutTheHeadIsRefused) {
+  const std::filesystem::path fixture = std::filesystem::path(Q3N_SOURCE_DIR) / "tests/data/fixtures/f32_untied";
+  const ModelConfig config = load_config(fixture);
+  const Checkpoint checkpoint(fixture);
+  graph::WeightOptions wo;
+  wo.mtp = true;
+  try {
+    graph::DeviceWeights(runtime(), config, checkpoint, wo);
+    FAIL() << "weights without mtp.* loaded as an MTP model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--mtp"), std::string::npos) << e.what();
+  }
+}
+}  // namespace
+}  // namespace q3n::test
