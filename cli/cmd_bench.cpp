@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -183,7 +184,14 @@ Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, ui
 struct MtpCost {
   uint32_t drafts = 0;
   double step = 0, verify = 0, mtp_step = 0, tokens_per_step = 0;
+  std::map<std::string, double> step_profile, verify_profile, mtp_profile;  // --profile: GPU s per step
 };
+
+// A profile divided by the steps it covers.
+std::map<std::string, double> per_step(std::map<std::string, double> profile, uint32_t steps) {
+  for (auto& [kind, seconds] : profile) seconds /= steps;
+  return profile;
+}
 
 MtpCost mtp_cost(graph::Engine& engine, uint32_t drafts, uint32_t steps) {
   const ops::SamplingParams greedy;
@@ -196,6 +204,7 @@ MtpCost mtp_cost(graph::Engine& engine, uint32_t drafts, uint32_t steps) {
     work(next, 2u);  // warm-up: the programs are recorded here
     engine.reset(slot);
     next = engine.feed_and_sample(slot, first, greedy);
+    engine.take_profile();
     const auto start = Clock::now();
     work(next, steps);
     return seconds_since(start) / steps;
@@ -203,6 +212,7 @@ MtpCost mtp_cost(graph::Engine& engine, uint32_t drafts, uint32_t steps) {
   c.step = timed([&](int32_t next, uint32_t n) {
     for (uint32_t s = 0; s < n; ++s) next = engine.decode(std::span(&slot, 1), std::span(&next, 1), greedy)[0];
   });
+  c.step_profile = per_step(engine.take_profile(), steps);
   c.verify = timed([&](int32_t next, uint32_t n) {
     // Random drafts: almost all rejected, so each step advances by one position as plain decoding.
     for (uint32_t s = 0; s < n; ++s) {
@@ -211,10 +221,12 @@ MtpCost mtp_cost(graph::Engine& engine, uint32_t drafts, uint32_t steps) {
       next = engine.verify(std::span(&slot, 1), ids, drafts + 1, std::span(&greedy, 1))[0].back();
     }
   });
+  c.verify_profile = per_step(engine.take_profile(), steps);
   uint64_t emitted = 0;
   engine.reset(slot);
   graph::Engine::Speculation spec = engine.mtp_prompt(slot, first, greedy, drafts);
   spec = engine.mtp_step(slot, spec.emitted.back(), spec.drafts, greedy);  // warm-up
+  engine.take_profile();
   const auto start = Clock::now();
   for (uint32_t s = 0; s < steps; ++s) {
     spec = engine.mtp_step(slot, spec.emitted.back(), spec.drafts, greedy);
@@ -222,6 +234,7 @@ MtpCost mtp_cost(graph::Engine& engine, uint32_t drafts, uint32_t steps) {
   }
   c.mtp_step = seconds_since(start) / steps;
   c.tokens_per_step = double(emitted) / steps;
+  c.mtp_profile = per_step(engine.take_profile(), steps);
   return c;
 }
 
@@ -383,6 +396,12 @@ void add_bench_command(CLI::App& app) {
                     r.tokens_per_second);
     }
     if (!mtp_costs.empty()) print_mtp_costs(mtp_costs);
+    if (o->model.profile)
+      for (const MtpCost& c : mtp_costs) {
+        std::printf("\nK = %u, 1-token step: %s", c.drafts, format_profile(c.step_profile).c_str());
+        std::printf("K = %u, verify step: %s", c.drafts, format_profile(c.verify_profile).c_str());
+        std::printf("K = %u, MTP step: %s", c.drafts, format_profile(c.mtp_profile).c_str());
+      }
     if (o->model.profile)
       for (const Result& r : results)
         std::printf("\n%s batch %u, %s", r.test.c_str(), r.batch, format_profile(r.profile).c_str());

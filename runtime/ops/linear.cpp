@@ -13,10 +13,11 @@ struct Push {  // shaders/linear_push.glsl
   uint32_t k, n, tokens;
 };
 constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount[0] every device has
-// Tokens per pass of linear_gemv.comp: 4, or 1 for a single token, whose variant then holds no
-// unused registers (22 -> 15 us for in_proj_qkvz on the H100). Measured against 1-16: larger
-// register tiles lose more to occupancy than they gain in reuse (bench/NOTES.md). A token's
-// arithmetic is the same in both variants (tests/ops/linear_test.cpp checks it bitwise).
+// Tokens per pass of linear_gemv.comp: 4, or the token count below that, so a variant holds no
+// unused registers (a single token: 22 -> 15 us for in_proj_qkvz on the H100; two, a speculative
+// verify step: bench/NOTES.md, session 15). Measured against 1-16: larger register tiles lose more
+// to occupancy than they gain in reuse (bench/NOTES.md). A token's arithmetic is the same in every
+// variant (tests/ops/linear_test.cpp checks it bitwise).
 constexpr uint32_t kGemvChunk = 4;
 // Invocations in flight that keep a large GPU's memory busy (~1000 per compute unit on the H100).
 // Measured at 64k / 128k / 256k / 1M: single-sequence decode 113 / 135 / 133 / 135 tok/s, 128
@@ -68,7 +69,7 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
   const bool rowwise = pipelines.cpu_shapes() && (gemv || !matrix_units);
   if (rowwise || gemv) {
     const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
-    const uint32_t chunk = a.tokens == 1 ? 1 : kGemvChunk;
+    const uint32_t chunk = std::min(a.tokens, kGemvChunk);
     uint32_t rows = kRowwiseWorkgroup;  // output rows per workgroup
     PipelineKey key{"linear_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, chunk, vec8}, sizeof(Push)};
     if (!rowwise) {
