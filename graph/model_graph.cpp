@@ -578,14 +578,34 @@ class Builder {
   }
 
   // down(silu(gate(x)) * up(x)) with gate|up one matrix: the dense MLP and the shared expert.
+  // The down projection reads gate|up and applies SwiGLU as it goes where it runs as a GEMV (decode
+  // steps); elsewhere record_linear writes the activations to `act` first (LinearArgs::swiglu_input).
   TensorId swiglu_mlp(const std::string& name, TensorId x, const Matrix& gate_up, const Matrix& down) {
     const TensorId gu = linear(name + ".gate_up", x, gate_up);
-    const uint32_t I = gate_up.rows / 2, rows = rows_;
-    const TensorId act = g_.scratch(name + " act", uint64_t(rows) * I * 4, dims({rows, I}));
-    g_.add({name + " swiglu", "swiglu", {gu}, {act}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_swiglu(p, cb, b[gu], b[act], rows, I);
+    const uint32_t I = gate_up.rows / 2;
+    const TensorId act = g_.scratch(name + " act", uint64_t(rows_) * I * 4, dims({rows_, I}));
+    const TensorId w = weight(name + ".down.weight", down);
+    const TensorId y = g_.scratch(name + ".down out", uint64_t(rows_) * down.rows * 4, dims({rows_, down.rows}));
+    const std::vector<RowRange> groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
+    g_.add({name + ".down (SwiGLU input)",
+            "linear",
+            {gu, w},
+            {y, act},
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              for (const RowRange& g : groups)  // disjoint rows: no barrier between them
+                ops::record_linear(p, cb,
+                                   {.x = b[gu].sub(uint64_t(g.first) * 2 * I * 4, uint64_t(g.count) * 2 * I * 4),
+                                    .weight = b[w],
+                                    .y = b[y].sub(uint64_t(g.first) * down.rows * 4, uint64_t(g.count) * down.rows * 4),
+                                    .type = down.type,
+                                    .tokens = g.count,
+                                    .k = I,
+                                    .n = down.rows,
+                                    .gemv_max_tokens = g.gemv_max,
+                                    .swiglu_input = true,
+                                    .act = b[act].sub(uint64_t(g.first) * I * 4, uint64_t(g.count) * I * 4)});
             }});
-    return linear(name + ".down", act, down);
+    return y;
   }
 
   void head(TensorId h, TensorId pending) {

@@ -128,6 +128,7 @@ uint hash32(uint x) {
 
 float sigmoid(float x) { return 1.0 / (1.0 + exp(-x)); }
 float silu(float x) { return x / (1.0 + exp(-x)); }
+vec4 silu4(vec4 x) { return vec4(silu(x.x), silu(x.y), silu(x.z), silu(x.w)); }  // the same per element
 // torch's softplus with threshold 20 (spec §8.13).
 float softplus(float x) { return x > 20.0 ? x : log(1.0 + exp(x)); }
 

@@ -9,6 +9,10 @@
 // k not a multiple of 8 or an unaligned input). A token's sums are reduced in the same order
 // whatever the token count and whichever chunk it falls in: its output row does not depend on
 // the other tokens of the step (batch invariance; tests/ops/linear_test.cpp).
+//
+// SWIGLU_INPUT = 1 (the down projection of a SwiGLU MLP in decode steps): x is the gate|up
+// projection [tokens, 2k] and the activation is silu(gate) * up, computed as it is read, so the
+// MLP needs no SwiGLU dispatch and barrier of its own.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -16,6 +20,7 @@ layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint ROWS = 4;   // output rows per workgroup
 layout(constant_id = 5) const uint CHUNK = 4;  // tokens per pass over the rows
 layout(constant_id = 6) const uint VEC8 = 1;
+layout(constant_id = 7) const uint SWIGLU_INPUT = 0;
 
 #include "linear_push.glsl"
 
@@ -40,6 +45,12 @@ void main() {
         vec4 xa[CHUNK], xb[CHUNK];  // this unit's activations of every token of the pass
         [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
           if (c >= count) continue;
+          if (SWIGLU_INPUT != 0u) {
+            const uint gate = ((t0 + c) * 2u * p.k + u * 8u) >> 2, up = gate + (p.k >> 2);
+            xa[c] = silu4(F32x4Buf(p.x).v[gate]) * F32x4Buf(p.x).v[up];
+            xb[c] = silu4(F32x4Buf(p.x).v[gate + 1u]) * F32x4Buf(p.x).v[up + 1u];
+            continue;
+          }
           const uint at = ((t0 + c) * p.k + u * 8u) >> 2;
           xa[c] = F32x4Buf(p.x).v[at];
           xb[c] = F32x4Buf(p.x).v[at + 1u];
@@ -58,7 +69,16 @@ void main() {
     } else {
       for (uint i = tid; i < p.k; i += threads) {
         float xv[CHUNK];
-        [[unroll]] for (uint c = 0; c < CHUNK; ++c) xv[c] = c < count ? p.x.v[(t0 + c) * p.k + i] : 0.0;
+        [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+          if (c >= count) {
+            xv[c] = 0.0;
+          } else if (SWIGLU_INPUT != 0u) {
+            const uint gate = (t0 + c) * 2u * p.k + i;
+            xv[c] = silu(p.x.v[gate]) * p.x.v[gate + p.k];
+          } else {
+            xv[c] = p.x.v[(t0 + c) * p.k + i];
+          }
+        }
         [[unroll]] for (uint r = 0; r < ROWS; ++r) {
           if (r >= rows) continue;
           const float w = load_weight(p.weight, WEIGHT_DTYPE, (row0 + r) * p.k + i);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/error.h"
+#include "runtime/ops/moe.h"
 #include "runtime/ops/op_support.h"
 
 namespace q3n::ops {
@@ -49,8 +50,23 @@ GemvShape gemv_shape(uint32_t n, uint32_t units) {
   return {1, 32};  // not reached
 }
 
-void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& a) {
-  if (a.x.size < uint64_t(a.tokens) * a.k * 4 || a.y.size < uint64_t(a.tokens) * a.n * 4 ||
+void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& args) {
+  LinearArgs a = args;
+  if (a.swiglu_input) {
+    require_bytes(a.x, uint64_t(a.tokens) * 2 * a.k * 4, "SwiGLU gate|up input");
+    // The same choice of kernel as below: only the (non-rowwise) GEMV applies SwiGLU as it reads.
+    const bool matrix_units = pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
+    const bool gemv = a.tokens <= (matrix_units ? a.gemv_max_tokens : kGemvMaxTokens);
+    if (pipelines.cpu_shapes() || !gemv) {  // SwiGLU first, then the plain product of its output
+      require_bytes(a.act, uint64_t(a.tokens) * a.k * 4, "SwiGLU activations");
+      record_swiglu(pipelines, commands, a.x, a.act, a.tokens, a.k);
+      commands.barrier();
+      a.x = a.act;
+      a.swiglu_input = false;
+    }
+  }
+  const uint64_t x_bytes = uint64_t(a.tokens) * a.k * 4 * (a.swiglu_input ? 2 : 1);
+  if (a.x.size < x_bytes || a.y.size < uint64_t(a.tokens) * a.n * 4 ||
       a.weight.size < weight_storage_bytes(a.type, uint64_t(a.n) * a.k))
     throw Error("internal: linear buffers are smaller than their shapes");
   if (is_quantized(a.type) && (a.k % kQuantBlock || a.x.address % 16))
@@ -75,7 +91,10 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     if (!rowwise) {
       const GemvShape shape = gemv_shape(a.n, vec8 ? a.k / 8 : a.k);
       rows = shape.rows;
-      key = {"linear_gemv", {shape.threads, 1, 1}, {type, shape.rows, chunk, vec8}, sizeof(Push)};
+      key = {"linear_gemv",
+             {shape.threads, 1, 1},
+             {type, shape.rows, chunk, vec8, a.swiglu_input ? 1u : 0u},
+             sizeof(Push)};
     }
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
     commands.dispatch(pipelines.get(key), push, gx, ceil_div(groups, gx));

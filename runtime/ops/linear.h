@@ -36,6 +36,11 @@ struct LinearArgs {
   // More tokens take the matrix units where they run (<= kGemvMaxTokens; the fp32 tiled GEMM
   // starts past kGemvMaxTokens whatever this is).
   uint32_t gemv_max_tokens = kGemvMaxTokens;
+  // The down projection of a SwiGLU MLP: x is its gate|up projection [tokens, 2k] and the product
+  // takes silu(gate) * up. The GEMV computes it as it reads x; every other path first writes it
+  // to `act` ([tokens, k], f32; required) with shaders/swiglu.comp.
+  bool swiglu_input = false;
+  BufferRange act;
 };
 
 // Output features per workgroup of linear_gemm_coopmat.comp for a product of `tokens` rows and

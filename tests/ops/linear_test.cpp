@@ -265,3 +265,61 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace q3n::test
+
+namespace q3n::test {
+namespace {
+
+// LinearArgs::swiglu_input: the down projection of a SwiGLU MLP reads gate|up [tokens, 2k] and
+// takes silu(gate) * up, fused into the GEMV's reads (decode steps) or written to `act` first
+// (CPU shapes, and more tokens than the GEMV takes), against a double reference, for 16-bit and
+// quantised weights and k with and without the 8-element units.
+class LinearSwigluTest : public GpuTest {};
+
+TEST_F(LinearSwigluTest, SwigluInputMatchesReference) {
+  for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::Q8, ops::WeightType::F32})
+    for (const uint32_t k : {96u, 52u})
+      for (const uint32_t tokens : {1u, 2u, 5u, 140u}) {
+        if (is_quantized(type) && k % 32) continue;
+        const uint32_t n = 70;
+        auto gu = random_floats(size_t(tokens) * 2 * k, 33, -3, 3);
+        auto w = random_floats(size_t(n) * k, 34, -0.5f, 0.5f);
+        const auto words = encode_weights(w, type);
+        Allocation dx = upload(gu), dw = upload_words(words), dy = poisoned(size_t(tokens) * n),
+                   dact = poisoned(size_t(tokens) * k);
+        run([&](CommandBuffer& cb) {
+          ops::record_linear(pipelines(), cb,
+                             {.x = dx.range(),
+                              .weight = dw.range(),
+                              .y = dy.range(),
+                              .type = type,
+                              .tokens = tokens,
+                              .k = k,
+                              .n = n,
+                              .swiglu_input = true,
+                              .act = dact.range()});
+        });
+        const auto got = download(dy, size_t(tokens) * n);
+        std::vector<double> want(got.size());
+        double scale = 0;
+        for (uint32_t t = 0; t < tokens; ++t)
+          for (uint32_t j = 0; j < n; ++j) {
+            double sum = 0, magnitude = 0;
+            for (uint32_t i = 0; i < k; ++i) {
+              const double g = gu[size_t(t) * 2 * k + i], up = gu[size_t(t) * 2 * k + k + i];
+              const double term = g / (1 + std::exp(-g)) * up * w[size_t(j) * k + i];
+              sum += term, magnitude += std::abs(term);
+            }
+            want[size_t(t) * n + j] = sum;
+            scale = std::max(scale, magnitude);
+          }
+        // fp32 SiLU (a few ulps) and a k-term fp32 sum; past the GEMV's 128 tokens a device with
+        // matrix units takes activations as fp16 (2^-11 relative each): bound 2^-10 of the terms.
+        const bool matrix = tokens > ops::kGemvMaxTokens && pipelines().coopmat() && type != ops::WeightType::F32;
+        const double tolerance = scale * (matrix ? std::ldexp(1.0, -10) : 4.0 * k * std::ldexp(1.0, -24));
+        EXPECT_TRUE(all_close(got, want, tolerance, 0))
+            << ops::weight_type_name(type) << " k " << k << " tokens " << tokens;
+      }
+}
+
+}  // namespace
+}  // namespace q3n::test
