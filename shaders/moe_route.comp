@@ -1,9 +1,5 @@
 #version 460
-// MoE routing for one token per workgroup (spec §3.8, §8.12): softmax over ALL experts in fp32,
-// then the top-k probabilities (ties to the lower expert id), then optionally renormalised to
-// sum to one (norm_topk_prob). A NaN or +Inf logit (corrupt weights, fp16 overflow) is routed as
-// -inf and raises the step's status word, which the host turns into an error; expert ids are
-// always < experts, so nothing downstream indexes out of bounds.
+// MoE routing, one token per workgroup (moe_route.glsl).
 #include "common.glsl"
 
 layout(constant_id = 3) const uint MAX_EXPERTS = 512;
@@ -20,74 +16,7 @@ layout(push_constant) uniform Push {
   uint has_status;
 } p;
 
-shared float prob[MAX_EXPERTS];
-shared float best_value[gl_WorkGroupSize.x];  // one entry per subgroup is used
-shared uint best_index[gl_WorkGroupSize.x];
-shared float partial[gl_WorkGroupSize.x];
+#define ROUTE_CHOSEN(a, e)
+#include "moe_route.glsl"
 
-// The largest (value, -index) over the workgroup: ties go to the lowest index. Subgroup
-// reductions first, then one entry per subgroup (any subgroup size). Every invocation receives it.
-void workgroup_argmax(inout float v, inout uint index) {
-  const float m = subgroupMax(v);
-  const uint i = subgroupMin(v == m ? index : 0xFFFFFFFFu);
-  if (subgroupElect()) {
-    best_value[gl_SubgroupID] = m;
-    best_index[gl_SubgroupID] = i;
-  }
-  barrier();
-  v = best_value[0];
-  index = best_index[0];
-  for (uint s = 1u; s < gl_NumSubgroups; ++s)
-    if (best_value[s] > v || (best_value[s] == v && best_index[s] < index)) {
-      v = best_value[s];
-      index = best_index[s];
-    }
-  barrier();
-}
-
-void main() {
-  const uint row = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
-  const float neg_inf = uintBitsToFloat(0xFF800000u);
-  float row_max = neg_inf;
-  uint unused = 0u;
-  for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
-    float logit = p.logits.v[row * p.logit_stride + e];
-    if (isnan(logit) || (isinf(logit) && logit > 0.0)) {
-      logit = neg_inf;
-      if (p.has_status != 0u) p.status.v[0] = 1u;  // every writer writes the same value
-    }
-    prob[e] = logit;
-    row_max = max(row_max, logit);
-  }
-  workgroup_argmax(row_max, unused);
-  const bool none_finite = row_max == neg_inf;  // then every expert gets the same probability
-  float local_sum = 0.0;
-  for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
-    prob[e] = none_finite ? 1.0 : exp(prob[e] - row_max);
-    local_sum += prob[e];
-  }
-  float total;
-  Q3N_WORKGROUP_SUM(local_sum, partial, total);  // its barriers also publish prob[]
-
-  float chosen_sum = 0.0;
-  for (uint j = 0; j < p.top_k; ++j) {
-    float v = -1.0;
-    uint index = 0xFFFFFFFFu;
-    for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x)
-      if (prob[e] > v) {  // strict: the lowest id wins a tie within an invocation
-        v = prob[e];
-        index = e;
-      }
-    workgroup_argmax(v, index);
-    index = min(index, p.experts - 1u);  // never out of bounds, whatever the values were
-    if (tid == 0u) {
-      p.ids.v[row * p.top_k + j] = index;
-      p.weights.v[row * p.top_k + j] = v / total;
-    }
-    chosen_sum += v / total;
-    if (index % gl_WorkGroupSize.x == tid) prob[index] = -1.0;  // taken; its owner marks it
-    barrier();
-  }
-  if (tid == 0u && p.normalise != 0u)
-    for (uint j = 0; j < p.top_k; ++j) p.weights.v[row * p.top_k + j] /= chosen_sum;
-}
+void main() { route_row(gl_WorkGroupID.x); }

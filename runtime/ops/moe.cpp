@@ -15,6 +15,19 @@ struct RoutePush {
   VkDeviceAddress status;
   uint32_t has_status;
 };
+struct RouteGroupPush {  // shaders/moe_route_group.comp: RoutePush's fields, then moe_group's
+  VkDeviceAddress logits, ids, weights;
+  uint32_t experts, top_k, logit_stride, normalise;
+  VkDeviceAddress status;
+  uint32_t has_status, tokens;
+  VkDeviceAddress offsets, sorted, active;
+  uint32_t tile_rows, gate_up_columns, down_columns;
+};
+// Steps of at most this many tokens route and group in one workgroup (moe_route_group.comp):
+// decode of a few sequences and speculative verify steps. Routing is serial there, so larger
+// steps keep a workgroup per token.
+constexpr uint32_t kFusedRouteMaxTokens = 4;
+constexpr uint32_t kFusedRouteMaxAssignments = 128;  // moe_route_group.comp's shared list
 struct GroupPush {
   VkDeviceAddress ids, offsets, sorted, active;
   uint32_t assignments, experts, tile_rows, gate_up_columns, down_columns;
@@ -83,11 +96,14 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   const RoutePush route{
       a.logits.address,      scratch.ids.address, scratch.weights.address, s.experts, s.top_k, a.logit_stride,
       s.normalise ? 1u : 0u, a.status.address,    a.status.size ? 1u : 0u};
-  commands.mark("moe.route");
-  commands.dispatch(
-      pipelines.get({"moe_route", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(route)}), route,
-      s.tokens);
-  commands.barrier();
+  const bool fused_route = s.tokens <= kFusedRouteMaxTokens && s.assignments() <= kFusedRouteMaxAssignments;
+  if (!fused_route) {
+    commands.mark("moe.route");
+    commands.dispatch(
+        pipelines.get({"moe_route", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(route)}), route,
+        s.tokens);
+    commands.barrier();
+  }
 
   // Decode and small batches take the expert GEMVs; prefill the tiled kernels, whose grids
   // moe_group writes (column tiles, row tiles of the busiest expert, live experts).
@@ -133,9 +149,32 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                         tm,
                         ceil_div(s.expert_dim, column_tile),
                         ceil_div(s.hidden, down_column_tile)};
-  commands.mark("moe.group");
-  commands.dispatch(
-      pipelines.get({"moe_group", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(group)}), group, 1);
+  if (fused_route) {
+    const RouteGroupPush both{route.logits,
+                              route.ids,
+                              route.weights,
+                              route.experts,
+                              route.top_k,
+                              route.logit_stride,
+                              route.normalise,
+                              route.status,
+                              route.has_status,
+                              s.tokens,
+                              scratch.offsets.address,
+                              scratch.sorted.address,
+                              scratch.active.address,
+                              group.tile_rows,
+                              group.gate_up_columns,
+                              group.down_columns};
+    commands.mark("moe.route");
+    commands.dispatch(
+        pipelines.get({"moe_route_group", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(both)}), both,
+        1);
+  } else {
+    commands.mark("moe.group");
+    commands.dispatch(
+        pipelines.get({"moe_group", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(group)}), group, 1);
+  }
   commands.barrier_with_indirect();  // the tiled kernels read their grids
 
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));

@@ -203,7 +203,12 @@ void MoeTest::check(bool matrix_units) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MoeTest,
-    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16, false},      // one decode token
+    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16,
+                           false},  // one decode token
+                                    // Up to 4 tokens route and group in one workgroup (moe_route_group.comp).
+                      Case{3, 64, 20, 10, 24, true, true, ops::WeightType::BF16, false},    // top-10: 30 assignments
+                      Case{4, 33, 10, 2, 17, true, true, ops::WeightType::F16, true},       // one expert takes all
+                      Case{2, 67, 12, 3, 33, false, false, ops::WeightType::F32, false},    // no renormalisation
                       Case{5, 130, 16, 4, 65, false, true, ops::WeightType::F32, false},    // norm_topk_prob false
                       Case{70, 64, 12, 3, 40, true, false, ops::WeightType::F16, false},    // prefill tiles, no shared
                       Case{45, 33, 10, 2, 17, true, true, ops::WeightType::BF16, true},     // one expert takes all
@@ -281,42 +286,44 @@ TEST_F(MoeOpTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
 
 // NaN and +Inf router logits (corrupt weights, fp16 overflow): routing raises the status word and
 // keeps every expert id in range, finite rows are routed as before, and finite logits leave the
-// status word alone.
+// status word alone; with 5 tokens (a routing workgroup per token) and 4 (moe_route_group.comp).
 TEST_F(MoeOpTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
-  const uint32_t tokens = 5, H = 64, E = 9, K = 3, I = 32;
-  const ops::MoeShape s{.tokens = tokens, .hidden = H, .experts = E, .top_k = K, .expert_dim = I, .normalise = true};
-  auto x = random_floats(size_t(tokens) * H, 51, -1, 1);
-  auto gate_up = random_floats(size_t(E) * 2 * I * H, 52, -0.2f, 0.2f),
-       down = random_floats(size_t(E) * H * I, 53, -0.2f, 0.2f);
-  for (const bool poison : {false, true}) {
-    auto logits = random_floats(size_t(tokens) * E, 54, -3, 3);
-    if (poison) {
-      for (uint32_t e = 0; e < E; ++e) logits[1 * E + e] = std::nanf("");  // a row of NaN
-      logits[3 * E + 4] = std::numeric_limits<float>::infinity();          // one +Inf
-      logits[4 * E + 2] = std::nanf("");                                   // one NaN
-    }
-    Allocation dx = upload(x), dl = upload(logits), dgu = upload(gate_up), ddn = upload(down),
-               dout = poisoned(size_t(tokens) * H), status = upload_words({0});
-    const MoeScratchBuffers scratch = poisoned_scratch(s);
-    run([&](CommandBuffer& cb) {
-      ops::record_moe(pipelines(), cb,
-                      {.x = dx.range(),
-                       .logits = dl.range(),
-                       .logit_stride = E,
-                       .gate_up = dgu.range(),
-                       .down = ddn.range(),
-                       .type = ops::WeightType::F32,
-                       .out = dout.range(),
-                       .shape = s,
-                       .status = status.range()},
-                      scratch.ranges());
-    });
-    EXPECT_EQ(download_words(status, 1)[0], poison ? 1u : 0u);
-    const auto got = download_words(scratch.ids, size_t(tokens) * K);
-    for (uint32_t i = 0; i < got.size(); ++i) ASSERT_LT(got[i], E) << "id " << i << (poison ? " (poisoned)" : "");
-    // Row 0 is finite in both runs: the same experts.
-    if (poison) {
-      EXPECT_NE(got[3 * K], 4u) << "the +Inf logit was routed as -inf";
+  for (const uint32_t tokens : {5u, 4u}) {
+    const uint32_t H = 64, E = 9, K = 3, I = 32;
+    const ops::MoeShape s{.tokens = tokens, .hidden = H, .experts = E, .top_k = K, .expert_dim = I, .normalise = true};
+    auto x = random_floats(size_t(tokens) * H, 51, -1, 1);
+    auto gate_up = random_floats(size_t(E) * 2 * I * H, 52, -0.2f, 0.2f),
+         down = random_floats(size_t(E) * H * I, 53, -0.2f, 0.2f);
+    for (const bool poison : {false, true}) {
+      auto logits = random_floats(size_t(tokens) * E, 54, -3, 3);
+      if (poison) {
+        for (uint32_t e = 0; e < E; ++e) logits[1 * E + e] = std::nanf("");  // a row of NaN
+        logits[3 * E + 4] = std::numeric_limits<float>::infinity();          // one +Inf
+        if (tokens > 4) logits[4 * E + 2] = std::nanf("");                   // one NaN
+      }
+      Allocation dx = upload(x), dl = upload(logits), dgu = upload(gate_up), ddn = upload(down),
+                 dout = poisoned(size_t(tokens) * H), status = upload_words({0});
+      const MoeScratchBuffers scratch = poisoned_scratch(s);
+      run([&](CommandBuffer& cb) {
+        ops::record_moe(pipelines(), cb,
+                        {.x = dx.range(),
+                         .logits = dl.range(),
+                         .logit_stride = E,
+                         .gate_up = dgu.range(),
+                         .down = ddn.range(),
+                         .type = ops::WeightType::F32,
+                         .out = dout.range(),
+                         .shape = s,
+                         .status = status.range()},
+                        scratch.ranges());
+      });
+      EXPECT_EQ(download_words(status, 1)[0], poison ? 1u : 0u);
+      const auto got = download_words(scratch.ids, size_t(tokens) * K);
+      for (uint32_t i = 0; i < got.size(); ++i) ASSERT_LT(got[i], E) << "id " << i << (poison ? " (poisoned)" : "");
+      // Row 0 is finite in both runs: the same experts.
+      if (poison) {
+        EXPECT_NE(got[3 * K], 4u) << "the +Inf logit was routed as -inf";
+      }
     }
   }
 }
