@@ -1,6 +1,6 @@
 #version 460
-// MoE routing and grouping of a small step (decode of a few sequences, a speculative verify step)
-// in one workgroup: it routes each token in turn exactly as moe_route.comp does (the same code,
+// MoE routing and grouping of a small step (the host sends single-token decode steps) in one
+// workgroup: it routes each token in turn exactly as moe_route.comp does (the same code,
 // moe_route.glsl, so a token's experts and weights do not depend on which kernel routed it), keeps
 // the chosen experts in shared memory, then groups them as moe_group.comp does. One dispatch and
 // one barrier instead of two of each per MoE layer.

@@ -23,10 +23,11 @@ struct RouteGroupPush {  // shaders/moe_route_group.comp: RoutePush's fields, th
   VkDeviceAddress offsets, sorted, active;
   uint32_t tile_rows, gate_up_columns, down_columns;
 };
-// Steps of at most this many tokens route and group in one workgroup (moe_route_group.comp):
-// decode of a few sequences and speculative verify steps. Routing is serial there, so larger
-// steps keep a workgroup per token.
-constexpr uint32_t kFusedRouteMaxTokens = 4;
+// Steps of at most this many tokens route and group in one workgroup (moe_route_group.comp): a
+// single-sequence decode step. It routes its tokens one after another, so more tokens keep a
+// workgroup each: at 2-4 tokens the serial routing cost more than the saved dispatch (H200,
+// 80B-A3B: a 4-row verify step 11.3 -> 12.9 ms; bench/NOTES.md, session 15).
+constexpr uint32_t kFusedRouteMaxTokens = 1;
 constexpr uint32_t kFusedRouteMaxAssignments = 128;  // moe_route_group.comp's shared list
 struct GroupPush {
   VkDeviceAddress ids, offsets, sorted, active;
