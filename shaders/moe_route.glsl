@@ -8,28 +8,31 @@
 // top_k, logit_stride, normalise, status, has_status.
 
 shared float prob[MAX_EXPERTS];
-shared float best_value[gl_WorkGroupSize.x];  // one entry per subgroup is used
-shared uint best_index[gl_WorkGroupSize.x];
+// One entry per subgroup is used, in two buffers taken in turn: a call's writes cannot race the
+// previous call's reads, so each call needs one barrier.
+shared float best_value[2][gl_WorkGroupSize.x];
+shared uint best_index[2][gl_WorkGroupSize.x];
+uint argmax_calls = 0u;
 shared float partial[gl_WorkGroupSize.x];
 
 // The largest (value, -index) over the workgroup: ties go to the lowest index. Subgroup
 // reductions first, then one entry per subgroup (any subgroup size). Every invocation receives it.
 void workgroup_argmax(inout float v, inout uint index) {
+  const uint b = argmax_calls++ & 1u;
   const float m = subgroupMax(v);
   const uint i = subgroupMin(v == m ? index : 0xFFFFFFFFu);
   if (subgroupElect()) {
-    best_value[gl_SubgroupID] = m;
-    best_index[gl_SubgroupID] = i;
+    best_value[b][gl_SubgroupID] = m;
+    best_index[b][gl_SubgroupID] = i;
   }
   barrier();
-  v = best_value[0];
-  index = best_index[0];
+  v = best_value[b][0];
+  index = best_index[b][0];
   for (uint s = 1u; s < gl_NumSubgroups; ++s)
-    if (best_value[s] > v || (best_value[s] == v && best_index[s] < index)) {
-      v = best_value[s];
-      index = best_index[s];
+    if (best_value[b][s] > v || (best_value[b][s] == v && best_index[b][s] < index)) {
+      v = best_value[b][s];
+      index = best_index[b][s];
     }
-  barrier();
 }
 
 // Routes token `row`: every invocation of the workgroup calls it. ROUTE_CHOSEN(a, e) (defined by
@@ -56,7 +59,7 @@ void route_row(uint row) {
     local_sum += prob[e];
   }
   float total;
-  Q3N_WORKGROUP_SUM(local_sum, partial, total);  // its barriers also publish prob[]
+  Q3N_WORKGROUP_SUM(local_sum, partial, total);
 
   float chosen_sum = 0.0;
   for (uint j = 0; j < p.top_k; ++j) {
@@ -75,8 +78,9 @@ void route_row(uint row) {
       p.weights.v[row * p.top_k + j] = v / total;
     }
     chosen_sum += v / total;
-    if (index % gl_WorkGroupSize.x == tid) prob[index] = -1.0;  // taken; its owner marks it
-    barrier();
+    // Taken. Only its owner reads prob[index] (every loop here strides by the workgroup), so
+    // no barrier is needed before the next choice.
+    if (index % gl_WorkGroupSize.x == tid) prob[index] = -1.0;
   }
   if (tid == 0u && p.normalise != 0u)
     for (uint j = 0; j < p.top_k; ++j) p.weights.v[row * p.top_k + j] /= chosen_sum;

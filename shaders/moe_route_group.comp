@@ -35,7 +35,7 @@ shared uint chosen[MAX_ASSIGNMENTS];
 #include "moe_group.glsl"
 
 void main() {
-  for (uint row = 0; row < p.tokens; ++row) route_row(row);  // each ends with a barrier
+  for (uint row = 0; row < p.tokens; ++row) route_row(row);
   barrier();
   group_assignments(p.tokens * p.top_k);
 }

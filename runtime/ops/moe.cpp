@@ -28,6 +28,10 @@ struct RouteGroupPush {  // shaders/moe_route_group.comp: RoutePush's fields, th
 // workgroup each: at 2-4 tokens the serial routing cost more than the saved dispatch (H200,
 // 80B-A3B: a 4-row verify step 11.3 -> 12.9 ms; bench/NOTES.md, session 15).
 constexpr uint32_t kFusedRouteMaxTokens = 1;
+// Invocations routing one token (moe_route.glsl), the same in both routing kernels so a token's
+// weights do not depend on which one ran: its top-k choices are serial workgroup argmaxes, cheaper
+// with few subgroups than with many (512 experts are 8 per invocation).
+constexpr uint32_t kRouteWorkgroup = 64;
 constexpr uint32_t kFusedRouteMaxAssignments = 128;  // moe_route_group.comp's shared list
 struct GroupPush {
   VkDeviceAddress ids, offsets, sorted, active;
@@ -101,8 +105,9 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   if (!fused_route) {
     commands.mark("moe.route");
     commands.dispatch(
-        pipelines.get({"moe_route", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(route)}), route,
-        s.tokens);
+        pipelines.get(
+            {"moe_route", {pipelines.reduction_workgroup(kRouteWorkgroup), 1, 1}, {s.experts}, sizeof(route)}),
+        route, s.tokens);
     commands.barrier();
   }
 
@@ -169,8 +174,9 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                               group.down_columns};
     commands.mark("moe.route");
     commands.dispatch(
-        pipelines.get({"moe_route_group", {pipelines.reduction_workgroup(256), 1, 1}, {s.experts}, sizeof(both)}), both,
-        1);
+        pipelines.get(
+            {"moe_route_group", {pipelines.reduction_workgroup(kRouteWorkgroup), 1, 1}, {s.experts}, sizeof(both)}),
+        both, 1);
   } else {
     commands.mark("moe.group");
     commands.dispatch(
