@@ -228,6 +228,7 @@ int run_ranked_batch_job(const ModelOptions& model_options, const BatchJobOption
   so.max_batch = engine.slots();
   so.prefill_budget = o.prefill_budget ? o.prefill_budget : model.chunk;
   so.stop_ids.insert(defaults.stop_token_ids.begin(), defaults.stop_token_ids.end());
+  so.mtp_drafts = model.mtp ? o.draft : 0;
   auto on_token = [&](uint64_t tag, int32_t id) {
     Pending& p = pending.at(tag);
     p.ids.push_back(id);
@@ -362,6 +363,10 @@ int run_ranked_batch_job(const ModelOptions& model_options, const BatchJobOption
                (unsigned long long)st.iterations, (unsigned long long)st.decode_rows,
                st.iterations ? double(st.decode_rows) / st.iterations : 0.0, (unsigned long long)st.mixed_steps,
                (unsigned long long)engine.programs_recorded(), engine.record_seconds());
+  if (model.mtp && st.spec_steps)
+    std::fprintf(stderr, "[q3n] MTP: %llu sequence steps of %u drafts, %.1f%% accepted, %.2f tokens per step\n",
+                 (unsigned long long)st.spec_steps, o.draft, 100.0 * st.spec_accepted / st.spec_drafted,
+                 double(st.spec_steps + st.spec_accepted) / st.spec_steps);
   if (model.profile) std::fprintf(stderr, "%s", format_profile(engine.take_profile()).c_str());
 
   // Every rank's part is synced: rank 0 merges the parts (of this run and of any earlier one).

@@ -20,6 +20,7 @@ struct BatchJobOptions {
   bool chat = false;             // wrap plain "prompt" strings in the chat template
   std::string system;            // system message for --chat
   bool ids = false;              // add "token_ids" to each result
+  uint32_t draft = 1;            // drafts per speculative step (with ModelOptions::mtp)
   double sync_seconds = 2.0;     // fsync the output at least this often
 };
 

@@ -56,6 +56,29 @@ bool BatchScheduler::accept(Sequence& s, int32_t token) {
   return true;
 }
 
+bool BatchScheduler::take(size_t index, int32_t token, Ended& ended) {
+  Sequence& s = running_[index];
+  if (!accept(s, token)) {
+    ended.emplace_back(index, FinishReason::Stop);
+    return false;
+  }
+  if (s.generated >= s.request.max_tokens) {
+    ended.emplace_back(index, FinishReason::Length);
+    return false;
+  }
+  return true;
+}
+
+BatchScheduler::DecodeInput BatchScheduler::decode_input(const std::vector<size_t>& sequences) const {
+  DecodeInput in;
+  for (size_t i : sequences) {
+    in.slots.push_back(running_[i].slot);
+    in.ids.push_back(running_[i].next_token);
+    in.params.push_back(running_[i].request.sampling);
+  }
+  return in;
+}
+
 void BatchScheduler::finish(size_t index, FinishReason reason) {
   Sequence& s = running_[index];
   on_finish_(s.request.tag, reason, uint32_t(s.request.prompt.size()), s.generated);
@@ -77,7 +100,18 @@ bool BatchScheduler::step() {
   std::vector<size_t> decoding;
   for (size_t i = 0; i < running_.size(); ++i)
     if (running_[i].prefilled()) decoding.push_back(i);
+  Ended ended;
+  if (options_.mtp_drafts)
+    speculative_step(decoding, ended);
+  else
+    plain_step(decoding, ended);
+  // Finish from the back so the indices stay valid.
+  std::sort(ended.begin(), ended.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (const auto& [index, reason] : ended) finish(index, reason);
+  return true;
+}
 
+void BatchScheduler::plain_step(const std::vector<size_t>& decoding, Ended& ended) {
   // Prompt pieces for this iteration, oldest sequence first, within the budget (at least one).
   std::vector<size_t> pieces;  // index into running_ of each piece's sequence, in feeding order
   uint32_t budget = options_.prefill_budget;
@@ -90,7 +124,6 @@ bool BatchScheduler::step() {
     }
   }
 
-  std::vector<std::pair<size_t, FinishReason>> ended;
   // The next piece of sequence i: its ids, and its sampling parameters when it is the last.
   auto next_piece = [&](size_t i) {
     Sequence& s = running_[i];
@@ -103,11 +136,7 @@ bool BatchScheduler::step() {
     Sequence& s = running_[i];
     ++s.next_piece;
     s.fed += piece.ids.size();
-    if (!piece.params) return;
-    if (!accept(s, token))
-      ended.emplace_back(i, FinishReason::Stop);
-    else if (s.generated >= s.request.max_tokens)
-      ended.emplace_back(i, FinishReason::Length);
+    if (piece.params) take(i, token, ended);
   };
   // Every piece runs as its own step, except that the last one rides with the decode step.
   const size_t alone = decoding.empty() ? pieces.size() : pieces.size() - std::min<size_t>(pieces.size(), 1);
@@ -117,14 +146,7 @@ bool BatchScheduler::step() {
   }
 
   if (!decoding.empty()) {
-    std::vector<uint32_t> slots;
-    std::vector<int32_t> ids;
-    std::vector<ops::SamplingParams> params;
-    for (size_t i : decoding) {
-      slots.push_back(running_[i].slot);
-      ids.push_back(running_[i].next_token);
-      params.push_back(running_[i].request.sampling);
-    }
+    const auto [slots, ids, params] = decode_input(decoding);
     std::vector<int32_t> sampled;
     if (alone < pieces.size()) {
       const Engine::PromptPiece piece = next_piece(pieces.back());
@@ -136,18 +158,76 @@ bool BatchScheduler::step() {
       sampled = timed([&] { return engine_.decode(slots, ids, params); });
     }
     stats_.decode_rows += slots.size();
-    for (size_t j = 0; j < decoding.size(); ++j) {
-      Sequence& s = running_[decoding[j]];
-      if (!accept(s, sampled[j]))
-        ended.emplace_back(decoding[j], FinishReason::Stop);
-      else if (s.generated >= s.request.max_tokens)
-        ended.emplace_back(decoding[j], FinishReason::Length);
+    for (size_t j = 0; j < decoding.size(); ++j) take(decoding[j], sampled[j], ended);
+  }
+}
+
+void BatchScheduler::speculative_step(const std::vector<size_t>& decoding, Ended& ended) {
+  const uint32_t K = options_.mtp_drafts;
+  // Whole prompts, oldest sequence first, within the budget (at least one). The head runs over
+  // each and drafts after it; a prompt without room for the head's drafts runs plainly, and so
+  // does the rest of its sequence.
+  uint32_t budget = options_.prefill_budget;
+  bool fed_any = false;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Sequence& s = running_[i];
+    if (s.prefilled()) continue;
+    const size_t n = s.request.prompt.size();
+    if (fed_any && n > budget) break;
+    fed_any = true;
+    budget -= uint32_t(std::min<size_t>(budget, n));
+    int32_t token = -1;
+    if (n + 2ull * (K + 1) <= engine_.context()) {
+      const Engine::Speculation spec =
+          timed([&] { return engine_.mtp_prompt(s.slot, s.request.prompt, s.request.sampling, K); });
+      s.drafts = spec.drafts;
+      token = spec.emitted.at(0);
+    } else {
+      token = timed([&] { return engine_.feed_and_sample(s.slot, s.request.prompt, s.request.sampling); });
+    }
+    s.next_piece = s.pieces.size();
+    s.fed = n;
+    take(i, token, ended);
+  }
+
+  // Sequences with drafts and room verify them; the rest (near the end of the context) decode.
+  // Too many to verify in the allowed steps: all decode plainly, for good.
+  std::vector<size_t> speculating, plain;
+  for (size_t i : decoding) {
+    Sequence& s = running_[i];
+    if (s.drafts.size() == K && engine_.mtp_room(s.slot, K))
+      speculating.push_back(i);
+    else
+      plain.push_back(i);
+  }
+  const uint64_t verify_rows = uint64_t(options_.mtp_verify_steps) * (engine_.max_verify_rows() / (K + 1)) * (K + 1);
+  if (uint64_t(speculating.size()) * (K + 1) > verify_rows) {
+    plain.insert(plain.end(), speculating.begin(), speculating.end());
+    speculating.clear();
+  }
+  for (size_t i : plain) running_[i].drafts.clear();
+  if (!speculating.empty()) {
+    const auto [slots, lasts, params] = decode_input(speculating);
+    std::vector<std::vector<int32_t>> drafts;
+    for (size_t i : speculating) drafts.push_back(running_[i].drafts);
+    const std::vector<Engine::Speculation> out = timed([&] { return engine_.mtp_steps(slots, lasts, drafts, params); });
+    for (size_t j = 0; j < speculating.size(); ++j) {
+      stats_.spec_steps += 1;
+      stats_.spec_drafted += K;
+      stats_.spec_accepted += out[j].emitted.size() - 1;
+      stats_.decode_rows += K + 1;
+      bool going = true;
+      for (const int32_t token : out[j].emitted)
+        if (!(going = take(speculating[j], token, ended))) break;
+      if (going) running_[speculating[j]].drafts = out[j].drafts;
     }
   }
-  // Finish from the back so the indices stay valid.
-  std::sort(ended.begin(), ended.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  for (const auto& [index, reason] : ended) finish(index, reason);
-  return true;
+  if (!plain.empty()) {
+    const auto [slots, ids, params] = decode_input(plain);
+    const std::vector<int32_t> sampled = timed([&] { return engine_.decode(slots, ids, params); });
+    stats_.decode_rows += slots.size();
+    for (size_t j = 0; j < plain.size(); ++j) take(plain[j], sampled[j], ended);
+  }
 }
 
 }  // namespace q3n::graph

@@ -32,12 +32,24 @@ struct SchedulerOptions {
   uint32_t max_batch = 1;         // sequences in flight (<= the engine's slots)
   uint32_t prefill_budget = 512;  // prompt tokens per iteration
   std::set<int32_t> stop_ids;     // tokens that end a sequence (not emitted)
+  // Speculative decoding with the engine's MTP head (EngineOptions::mtp): drafts per step, 0 for
+  // none. Each prompt is then fed whole in one iteration (the head runs over it too), and no
+  // prompt piece rides in a decode step.
+  uint32_t mtp_drafts = 0;
+  // Sequences speculate only while all the generating ones' rows fit this many verify steps
+  // (Engine::max_verify_rows each); otherwise every one decodes plainly from then on (the head's
+  // KV cache is not kept up to date by plain steps). One step: a speculative iteration of many
+  // sequences costs about as many model steps as it has verify steps, plus the head's, which
+  // MTP's 1 + acceptance tokens per step do not repay (80B-A3B on the H200, bench/NOTES.md).
+  uint32_t mtp_verify_steps = 1;
 };
 
 struct SchedulerStats {
   uint64_t prompt_tokens = 0, generated_tokens = 0, iterations = 0, decode_rows = 0;
   uint64_t mixed_steps = 0;  // decode steps that carried a prompt piece
-  double busy_seconds = 0;   // wall time inside engine steps (submitted and waited for)
+  // Speculative decoding: sequence steps (one per sequence verified), drafts made and accepted.
+  uint64_t spec_steps = 0, spec_drafted = 0, spec_accepted = 0;
+  double busy_seconds = 0;  // wall time inside engine steps (submitted and waited for)
 };
 
 class BatchScheduler {
@@ -69,13 +81,27 @@ class BatchScheduler {
     uint32_t slot = 0;
     std::vector<uint32_t> pieces;  // of the prompt, in order
     size_t next_piece = 0, fed = 0;
-    int32_t next_token = -1;  // sampled, to be fed by the next decode step
+    int32_t next_token = -1;      // sampled, to be fed by the next decode step
+    std::vector<int32_t> drafts;  // the MTP head's guesses at the tokens after next_token
     uint32_t generated = 0;
     bool prefilled() const { return next_piece == pieces.size(); }
   };
+  using Ended = std::vector<std::pair<size_t, FinishReason>>;  // index into running_, why
   void admit();
   // Handles a sampled token the way `q3n run` does; returns false when the sequence ended.
   bool accept(Sequence& s, int32_t token);
+  // accept(), and the end of the sequence (a stop, or max_tokens reached) noted in `ended`.
+  bool take(size_t index, int32_t token, Ended& ended);
+  // The slots, next tokens and sampling parameters of these sequences (indices into running_).
+  struct DecodeInput {
+    std::vector<uint32_t> slots;
+    std::vector<int32_t> ids;
+    std::vector<ops::SamplingParams> params;
+  };
+  DecodeInput decode_input(const std::vector<size_t>& sequences) const;
+  // One iteration's prompts and decode steps, plain or speculative (options_.mtp_drafts).
+  void plain_step(const std::vector<size_t>& decoding, Ended& ended);
+  void speculative_step(const std::vector<size_t>& decoding, Ended& ended);
   void finish(size_t index, FinishReason reason);
   template <class F>
   auto timed(F&& f);

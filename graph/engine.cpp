@@ -418,28 +418,34 @@ std::vector<std::vector<int32_t>> Engine::run_verify(std::span<const uint32_t> s
   return emitted;
 }
 
-std::vector<int32_t> Engine::run_mtp(uint32_t slot, uint32_t position, std::span<const int32_t> next_ids,
-                                     const float* hidden, std::vector<float>& hm) {
-  const uint32_t rows = static_cast<uint32_t>(next_ids.size()), H = config_.hidden_size;
-  if (position + rows > options_.context) throw Error("internal: MTP rows past the context");
-  StepShape shape{1, rows, Head::Sample};
+std::vector<int32_t> Engine::run_mtp(std::span<const uint32_t> slots, std::span<const uint32_t> positions,
+                                     std::span<const int32_t> next_ids, const float* hidden, std::vector<float>& hm) {
+  const uint32_t batch = static_cast<uint32_t>(slots.size()), H = config_.hidden_size;
+  const uint32_t rows = static_cast<uint32_t>(next_ids.size()) / std::max(batch, 1u);
+  if (batch == 0 || positions.size() != batch || rows == 0 || next_ids.size() != size_t(batch) * rows)
+    throw Error("internal: an MTP step takes the same number of rows of each sequence");
+  for (const uint32_t position : positions)
+    if (position + rows > options_.context) throw Error("internal: MTP rows past the context");
+  StepShape shape{batch, rows, Head::Sample};
   shape.mtp = true;
   Step& st = step(shape);
   StepIO& io = st.parts.back().io;
   std::memcpy(io.ids.mapped(), next_ids.data(), next_ids.size() * 4);
   auto* seqs = static_cast<uint32_t*>(io.seqs.mapped());
-  seqs[0] = slot, seqs[1] = position;
+  for (uint32_t b = 0; b < batch; ++b) seqs[2 * b] = slots[b], seqs[2 * b + 1] = positions[b];
   const auto greedy = ops::sampling_record(ops::SamplingParams{}, 0);
-  for (uint32_t r = 0; r < rows; ++r)
+  for (uint32_t r = 0; r < batch * rows; ++r)
     std::memcpy(static_cast<uint32_t*>(io.sampling.mapped()) + 8 * r, greedy.data(), 32);
-  std::memcpy(io.hidden_in.mapped(), hidden, size_t(rows) * H * 4);
+  std::memcpy(io.hidden_in.mapped(), hidden, size_t(batch) * rows * H * 4);
   std::memset(io.status.mapped(), 0, size_t(config_.num_hidden_layers + 1) * 4);
   st.parts.back().program->run();
   check_status(shape, stages_.size() - 1);
   const auto* out = static_cast<const float*>(io.final_hidden.mapped());
-  hm.assign(out + size_t(rows - 1) * H, out + size_t(rows) * H);
+  hm.resize(size_t(batch) * H);
+  for (uint32_t b = 0; b < batch; ++b)
+    std::memcpy(hm.data() + size_t(b) * H, out + (size_t(b) * rows + rows - 1) * H, size_t(H) * 4);
   const auto* sampled = static_cast<const int32_t*>(io.sampled.mapped());
-  std::vector<int32_t> drafts(sampled, sampled + rows);
+  std::vector<int32_t> drafts(sampled, sampled + size_t(batch) * rows);
   // A draft is only a guess: one from a NaN row (outside the vocabulary) becomes 0, which the
   // verify step simply rejects if it is wrong.
   for (int32_t& d : drafts)
@@ -519,6 +525,79 @@ Engine::Speculation Engine::mtp_step(uint32_t slot, int32_t last, std::span<cons
   std::vector<float> hm;
   out.drafts = {run_mtp(slot, position, out.emitted, hidden.data(), hm).back()};
   draft_more(slot, positions_.at(slot), uint32_t(drafts.size()), hm, out.drafts);
+  return out;
+}
+
+std::vector<Engine::Speculation> Engine::mtp_steps(std::span<const uint32_t> slots, std::span<const int32_t> lasts,
+                                                   std::span<const std::vector<int32_t>> drafts,
+                                                   std::span<const ops::SamplingParams> params) {
+  if (!options_.mtp) throw Error("internal: mtp_steps on an engine without the MTP head");
+  const size_t batch = slots.size();
+  if (batch == 0 || lasts.size() != batch || drafts.size() != batch || (params.size() != 1 && params.size() != batch))
+    throw Error("internal: mtp_steps needs a last token, drafts and sampling parameters per sequence");
+  const uint32_t K = static_cast<uint32_t>(drafts[0].size()), tokens = K + 1, H = config_.hidden_size;
+  for (size_t b = 0; b < batch; ++b)
+    if (drafts[b].size() != K || K == 0 || !mtp_room(slots[b], K))
+      throw Error("internal: mtp_steps needs the same number of drafts (at least one) and room in every sequence");
+  if (tokens > max_verify_rows()) throw Error("internal: more drafts than a verify step carries");
+
+  // Groups of as many whole sequences as a verify step's rows allow. For each: the verify step
+  // (its hidden rows kept), then one head step over the same rows (row t of a sequence at position
+  // start + t with the token emitted after it; a sequence that committed fewer rows repeats its
+  // last committed row, and those head rows write MTP KV entries past its position, which later
+  // head rows overwrite before any attention reads them, as in mtp_step), whose row at the last
+  // committed position gives the first draft; then the further drafts, one row each per step.
+  const size_t per_step = max_verify_rows() / tokens;
+  std::vector<Speculation> out(batch);
+  for (size_t first = 0; first < batch; first += per_step) {
+    const size_t n = std::min(per_step, batch - first);
+    const auto group = slots.subspan(first, n);
+    std::vector<uint32_t> positions(n);
+    std::vector<int32_t> ids;
+    for (size_t b = 0; b < n; ++b) {
+      positions[b] = positions_.at(group[b]);
+      ids.push_back(lasts[first + b]);
+      ids.insert(ids.end(), drafts[first + b].begin(), drafts[first + b].end());
+    }
+    const auto emitted = run_verify(group, ids, tokens, params.size() == 1 ? params : params.subspan(first, n), true);
+    StepShape shape{static_cast<uint32_t>(n), tokens, Head::Sample};
+    shape.verify = true;
+    shape.hidden = true;
+    const auto* verified = static_cast<const float*>(head_io(shape).final_hidden.mapped());
+    std::vector<int32_t> next(n * tokens);
+    std::vector<float> hidden(n * tokens * H);
+    for (size_t b = 0; b < n; ++b)
+      for (uint32_t t = 0; t < tokens; ++t) {
+        const size_t row = std::min<size_t>(t, emitted[b].size() - 1);
+        next[b * tokens + t] = emitted[b][row];
+        std::memcpy(hidden.data() + (b * tokens + t) * H, verified + (b * tokens + row) * H, size_t(H) * 4);
+      }
+    // The head step's last row of each sequence is not its draft row in general: take each one's
+    // draft and output state at its last committed row (run_mtp returns every row's draft).
+    std::vector<float> last_rows;
+    const std::vector<int32_t> d = run_mtp(group, positions, next, hidden.data(), last_rows);
+    StepShape head{static_cast<uint32_t>(n), tokens, Head::Sample};
+    head.mtp = true;
+    const auto* head_rows = static_cast<const float*>(head_io(head).final_hidden.mapped());
+    std::vector<float> hm(n * H);
+    for (size_t b = 0; b < n; ++b) {
+      const size_t row = b * tokens + emitted[b].size() - 1;
+      out[first + b].emitted = emitted[b];
+      out[first + b].drafts = {d[row]};
+      std::memcpy(hm.data() + b * H, head_rows + row * H, size_t(H) * 4);
+    }
+    std::vector<int32_t> last(n);
+    for (uint32_t j = 1; j < K; ++j) {
+      for (size_t b = 0; b < n; ++b) {
+        positions[b] = positions_.at(group[b]) + j - 1;
+        last[b] = out[first + b].drafts.back();
+      }
+      std::vector<float> next_hm;
+      const std::vector<int32_t> more = run_mtp(group, positions, last, hm.data(), next_hm);
+      hm = std::move(next_hm);
+      for (size_t b = 0; b < n; ++b) out[first + b].drafts.push_back(more[b]);
+    }
+  }
   return out;
 }
 

@@ -145,6 +145,18 @@ class Engine {
   // Verifies [last, drafts] in one step (1 .. drafts + 1 tokens emitted) and drafts as many again.
   // Needs position + drafts + 1 <= context.
   Speculation mtp_step(uint32_t slot, int32_t last, std::span<const int32_t> drafts, const ops::SamplingParams& params);
+  // mtp_step for several sequences with the same number of drafts (q3n batch): verify steps of
+  // at most max_verify_rows() rows, each followed by one head step over the same sequences' rows
+  // and the further drafts (one head step per draft). The emitted tokens are mtp_step's (plain
+  // decoding's); the drafts may differ from its in rounding only.
+  std::vector<Speculation> mtp_steps(std::span<const uint32_t> slots, std::span<const int32_t> lasts,
+                                     std::span<const std::vector<int32_t>> drafts,
+                                     std::span<const ops::SamplingParams> params);
+  // Whether a sequence has room for a speculative step of `drafts` drafts: its verified rows
+  // and the head's draft positions (else plain steps finish it).
+  bool mtp_room(uint32_t slot, uint32_t drafts) const {
+    return positions_.at(slot) + 2ull * (drafts + 1) <= options_.context;
+  }
 
   // How the engine's step graphs compute (kernel choices from batch_invariant; rope_offset).
   StepOptions step_options() const;
@@ -231,7 +243,13 @@ class Engine {
   // The MTP head over rows at positions position .. (model hidden rows and next ids in): the
   // greedy draft of each row, and `hm` the head's output state of the last row.
   std::vector<int32_t> run_mtp(uint32_t slot, uint32_t position, std::span<const int32_t> next_ids, const float* hidden,
-                               std::vector<float>& hm);
+                               std::vector<float>& hm) {
+    return run_mtp(std::span(&slot, 1), std::span(&position, 1), next_ids, hidden, hm);
+  }
+  // The same for several sequences, `next_ids.size() / slots.size()` rows each: every row's
+  // draft, and in `hm` each sequence's last row's output state.
+  std::vector<int32_t> run_mtp(std::span<const uint32_t> slots, std::span<const uint32_t> positions,
+                               std::span<const int32_t> next_ids, const float* hidden, std::vector<float>& hm);
   // Drafts after the first: the head on its own output state, one position at a time.
   void draft_more(uint32_t slot, uint32_t position, uint32_t drafts, std::vector<float>& hm, std::vector<int32_t>& out);
 

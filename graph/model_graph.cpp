@@ -148,7 +148,7 @@ class Builder {
     const uint32_t H = c_.hidden_size;
     if (!w_.mtp) throw Error("internal: an MTP step without the MTP weights");
     const MtpWeights& m = *w_.mtp;
-    seqs_ = g_.bind("sequence table", TensorRole::Input, io_.seqs.range(), dims({1, 2}, "u32"));
+    seqs_ = g_.bind("sequence table", TensorRole::Input, io_.seqs.range(), dims({shape_.sequences(), 2}, "u32"));
     const TensorId e = g_.scratch("MTP embedding", uint64_t(rows_) * H * 4, dims({rows_, H}));
     embedding(e);
     const TensorId hidden = g_.bind("hidden state (the model's, final-normed)", TensorRole::Input,

@@ -38,9 +38,10 @@ struct StepShape {
   // Also every row's final-normed hidden state to the host (StepIO::final_hidden): what the MTP
   // head reads.
   bool hidden = false;
-  // Not the model but its MTP head (spec §4.2), over one sequence's `tokens` rows: each row's
-  // model hidden state (StepIO::hidden_in) and next token id in, the greedy draft of each row
-  // (Head::Sample) and the head's own output state (StepIO::final_hidden) out.
+  // Not the model but its MTP head (spec §4.2), over one sequence's `tokens` rows or one row of
+  // each of `batch` sequences: each row's model hidden state (StepIO::hidden_in) and next token
+  // id in, the greedy draft of each row (Head::Sample) and the head's own output state
+  // (StepIO::final_hidden) out.
   bool mtp = false;
   bool operator<(const StepShape& o) const {
     return std::tie(batch, tokens, head, piece, lane, verify, hidden, mtp) <

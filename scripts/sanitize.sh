@@ -18,8 +18,9 @@ export Q3N_VALIDATE=1
 # The model tests under the GPU shapes repeat the same host code (only shaders differ) at 3x the time;
 # so do the long-context prefills of 4500 tokens (the short fixtures run the same host code) and the
 # three-device and synthetic pipeline splits (the two-device split runs the same host code), and
-# kjv-demo's six MTP generations (batch_cli's `run --mtp` test runs the same host code).
-export GTEST_FILTER=${GTEST_FILTER:--LongContextTest.LogitsPast4096*:*SplitTest.Three*:*SplitTest.Synthetic*:MtpTest.Emits*}
+# kjv-demo's MTP generations and MTP batch jobs (batch_cli's `run --mtp` and `batch --mtp` tests run
+# the same host code).
+export GTEST_FILTER=${GTEST_FILTER:--LongContextTest.LogitsPast4096*:*SplitTest.Three*:*SplitTest.Synthetic*:MtpTest.Emits*:MtpTest.Batch*}
 # Open MPI's own start-up allocations are not freed (LeakSanitizer would report them); the
 # multi-process batch path runs in the normal build's batch_cli test.
 export Q3N_TEST_MPI=${Q3N_TEST_MPI:-0}

@@ -313,6 +313,32 @@ class BatchCli(unittest.TestCase):
         self.assertIn("has no MTP head (no mtp.* tensors); run without --mtp", r.stderr)
         self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
 
+    def test_batch_mtp_gives_the_plain_records(self):
+        # q3n batch --mtp with kjv-demo's head: every record equals the plain job's (greedy and
+        # sampled requests, four at once, more requests than slots), with the acceptance printed.
+        demo = os.path.join(ROOT, "assets", "models", "kjv-demo")
+        prompts = ["And God said", "In the beginning", "The LORD is my shepherd", "Blessed are the meek",
+                   "And it came to pass", "Thou shalt not"]
+        lines = [{"custom_id": f"r{i}", "prompt": p, "max_tokens": 12 + 5 * i,
+                  **({"temperature": 0.8, "seed": i} if i % 2 else {"temperature": 0})}
+                 for i, p in enumerate(prompts)]
+        inp = self.write_input(lines)
+        records = []
+        for extra in ([], ["--mtp"], ["--mtp", "--draft", "2"]):
+            out = self.path(f"out{len(records)}.jsonl")
+            r = subprocess.run([Q3N, "batch", "-m", demo, "--input", inp, "--output", out, "--ids",
+                                "--max-batch", "4", *extra], capture_output=True, text=True, timeout=600)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            if extra:
+                self.assertRegex(r.stderr, r"MTP: \d+ sequence steps of \d drafts, [\d.]+% accepted")
+            records.append(sorted(read_records(out), key=lambda rec: rec["custom_id"]))
+        self.assertEqual(len(records[0]), len(prompts))
+        self.assertEqual(records[1], records[0])
+        self.assertEqual(records[2], records[0])
+        r = self.batch(inp, self.path("fixture.jsonl"), "--mtp")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("has no MTP head (no mtp.* tensors); run without --mtp", r.stderr)
+
     def test_openai_batch_lines(self):
         prompt = "the quick brown fox"
         lines = [

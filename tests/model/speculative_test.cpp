@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
+#include "graph/batch_scheduler.h"
 #include "graph/engine.h"
 #include "runtime/error.h"
 #include "tests/support/gpu_test.h"
@@ -112,6 +114,7 @@ class MtpTest : public GpuTest {
     graph::EngineOptions o;
     o.context = 512;
     o.prefill_chunk = 64;
+    o.slots = 3;
     o.mtp = mtp;
     graph::WeightOptions wo;
     wo.mtp = mtp;
@@ -157,6 +160,142 @@ TEST_F(MtpTest, EmitsPlainDecodingsIdsAndAcceptsDrafts) {
                   params.temperature > 0 ? "sampled" : "greedy", drafts, steps, 100 * rate);
       if (params.temperature == 0 && drafts == 1) EXPECT_GT(rate, 0.1) << "the trained head barely drafts";
     }
+  }
+}
+
+// Engine::mtp_steps drafts for several sequences at once what mtp_step drafts for each alone (the
+// head's rows in other step shapes, so equal up to rounding: an argmax may flip at a near-tie).
+// Each sequence is compared step by step for as long as both engines emitted the same tokens
+// and drafted the same; the first 25 steps of every sequence must agree.
+TEST_F(MtpTest, DraftsOfSeveralSequencesAreThoseOfEachAlone) {
+  std::ifstream in(dir_ / "heldout.json");
+  const std::vector<int32_t> text = nlohmann::json::parse(in).at("token_ids").get<std::vector<int32_t>>();
+  const std::vector<std::pair<size_t, size_t>> prompts = {{0, 70}, {300, 9}, {500, 33}};
+  const ops::SamplingParams greedy;
+  for (const uint32_t drafts : {1u, 2u}) {
+    SCOPED_TRACE(std::to_string(drafts) + " drafts");
+    auto alone = engine(true), together = engine(true);
+    std::vector<uint32_t> slots;
+    std::vector<int32_t> lasts;
+    std::vector<std::vector<int32_t>> alone_drafts, together_drafts;
+    for (uint32_t b = 0; b < prompts.size(); ++b) {
+      const std::vector<int32_t> prompt(text.begin() + ptrdiff_t(prompts[b].first),
+                                        text.begin() + ptrdiff_t(prompts[b].first + prompts[b].second));
+      const graph::Engine::Speculation a = alone->mtp_prompt(b, prompt, greedy, drafts);
+      const graph::Engine::Speculation t = together->mtp_prompt(b, prompt, greedy, drafts);
+      ASSERT_EQ(a.emitted, t.emitted);
+      ASSERT_EQ(a.drafts, t.drafts);
+      slots.push_back(b);
+      lasts.push_back(a.emitted.back());
+      alone_drafts.push_back(a.drafts);
+      together_drafts.push_back(t.drafts);
+    }
+    // Until the first disagreement (after it the two engines hold different drafts).
+    std::vector<uint32_t> agreed(prompts.size(), 0);
+    bool same = true;
+    for (int step = 0; step < 30 && same; ++step) {
+      const std::vector<graph::Engine::Speculation> t =
+          together->mtp_steps(slots, lasts, together_drafts, {&greedy, 1});
+      for (uint32_t b = 0; b < prompts.size() && same; ++b) {
+        ASSERT_EQ(t[b].drafts.size(), drafts);
+        const graph::Engine::Speculation a = alone->mtp_step(b, lasts[b], alone_drafts[b], greedy);
+        same = a.emitted == t[b].emitted && a.drafts == t[b].drafts;
+        agreed[b] += same ? 1 : 0;
+        lasts[b] = a.emitted.back();
+        alone_drafts[b] = a.drafts;
+        together_drafts[b] = t[b].drafts;
+      }
+    }
+    for (uint32_t b = 0; b < prompts.size(); ++b) EXPECT_GE(agreed[b], 25u) << "sequence " << b;
+  }
+}
+
+// q3n batch with the head (SchedulerOptions::mtp_drafts): several sequences verify and draft in
+// the same steps, verify steps of several sequences (decode_rows 4: one to two sequences each),
+// sequences that stop speculating when too many generate at once,
+// requests queued behind a full batch, a stop token, max_tokens ending inside a verify step, and
+// requests that reach the end of the context (their last steps run plainly; one's prompt leaves
+// no room for the head's drafts, so all of it runs plainly). Every request's
+// tokens and end must be those of the scheduler without the head.
+TEST_F(MtpTest, BatchSchedulerGivesPlainDecodingsTokens) {
+  std::ifstream in(dir_ / "heldout.json");
+  const std::vector<int32_t> text = nlohmann::json::parse(in).at("token_ids").get<std::vector<int32_t>>();
+  ASSERT_GE(text.size(), 700u);
+  struct Request {
+    size_t from, length;
+    uint32_t max_tokens;
+    bool sampled;
+  };
+  const std::vector<Request> requests = {{0, 150, 40, false}, {200, 37, 33, true},  {300, 5, 1, false},
+                                         {320, 90, 26, true}, {420, 12, 45, false}, {100, 200, 56, false},
+                                         {150, 252, 3, true}};
+  struct Result {
+    std::vector<int32_t> ids;
+    graph::FinishReason reason = graph::FinishReason::Length;
+    bool finished = false;
+  };
+  const auto run = [&](uint32_t drafts, const std::set<int32_t>& stops, graph::SchedulerStats* stats,
+                       uint32_t verify_steps = 1) {
+    graph::EngineOptions eo;
+    eo.context = 256;
+    eo.prefill_chunk = 64;
+    eo.slots = 3;
+    eo.decode_rows = 4;
+    eo.mtp = drafts > 0;
+    graph::WeightOptions wo;
+    wo.mtp = drafts > 0;
+    graph::Engine e(runtime(), config_, graph::DeviceWeights(runtime(), config_, *checkpoint_, wo), eo);
+    std::vector<Result> out(requests.size());
+    graph::SchedulerOptions so;
+    so.max_batch = 3;
+    so.prefill_budget = 100;
+    so.stop_ids = stops;
+    so.mtp_drafts = drafts;
+    so.mtp_verify_steps = verify_steps;
+    graph::BatchScheduler scheduler(
+        e, so,
+        [&](uint64_t tag, int32_t id) {
+          out[tag].ids.push_back(id);
+          return false;
+        },
+        [&](uint64_t tag, graph::FinishReason reason, uint32_t, uint32_t generated) {
+          EXPECT_EQ(generated, out[tag].ids.size());
+          out[tag].reason = reason;
+          out[tag].finished = true;
+        });
+    for (size_t r = 0; r < requests.size(); ++r) {
+      graph::GenerationRequest g;
+      g.tag = r;
+      g.prompt.assign(text.begin() + ptrdiff_t(requests[r].from),
+                      text.begin() + ptrdiff_t(requests[r].from + requests[r].length));
+      g.max_tokens = requests[r].max_tokens;
+      if (requests[r].sampled) g.sampling = {.temperature = 0.8f, .top_k = 30, .seed = 11 + r};
+      scheduler.add(std::move(g));
+    }
+    while (scheduler.step()) {
+    }
+    if (stats) *stats = scheduler.stats();
+    return out;
+  };
+  // A stop token: one the first request generates halfway through its plain run.
+  const int32_t stop = run(0, {}, nullptr)[0].ids.at(20);
+  const std::vector<Result> want = run(0, {stop}, nullptr);
+  ASSERT_EQ(want[0].reason, graph::FinishReason::Stop);
+  // One verify step: 1 draft, up to two sequences speculate (decode_rows 4); when three generate,
+  // they go plain for good. Many verify steps: all three speculate in one to three of them.
+  for (const auto [drafts, verify_steps] : {std::pair{1u, 1u}, {1u, 8u}, {3u, 8u}}) {
+    SCOPED_TRACE(std::to_string(drafts) + " drafts, " + std::to_string(verify_steps) + " verify steps");
+    graph::SchedulerStats stats;
+    const std::vector<Result> got = run(drafts, {stop}, &stats, verify_steps);
+    for (size_t r = 0; r < requests.size(); ++r) {
+      EXPECT_TRUE(got[r].finished) << "request " << r;
+      EXPECT_EQ(got[r].ids, want[r].ids) << "request " << r;
+      EXPECT_EQ(got[r].reason, want[r].reason) << "request " << r;
+    }
+    EXPECT_GT(stats.spec_steps, 0u);
+    EXPECT_GT(stats.spec_accepted, 0u) << "no draft was ever accepted";
+    std::printf("[mtp] batch, %u drafts, %u verify steps: %llu sequence steps, %.1f%% of drafts accepted\n", drafts,
+                verify_steps, (unsigned long long)stats.spec_steps, 100.0 * stats.spec_accepted / stats.spec_drafted);
   }
 }
 
