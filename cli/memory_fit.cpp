@@ -15,8 +15,14 @@ constexpr uint64_t kHeadroom = 256ull << 20;  // activations, step buffers, driv
 
 MemoryFit::MemoryFit(const std::vector<std::unique_ptr<Runtime>>& devices, const ModelConfig& config,
                      const graph::WeightParts& weights, graph::WeightFormat format, ops::KvType kv,
-                     std::vector<double> shares)
-    : devices_(devices), config_(config), weights_(weights), format_(format), kv_(kv), shares_(std::move(shares)) {
+                     std::vector<double> shares, bool mtp)
+    : devices_(devices),
+      config_(config),
+      weights_(weights),
+      format_(format),
+      kv_(kv),
+      mtp_(mtp),
+      shares_(std::move(shares)) {
   std::map<uint32_t, uint64_t> entries;  // physical device index -> times named
   for (const auto& d : devices_) ++entries[d->device.info().index];
   for (const auto& d : devices_) free_.push_back(d->device.free_device_memory() / entries[d->device.info().index]);
@@ -36,8 +42,8 @@ std::vector<graph::LayerSpan> MemoryFit::spans(uint32_t slots, uint32_t context)
 }
 
 uint64_t MemoryFit::device_bytes(size_t, const graph::LayerSpan& span, uint32_t slots, uint32_t context) const {
-  return weights_.on_device(config_, span) + graph::SequenceState::planned_bytes(config_, slots, context, kv_, span) +
-         kHeadroom;
+  return weights_.on_device(config_, span) +
+         graph::SequenceState::planned_bytes(config_, slots, context, kv_, span, mtp_) + kHeadroom;
 }
 
 bool MemoryFit::fits(uint32_t slots, uint32_t context) const {
@@ -77,7 +83,7 @@ void MemoryFit::check(uint32_t context, uint32_t& slots, bool fit_slots) const {
     const uint64_t need = device_bytes(d, s[d], slots, context);
     if (need <= free_[d]) continue;
     const uint64_t weights = weights_.on_device(config_, s[d]);
-    const uint64_t state = graph::SequenceState::planned_bytes(config_, slots, context, kv_, s[d]);
+    const uint64_t state = graph::SequenceState::planned_bytes(config_, slots, context, kv_, s[d], mtp_);
     // A split names the device's share; one device, the whole model.
     const std::string what = s.size() > 1 ? s[d].describe(config_) + " of the model need" : "it needs";
     char msg[640];

@@ -17,7 +17,8 @@ class MemoryFit {
   // `shares`: the split's proportions (--split); empty = each device's free memory. A device
   // named more than once shares its free memory between its entries.
   MemoryFit(const std::vector<std::unique_ptr<Runtime>>& devices, const ModelConfig& config,
-            const graph::WeightParts& weights, graph::WeightFormat format, ops::KvType kv, std::vector<double> shares);
+            const graph::WeightParts& weights, graph::WeightFormat format, ops::KvType kv, std::vector<double> shares,
+            bool mtp);
 
   // Each device's layers for `slots` sequences of `context` positions (one device: the whole model).
   std::vector<graph::LayerSpan> spans(uint32_t slots, uint32_t context) const;
@@ -38,6 +39,7 @@ class MemoryFit {
   graph::WeightParts weights_;
   graph::WeightFormat format_;
   ops::KvType kv_;
+  bool mtp_;  // the MTP head's KV cache too (with the last device's state)
   std::vector<double> shares_;
   std::vector<uint64_t> free_;
 };

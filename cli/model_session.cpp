@@ -128,7 +128,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   const ops::KvType kv = ops::parse_kv_type(o.kv);
   const MemoryFit fit(s.runtimes, s.config,
                       graph::DeviceWeights::planned_parts(s.config, s.checkpoint.get(), format, o.mtp), format, kv,
-                      o.split.empty() ? std::vector<double>{} : graph::parse_split(o.split, names.size()));
+                      o.split.empty() ? std::vector<double>{} : graph::parse_split(o.split, names.size()), o.mtp);
   if (fit_context) context = fit.context_that_fits(context, default_context(s.config), slots);
   fit.check(context, slots, shape.fit_slots);
   const std::vector<graph::LayerSpan> spans = fit.spans(slots, context);

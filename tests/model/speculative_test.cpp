@@ -299,6 +299,21 @@ TEST_F(MtpTest, BatchSchedulerGivesPlainDecodingsTokens) {
   }
 }
 
+// The memory-fit check (cli/memory_fit) counts the head's KV cache: what an MTP engine allocates
+// for its sequences is SequenceState::planned_bytes with mtp, one more attention layer's cache
+// (beside it the state holds small per-slot address tables, under 1 KiB here, which the plan
+// leaves to the fit's headroom).
+TEST_F(MtpTest, PlannedStateBytesCountTheHeadsKvCache) {
+  const uint64_t plain = graph::SequenceState::planned_bytes(config_, 3, 512);
+  const uint64_t with_head = graph::SequenceState::planned_bytes(config_, 3, 512, ops::KvType::F32, {}, true);
+  const uint64_t got_plain = engine(false)->state_bytes(), got_with_head = engine(true)->state_bytes();
+  EXPECT_GE(got_plain, plain);
+  EXPECT_LT(got_plain, plain + 1024);
+  EXPECT_GE(got_with_head, with_head);
+  EXPECT_LT(got_with_head, with_head + 1024);
+  EXPECT_EQ(with_head - plain, 3 * 2 * graph::SequenceState::kv_slot_stride(config_, 512, ops::KvType::F32));
+}
+
 TEST_F(MtpTest, CheckpointWithoutTheHeadIsRefused) {
   const std::filesystem::path fixture = std::filesystem::path(Q3N_SOURCE_DIR) / "tests/data/fixtures/f32_untied";
   const ModelConfig config = load_config(fixture);
