@@ -101,10 +101,12 @@ int main(int argc, char** argv) {
     bool coopmat;
     MatrixActivations activations;
     std::string name;
+    bool k_split = false;  // the dense products' K split at decode sizes, as the model runs them
   };
   std::vector<Family> families = {{false, MatrixActivations::Split, ""}};
   if (rt.device.coopmat()) {
     families.push_back({true, MatrixActivations::Fp16, " [coopmat fp16]"});
+    families.push_back({true, MatrixActivations::Fp16, " [coopmat fp16, K split]", true});
     families.push_back({true, MatrixActivations::Split, " [coopmat split]"});
   }
   auto use = [&](const Family& f) {
@@ -122,6 +124,7 @@ int main(int argc, char** argv) {
            {"in_proj_qkvz 128 x 2048 -> 12288", 128, 12288, H},
            {"out_proj 16 x 4096 -> 2048", 16, H, 4096},
            {"out_proj 32 x 4096 -> 2048", 32, H, 4096},
+           {"router 32 x 2048 -> 512", 32, 512, H},
            {"out_proj 128 x 4096 -> 2048", 128, H, 4096},
            {"lm_head 32 x 2048 -> 151936", 32, V, H},
            {"lm_head 128 x 2048 -> 151936", 128, V, H},
@@ -131,10 +134,13 @@ int main(int argc, char** argv) {
     for (WeightType type : {WeightType::BF16, WeightType::Q4})
       for (const Family& family : families) {
         if (tokens == 1 && family.coopmat) continue;  // a single token takes no matrix units
+        const uint64_t split_bytes = family.k_split ? ops::linear_split_bytes(tokens, n, k) : 0;
+        if (family.k_split && !split_bytes) continue;  // the same kernel as without
         use(family);
         const uint64_t weight_bytes = ops::weight_storage_bytes(type, uint64_t(n) * k);
         const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes),
-                          y = b.buffer(uint64_t(tokens) * n * 4);
+                          y = b.buffer(uint64_t(tokens) * n * 4),
+                          parts = split_bytes ? b.buffer(split_bytes) : BufferRange{};
         const double s = b.time([&](CommandBuffer& cb) {
           ops::record_linear(rt.pipelines, cb,
                              {.x = x,
@@ -144,7 +150,8 @@ int main(int argc, char** argv) {
                               .tokens = tokens,
                               .k = k,
                               .n = n,
-                              .gemv_max_tokens = family.coopmat ? 0u : ops::kGemvMaxTokens});
+                              .gemv_max_tokens = family.coopmat ? 0u : ops::kGemvMaxTokens,
+                              .k_split = parts});
         });
         const std::string label = std::string("linear ") + ops::weight_type_name(type) + " " + name + family.name;
         report(label.c_str(), s, double(weight_bytes) + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
@@ -251,7 +258,7 @@ int main(int argc, char** argv) {
   for (uint32_t tokens : {1u, 8u, 32u, 128u, 512u})
     for (WeightType type : {WeightType::BF16, WeightType::Q4})
       for (const Family& family : families) {
-        if (tokens == 1 && family.coopmat) continue;
+        if ((tokens == 1 && family.coopmat) || family.k_split) continue;  // K split: dense products only
         use(family);
         const ops::MoeShape s{
             .tokens = tokens, .hidden = H, .experts = 512, .top_k = 10, .expert_dim = 512, .normalise = true};

@@ -255,15 +255,40 @@ class Builder {
   }
 
   // y = x W^T over every row of the step.
+  // K-split scratch of a product's groups (ops::linear_split_bytes): a region for each group that
+  // may take the matrix units at a decode size, since the groups run without barriers between them.
+  struct SplitScratch {
+    TensorId tensor = kNone;
+    std::vector<uint64_t> at, bytes;  // per group
+    BufferRange range(const Bindings& b, size_t group) const {
+      return bytes[group] ? b[tensor].sub(at[group], bytes[group]) : BufferRange{};
+    }
+  };
+  SplitScratch split_scratch(const std::string& name, const std::vector<RowRange>& groups, uint32_t n, uint32_t k) {
+    SplitScratch s;
+    uint64_t total = 0;
+    for (const RowRange& g : groups) {
+      s.at.push_back(total);
+      s.bytes.push_back(g.count > g.gemv_max ? ops::linear_split_bytes(g.count, n, k) : 0);
+      total += s.bytes.back();
+    }
+    if (total) s.tensor = g_.scratch(name + " K-split parts", total, dims({uint32_t(total / 4)}));
+    return s;
+  }
+
   TensorId linear(const std::string& name, TensorId x, const Matrix& m) {
     return linear(name, x, m, rows_, dispatch_groups(linear_segments_, ops::kGemvMaxTokens));
   }
   TensorId linear(const std::string& name, TensorId x, const Matrix& m, uint32_t rows, std::vector<RowRange> groups) {
     const TensorId w = weight(name + ".weight", m);
     const TensorId y = g_.scratch(name + " out", uint64_t(rows) * m.rows * 4, dims({rows, m.rows}));
-    g_.add({name, "linear", {x, w}, {y}, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+    const SplitScratch split = split_scratch(name, groups, m.rows, m.cols);
+    std::vector<TensorId> inputs = {x, w}, outputs = {y};
+    if (split.tensor != kNone) outputs.push_back(split.tensor);
+    g_.add({name, "linear", inputs, outputs, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               // The groups write disjoint rows: no barrier between them.
-              for (const RowRange& g : groups)
+              for (size_t i = 0; i < groups.size(); ++i) {
+                const RowRange& g = groups[i];
                 ops::record_linear(p, cb,
                                    {.x = b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4),
                                     .weight = b[w],
@@ -272,7 +297,9 @@ class Builder {
                                     .tokens = g.count,
                                     .k = m.cols,
                                     .n = m.rows,
-                                    .gemv_max_tokens = g.gemv_max});
+                                    .gemv_max_tokens = g.gemv_max,
+                                    .k_split = split.range(b, i)});
+              }
             }});
     return y;
   }
@@ -587,12 +614,16 @@ class Builder {
     const TensorId w = weight(name + ".down.weight", down);
     const TensorId y = g_.scratch(name + ".down out", uint64_t(rows_) * down.rows * 4, dims({rows_, down.rows}));
     const std::vector<RowRange> groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
+    const SplitScratch split = split_scratch(name + ".down", groups, down.rows, I);
+    std::vector<TensorId> outputs = {y, act};
+    if (split.tensor != kNone) outputs.push_back(split.tensor);
     g_.add({name + ".down (SwiGLU input)",
             "linear",
             {gu, w},
-            {y, act},
+            outputs,
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              for (const RowRange& g : groups)  // disjoint rows: no barrier between them
+              for (size_t i = 0; i < groups.size(); ++i) {  // disjoint rows: no barrier between them
+                const RowRange& g = groups[i];
                 ops::record_linear(p, cb,
                                    {.x = b[gu].sub(uint64_t(g.first) * 2 * I * 4, uint64_t(g.count) * 2 * I * 4),
                                     .weight = b[w],
@@ -603,7 +634,9 @@ class Builder {
                                     .n = down.rows,
                                     .gemv_max_tokens = g.gemv_max,
                                     .swiglu_input = true,
-                                    .act = b[act].sub(uint64_t(g.first) * I * 4, uint64_t(g.count) * I * 4)});
+                                    .act = b[act].sub(uint64_t(g.first) * I * 4, uint64_t(g.count) * I * 4),
+                                    .k_split = split.range(b, i)});
+              }
             }});
     return y;
   }

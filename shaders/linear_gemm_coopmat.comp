@@ -10,12 +10,16 @@
 // NB only changes how the features are cut into workgroups (fewer tokens want narrower tiles,
 // so that there are enough workgroups): an output's sum is the same sequence of products for
 // every NB and every token count.
+// K_PART > 0 splits K (decode-sized steps, whose few tiles would leave the GPU idle): workgroup z
+// sums K values [z K_PART, (z + 1) K_PART) only and writes its partial sums to y + z * tokens * n
+// (a scratch buffer); linear_split_sum.comp adds the parts in order.
 #include "common.glsl"
 #include "coopmat.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint SPLIT = 1;  // activations as hi + lo fp16 halves (coopmat.glsl)
 layout(constant_id = 5) const uint NB = 4;     // 16-feature matrices per subgroup: 1, 2 or 4
+layout(constant_id = 6) const uint K_PART = 0;  // K values per workgroup (a multiple of SK), 0: all
 
 const uint BM = 64;                    // tokens per tile
 const uint BN = 32u * NB;              // output features per tile
@@ -49,8 +53,9 @@ void main() {
   // 8 (u % SK_UNITS): neighbouring invocations read neighbouring words of one row.
   float xv[MAX_X][8];  // activations as fetched: converted to fp16 when stored
   RawUnit wa[MAX_W];
-  for (uint k0 = 0; k0 < p.k + SK; k0 += SK) {
-    if (k0 > 0) {  // store the slice fetched last iteration (at k0 - SK)
+  const uint k_begin = gl_WorkGroupID.z * K_PART, k_end = K_PART == 0u ? p.k : min(p.k, k_begin + K_PART);
+  for (uint k0 = k_begin; k0 < k_end + SK; k0 += SK) {
+    if (k0 > k_begin) {  // store the slice fetched last iteration (at k0 - SK)
       [[unroll]] for (uint i = 0; i < MAX_X; ++i) {
         const uint u = tid + i * threads;
         if (i >= x_per_thread || u >= X_UNITS) continue;
@@ -65,7 +70,7 @@ void main() {
       }
       barrier();
     }
-    if (k0 < p.k) {  // fetch slice k0; its loads overlap the products of slice k0 - SK
+    if (k0 < k_end) {  // fetch slice k0; its loads overlap the products of slice k0 - SK
       [[unroll]] for (uint i = 0; i < MAX_X; ++i) {
         const uint u = tid + i * threads;
         if (i >= x_per_thread) continue;
@@ -81,7 +86,7 @@ void main() {
         if (u < W_UNITS && n < p.n && c < p.k) wa[i] = fetch_weight_unit(p.weight, WEIGHT_DTYPE, n, p.k, c);
       }
     }
-    if (k0 == 0) continue;
+    if (k0 == k_begin) continue;
     [[unroll]] for (uint kk = 0; kk < SK_UNITS; kk += CM / 8u) {  // in uvec4 units
       A_MATRIX hi, lo;
       LOAD_A(hi, tiles, X_HI + row * SK_STRIDE + kk, SK_STRIDE);
@@ -101,8 +106,10 @@ void main() {
     STORE_C(acc_hi[j], tiles, (row * C_STRIDE + column + j * CM) / 4u, C_STRIDE / 4u);
   }
   barrier();
+  const uint part = gl_WorkGroupID.z * p.tokens;  // the partial sums' rows (0 without K_PART)
   for (uint e = tid; e < BM * BN; e += threads) {
     const uint r = e / BN, c = e % BN, at = r * C_STRIDE + c;
-    if (m0 + r < p.tokens && n0 + c < p.n) p.y.v[(m0 + r) * p.n + n0 + c] = uintBitsToFloat(tiles[at >> 2][at & 3u]);
+    if (m0 + r < p.tokens && n0 + c < p.n)
+      p.y.v[(part + m0 + r) * p.n + n0 + c] = uintBitsToFloat(tiles[at >> 2][at & 3u]);
   }
 }

@@ -13,6 +13,10 @@ struct Push {  // shaders/linear_push.glsl
   VkDeviceAddress x, weight, y;
   uint32_t k, n, tokens;
 };
+struct SplitSumPush {  // shaders/linear_split_sum.comp
+  VkDeviceAddress parts, y;
+  uint32_t count, count_parts;
+};
 constexpr uint32_t kMaxGroupsX = 65535;  // the minimum maxComputeWorkGroupCount[0] every device has
 // Tokens per pass of linear_gemv.comp: 4, or the token count below that, so a variant holds no
 // unused registers (a single token: 22 -> 15 us for in_proj_qkvz on the H100; two, a speculative
@@ -28,6 +32,22 @@ constexpr uint64_t kGemvTargetInvocations = 131072;
 // H100's 132); narrower tiles are chosen below it.
 constexpr uint64_t kMatrixTargetWorkgroups = 256;
 }  // namespace
+
+uint32_t linear_k_part(uint32_t n, uint32_t k) {
+  // Enough parts that the 128-feature tiles of one row tile make kMatrixTargetWorkgroups, each
+  // part at least 256 long (four 64-value slices), at most 16 parts.
+  const uint64_t tiles = ceil_div(n, 128);
+  const uint64_t parts = std::min<uint64_t>({ceil_div(kMatrixTargetWorkgroups, tiles), 16, k / 256});
+  if (parts <= 1) return k;
+  const uint32_t part = static_cast<uint32_t>(ceil_div(ceil_div(k, parts), 64) * 64);
+  return std::min(part, k);
+}
+
+uint64_t linear_split_bytes(uint32_t tokens, uint32_t n, uint32_t k) {
+  const uint32_t part = linear_k_part(n, k);
+  if (tokens > kSplitMaxTokens || part >= k) return 0;
+  return uint64_t(ceil_div(k, part)) * tokens * n * 4;
+}
 
 uint32_t matrix_tile_features(uint32_t tokens, uint32_t n) {
   uint32_t features = 128;
@@ -99,10 +119,28 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
     commands.dispatch(pipelines.get(key), push, gx, ceil_div(groups, gx));
   } else if (matrix_units) {
+    const uint64_t split_bytes = linear_split_bytes(a.tokens, a.n, a.k);
+    if (split_bytes && a.k_split.size >= split_bytes) {
+      // K in parts, 128 features per tile; then the parts added in order.
+      const uint32_t part = linear_k_part(a.n, a.k), parts = ceil_div(a.k, part);
+      Push partial = push;
+      partial.y = a.k_split.address;
+      const PipelineKey key{pipelines.coopmat_shader("linear_gemm_coopmat"),
+                            {pipelines.coopmat_workgroup(), 1, 1},
+                            {type, pipelines.split_activations(), 4u, part},
+                            sizeof(Push)};
+      commands.dispatch(pipelines.get(key), partial, ceil_div(a.n, 128), ceil_div(a.tokens, 64), parts);
+      commands.barrier();
+      const SplitSumPush sum{a.k_split.address, a.y.address, a.tokens * a.n, parts};
+      const uint32_t groups = ceil_div(sum.count, 256), gx = std::min(groups, kMaxGroupsX);
+      commands.dispatch(pipelines.get({"linear_split_sum", {256, 1, 1}, {}, sizeof(sum)}), sum, gx,
+                        ceil_div(groups, gx));
+      return;
+    }
     const uint32_t features = matrix_tile_features(a.tokens, a.n);
     const PipelineKey key{pipelines.coopmat_shader("linear_gemm_coopmat"),
                           {pipelines.coopmat_workgroup(), 1, 1},
-                          {type, pipelines.split_activations(), features / 32},
+                          {type, pipelines.split_activations(), features / 32, 0u},
                           sizeof(Push)};
     commands.dispatch(pipelines.get(key), push, ceil_div(a.n, features), ceil_div(a.tokens, 64));
   } else {

@@ -41,7 +41,20 @@ struct LinearArgs {
   // to `act` ([tokens, k], f32; required) with shaders/swiglu.comp.
   bool swiglu_input = false;
   BufferRange act;
+  // Scratch for the partial sums of a K-split product (linear_split_bytes): a decode-sized step
+  // on the matrix units splits K so that its few output tiles still fill the GPU. Without it the
+  // product is not split.
+  BufferRange k_split;
 };
+
+// Matrix-unit products of at most this many tokens split K (with LinearArgs::k_split).
+constexpr uint32_t kSplitMaxTokens = 128;
+// K values per part of a split product of n features and k inputs (a multiple of 64), or k where
+// it is not split. A function of the matrix alone, so an output's parts, and the order they are
+// added in, are the same for every token count up to kSplitMaxTokens.
+uint32_t linear_k_part(uint32_t n, uint32_t k);
+// Bytes of LinearArgs::k_split that a product of `tokens` rows needs (0: it is not split).
+uint64_t linear_split_bytes(uint32_t tokens, uint32_t n, uint32_t k);
 
 // Output features per workgroup of linear_gemm_coopmat.comp for a product of `tokens` rows and
 // n features: 128, or 64 / 32 when wider tiles would leave the GPU with few workgroups.

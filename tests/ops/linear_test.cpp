@@ -20,18 +20,24 @@ struct Case {
   ops::WeightType type;
 };
 
+// Parts a K-split product of n features and k inputs has.
+uint32_t k_parts(uint32_t n, uint32_t k) { return (k + ops::linear_k_part(n, k) - 1) / ops::linear_k_part(n, k); }
+
 class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
  protected:
   // Runs the case on the selected path and checks every output against a double reference.
   // `matrix_units`: the tolerance of linear_gemm_coopmat.comp (coopmat.glsl) taking activations as
   // the pipelines are set to, else of fp32 sums; with it, every token count takes the matrix units.
-  void check(bool matrix_units) {
+  // `k_split`: with scratch for a K-split product (ops::linear_split_bytes), poisoned too.
+  void check(bool matrix_units, bool k_split = false) {
     const bool split = pipelines().matrix_activations() == MatrixActivations::Split;
     const auto [tokens, k, n, type] = GetParam();
     auto x = random_floats(size_t(tokens) * k, 31, -1, 1);
     auto w = random_floats(size_t(n) * k, 32, -0.5f, 0.5f);
     const auto words = encode_weights(w, type);  // w now holds exactly what the GPU reads
     Allocation dx = upload(x), dw = upload_words(words), dy = poisoned(size_t(tokens) * n);
+    const uint64_t split_bytes = k_split ? ops::linear_split_bytes(tokens, n, k) : 0;
+    Allocation parts = poisoned(std::max<uint64_t>(split_bytes / 4, 1));
     run([&](CommandBuffer& cb) {
       ops::record_linear(pipelines(), cb,
                          {.x = dx.range(),
@@ -41,7 +47,8 @@ class LinearTest : public GpuTest, public ::testing::WithParamInterface<Case> {
                           .tokens = tokens,
                           .k = k,
                           .n = n,
-                          .gemv_max_tokens = matrix_units ? 0u : ops::kGemvMaxTokens});
+                          .gemv_max_tokens = matrix_units ? 0u : ops::kGemvMaxTokens,
+                          .k_split = split_bytes ? parts.range() : BufferRange{}});
     });
     const auto got = download(dy, size_t(tokens) * n);
 
@@ -84,7 +91,9 @@ TEST_P(LinearTest, MatchesReference) {
 }
 
 // The cooperative-matrix GEMM, on devices that have it, for the cases with 16-bit or quantised
-// weights, with activations rounded to fp16 and split into two halves.
+// weights, with activations rounded to fp16 and split into two halves; where the case is
+// decode-sized and its K long enough, also split along K (ops::linear_k_part; the same bound:
+// the parts are fp32 sums of the same products, added in fp32).
 TEST_P(LinearTest, CoopmatMatchesReference) {
   const Case c = GetParam();
   if (c.type == ops::WeightType::F32) GTEST_SKIP() << "fp32 weights take no matrix units";
@@ -94,6 +103,10 @@ TEST_P(LinearTest, CoopmatMatchesReference) {
     SCOPED_TRACE(matrix_activations_name(a));
     use_matrix_activations(a);
     check(true);
+    if (ops::linear_split_bytes(c.tokens, c.n, c.k)) {
+      SCOPED_TRACE("K split in " + std::to_string(k_parts(c.n, c.k)) + " parts");
+      check(true, true);
+    }
   }
 }
 
@@ -142,13 +155,15 @@ class RowInvarianceTest : public GpuTest {
  protected:
   // Runs y = x W^T over the last `tokens` rows of one random x, for each count in `token_counts`,
   // and checks that the last row (present in every run) is bitwise the same in all of them.
+  // `k_split`: each run with K-split scratch where its size splits (ops::linear_split_bytes).
   void expect_last_row_independent_of_count(uint32_t k, uint32_t n, ops::WeightType type,
-                                            const std::vector<uint32_t>& token_counts, uint32_t gemv_max_tokens);
+                                            const std::vector<uint32_t>& token_counts, uint32_t gemv_max_tokens,
+                                            bool k_split = false);
 };
 
 void RowInvarianceTest::expect_last_row_independent_of_count(uint32_t k, uint32_t n, ops::WeightType type,
                                                              const std::vector<uint32_t>& token_counts,
-                                                             uint32_t gemv_max_tokens) {
+                                                             uint32_t gemv_max_tokens, bool k_split) {
   auto w = random_floats(size_t(n) * k, 41, -0.5f, 0.5f);
   Allocation dw = upload_words(encode_weights(w, type));
   const uint32_t most = *std::max_element(token_counts.begin(), token_counts.end());
@@ -157,6 +172,8 @@ void RowInvarianceTest::expect_last_row_independent_of_count(uint32_t k, uint32_
   for (const uint32_t tokens : token_counts) {
     std::vector<float> xs(x.end() - ptrdiff_t(tokens) * k, x.end());
     Allocation dx = upload(xs), dy = poisoned(size_t(tokens) * n);
+    const uint64_t split_bytes = k_split ? ops::linear_split_bytes(tokens, n, k) : 0;
+    Allocation parts = poisoned(std::max<uint64_t>(split_bytes / 4, 1));
     run([&](CommandBuffer& cb) {
       ops::record_linear(pipelines(), cb,
                          {.x = dx.range(),
@@ -166,7 +183,8 @@ void RowInvarianceTest::expect_last_row_independent_of_count(uint32_t k, uint32_
                           .tokens = tokens,
                           .k = k,
                           .n = n,
-                          .gemv_max_tokens = gemv_max_tokens});
+                          .gemv_max_tokens = gemv_max_tokens,
+                          .k_split = split_bytes ? parts.range() : BufferRange{}});
     });
     const auto y = download(dy, size_t(tokens) * n);
     by_count.emplace_back(y.end() - n, y.end());
@@ -202,6 +220,32 @@ TEST_F(RowInvarianceTest, MatrixRowsDoNotDependOnTheTokenCountOrTileWidth) {
   for (const uint32_t n : {20000u, 45u})
     for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::Q4})
       expect_last_row_independent_of_count(256, n, type, {1, 18, 64, 130}, 0);
+}
+
+// Decode steps split K on the matrix units (LinearArgs::k_split) in parts that depend on the
+// matrix alone, so a row is bitwise the same for every token count up to kSplitMaxTokens: at
+// n = 20000 (2 parts of k = 2080) and n = 45 (7 parts of 320, the last 160), 1 to 128 tokens.
+TEST_F(RowInvarianceTest, KSplitRowsDoNotDependOnTheTokenCount) {
+  std::string why;
+  if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
+  EXPECT_EQ(k_parts(20000, 2080), 2u);
+  EXPECT_EQ(k_parts(45, 2080), 7u);
+  for (const uint32_t n : {20000u, 45u})
+    for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::Q4})
+      expect_last_row_independent_of_count(2080, n, type, {1, 18, 64, 128}, 0, true);
+}
+
+// The K parts: enough for one row tile of 128-feature tiles to fill the GPU (256 workgroups), at
+// least 256 values each, at most 16, each a multiple of 64; no split past kSplitMaxTokens.
+TEST(LinearKPart, FillsTheGpuWithPartsOfWholeSlices) {
+  EXPECT_EQ(ops::linear_k_part(12288, 2048), 704u);    // in_proj_qkvz: 96 tiles x 3 parts
+  EXPECT_EQ(ops::linear_k_part(2048, 4096), 256u);     // out_proj: 16 tiles x 16 parts
+  EXPECT_EQ(ops::linear_k_part(512, 2048), 256u);      // router: 4 tiles x 8 parts (k / 256)
+  EXPECT_EQ(ops::linear_k_part(45, 300), 300u);        // too short to split
+  EXPECT_EQ(ops::linear_k_part(151936, 2048), 2048u);  // lm_head: its tiles fill the GPU
+  EXPECT_EQ(ops::linear_split_bytes(32, 2048, 4096), 16ull * 32 * 2048 * 4);
+  EXPECT_EQ(ops::linear_split_bytes(ops::kSplitMaxTokens + 1, 2048, 4096), 0u);
+  EXPECT_EQ(ops::linear_split_bytes(32, 45, 300), 0u);
 }
 
 // The matrix GEMM's tile width: 128 features where that gives the GPU enough workgroups, else
@@ -255,8 +299,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{128, 96, 67, ops::WeightType::Q4}, Case{129, 64, 40, ops::WeightType::Q8},
                       Case{20, 128, 35, ops::WeightType::Q8}, Case{128, 131, 70, ops::WeightType::BF16},
                       Case{129, 130, 65, ops::WeightType::BF16}, Case{17, 99, 41, ops::WeightType::F32},
-                      Case{45, 72, 9, ops::WeightType::F16},      // units of 8, 16-bit
-                      Case{20, 64, 20000, ops::WeightType::Q4}),  // 64 features per matrix tile
+                      Case{45, 72, 9, ops::WeightType::F16},     // units of 8, 16-bit
+                      Case{20, 64, 20000, ops::WeightType::Q4},  // 64 features per matrix tile
+                      // K split on the matrix units (decode-sized, long K): 13, 7 and 3 parts.
+                      Case{8, 4128, 33, ops::WeightType::BF16}, Case{40, 2080, 300, ops::WeightType::Q8},
+                      Case{128, 2080, 12000, ops::WeightType::Q4}),
     [](const auto& info) {
       const Case& c = info.param;
       return std::to_string(c.tokens) + "x" + std::to_string(c.k) + "x" + std::to_string(c.n) + "_" +
