@@ -29,9 +29,10 @@ void add_batch_command(CLI::App& app) {
   cmd->add_flag("--chat", j.chat, "Wrap plain \"prompt\" strings in the model's chat template");
   cmd->add_option("--system", j.system, "System message (with --chat)");
   cmd->add_flag("--ids", j.ids, "Add the generated token ids to each result (\"token_ids\")");
-  cmd->add_flag("--mtp", o->model.mtp,
-                "Speculative decoding with the checkpoint's MTP head (same results, fewer steps of the model)");
-  cmd->add_option("--draft", j.draft, "Draft tokens per step with --mtp")->check(CLI::Range(1, 7));
+  auto* mtp =
+      cmd->add_flag("--mtp", o->model.mtp,
+                    "Speculative decoding with the checkpoint's MTP head (same results, fewer steps of the model)");
+  cmd->add_option("--draft", j.draft, "Draft tokens per step with --mtp")->check(CLI::Range(1, 7))->needs(mtp);
   cmd->callback([o] {
     const BatchJobOptions& j = o->job;
     if (!j.system.empty() && !j.chat) throw Error("--system needs --chat");

@@ -290,10 +290,12 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--reps", o->reps, "Timed repetitions per test (after one warm-up)")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Print the results as JSON");
-  cmd->add_flag("--mtp", o->model.mtp, "Also time MTP speculative decoding (verify and draft steps, one sequence)");
+  auto* mtp =
+      cmd->add_flag("--mtp", o->model.mtp, "Also time MTP speculative decoding (verify and draft steps, one sequence)");
   cmd->add_option("--draft", o->drafts, "Draft tokens per MTP step to time (comma-separated; default 1,2,3)")
       ->delimiter(',')
-      ->check(CLI::Range(1, 7));
+      ->check(CLI::Range(1, 7))
+      ->needs(mtp);
   cmd->callback([o] {
     const uint32_t max_prompt = *std::max_element(o->prompts.begin(), o->prompts.end());
     const uint32_t slots = *std::max_element(o->batches.begin(), o->batches.end());
@@ -327,7 +329,10 @@ void add_bench_command(CLI::App& app) {
         results.push_back(std::move(r));
     std::vector<MtpCost> mtp_costs;
     if (o->model.mtp && o->steps > 0)
-      for (uint32_t k : o->drafts) mtp_costs.push_back(mtp_cost(engine, k, o->steps));
+      for (uint32_t k : o->drafts) {
+        check_draft(engine, k);
+        mtp_costs.push_back(mtp_cost(engine, k, o->steps));
+      }
     bandwidth = std::max(bandwidth, measure_copy_bandwidth(rt));
     for (Result& r : results)
       if (r.step_bytes) r.bound_tokens_per_second = double(r.batch) * bandwidth / double(r.step_bytes);

@@ -43,9 +43,9 @@ void add_run_command(CLI::App& app) {
   cmd->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template");
   cmd->add_option("--system", o->system, "System message (with --chat)");
   cmd->add_flag("--print-ids", o->print_ids, "Print the generated token ids instead of text");
-  cmd->add_flag("--mtp", o->model.mtp,
-                "Speculative decoding with the checkpoint's MTP head (same output, fewer steps)");
-  cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp")->check(CLI::Range(1, 7));
+  auto* mtp = cmd->add_flag("--mtp", o->model.mtp,
+                            "Speculative decoding with the checkpoint's MTP head (same output, fewer steps)");
+  cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp")->check(CLI::Range(1, 7))->needs(mtp);
   cmd->callback([o] {
     if (o->prompt.empty() && o->prompt_file.empty() && o->prompt_ids.empty())
       throw Error("no prompt: give -p TEXT, --prompt-file F or --prompt-ids F");
@@ -80,6 +80,7 @@ void add_run_command(CLI::App& app) {
     ModelSession session =
         open_model(o->model, {.context = o->model.context, .min_context = uint32_t(prompt.size() + o->tokens)});
     graph::Engine& engine = *session.engine;
+    if (o->model.mtp) check_draft(engine, o->draft);
     const uint32_t context = engine.context();
     const GenerationDefaults defaults = load_generation_defaults(dir, session.config);
     ops::SamplingParams sampling = o->sampling.over(defaults);

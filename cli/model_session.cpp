@@ -83,6 +83,15 @@ ops::SamplingParams SamplingFlags::over(const GenerationDefaults& defaults) cons
   return p;
 }
 
+void check_draft(const graph::Engine& engine, uint32_t draft) {
+  const uint32_t rows = engine.max_verify_rows();
+  if (draft + 1 <= rows) return;
+  throw Error("--draft " + std::to_string(draft) + " needs verify steps of " + std::to_string(draft + 1) +
+              " rows, more than this device's decode kernels and --decode-rows allow (" + std::to_string(rows) +
+              "); use --draft " + std::to_string(std::max(rows, 2u) - 1) + " or less" +
+              (rows < 2 ? " and a larger --decode-rows" : ""));
+}
+
 uint32_t default_context(const ModelConfig& config) {
   const uint32_t most = config.max_position_embeddings > 0 ? uint32_t(config.max_position_embeddings) : 4096u;
   return std::min(4096u, most);

@@ -67,6 +67,10 @@ inline ModelSession open_model(const ModelOptions& o, uint32_t context, uint32_t
 // prompt + tokens; `batch`: its longest request, within memory). Results depend on the context
 // (decode attention's key splits), so `run --ctx N` reproduces a batch's request exactly.
 uint32_t default_context(const ModelConfig& config);
+// Throws an Error when a speculative step of `draft` drafts has more rows than the engine's verify
+// step carries (graph::Engine::max_verify_rows: the decode kernels, --decode-rows), naming the
+// largest --draft that fits.
+void check_draft(const graph::Engine& engine, uint32_t draft);
 
 // --temp, --top-k, --top-p, --min-p (run, batch); those left unset come from the model's
 // generation_config.json.

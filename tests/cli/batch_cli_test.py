@@ -338,6 +338,17 @@ class BatchCli(unittest.TestCase):
         r = self.batch(inp, self.path("fixture.jsonl"), "--mtp")
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("has no MTP head (no mtp.* tensors); run without --mtp", r.stderr)
+        # --draft without --mtp, and more drafts than a verify step carries: refused, not ignored.
+        r = subprocess.run([Q3N, "batch", "-m", demo, "--input", inp, "--output", self.path("d.jsonl"), "--draft", "2"],
+                           capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--draft requires --mtp", r.stderr)
+        r = subprocess.run([Q3N, "batch", "-m", demo, "--input", inp, "--output", self.path("d.jsonl"), "--mtp",
+                            "--draft", "7", "--decode-rows", "4"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("--draft 7 needs verify steps of 8 rows", r.stderr)
+        self.assertIn("use --draft 3 or less", r.stderr)
+        self.assertFalse(os.path.exists(self.path("d.jsonl")) and os.path.getsize(self.path("d.jsonl")) > 0)
 
     def test_openai_batch_lines(self):
         prompt = "the quick brown fox"
