@@ -131,7 +131,7 @@ void add_run_command(CLI::App& app) {
       const uint32_t slot = 0;
       // A speculative step needs room for its verified rows and the head's draft positions;
       // near the end of the context plain steps finish the job.
-      if (o->model.mtp && engine.position(0) + 2 * (draft + 1) <= context) {
+      if (o->model.mtp && engine.mtp_room(slot, draft)) {
         graph::Engine::Speculation s = engine.mtp_step(slot, next, drafts, sampling);
         ready.assign(s.emitted.begin(), s.emitted.end());
         drafts = s.drafts;

@@ -177,7 +177,7 @@ void BatchScheduler::speculative_step(const std::vector<size_t>& decoding, Ended
     fed_any = true;
     budget -= uint32_t(std::min<size_t>(budget, n));
     int32_t token = -1;
-    if (n + 2ull * (K + 1) <= engine_.context()) {
+    if (engine_.mtp_room(s.slot, K, n)) {
       const Engine::Speculation spec =
           timed([&] { return engine_.mtp_prompt(s.slot, s.request.prompt, s.request.sampling, K); });
       s.drafts = spec.drafts;

@@ -419,11 +419,15 @@ std::vector<std::vector<int32_t>> Engine::run_verify(std::span<const uint32_t> s
 }
 
 std::vector<int32_t> Engine::run_mtp(std::span<const uint32_t> slots, std::span<const uint32_t> positions,
-                                     std::span<const int32_t> next_ids, const float* hidden, std::vector<float>& hm) {
+                                     std::span<const int32_t> next_ids, const float* hidden, std::vector<float>& hm,
+                                     std::span<const uint32_t> state_rows) {
   const uint32_t batch = static_cast<uint32_t>(slots.size()), H = config_.hidden_size;
   const uint32_t rows = static_cast<uint32_t>(next_ids.size()) / std::max(batch, 1u);
   if (batch == 0 || positions.size() != batch || rows == 0 || next_ids.size() != size_t(batch) * rows)
     throw Error("internal: an MTP step takes the same number of rows of each sequence");
+  if (!state_rows.empty() && (state_rows.size() != batch ||
+                              std::any_of(state_rows.begin(), state_rows.end(), [&](uint32_t r) { return r >= rows; })))
+    throw Error("internal: an MTP step's state row per sequence must be one of its rows");
   for (const uint32_t position : positions)
     if (position + rows > options_.context) throw Error("internal: MTP rows past the context");
   StepShape shape{batch, rows, Head::Sample};
@@ -442,8 +446,10 @@ std::vector<int32_t> Engine::run_mtp(std::span<const uint32_t> slots, std::span<
   check_status(shape, stages_.size() - 1);
   const auto* out = static_cast<const float*>(io.final_hidden.mapped());
   hm.resize(size_t(batch) * H);
-  for (uint32_t b = 0; b < batch; ++b)
-    std::memcpy(hm.data() + size_t(b) * H, out + (size_t(b) * rows + rows - 1) * H, size_t(H) * 4);
+  for (uint32_t b = 0; b < batch; ++b) {
+    const uint32_t row = state_rows.empty() ? rows - 1 : state_rows[b];
+    std::memcpy(hm.data() + size_t(b) * H, out + (size_t(b) * rows + row) * H, size_t(H) * 4);
+  }
   const auto* sampled = static_cast<const int32_t*>(io.sampled.mapped());
   std::vector<int32_t> drafts(sampled, sampled + size_t(batch) * rows);
   // A draft is only a guess: one from a NaN row (outside the vocabulary) becomes 0, which the
@@ -572,19 +578,15 @@ std::vector<Engine::Speculation> Engine::mtp_steps(std::span<const uint32_t> slo
         next[b * tokens + t] = emitted[b][row];
         std::memcpy(hidden.data() + (b * tokens + t) * H, verified + (b * tokens + row) * H, size_t(H) * 4);
       }
-    // The head step's last row of each sequence is not its draft row in general: take each one's
-    // draft and output state at its last committed row (run_mtp returns every row's draft).
-    std::vector<float> last_rows;
-    const std::vector<int32_t> d = run_mtp(group, positions, next, hidden.data(), last_rows);
-    StepShape head{static_cast<uint32_t>(n), tokens, Head::Sample};
-    head.mtp = true;
-    const auto* head_rows = static_cast<const float*>(head_io(head).final_hidden.mapped());
-    std::vector<float> hm(n * H);
+    // Each sequence's draft and output state come from its last committed row, not the step's
+    // last row.
+    std::vector<uint32_t> committed(n);
+    for (size_t b = 0; b < n; ++b) committed[b] = uint32_t(emitted[b].size()) - 1;
+    std::vector<float> hm;
+    const std::vector<int32_t> d = run_mtp(group, positions, next, hidden.data(), hm, committed);
     for (size_t b = 0; b < n; ++b) {
-      const size_t row = b * tokens + emitted[b].size() - 1;
       out[first + b].emitted = emitted[b];
-      out[first + b].drafts = {d[row]};
-      std::memcpy(hm.data() + b * H, head_rows + row * H, size_t(H) * 4);
+      out[first + b].drafts = {d[b * tokens + committed[b]]};
     }
     std::vector<int32_t> last(n);
     for (uint32_t j = 1; j < K; ++j) {

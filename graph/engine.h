@@ -153,9 +153,10 @@ class Engine {
                                      std::span<const std::vector<int32_t>> drafts,
                                      std::span<const ops::SamplingParams> params);
   // Whether a sequence has room for a speculative step of `drafts` drafts: its verified rows
-  // and the head's draft positions (else plain steps finish it).
-  bool mtp_room(uint32_t slot, uint32_t drafts) const {
-    return positions_.at(slot) + 2ull * (drafts + 1) <= options_.context;
+  // and the head's draft positions (else plain steps finish it), after `ahead` more tokens are fed
+  // (a prompt not fed yet).
+  bool mtp_room(uint32_t slot, uint32_t drafts, uint64_t ahead = 0) const {
+    return positions_.at(slot) + ahead + 2ull * (drafts + 1) <= options_.context;
   }
 
   // How the engine's step graphs compute (kernel choices from batch_invariant; rope_offset).
@@ -247,9 +248,11 @@ class Engine {
     return run_mtp(std::span(&slot, 1), std::span(&position, 1), next_ids, hidden, hm);
   }
   // The same for several sequences, `next_ids.size() / slots.size()` rows each: every row's
-  // draft, and in `hm` each sequence's last row's output state.
+  // draft, and in `hm` each sequence's output state at row state_rows[b] of its rows (empty: the
+  // last row).
   std::vector<int32_t> run_mtp(std::span<const uint32_t> slots, std::span<const uint32_t> positions,
-                               std::span<const int32_t> next_ids, const float* hidden, std::vector<float>& hm);
+                               std::span<const int32_t> next_ids, const float* hidden, std::vector<float>& hm,
+                               std::span<const uint32_t> state_rows = {});
   // Drafts after the first: the head on its own output state, one position at a time.
   void draft_more(uint32_t slot, uint32_t position, uint32_t drafts, std::vector<float>& hm, std::vector<int32_t>& out);
 

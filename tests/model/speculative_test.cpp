@@ -158,7 +158,9 @@ TEST_F(MtpTest, EmitsPlainDecodingsIdsAndAcceptsDrafts) {
       const double rate = double(accepted) / double(steps * drafts);
       std::printf("[mtp] %s, %u drafts: %zu steps, %.1f%% of drafts accepted\n",
                   params.temperature > 0 ? "sampled" : "greedy", drafts, steps, 100 * rate);
-      if (params.temperature == 0 && drafts == 1) EXPECT_GT(rate, 0.1) << "the trained head barely drafts";
+      if (params.temperature == 0 && drafts == 1) {
+        EXPECT_GT(rate, 0.1) << "the trained head barely drafts";
+      }
     }
   }
 }
@@ -283,7 +285,7 @@ TEST_F(MtpTest, BatchSchedulerGivesPlainDecodingsTokens) {
   ASSERT_EQ(want[0].reason, graph::FinishReason::Stop);
   // One verify step: 1 draft, up to two sequences speculate (decode_rows 4); when three generate,
   // they go plain for good. Many verify steps: all three speculate in one to three of them.
-  for (const auto [drafts, verify_steps] : {std::pair{1u, 1u}, {1u, 8u}, {3u, 8u}}) {
+  for (const auto& [drafts, verify_steps] : {std::pair{1u, 1u}, {1u, 8u}, {3u, 8u}}) {
     SCOPED_TRACE(std::to_string(drafts) + " drafts, " + std::to_string(verify_steps) + " verify steps");
     graph::SchedulerStats stats;
     const std::vector<Result> got = run(drafts, {stop}, &stats, verify_steps);
