@@ -2,7 +2,7 @@
 // 16/32 DeltaNet heads of 128, 16 q / 2 kv heads of 256, 512 experts of 512, top-10), with
 // achieved GB/s and TFLOP/s against the copy bandwidth measured in the same run. GEMM and MoE
 // rows run once per kernel family: portable, and "[coopmat]" where the device has matrix units.
-// Usage: q3n_ops_bench [--device N|NAME]   (results in bench/NOTES.md)
+// Usage: q3n_ops_bench [--device N|NAME] [--sweep-expert-gemv]   (results in bench/NOTES.md)
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -75,12 +75,96 @@ void report(const char* name, double seconds, double bytes, double flops, double
               100 * gbs / ceiling, flops / seconds / 1e12);
 }
 
+// Every expert GEMV shape of a grid, per product and step size (q4, the 80B's MoE): routing and
+// grouping recorded once, then each product's dispatch timed alone. Prints one line per shape.
+void sweep_expert_gemv(Bench& b, Runtime& rt, double ceiling) {
+  const uint32_t H = 2048, I = 512;
+  const ops::WeightType type = ops::WeightType::Q4;
+  rt.pipelines.set_coopmat(false);
+  for (uint32_t tokens : {1u, 8u, 32u, 64u, 128u}) {
+    const ops::MoeShape s{.tokens = tokens, .hidden = H, .experts = 512, .top_k = 10, .expert_dim = I};
+    const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 512, -4, 4);
+    const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 2 * I * H),
+                   dn_bytes = ops::weight_storage_bytes(type, 512ull * H * I);
+    const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes), out = b.buffer(uint64_t(tokens) * H * 4);
+    const auto need = ops::moe_scratch_bytes(s);
+    const ops::MoeScratch scratch{.ids = b.buffer(need.ids),
+                                  .weights = b.buffer(need.weights),
+                                  .offsets = b.buffer(need.offsets),
+                                  .sorted = b.buffer(need.sorted),
+                                  .active = b.buffer(need.active),
+                                  .h = b.buffer(need.h),
+                                  .y = b.buffer(need.y)};
+    const ops::MoeArgs args{
+        .x = x, .logits = logits, .logit_stride = 512, .gate_up = gu, .down = dn, .type = type, .out = out, .shape = s};
+    b.time([&](CommandBuffer& cb) { ops::record_moe(rt.pipelines, cb, args, scratch); }, 1);  // routing in scratch
+    const double experts_touched = 512.0 * (1.0 - std::pow(1.0 - 10.0 / 512, tokens));
+    const double moe_bytes = experts_touched * double(gu_bytes + dn_bytes) / 512;
+    for (const bool matrix_units : {false, true}) {  // the whole routed MoE as the model runs it
+      if (matrix_units && (tokens == 1 || !rt.device.coopmat())) continue;
+      rt.pipelines.set_coopmat(matrix_units);
+      ops::MoeArgs whole = args;
+      whole.gemv_max_tokens = matrix_units ? 0u : ops::kExpertGemvMaxTokens;
+      const double t = b.time([&](CommandBuffer& cb) { ops::record_moe(rt.pipelines, cb, whole, scratch); });
+      const std::string label = "moe routed q4 t" + std::to_string(tokens) + (matrix_units ? " coopmat" : " gemv");
+      report(label.c_str(), t, moe_bytes, 2.0 * tokens * 10 * 3 * I * H, ceiling);
+    }
+    rt.pipelines.set_coopmat(false);
+    b.time([&](CommandBuffer& cb) { ops::record_moe(rt.pipelines, cb, args, scratch); }, 1);
+    for (const bool gate_up : {true, false}) {
+      const double bytes = experts_touched * double(gate_up ? gu_bytes : dn_bytes) / 512;
+      const ops::ExpertGemvShape chosen = ops::expert_gemv_shape(gate_up, gate_up ? H : I, tokens);
+      std::vector<ops::ExpertGemvShape> shapes;
+      for (uint32_t threads : {64u, 128u, 256u})
+        for (uint32_t lanes : {4u, 8u, 16u, 32u, 64u})
+          for (uint32_t rows : {1u, 2u, 4u, 8u})
+            for (uint32_t chunk : {1u, 2u, 4u}) {
+              if (lanes > threads || (gate_up && lanes < 16) || (tokens == 1 && chunk > 1)) continue;
+              if (uint64_t(gate_up ? 2 : 1) * rows * chunk * threads * 4 > rt.device.info().max_shared_memory) continue;
+              if (threads / lanes * rows > 256) continue;
+              shapes.push_back({threads, lanes, rows, chunk});
+            }
+      auto record = [&](const ops::ExpertGemvShape& shape) {
+        return
+            [&, shape](CommandBuffer& cb) { ops::record_expert_gemv(rt.pipelines, cb, args, scratch, gate_up, shape); };
+      };
+      // Compile every pipeline first, so that the timed runs follow each other with the GPU busy
+      // (an idle GPU between short timings drops its clocks).
+      for (const auto& shape : shapes) b.time(record(shape), 1);
+      for (const auto& shape : shapes) {
+        const double t = b.time(record(shape), tokens >= 32 ? 20 : 100);
+        char label[128];
+        std::snprintf(label, sizeof label, "sweep %s t%u th%u la%u ro%u ch%u%s", gate_up ? "gate_up" : "down", tokens,
+                      shape.threads, shape.lanes, shape.rows, shape.chunk,
+                      shape.threads == chosen.threads && shape.lanes == chosen.lanes && shape.rows == chosen.rows &&
+                              shape.chunk == chosen.chunk
+                          ? " *"
+                          : "");
+        report(label, t, bytes, 2.0 * tokens * 10 * (gate_up ? 2 : 1) * I * H, ceiling);
+      }
+    }
+    b.keep.clear();
+  }
+  rt.pipelines.set_coopmat(rt.device.coopmat());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   RuntimeOptions options;
-  if (argc == 3 && std::string(argv[1]) == "--device") options.device = argv[2];
+  bool sweep = false;  // --sweep-expert-gemv: the expert GEMV shape grid instead of the operator rows
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--device" && i + 1 < argc)
+      options.device = argv[++i];
+    else if (arg == "--sweep-expert-gemv")
+      sweep = true;
+    else {
+      std::fprintf(stderr, "usage: q3n_ops_bench [--device N|NAME] [--sweep-expert-gemv]\n");
+      return 2;
+    }
+  }
   options.instance.validation = false;
   Runtime rt(options);
   Bench b{rt, {}};
@@ -89,9 +173,15 @@ int main(int argc, char** argv) {
   // Copy ceiling: 1 GiB buffer to buffer (read + write).
   const uint64_t copy_bytes = 1ull << 30;
   const BufferRange src = b.buffer(copy_bytes), dst = b.buffer(copy_bytes);
+  b.time([&](CommandBuffer& cb) { cb.copy(src, dst, copy_bytes); }, 50);  // wakes the GPU's clocks
   const double copy_s = b.time([&](CommandBuffer& cb) { cb.copy(src, dst, copy_bytes); }, 5);
   const double ceiling = 2.0 * copy_bytes / copy_s / 1e9;
   std::printf("%-44s %9.1f us %8.0f GB/s (read + write)\n", "copy 1 GiB", copy_s * 1e6, ceiling);
+
+  if (sweep) {
+    sweep_expert_gemv(b, rt, ceiling);
+    return 0;
+  }
 
   const uint32_t H = 2048, V = 151936;
   using ops::WeightType;

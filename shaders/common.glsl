@@ -82,6 +82,26 @@ uint quantized_block_word(uint dtype, uint row, uint k, uint unit) {
   return (row * (k >> 5) + (unit >> 2)) * words;
 }
 
+// The codes of one unit of a quantised row as floats (elements 8 unit .. 8 unit + 3 in `lo`, the
+// next four in `hi`) and the block's scale and min (Q8: min 0), so that a dot product with x is
+// scale * (codes . x) + min * sum(x): the GEMVs multiply by the scale once per unit, not per
+// element.
+void load_codes_unit(U32Buf w, uint dtype, uint row, uint k, uint unit, out vec4 lo, out vec4 hi,
+                     out vec2 scale_min) {
+  const uint block = quantized_block_word(dtype, row, k, unit), part = unit & 3u;
+  if (dtype == DTYPE_Q8) {
+    const ivec4 a = ivec4(w.v[block + 1u + 2u * part]), b = ivec4(w.v[block + 2u + 2u * part]);
+    lo = vec4((a << ivec4(24, 16, 8, 0)) >> 24);  // sign-extended bytes
+    hi = vec4((b << ivec4(24, 16, 8, 0)) >> 24);
+    scale_min = vec2(unpackHalf2x16(w.v[block]).x, 0.0);
+  } else {
+    const uvec4 codes = uvec4(w.v[block + 1u + part]);
+    lo = vec4((codes >> uvec4(0, 4, 8, 12)) & 15u);
+    hi = vec4((codes >> uvec4(16, 20, 24, 28)) & 15u);
+    scale_min = unpackHalf2x16(w.v[block]);
+  }
+}
+
 // Elements 8 unit .. 8 unit + 7 of row `row` of a [rows, k] weight matrix: the unit in which the
 // GEMVs and the matrix tiles read weights. Needs them inside the row; quantised rows a multiple of
 // 32 long; 16-bit types an even first element (row k + 8 unit), as k % 8 == 0 gives.

@@ -55,14 +55,32 @@ void main() {
           xa[c] = F32x4Buf(p.x).v[at];
           xb[c] = F32x4Buf(p.x).v[at + 1u];
         }
-        [[unroll]] for (uint r = 0; r < ROWS; ++r) {
-          if (r >= rows) continue;
-          float w[8];
-          load_weight_unit(p.weight, WEIGHT_DTYPE, row0 + r, p.k, u, w);
-          const vec4 wa = vec4(w[0], w[1], w[2], w[3]), wb = vec4(w[4], w[5], w[6], w[7]);
-          [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
-            if (c >= count) continue;
-            acc[r][c] += dot(wa, xa[c]) + dot(wb, xb[c]);
+        if (WEIGHT_DTYPE == DTYPE_Q4 || WEIGHT_DTYPE == DTYPE_Q8) {
+          // scale * (codes . x) + min * sum(x): the scale and min once per unit and row.
+          float xsum[CHUNK];
+          [[unroll]] for (uint c = 0; c < CHUNK; ++c) xsum[c] = dot(xa[c] + xb[c], vec4(1.0));
+          [[unroll]] for (uint r = 0; r < ROWS; ++r) {
+            if (r >= rows) continue;
+            vec4 qa, qb;
+            vec2 scale_min;
+            load_codes_unit(p.weight, WEIGHT_DTYPE, row0 + r, p.k, u, qa, qb, scale_min);
+            [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+              if (c >= count) continue;
+              const float codes_x = dot(qa, xa[c]) + dot(qb, xb[c]);
+              acc[r][c] += WEIGHT_DTYPE == DTYPE_Q4 ? scale_min.x * codes_x + scale_min.y * xsum[c]
+                                                    : scale_min.x * codes_x;
+            }
+          }
+        } else {
+          [[unroll]] for (uint r = 0; r < ROWS; ++r) {
+            if (r >= rows) continue;
+            float w[8];
+            load_weight_unit(p.weight, WEIGHT_DTYPE, row0 + r, p.k, u, w);
+            const vec4 wa = vec4(w[0], w[1], w[2], w[3]), wb = vec4(w[4], w[5], w[6], w[7]);
+            [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+              if (c >= count) continue;
+              acc[r][c] += dot(wa, xa[c]) + dot(wb, xb[c]);
+            }
           }
         }
       }

@@ -1,39 +1,56 @@
 #version 460
 // Grouped expert matrix-vector products for decode steps and small batches, where each expert
-// holds a few rows (assignments): one workgroup per (ROWS output rows, active-expert slot) walks
-// its expert's rows CHUNK at a time, reading the ROWS weight rows once per pass (from memory the
-// first time, from cache after). Same operands and results as moe_expert.comp:
+// holds a few rows (assignments). Same operands and results as moe_expert.comp:
 //   SWIGLU = 1: h[assignment, n] = silu(x . gate_n) * (x . up_n), x rows by token
 //   SWIGLU = 0: y[assignment, n] = h[assignment] . down_n
-// Invocations stride over K in units of 8 elements (VEC8 = 1, as in linear_gemv.comp) or single
-// elements (VEC8 = 0). An assignment's sums are reduced in the same order whichever other rows
-// its expert holds: its result does not depend on the rest of the step (batch invariance).
+// One workgroup per (block of output rows, active-expert slot). Its invocations form lane groups
+// of LANES that share one output row's K: group g owns ROWS output rows and each lane strides
+// over K in units of 8 elements (VEC8 = 1, as in linear_gemv.comp) or single elements
+// (VEC8 = 0). The expert's rows are taken CHUNK at a time, so each weight is read and decoded
+// once per pass and multiplied into every row of the pass.
+//
+// Why lane groups: at the 80B shapes an expert's matrices are short (down: K = 512, 64 units), so
+// one workgroup striding K with all its invocations reads only a few weights each and spends its
+// time in the preamble (live list -> offsets -> sorted ids) and the reduction; groups of LANES
+// give every invocation ROWS rows' worth of loads in flight.
+//
+// Batch invariance: each invocation sums its units in order, and a row's LANES partial sums are
+// added in lane order, so an assignment's result depends on LANES alone — not on ROWS, CHUNK,
+// the workgroup size or the other rows its expert holds. The host keeps LANES a function of the
+// matrix, and may pick the rest by step size.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint SWIGLU = 1;
-layout(constant_id = 5) const uint ROWS = 4;   // output rows per workgroup
+layout(constant_id = 5) const uint ROWS = 4;   // output rows per lane group
 layout(constant_id = 6) const uint CHUNK = 1;  // expert rows per pass
 layout(constant_id = 7) const uint VEC8 = 1;
+layout(constant_id = 8) const uint LANES = 64;  // invocations per output row; divides the workgroup
 
 #include "moe_expert_push.glsl"
 
 const uint MATRICES = SWIGLU != 0u ? 2u : 1u;  // gate and up, or down
-// Per-subgroup partial sums, [MATRICES * ROWS * CHUNK][subgroups].
-shared float partial[2 * ROWS * CHUNK * gl_WorkGroupSize.x];
+const uint THREADS = gl_WorkGroupSize.x;
+const uint GROUPS = THREADS / LANES;
+const uint SUMS = MATRICES * ROWS * CHUNK;  // partial sums per invocation and pass
+// Every invocation's partial sums, [sum][invocation]; an invocation's index is swizzled by the
+// sum's low bits so that the reducing invocations (one per sum, reading consecutive lanes) hit
+// different banks.
+shared float partial[SUMS * THREADS];
+uint partial_at(uint sum, uint tid) { return sum * THREADS + (tid ^ (sum & 31u & (THREADS - 1u))); }
 
 void main() {
   const uint slot = gl_WorkGroupID.y;
   if (slot >= p.live.v[0]) return;  // uniform per workgroup
   const uint e = p.live.v[1u + slot];
   const uint first = p.offsets.v[e], expert_rows = p.offsets.v[e + 1u] - first;
-  const uint col0 = gl_WorkGroupID.x * ROWS;
-  if (col0 >= p.n) return;
-  const uint cols = min(ROWS, p.n - col0);
+  const uint block0 = gl_WorkGroupID.x * (GROUPS * ROWS);  // first output row of the workgroup
+  if (block0 >= p.n) return;
+  const uint tid = gl_LocalInvocationID.x, group = tid / LANES, lane = tid % LANES;
+  const uint row0 = block0 + group * ROWS;  // this lane group's first output row
   const uint weight_rows = SWIGLU != 0u ? 2u * p.n : p.n;
-  const uint gate_row0 = e * weight_rows + col0;  // up rows follow the gate rows, p.n later
-  const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
+  const uint gate_row0 = e * weight_rows + row0;  // up rows follow the gate rows, p.n later
 
   for (uint m0 = 0; m0 < expert_rows; m0 += CHUNK) {
     const uint count = min(CHUNK, expert_rows - m0);  // rows in this pass (uniform)
@@ -48,7 +65,7 @@ void main() {
         [[unroll]] for (uint c = 0; c < CHUNK; ++c) acc[m][r][c] = 0.0;
 
     if (VEC8 != 0u) {
-      for (uint u = tid; u < (p.k >> 3); u += threads) {
+      for (uint u = lane; u < (p.k >> 3); u += LANES) {
         vec4 xa[CHUNK], xb[CHUNK];
         [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
           if (c >= count) continue;
@@ -56,49 +73,69 @@ void main() {
           xa[c] = F32x4Buf(p.x).v[at];
           xb[c] = F32x4Buf(p.x).v[at + 1u];
         }
-        [[unroll]] for (uint m = 0; m < MATRICES; ++m)
-          [[unroll]] for (uint r = 0; r < ROWS; ++r) {
-            if (r >= cols) continue;
-            float w[8];
-            load_weight_unit(p.weight, WEIGHT_DTYPE, gate_row0 + m * p.n + r, p.k, u, w);
-            const vec4 wa = vec4(w[0], w[1], w[2], w[3]), wb = vec4(w[4], w[5], w[6], w[7]);
-            [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
-              if (c >= count) continue;
-              acc[m][r][c] += dot(wa, xa[c]) + dot(wb, xb[c]);
+        if (WEIGHT_DTYPE == DTYPE_Q4 || WEIGHT_DTYPE == DTYPE_Q8) {
+          // scale * (codes . x) + min * sum(x): the scale and min once per unit and row.
+          float xsum[CHUNK];
+          [[unroll]] for (uint c = 0; c < CHUNK; ++c) xsum[c] = dot(xa[c] + xb[c], vec4(1.0));
+          [[unroll]] for (uint m = 0; m < MATRICES; ++m)
+            [[unroll]] for (uint r = 0; r < ROWS; ++r) {
+              if (row0 + r >= p.n) continue;
+              vec4 qa, qb;
+              vec2 scale_min;
+              load_codes_unit(p.weight, WEIGHT_DTYPE, gate_row0 + m * p.n + r, p.k, u, qa, qb, scale_min);
+              [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+                if (c >= count) continue;
+                const float codes_x = dot(qa, xa[c]) + dot(qb, xb[c]);
+                acc[m][r][c] += WEIGHT_DTYPE == DTYPE_Q4 ? scale_min.x * codes_x + scale_min.y * xsum[c]
+                                                         : scale_min.x * codes_x;
+              }
             }
-          }
+        } else {
+          [[unroll]] for (uint m = 0; m < MATRICES; ++m)
+            [[unroll]] for (uint r = 0; r < ROWS; ++r) {
+              if (row0 + r >= p.n) continue;
+              float w[8];
+              load_weight_unit(p.weight, WEIGHT_DTYPE, gate_row0 + m * p.n + r, p.k, u, w);
+              const vec4 wa = vec4(w[0], w[1], w[2], w[3]), wb = vec4(w[4], w[5], w[6], w[7]);
+              [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+                if (c >= count) continue;
+                acc[m][r][c] += dot(wa, xa[c]) + dot(wb, xb[c]);
+              }
+            }
+        }
       }
     } else {
-      for (uint i = tid; i < p.k; i += threads) {
+      for (uint i = lane; i < p.k; i += LANES) {
         float xv[CHUNK];
         [[unroll]] for (uint c = 0; c < CHUNK; ++c) xv[c] = c < count ? p.x.v[src[c] + i] : 0.0;
         [[unroll]] for (uint m = 0; m < MATRICES; ++m)
           [[unroll]] for (uint r = 0; r < ROWS; ++r) {
-            if (r >= cols) continue;
+            if (row0 + r >= p.n) continue;
             const float w = load_weight(p.weight, WEIGHT_DTYPE, (gate_row0 + m * p.n + r) * p.k + i);
             [[unroll]] for (uint c = 0; c < CHUNK; ++c) acc[m][r][c] += w * xv[c];
           }
       }
     }
 
-    // One reduction for every sum of the pass (as in linear_gemv.comp).
     [[unroll]] for (uint m = 0; m < MATRICES; ++m)
       [[unroll]] for (uint r = 0; r < ROWS; ++r)
-        [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
-          if (r >= cols || c >= count) continue;  // uniform
-          const float s = subgroupAdd(acc[m][r][c]);
-          if (subgroupElect()) partial[((m * ROWS + r) * CHUNK + c) * gl_NumSubgroups + gl_SubgroupID] = s;
-        }
+        [[unroll]] for (uint c = 0; c < CHUNK; ++c) partial[partial_at((m * ROWS + r) * CHUNK + c, tid)] = acc[m][r][c];
     barrier();
-    if (tid < ROWS * CHUNK) {
-      const uint r = tid / CHUNK, c = tid % CHUNK;
-      if (r < cols && c < count) {
-        float sums[2] = float[2](0.0, 0.0);
-        for (uint m = 0; m < MATRICES; ++m)
-          for (uint s = 0; s < gl_NumSubgroups; ++s) sums[m] += partial[((m * ROWS + r) * CHUNK + c) * gl_NumSubgroups + s];
-        const uint assignment = p.sorted.v[first + m0 + c];
-        p.y.v[assignment * p.n + col0 + r] = SWIGLU != 0u ? silu(sums[0]) * sums[1] : sums[0];
+    // One invocation per (expert row, output row) of the pass adds each sum's LANES partials in
+    // lane order; neighbouring invocations take neighbouring output rows of one expert row.
+    for (uint q = tid; q < CHUNK * GROUPS * ROWS; q += THREADS) {
+      const uint c = q / (GROUPS * ROWS), g = (q / ROWS) % GROUPS, r = q % ROWS;
+      const uint col = block0 + g * ROWS + r;
+      if (c >= count || col >= p.n) continue;
+      float sums[2] = float[2](0.0, 0.0);
+      [[unroll]] for (uint m = 0; m < MATRICES; ++m) {
+        const uint sum = (m * ROWS + r) * CHUNK + c;
+        float total = 0.0;
+        for (uint l = 0; l < LANES; ++l) total += partial[partial_at(sum, g * LANES + l)];
+        sums[m] = total;
       }
+      const uint assignment = p.sorted.v[first + m0 + c];
+      p.y.v[assignment * p.n + col] = SWIGLU != 0u ? silu(sums[0]) * sums[1] : sums[0];
     }
     barrier();
   }

@@ -54,13 +54,16 @@ struct SwigluPush {
 constexpr uint64_t kGridWords = 6;
 constexpr uint32_t kExpertTile = 64;          // BN of moe_expert.comp
 constexpr uint32_t kExpertCoopmatTile = 128;  // BN of moe_expert_coopmat.comp (its down tiles are 2 BN)
-// moe_expert_gemv.comp's shape: output rows per workgroup, expert rows per pass, invocations —
-// the same for every step (an assignment's reduction order depends on the invocation count only).
-// One expert row per pass: experts hold ~1-3 rows in decode steps, and on the H100 larger
-// register tiles cost more in occupancy than they save (bench/NOTES.md; again in session 10:
-// routed MoE at 128 tokens, q4, one layer: 1.56 ms at 1 row per pass, 1.87 at 2, 3.11 at 4).
-constexpr uint32_t kExpertGemvRows = 4, kExpertGemvChunk = 1, kExpertGemvThreads = 64;
-static_assert(kExpertGemvRows * kExpertGemvChunk <= kExpertGemvThreads, "one invocation per sum in the reduction");
+ExpertPush gate_up_push(const MoeArgs& a, const MoeScratch& scratch) {
+  return {a.x.address,       a.gate_up.address, scratch.offsets.address, scratch.sorted.address, scratch.active.address,
+          scratch.h.address, a.shape.hidden,    a.shape.expert_dim,      a.shape.top_k};
+}
+ExpertPush down_push(const MoeArgs& a, const MoeScratch& scratch) {
+  return {scratch.h.address,      a.down.address,         scratch.offsets.address,
+          scratch.sorted.address, scratch.active.address, scratch.y.address,
+          a.shape.expert_dim,     a.shape.hidden,         a.shape.top_k};
+}
+uint32_t expert_gemv_rows_per_workgroup(const ExpertGemvShape& s) { return s.threads / s.lanes * s.rows; }
 }  // namespace
 
 MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
@@ -135,10 +138,13 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   // matrix units do not take (the tiled kernels' shared-memory tiles lose on a CPU).
   if (a.gemv_max_tokens > kExpertGemvMaxTokens)
     throw Error("internal: the expert GEMV serves at most " + std::to_string(kExpertGemvMaxTokens) + " tokens");
-  const bool gemv_path =
-      (s.tokens <= a.gemv_max_tokens && ceil_div(std::max(s.hidden, s.expert_dim), kExpertGemvRows) <= 65535) ||
-      (pipelines.cpu_shapes() && !matrix_units &&
-       ceil_div(std::max(s.hidden, s.expert_dim), kRowwiseWorkgroup) <= 65535);
+  const ExpertGemvShape gate_up_shape = a.gate_up_gemv.value_or(expert_gemv_shape(true, s.hidden, s.tokens)),
+                        down_shape = a.down_gemv.value_or(expert_gemv_shape(false, s.expert_dim, s.tokens));
+  const bool gemv_path = (s.tokens <= a.gemv_max_tokens &&
+                          ceil_div(s.expert_dim, expert_gemv_rows_per_workgroup(gate_up_shape)) <= 65535 &&
+                          ceil_div(s.hidden, expert_gemv_rows_per_workgroup(down_shape)) <= 65535) ||
+                         (pipelines.cpu_shapes() && !matrix_units &&
+                          ceil_div(std::max(s.hidden, s.expert_dim), kRowwiseWorkgroup) <= 65535);
   // The busiest expert may take every token: its row tiles must fit the grid's y limit (65535 on
   // every Vulkan device).
   if (!gemv_path && ceil_div(s.tokens, tm) > 65535)
@@ -184,48 +190,15 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   }
   commands.barrier_with_indirect();  // the tiled kernels read their grids
 
-  const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
   const uint32_t type = static_cast<uint32_t>(a.type);
   commands.mark("moe.gate_up");
-  const ExpertPush gate_up{a.x.address,
-                           a.gate_up.address,
-                           scratch.offsets.address,
-                           scratch.sorted.address,
-                           scratch.active.address,
-                           scratch.h.address,
-                           s.hidden,
-                           s.expert_dim,
-                           s.top_k};
-  const ExpertPush down{scratch.h.address,
-                        a.down.address,
-                        scratch.offsets.address,
-                        scratch.sorted.address,
-                        scratch.active.address,
-                        scratch.y.address,
-                        s.expert_dim,
-                        s.hidden,
-                        s.top_k};
+  const ExpertPush gate_up = gate_up_push(a, scratch), down = down_push(a, scratch);
   if (gemv_path) {
-    // Decode and small batches: experts hold a few rows each; one workgroup per (4 output rows,
-    // live expert) walks them one at a time.
-    auto gemv = [&](const ExpertPush& push, uint32_t swiglu, uint32_t k, uint32_t n, uint64_t x_address) {
-      const uint32_t vec8 = gemv_units_of_8(a.type, k, x_address);
-      if (pipelines.cpu_shapes()) {  // one output column per invocation (moe_expert_gemv_rowwise.comp)
-        const PipelineKey key{
-            "moe_expert_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, swiglu, 1u, vec8}, sizeof(push)};
-        commands.dispatch(pipelines.get(key), push, ceil_div(n, kRowwiseWorkgroup), slots);
-        return;
-      }
-      const PipelineKey key{"moe_expert_gemv",
-                            {kExpertGemvThreads, 1, 1},
-                            {type, swiglu, kExpertGemvRows, kExpertGemvChunk, vec8},
-                            sizeof(push)};
-      commands.dispatch(pipelines.get(key), push, ceil_div(n, kExpertGemvRows), slots);
-    };
-    gemv(gate_up, 1, s.hidden, s.expert_dim, a.x.address);
+    // Decode and small batches: experts hold a few rows each (moe_expert_gemv.comp).
+    record_expert_gemv(pipelines, commands, a, scratch, true, gate_up_shape);
     commands.barrier();
     commands.mark("moe.down");
-    gemv(down, 0, s.expert_dim, s.hidden, scratch.h.address);
+    record_expert_gemv(pipelines, commands, a, scratch, false, down_shape);
   } else {
     const uint32_t split = pipelines.split_activations();  // read by the matrix kernel only
     const uint64_t grids = (uint64_t(s.experts) + 1) * 4;  // byte offset of the grids in `active`
@@ -249,6 +222,51 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                             shared ? 1u : 0u};
   commands.dispatch(pipelines.get({"moe_combine", {256, 1, 1}, {}, sizeof(combine)}), combine, ceil_div(s.hidden, 256),
                     s.tokens);
+}
+
+ExpertGemvShape expert_gemv_shape(bool gate_up, uint32_t k, uint32_t tokens) {
+  // From q3n_ops_bench --sweep-expert-gemv on the H200 (80B shapes, q4). Lanes per output row:
+  // 16 for gate/up (K = hidden, 2048: 16 units per lane), 8 for down (K = expert_dim, 512: 8 units
+  // per lane) — a lane walks ~16 units whatever K is, so every lane has loads in flight and the
+  // reduction adds few partials. Larger steps (~2-3 rows per expert) take two expert rows per
+  // pass and more output rows per group.
+  const uint32_t units = std::max(1u, k / 8);
+  uint32_t lanes = 1;
+  while (lanes < 64 && lanes * 16 < units) lanes *= 2;  // hidden 2048: 16; expert_dim 512: 4 -> 8 below
+  lanes = std::max(lanes, 8u);
+  if (gate_up) return tokens >= 64 ? ExpertGemvShape{128, lanes, 2, 2} : ExpertGemvShape{128, lanes, 1, 1};
+  if (tokens == 1) return {64, lanes, 1, 1};
+  return tokens >= 16 ? ExpertGemvShape{128, lanes, 4, 2} : ExpertGemvShape{128, lanes, 2, 1};
+}
+
+void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
+                        const MoeScratch& scratch, bool gate_up, const ExpertGemvShape& shape) {
+  const MoeShape& s = a.shape;
+  const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
+  const uint32_t type = static_cast<uint32_t>(a.type), swiglu = gate_up ? 1u : 0u;
+  const uint32_t k = gate_up ? s.hidden : s.expert_dim, n = gate_up ? s.expert_dim : s.hidden;
+  const ExpertPush push = gate_up ? gate_up_push(a, scratch) : down_push(a, scratch);
+  const uint32_t vec8 = gemv_units_of_8(a.type, k, gate_up ? a.x.address : scratch.h.address);
+  if (pipelines.cpu_shapes()) {  // one output column per invocation (moe_expert_gemv_rowwise.comp)
+    const PipelineKey key{"moe_expert_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, swiglu, 1u, vec8}, sizeof(push)};
+    commands.dispatch(pipelines.get(key), push, ceil_div(n, kRowwiseWorkgroup), slots);
+    return;
+  }
+  const DeviceInfo& device = pipelines.device().info();
+  const uint64_t shared_bytes = uint64_t(gate_up ? 2 : 1) * shape.rows * shape.chunk * shape.threads * 4;
+  if (shape.lanes == 0 || shape.threads % shape.lanes || shape.rows == 0 || shape.chunk == 0 ||
+      (shape.threads & (shape.threads - 1)) || shape.threads > device.max_workgroup_invocations ||
+      shared_bytes > device.max_shared_memory)
+    throw Error("internal: expert GEMV shape " + std::to_string(shape.threads) + "/" + std::to_string(shape.lanes) +
+                "/" + std::to_string(shape.rows) + "/" + std::to_string(shape.chunk) + " does not fit this device");
+  const uint32_t groups = ceil_div(n, expert_gemv_rows_per_workgroup(shape));
+  if (groups > device.max_workgroup_count[0])
+    throw Error("internal: an expert GEMV of " + std::to_string(n) + " outputs needs too many workgroups");
+  const PipelineKey key{"moe_expert_gemv",
+                        {shape.threads, 1, 1},
+                        {type, swiglu, shape.rows, shape.chunk, vec8, shape.lanes},
+                        sizeof(push)};
+  commands.dispatch(pipelines.get(key), push, groups, slots);
 }
 
 void record_swiglu(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& x, const BufferRange& h,

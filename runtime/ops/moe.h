@@ -8,6 +8,8 @@
 // as HF's in-memory gate_up_proj) and down [E, H, I].
 #pragma once
 
+#include <optional>
+
 #include "runtime/command.h"
 #include "runtime/ops/weight_type.h"
 #include "runtime/pipeline.h"
@@ -18,9 +20,21 @@ namespace q3n::ops {
 // at the 80B shapes), more take the tiled expert GEMMs.
 constexpr uint32_t kExpertGemvMaxTokens = 128;
 // Where the matrix-unit expert GEMM is faster than the expert GEMV: steps of more tokens take it
-// when the graph does not ask for batch invariance (H100, q4, one layer: at 32 tokens the GEMV
-// takes 494 us against 709, at 128 tokens 1564 against 1344; bench/NOTES.md session 10).
-constexpr uint32_t kThroughputExpertGemvMaxTokens = 64;
+// when the graph does not ask for batch invariance. Since the lane-group GEMV (session 17) that is
+// nowhere a decode step reaches (H200, 80B-A3B q4, 128 sequences: 1513 tok/s with the GEMV, 1469
+// with the matrix units; bench/NOTES.md).
+constexpr uint32_t kThroughputExpertGemvMaxTokens = 128;
+
+// The shape of moe_expert_gemv.comp for one product: invocations per workgroup, invocations that
+// share one output row's K (lanes), output rows per lane group and expert rows per pass. An
+// assignment's result depends on `lanes` alone (the order its partial sums are added in), so
+// `lanes` is a function of the matrix, and the rest may follow the step size.
+struct ExpertGemvShape {
+  uint32_t threads = 64, lanes = 64, rows = 4, chunk = 1;
+};
+// The shape a step of `tokens` tokens takes for a product over `k` inputs (gate/up: hidden,
+// down: expert_dim), measured on the H200 (bench/NOTES.md, session 17).
+ExpertGemvShape expert_gemv_shape(bool gate_up, uint32_t k, uint32_t tokens);
 
 struct MoeShape {
   uint32_t tokens = 0, hidden = 0, experts = 0, top_k = 0, expert_dim = 0;
@@ -57,10 +71,18 @@ struct MoeArgs {
   BufferRange status;  // u32 [1], optional: routing sets it to 1 on a NaN/+Inf router logit
   // More tokens take the tiled expert GEMMs (<= kExpertGemvMaxTokens).
   uint32_t gemv_max_tokens = kExpertGemvMaxTokens;
+  // Benchmarks only: the expert GEMVs' shapes instead of expert_gemv_shape's.
+  std::optional<ExpertGemvShape> gate_up_gemv, down_gemv;
 };
 
 // route -> group -> gate/up -> down -> combine, with barriers between.
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& args, const MoeScratch& scratch);
+
+// The expert GEMV of one product alone (gate/up with SwiGLU into scratch.h, or down into
+// scratch.y), reading the routing and grouping a record_moe of the same shape left in `scratch`:
+// what record_moe records for that product on GPU shapes. For benchmarks of the shape.
+void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& args,
+                        const MoeScratch& scratch, bool gate_up, const ExpertGemvShape& shape);
 
 // h[r, i] = silu(x[r, i]) * x[r, n + i]
 void record_swiglu(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& x, const BufferRange& h,

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include "runtime/ops/moe.h"
@@ -57,7 +58,7 @@ class MoeOpTest : public GpuTest {
 
 class MoeTest : public MoeOpTest, public ::testing::WithParamInterface<Case> {
  protected:
-  void check(bool matrix_units);
+  void check(bool matrix_units, std::optional<ops::ExpertGemvShape> gemv = std::nullopt);
 };
 
 TEST_P(MoeTest, MatchesReference) {
@@ -80,7 +81,23 @@ TEST_P(MoeTest, CoopmatMatchesReference) {
   }
 }
 
-void MoeTest::check(bool matrix_units) {
+// The expert GEMV at shapes other than the default (lane groups narrower than the workgroup,
+// several rows per group, several expert rows per pass, wider workgroups), on GPU shapes, for the
+// cases it serves; both products take the shape.
+TEST_P(MoeTest, ExpertGemvShapesMatchReference) {
+  const Case c = GetParam();
+  if (c.tokens > ops::kExpertGemvMaxTokens) GTEST_SKIP() << "prefill steps take the tiled kernels";
+  if (pipelines().cpu_shapes()) GTEST_SKIP() << "CPU shapes take moe_expert_gemv_rowwise";
+  use_coopmat(false);
+  for (const ops::ExpertGemvShape shape : {ops::ExpertGemvShape{64, 8, 2, 3}, ops::ExpertGemvShape{128, 16, 3, 2},
+                                           ops::ExpertGemvShape{32, 32, 5, 4}, ops::ExpertGemvShape{64, 4, 1, 1}}) {
+    SCOPED_TRACE("threads " + std::to_string(shape.threads) + ", lanes " + std::to_string(shape.lanes) + ", rows " +
+                 std::to_string(shape.rows) + ", chunk " + std::to_string(shape.chunk));
+    check(false, shape);
+  }
+}
+
+void MoeTest::check(bool matrix_units, std::optional<ops::ExpertGemvShape> gemv) {
   const Case c = GetParam();
   const ops::MoeShape s{.tokens = c.tokens,
                         .hidden = c.hidden,
@@ -120,7 +137,9 @@ void MoeTest::check(bool matrix_units) {
                      .shared_logit_column = c.experts,
                      .out = dout.range(),
                      .shape = s,
-                     .gemv_max_tokens = matrix_units ? 0u : ops::kExpertGemvMaxTokens},
+                     .gemv_max_tokens = matrix_units ? 0u : ops::kExpertGemvMaxTokens,
+                     .gate_up_gemv = gemv,
+                     .down_gemv = gemv},
                     scratch.ranges());
   });
 
