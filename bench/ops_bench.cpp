@@ -48,6 +48,17 @@ struct Bench {
     return keep.back().range();
   }
 
+  ops::MoeScratch moe_scratch(const ops::MoeShape& s) {
+    const auto need = ops::moe_scratch_bytes(s);
+    return {.ids = buffer(need.ids),
+            .weights = buffer(need.weights),
+            .offsets = buffer(need.offsets),
+            .sorted = buffer(need.sorted),
+            .active = buffer(need.active),
+            .h = buffer(need.h),
+            .y = buffer(need.y)};
+  }
+
   // Seconds per repetition, from timestamps around `reps` recorded repetitions.
   double time(const std::function<void(CommandBuffer&)>& record, int reps = 20) {
     Profiler profiler(rt.device, 1);
@@ -87,14 +98,7 @@ void sweep_expert_gemv(Bench& b, Runtime& rt, double ceiling) {
     const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 2 * I * H),
                    dn_bytes = ops::weight_storage_bytes(type, 512ull * H * I);
     const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes), out = b.buffer(uint64_t(tokens) * H * 4);
-    const auto need = ops::moe_scratch_bytes(s);
-    const ops::MoeScratch scratch{.ids = b.buffer(need.ids),
-                                  .weights = b.buffer(need.weights),
-                                  .offsets = b.buffer(need.offsets),
-                                  .sorted = b.buffer(need.sorted),
-                                  .active = b.buffer(need.active),
-                                  .h = b.buffer(need.h),
-                                  .y = b.buffer(need.y)};
+    const ops::MoeScratch scratch = b.moe_scratch(s);
     const ops::MoeArgs args{
         .x = x, .logits = logits, .logit_stride = 512, .gate_up = gu, .down = dn, .type = type, .out = out, .shape = s};
     b.time([&](CommandBuffer& cb) { ops::record_moe(rt.pipelines, cb, args, scratch); }, 1);  // routing in scratch
@@ -356,14 +360,7 @@ int main(int argc, char** argv) {
         const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 1024 * H),
                        dn_bytes = ops::weight_storage_bytes(type, 512ull * H * 512);
         const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes);
-        const auto need = ops::moe_scratch_bytes(s);
-        const ops::MoeScratch scratch{.ids = b.buffer(need.ids),
-                                      .weights = b.buffer(need.weights),
-                                      .offsets = b.buffer(need.offsets),
-                                      .sorted = b.buffer(need.sorted),
-                                      .active = b.buffer(need.active),
-                                      .h = b.buffer(need.h),
-                                      .y = b.buffer(need.y)};
+        const ops::MoeScratch scratch = b.moe_scratch(s);
         const BufferRange out = b.buffer(uint64_t(tokens) * H * 4), shared = b.random(uint64_t(tokens) * H, -1, 1);
         const double t = b.time([&](CommandBuffer& cb) {
           ops::record_moe(rt.pipelines, cb,
