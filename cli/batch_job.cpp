@@ -226,7 +226,7 @@ int run_ranked_batch_job(const ModelOptions& model_options, const BatchJobOption
 
   graph::SchedulerOptions so;
   so.max_batch = engine.slots();
-  so.prefill_budget = o.prefill_budget ? o.prefill_budget : model.chunk;
+  so.prefill_budget = o.prefill_budget ? o.prefill_budget : engine.prefill_chunk();
   so.stop_ids.insert(defaults.stop_token_ids.begin(), defaults.stop_token_ids.end());
   if (model.mtp) check_draft(engine, o.draft);
   so.mtp_drafts = model.mtp ? o.draft : 0;

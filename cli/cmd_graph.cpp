@@ -25,10 +25,10 @@ void add_graph_command(CLI::App& app) {
   cmd->add_flag("--dot", o->dot, "Print Graphviz DOT instead");
   cmd->callback([o] {
     const bool prefill = o->phase == "prefill";
-    const uint32_t tokens = prefill ? (o->tokens ? o->tokens : o->model.chunk) : 1;
     const uint32_t batch = prefill ? 1 : o->batch;
     ModelSession session = open_model(o->model, o->model.context, batch);
     graph::Engine& engine = *session.engine;
+    const uint32_t tokens = prefill ? (o->tokens ? o->tokens : engine.prefill_chunk()) : 1;
     // A pipeline split (--devices) has one program per device.
     for (size_t d = 0; d < engine.device_count(); ++d) {
       graph::Program& program =

@@ -1,21 +1,25 @@
 #include "cli/memory_fit.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
 #include "cli/model_session.h"
+#include "graph/engine.h"
 #include "graph/state.h"
 #include "runtime/error.h"
 
 namespace q3n::cli {
 
 namespace {
-constexpr uint64_t kHeadroom = 256ull << 20;  // activations, step buffers, driver, per device
+// Per device and 512 prefill tokens: the activations of a prefill step (the scratch arena grows
+// with the chunk), step buffers, driver.
+constexpr uint64_t kHeadroomPer512 = 256ull << 20;
 }  // namespace
 
 MemoryFit::MemoryFit(const std::vector<std::unique_ptr<Runtime>>& devices, const ModelConfig& config,
                      const graph::WeightParts& weights, graph::WeightFormat format, ops::KvType kv,
-                     std::vector<double> shares, bool mtp)
+                     std::vector<double> shares, bool mtp, uint32_t chunk)
     : devices_(devices),
       config_(config),
       weights_(weights),
@@ -25,7 +29,11 @@ MemoryFit::MemoryFit(const std::vector<std::unique_ptr<Runtime>>& devices, const
       shares_(std::move(shares)) {
   std::map<uint32_t, uint64_t> entries;  // physical device index -> times named
   for (const auto& d : devices_) ++entries[d->device.info().index];
-  for (const auto& d : devices_) free_.push_back(d->device.free_device_memory() / entries[d->device.info().index]);
+  for (const auto& d : devices_) {
+    free_.push_back(d->device.free_device_memory() / entries[d->device.info().index]);
+    const uint32_t tokens = chunk ? chunk : graph::default_prefill_chunk(d->device);
+    headroom_.push_back(kHeadroomPer512 * std::max<uint64_t>(1, (tokens + 511) / 512));
+  }
   if (shares_.empty())
     for (uint64_t f : free_) shares_.push_back(double(f));
 }
@@ -41,9 +49,9 @@ std::vector<graph::LayerSpan> MemoryFit::spans(uint32_t slots, uint32_t context)
   return graph::split_layers(costs, shares_);
 }
 
-uint64_t MemoryFit::device_bytes(size_t, const graph::LayerSpan& span, uint32_t slots, uint32_t context) const {
+uint64_t MemoryFit::device_bytes(size_t device, const graph::LayerSpan& span, uint32_t slots, uint32_t context) const {
   return weights_.on_device(config_, span) +
-         graph::SequenceState::planned_bytes(config_, slots, context, kv_, span, mtp_) + kHeadroom;
+         graph::SequenceState::planned_bytes(config_, slots, context, kv_, span, mtp_) + headroom_.at(device);
 }
 
 bool MemoryFit::fits(uint32_t slots, uint32_t context) const {
@@ -89,10 +97,10 @@ void MemoryFit::check(uint32_t context, uint32_t& slots, bool fit_slots) const {
     char msg[640];
     std::snprintf(msg, sizeof msg,
                   "the model does not fit: %s %.2f GiB of device memory (weights %.2f GiB as %s, state and %s KV "
-                  "cache %.2f GiB for %u sequence(s) of %u tokens, 0.25 GiB headroom) but %s has %.2f GiB free; "
+                  "cache %.2f GiB for %u sequence(s) of %u tokens, %.2f GiB for activations) but %s has %.2f GiB free; "
                   "use %s%sa smaller --ctx, fewer sequences%s or a device with more memory",
                   what.c_str(), gib(need), gib(weights), graph::weight_format_name(format_), ops::kv_type_name(kv_),
-                  gib(state), slots, context, devices_[d]->device.info().name.c_str(), gib(free_[d]),
+                  gib(state), slots, context, gib(headroom_[d]), devices_[d]->device.info().name.c_str(), gib(free_[d]),
                   kv_ == ops::KvType::F32 ? "--kv f16, " : "",
                   format_ == graph::WeightFormat::Q4   ? ""
                   : format_ == graph::WeightFormat::Q8 ? "--weights q4, "

@@ -15,10 +15,11 @@ namespace q3n::cli {
 class MemoryFit {
  public:
   // `shares`: the split's proportions (--split); empty = each device's free memory. A device
-  // named more than once shares its free memory between its entries.
+  // named more than once shares its free memory between its entries. `chunk`: the prefill chunk
+  // asked for (0: each device's default), which sizes the activations' headroom.
   MemoryFit(const std::vector<std::unique_ptr<Runtime>>& devices, const ModelConfig& config,
             const graph::WeightParts& weights, graph::WeightFormat format, ops::KvType kv, std::vector<double> shares,
-            bool mtp);
+            bool mtp, uint32_t chunk);
 
   // Each device's layers for `slots` sequences of `context` positions (one device: the whole model).
   std::vector<graph::LayerSpan> spans(uint32_t slots, uint32_t context) const;
@@ -42,6 +43,7 @@ class MemoryFit {
   bool mtp_;  // the MTP head's KV cache too (with the last device's state)
   std::vector<double> shares_;
   std::vector<uint64_t> free_;
+  std::vector<uint64_t> headroom_;  // per device: activations of a prefill step, step buffers, driver
 };
 
 }  // namespace q3n::cli

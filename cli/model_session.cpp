@@ -49,7 +49,8 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
          "KV-cache storage: f16 (default; half the memory of f32, kjv-demo's logits within a mean KL of 2e-8 of "
          "f32), bf16 (KL 3e-5), or f32")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step")->check(CLI::PositiveNumber);
+  cmd.add_option("--chunk", o.chunk, "Prompt tokens per prefill step (default: 2048 on GPUs, 512 on CPU devices)")
+      ->check(CLI::PositiveNumber);
   cmd.add_option("--decode-rows", o.decode_rows,
                  "Sequences per decode step at most; more are decoded in several steps (1-128; with "
                  "--batch-invariant any value gives the same tokens, only the speed differs)")
@@ -135,9 +136,9 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
     s.runtimes.push_back(std::make_unique<Runtime>(ro));
   }
   const ops::KvType kv = ops::parse_kv_type(o.kv);
-  const MemoryFit fit(s.runtimes, s.config,
-                      graph::DeviceWeights::planned_parts(s.config, s.checkpoint.get(), format, o.mtp), format, kv,
-                      o.split.empty() ? std::vector<double>{} : graph::parse_split(o.split, names.size()), o.mtp);
+  const MemoryFit fit(
+      s.runtimes, s.config, graph::DeviceWeights::planned_parts(s.config, s.checkpoint.get(), format, o.mtp), format,
+      kv, o.split.empty() ? std::vector<double>{} : graph::parse_split(o.split, names.size()), o.mtp, o.chunk);
   if (fit_context) context = fit.context_that_fits(context, default_context(s.config), slots);
   fit.check(context, slots, shape.fit_slots);
   const std::vector<graph::LayerSpan> spans = fit.spans(slots, context);
@@ -170,7 +171,7 @@ ModelSession open_model(const ModelOptions& o, const SessionShape& shape) {
   eo.context = context;
   eo.kv_type = kv;
   eo.slots = slots;
-  eo.prefill_chunk = o.chunk;
+  eo.prefill_chunk = o.chunk;  // 0: each device's default
   eo.decode_rows = o.decode_rows;
   eo.batch_invariant = o.batch_invariant;
   eo.profile = o.profile;

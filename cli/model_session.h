@@ -30,7 +30,7 @@ struct ModelOptions {
   std::string matrix_activations;    // fp16 | split; empty = the runtime's default
   uint32_t context = 0;              // 0: the command's default
   std::string kv = "f16";            // KV-cache storage: f32 | f16 | bf16 (bench/NOTES.md, session 12)
-  uint32_t chunk = 512;
+  uint32_t chunk = 0;                // 0: the device's default (graph::default_prefill_chunk)
   uint32_t decode_rows = graph::EngineOptions{}.decode_rows;  // sequences per decode step at most
   bool batch_invariant = false;  // every decode step on the GEMV kernels (graph::EngineOptions)
   bool profile = false;

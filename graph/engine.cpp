@@ -22,6 +22,8 @@ namespace {
 uint32_t max_chunk(const Device& device) { return has_bounded_loops(device) ? kBoundedLoopPositions : 4096; }
 }  // namespace
 
+uint32_t default_prefill_chunk(const Device& device) { return std::min(2048u, max_chunk(device)); }
+
 uint64_t handoff_bytes(const ModelConfig& c, const StepShape& shape) { return 2ull * shape.rows() * c.hidden_size * 4; }
 
 StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shape, const LayerSpan& layers) {
@@ -73,6 +75,7 @@ Engine::Engine(std::vector<EngineDevice> devices, const ModelConfig& config, con
                                       SequenceState(*d.runtime, config, options.slots, options.context, options.kv_type,
                                                     options.kv_chunk_bytes, d.layers, options.mtp),
                                       Allocation()}));
+    if (options.prefill_chunk == 0) options_.prefill_chunk = default_prefill_chunk(d.runtime->device);
     options_.prefill_chunk = std::clamp(options_.prefill_chunk, 1u, max_chunk(d.runtime->device));
   }
   if (stages_.empty() || next != uint32_t(config.num_hidden_layers))

@@ -33,12 +33,20 @@
 
 namespace q3n::graph {
 
+// The prefill chunk a device gets when none is asked for: 2048 tokens on GPUs, where a prefill
+// step reads every expert's weights once per row tile whatever its length, so longer steps read
+// fewer bytes per token (H200, 80B-A3B q4: pp4096 3791 tok/s in steps of 512, 5440 in steps of
+// 2048; bench/NOTES.md session 17), and the longest that devices with bounded loops take.
+uint32_t default_prefill_chunk(const Device& device);
+
 struct EngineOptions {
   uint32_t context = 4096;                 // KV-cache positions per sequence
   ops::KvType kv_type = ops::KvType::F32;  // storage of the KV cache (the CLI picks its default)
   uint64_t kv_chunk_bytes = 0;             // caps one allocation of KV rows (0: the device's limit; for tests)
   uint32_t slots = 1;                      // sequences in flight
-  uint32_t prefill_chunk = 512;  // tokens per prefill step (capped at 512 on devices with bounded loops, else 4096)
+  // Tokens per prefill step, capped at 512 on devices with bounded loops, else 4096 (0: the
+  // device's default_prefill_chunk).
+  uint32_t prefill_chunk = 512;
   // Recorded step programs kept at once (least recently used go). Mixed steps multiply the shapes
   // (piece x decode rows): keeping 96, a batch job at --max-batch 64 recorded 887 programs in
   // 660 s, 1.8% of its wall time (bench/NOTES.md).
@@ -88,6 +96,7 @@ class Engine {
   uint32_t position(uint32_t slot) const { return positions_.at(slot); }
   uint32_t context() const { return options_.context; }
   uint32_t slots() const { return options_.slots; }
+  uint32_t prefill_chunk() const { return options_.prefill_chunk; }  // after the device's default and cap
 
   // How a prompt of `tokens` tokens is cut into steps: full chunks, then the remainder as
   // decreasing powers of two (so at most log2(chunk) + 1 distinct prefill shapes exist).
