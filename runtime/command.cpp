@@ -11,7 +11,8 @@
 
 namespace q3n {
 
-CommandBuffer::CommandBuffer(const Device& device, VkCommandPool pool) : device_(device.get()), pool_(pool) {
+CommandBuffer::CommandBuffer(const Device& device, VkCommandPool pool)
+    : device_(device.get()), owner_(&device), pool_(pool) {
   for (int i = 0; i < 3; ++i) max_groups_[i] = device.info().max_workgroup_count[i];
   VkCommandBufferAllocateInfo info{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
   info.commandPool = pool;
@@ -26,6 +27,7 @@ CommandBuffer::~CommandBuffer() {
 
 CommandBuffer::CommandBuffer(CommandBuffer&& o) noexcept
     : device_(o.device_),
+      owner_(o.owner_),
       max_groups_{o.max_groups_[0], o.max_groups_[1], o.max_groups_[2]},
       pool_(o.pool_),
       buffer_(std::exchange(o.buffer_, VK_NULL_HANDLE)),
@@ -60,6 +62,13 @@ void CommandBuffer::dispatch(const Pipeline& pipeline, const void* push, uint32_
   bind(pipeline, push, push_bytes);
   vkCmdDispatch(buffer_, gx, gy, gz);
   dispatches_++;
+}
+
+void CommandBuffer::push_texel_views(const Pipeline& pipeline, std::span<const VkBufferView> views) {
+  if (views.size() != pipeline.key().texel_views)
+    throw Error("internal: " + pipeline.key().shader + " takes " + std::to_string(pipeline.key().texel_views) +
+                " texel views, not " + std::to_string(views.size()));
+  owner_->push_texel_views(buffer_, pipeline.layout(), views.data(), static_cast<uint32_t>(views.size()));
 }
 
 void CommandBuffer::dispatch_indirect(const Pipeline& pipeline, const void* push, uint32_t push_bytes,

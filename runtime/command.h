@@ -5,6 +5,7 @@
 #include <vulkan/vulkan.h>
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "runtime/device.h"
@@ -49,6 +50,9 @@ class CommandBuffer {
     static_assert(sizeof(Push) <= 128, "push constants beyond the guaranteed 128 bytes");
     dispatch_indirect(pipeline, &push, sizeof(Push), grid);
   }
+  // Binds `views` at bindings 0, 1, ... for the next dispatches of `pipeline` (its key's
+  // texel_views of them), recorded as push descriptors.
+  void push_texel_views(const Pipeline& pipeline, std::span<const VkBufferView> views);
   // Makes every earlier shader/transfer write visible to every later shader/transfer access.
   void barrier();
   // barrier(), and also to later dispatch_indirect() reads of group counts. Kept apart because
@@ -80,6 +84,7 @@ class CommandBuffer {
   void memory_barrier(VkPipelineStageFlags extra_stages, VkAccessFlags extra_access);
 
   VkDevice device_ = VK_NULL_HANDLE;
+  const Device* owner_ = nullptr;       // records its push descriptors
   uint32_t max_groups_[3] = {0, 0, 0};  // the device's maxComputeWorkGroupCount
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkCommandBuffer buffer_ = VK_NULL_HANDLE;

@@ -206,6 +206,10 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
     pipeline_statistics_ = true;
   }
 
+  const char* texel_reads = std::getenv("Q3N_TEXEL_READS");
+  const bool want_texel_reads = info_.push_descriptor && !(texel_reads && std::string(texel_reads) == "0");
+  if (want_texel_reads) extensions.push_back(VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
+
   float priority = 1.0f;
   VkDeviceQueueCreateInfo queue_info{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
   queue_info.queueFamilyIndex = queue_family_;
@@ -220,6 +224,22 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
   info.ppEnabledExtensionNames = extensions.data();
   VK_CHECK(vkCreateDevice(physical_, &info, nullptr, &device_));
   vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
+  if (want_texel_reads)
+    push_descriptor_set_ =
+        reinterpret_cast<PFN_vkCmdPushDescriptorSetKHR>(vkGetDeviceProcAddr(device_, "vkCmdPushDescriptorSetKHR"));
+}
+
+void Device::push_texel_views(VkCommandBuffer commands, VkPipelineLayout layout, const VkBufferView* views,
+                              uint32_t count) const {
+  if (!push_descriptor_set_) throw Error("internal: texel reads are off on " + info_.name);
+  std::vector<VkWriteDescriptorSet> writes(count, {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET});
+  for (uint32_t i = 0; i < count; ++i) {
+    writes[i].dstBinding = i;
+    writes[i].descriptorCount = 1;
+    writes[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+    writes[i].pTexelBufferView = &views[i];
+  }
+  push_descriptor_set_(commands, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, count, writes.data());
 }
 
 Device::~Device() {

@@ -73,6 +73,14 @@ class Device {
   bool coopmat() const { return coopmat_.api != CoopmatApi::None; }
   // Whether pipelines capture compiler statistics (Q3N_PIPELINE_STATS, where the driver has them).
   bool pipeline_statistics() const { return pipeline_statistics_; }
+  // Whether kernels may read tensors through texel-buffer views of their memory blocks, bound as
+  // push descriptors (VK_KHR_push_descriptor): the CPU shapes' products do, because a CPU driver
+  // (lavapipe) fetches texels as SIMD gathers but loads from a buffer address one lane at a time.
+  // Q3N_TEXEL_READS=0 turns it off (A/B measurements; the buffer-address kernels remain).
+  bool texel_reads() const { return push_descriptor_set_ != nullptr; }
+  // Records vkCmdPushDescriptorSetKHR of uniform texel buffers at bindings 0, 1, ... of set 0.
+  void push_texel_views(VkCommandBuffer commands, VkPipelineLayout layout, const VkBufferView* views,
+                        uint32_t count) const;
 
  private:
   const Instance& instance_;
@@ -84,6 +92,7 @@ class Device {
   DeviceInfo info_;
   CoopmatSupport coopmat_;
   bool pipeline_statistics_ = false;
+  PFN_vkCmdPushDescriptorSetKHR push_descriptor_set_ = nullptr;
 };
 
 }  // namespace q3n

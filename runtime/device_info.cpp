@@ -160,6 +160,8 @@ DeviceInfo query_device_info(VkInstance instance, VkPhysicalDevice device, uint3
   info.max_allocation = m3.maxMemoryAllocationSize;
   info.max_storage_buffer_range = p.limits.maxStorageBufferRange;
   info.max_buffer_size = has_m4 ? m4.maxBufferSize : info.max_allocation;
+  info.max_texel_buffer_elements = p.limits.maxTexelBufferElements;
+  info.min_texel_buffer_offset_alignment = p.limits.minTexelBufferOffsetAlignment;
   info.timestamp_period_ns = p.limits.timestampPeriod;
   info.timestamps = p.limits.timestampComputeAndGraphics;
 

@@ -39,6 +39,8 @@ struct DeviceInfo {
   VkDeviceSize max_allocation = 0;
   VkDeviceSize max_storage_buffer_range = 0;
   VkDeviceSize max_buffer_size = 0;
+  uint32_t max_texel_buffer_elements = 0;
+  VkDeviceSize min_texel_buffer_offset_alignment = 0;
   float timestamp_period_ns = 0;
   bool timestamps = false;
 

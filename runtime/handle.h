@@ -49,5 +49,7 @@ using OwnedPipelineCache = Owned<VkPipelineCache, VkDevice, vkDestroyPipelineCac
 using OwnedCommandPool = Owned<VkCommandPool, VkDevice, vkDestroyCommandPool>;
 using OwnedSemaphore = Owned<VkSemaphore, VkDevice, vkDestroySemaphore>;
 using OwnedQueryPool = Owned<VkQueryPool, VkDevice, vkDestroyQueryPool>;
+using OwnedBufferView = Owned<VkBufferView, VkDevice, vkDestroyBufferView>;
+using OwnedDescriptorSetLayout = Owned<VkDescriptorSetLayout, VkDevice, vkDestroyDescriptorSetLayout>;
 
 }  // namespace q3n

@@ -106,6 +106,7 @@ size_t Allocator::create_block(VkDeviceSize bytes, MemoryKind kind, const std::s
   buffer_info.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                       VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
                       VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT;
+  if (device_.texel_reads()) buffer_info.usage |= VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
   buffer_info.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
   VkBuffer buffer;
   VK_CHECK(vkCreateBuffer(dev, &buffer_info, nullptr, &buffer));
@@ -134,8 +135,37 @@ size_t Allocator::create_block(VkDeviceSize bytes, MemoryKind kind, const std::s
   addr.buffer = buffer;
   block->address = vkGetBufferDeviceAddress(dev, &addr);
   block->free[0] = bytes;
+  create_texel_views(*block);
   blocks_.push_back(std::move(block));
   return blocks_.size() - 1;
+}
+
+void Allocator::create_texel_views(Block& block) {
+  const DeviceInfo& info = device_.info();
+  if (!device_.texel_reads() || info.max_texel_buffer_elements == 0) return;
+  VkDevice dev = device_.get();
+  auto view = [&](VkFormat format, VkDeviceSize texel_bytes, VkDeviceSize* end) {
+    // Whole texels only, and no more than the device's limit.
+    const VkDeviceSize bytes =
+        std::min(block.size / texel_bytes, VkDeviceSize(info.max_texel_buffer_elements)) * texel_bytes;
+    *end = bytes;
+    VkBufferViewCreateInfo view_info{VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO};
+    view_info.buffer = block.buffer.get();
+    view_info.format = format;
+    view_info.offset = 0;
+    view_info.range = bytes;
+    VkBufferView handle;
+    VK_CHECK(vkCreateBufferView(dev, &view_info, nullptr, &handle));
+    return OwnedBufferView(dev, handle);
+  };
+  if (block.size < 16) return;
+  block.words = view(VK_FORMAT_R32_UINT, 4, &block.texels.words_end);
+  block.quads = view(VK_FORMAT_R32G32B32A32_UINT, 16, &block.texels.quads_end);
+  VkDeviceSize floats_end = 0;
+  block.floats = view(VK_FORMAT_R32G32B32A32_SFLOAT, 16, &floats_end);
+  block.texels.words = block.words.get();
+  block.texels.quads = block.quads.get();
+  block.texels.floats = block.floats.get();
 }
 
 bool Allocator::carve(Block& block, VkDeviceSize bytes, VkDeviceSize* offset) {
@@ -168,7 +198,7 @@ Allocation Allocator::allocate(VkDeviceSize bytes, MemoryKind kind, const std::s
   Allocation a;
   a.owner_ = this;
   a.block_ = index;
-  a.range_ = {block.buffer.get(), offset, size, block.address + offset};
+  a.range_ = {block.buffer.get(), offset, size, block.address + offset, block.texels.words ? &block.texels : nullptr};
   a.mapped_ = block.mapped ? static_cast<char*>(block.mapped) + offset : nullptr;
   used_[static_cast<int>(kind)] += size;
   return a;

@@ -3,7 +3,9 @@
 // Shaders reach tensors through buffer device addresses (GL_EXT_buffer_reference) passed in push
 // constants, not through descriptor bindings. That is q3n's answer to maxStorageBufferRange
 // (128 MiB on lavapipe): a range is limited only by maxMemoryAllocationSize / maxBufferSize, and
-// the recorded command buffers need no descriptor sets at all. See docs/ARCHITECTURE.md.
+// the recorded command buffers need no descriptor sets. The one exception: where the device
+// allows it, each block also has texel views (TexelViews), which the CPU shapes' products read
+// through, pushed as descriptors. See docs/ARCHITECTURE.md.
 #pragma once
 
 #include <vulkan/vulkan.h>
@@ -24,13 +26,33 @@ enum class MemoryKind {
   Readback,  // host-visible, preferably cached: staging back to the host
 };
 
+// Views of one pooled block as arrays of texels, from the block's first byte (Device::texel_reads):
+// 32-bit words, quads of words and quads of floats. Each covers the block up to `*_end` bytes
+// (maxTexelBufferElements texels at most).
+struct TexelViews {
+  VkBufferView words = VK_NULL_HANDLE;   // R32_UINT
+  VkBufferView quads = VK_NULL_HANDLE;   // R32G32B32A32_UINT
+  VkBufferView floats = VK_NULL_HANDLE;  // R32G32B32A32_SFLOAT
+  VkDeviceSize words_end = 0, quads_end = 0;
+};
+
 // A contiguous range inside one pooled block.
 struct BufferRange {
   VkBuffer buffer = VK_NULL_HANDLE;
   VkDeviceSize offset = 0;
   VkDeviceSize size = 0;
   VkDeviceAddress address = 0;
-  BufferRange sub(VkDeviceSize at, VkDeviceSize bytes) const { return {buffer, offset + at, bytes, address + at}; }
+  const TexelViews* texels = nullptr;  // of the block, where the device reads through texel views
+  BufferRange sub(VkDeviceSize at, VkDeviceSize bytes) const {
+    return {buffer, offset + at, bytes, address + at, texels};
+  }
+  // Whether a kernel can read this range as quads (16-byte texels) of its block's views: the
+  // views exist, the range starts on a quad and every byte of it lies within both views.
+  bool quad_readable() const {
+    return texels && offset % 16 == 0 && offset + size <= texels->quads_end && offset + size <= texels->words_end;
+  }
+  // Whether a kernel can read this range as words of its block's views.
+  bool word_readable() const { return texels && offset % 4 == 0 && offset + size <= texels->words_end; }
 };
 
 class Allocator;
@@ -82,7 +104,11 @@ class Allocator {
     void* mapped = nullptr;
     MemoryKind kind = MemoryKind::Device;
     std::map<VkDeviceSize, VkDeviceSize> free;  // offset -> size, coalesced
+    OwnedBufferView words, quads, floats;
+    TexelViews texels;
   };
+  // Creates the block's texel views where the device reads through them.
+  void create_texel_views(Block& block);
   size_t create_block(VkDeviceSize bytes, MemoryKind kind, const std::string& what);
   bool carve(Block& block, VkDeviceSize bytes, VkDeviceSize* offset);
   void release(size_t block, VkDeviceSize offset, VkDeviceSize bytes);

@@ -43,10 +43,26 @@ Pipeline::Pipeline(const Device& device, VkPipelineCache cache, const PipelineKe
   VK_CHECK(vkCreateShaderModule(dev, &module_info, nullptr, &module));
   OwnedShaderModule owned_module(dev, module);
 
+  if (key.texel_views) {
+    if (!device.texel_reads()) throw Error("internal: " + key.shader + " reads texel views, which are off");
+    std::vector<VkDescriptorSetLayoutBinding> bindings(key.texel_views);
+    for (uint32_t i = 0; i < key.texel_views; ++i)
+      bindings[i] = {i, VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
+    VkDescriptorSetLayoutCreateInfo set_info{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+    set_info.flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR;
+    set_info.bindingCount = key.texel_views;
+    set_info.pBindings = bindings.data();
+    VkDescriptorSetLayout set;
+    VK_CHECK(vkCreateDescriptorSetLayout(dev, &set_info, nullptr, &set));
+    texel_set_ = OwnedDescriptorSetLayout(dev, set);
+  }
   VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, key.push_bytes};
   VkPipelineLayoutCreateInfo layout_info{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
   layout_info.pushConstantRangeCount = key.push_bytes ? 1 : 0;
   layout_info.pPushConstantRanges = &push;
+  const VkDescriptorSetLayout set_layout = texel_set_.get();
+  layout_info.setLayoutCount = key.texel_views ? 1 : 0;
+  layout_info.pSetLayouts = &set_layout;
   VkPipelineLayout layout;
   VK_CHECK(vkCreatePipelineLayout(dev, &layout_info, nullptr, &layout));
   layout_ = OwnedPipelineLayout(dev, layout);
@@ -171,6 +187,10 @@ PipelineLibrary::~PipelineLibrary() {
   }
   std::filesystem::rename(tmp, cache_path_, ec);
   if (ec) std::filesystem::remove(tmp, ec);
+}
+
+bool PipelineLibrary::built(const std::string& shader) const {
+  return std::any_of(pipelines_.begin(), pipelines_.end(), [&](const auto& p) { return p.first.shader == shader; });
 }
 
 const Pipeline& PipelineLibrary::get(const PipelineKey& key) {

@@ -24,9 +24,12 @@ struct PipelineKey {
   std::array<uint32_t, 3> workgroup{64, 1, 1};
   std::vector<uint32_t> constants;  // ids 3, 4, ...
   uint32_t push_bytes = 0;
+  // Uniform texel buffers at bindings 0 .. texel_views - 1 of set 0, pushed before each dispatch
+  // (CommandBuffer::push_texel_views; Device::texel_reads).
+  uint32_t texel_views = 0;
   bool operator<(const PipelineKey& o) const {
-    return std::tie(shader, workgroup, constants, push_bytes) <
-           std::tie(o.shader, o.workgroup, o.constants, o.push_bytes);
+    return std::tie(shader, workgroup, constants, push_bytes, texel_views) <
+           std::tie(o.shader, o.workgroup, o.constants, o.push_bytes, o.texel_views);
   }
 };
 
@@ -39,6 +42,7 @@ class Pipeline {
 
  private:
   PipelineKey key_;
+  OwnedDescriptorSetLayout texel_set_;
   OwnedPipelineLayout layout_;
   OwnedPipeline pipeline_;
 };
@@ -64,6 +68,8 @@ class PipelineLibrary {
 
   const Pipeline& get(const PipelineKey& key);
   size_t size() const { return pipelines_.size(); }
+  // Whether some pipeline of this shader variant has been created (tests: which kernel ran).
+  bool built(const std::string& shader) const;
   const Device& device() const { return device_; }
 
   // Whether operators use their cooperative-matrix kernels: on where the device can run them

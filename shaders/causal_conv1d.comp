@@ -3,16 +3,19 @@
 // conv state: state holds the K-1 previous pre-conv rows (oldest first), so
 //   y[t, c] = silu( sum_{j<K} w[c, j] * X[t - (K-1) + j, c] ),  X[-m] = state[K-1-m, c]
 // and afterwards state = the last K-1 rows of [state; x]. A workgroup takes 32 channels of one
-// sequence; its 8 token lanes each walk a contiguous block of the tokens with the window in
+// sequence; its LANES token lanes each walk a contiguous block of the tokens with the window in
 // registers (the block's first window read from x or the state), so a long prompt runs 8 times
 // wider than one walker per channel. Every output has the same sum order however the tokens are
-// split. After a barrier (the old state is read by now) lane 0 writes the new state.
+// split. After a barrier (the old state is read by now) lane 0 writes the new state. The CPU
+// shapes take one lane (LANES = 1): each invocation walks its channel's tokens and writes its
+// state after reading it, so no barrier is needed, which a CPU driver emulates at some cost.
 // Speculative verification runs it twice (as delta_rule_recurrent.comp): over every verified
 // token writing y only, then writing only the state after the accepted count[b] tokens.
 #include "common.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint MAX_KERNEL = 8;
+layout(constant_id = 5) const uint LANES = 8;  // token lanes per channel; the workgroup is 32 x LANES
 
 layout(push_constant) uniform Push {
   F32Buf x;       // [B, T, C] pre-conv
@@ -28,7 +31,7 @@ layout(push_constant) uniform Push {
 } p;
 
 const uint WRITE_OUTPUT = 1u, WRITE_STATE = 2u, TOKENS_FROM_COUNT = 4u;
-const uint CHANNELS = 32, LANES = 8;  // the host dispatches CHANNELS x LANES invocations
+const uint CHANNELS = 32;  // the host dispatches CHANNELS x LANES invocations
 
 void main() {
   const uint c = gl_WorkGroupID.x * CHANNELS + gl_LocalInvocationID.x % CHANNELS;
@@ -57,7 +60,7 @@ void main() {
       if (history > 0) window[history - 1] = xt;
     }
   }
-  barrier();
+  if (LANES > 1u) barrier();  // a constant condition: uniform control flow
   if (!inside || lane != 0u || (p.flags & WRITE_STATE) == 0u) return;
   // state[j] = row n + j of [state; x] (n tokens taken): from x where that is a token, else from
   // the state further on (n + j > j, so in increasing j nothing is read after it is overwritten).

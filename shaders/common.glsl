@@ -1,7 +1,7 @@
 // Shared declarations for every q3n compute shader.
 //
-// Tensors arrive as buffer device addresses in push constants (GL_EXT_buffer_reference), so no
-// shader has descriptor bindings. Every shader takes its workgroup size from specialisation
+// Tensors arrive as buffer device addresses in push constants (GL_EXT_buffer_reference); only
+// the texel-read variants of the CPU shapes' products also bind views (texel_reads.glsl). Every shader takes its workgroup size from specialisation
 // constants 0..2 and must work for any subgroup size (8 on lavapipe, 32 NVIDIA, 32/64 AMD).
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_buffer_reference2 : require

@@ -8,6 +8,7 @@
 //
 // A token's sum runs over K in the same order whatever the token count (batch invariance), in
 // units of 8 elements (VEC8 = 1, as in linear_gemv.comp) or single elements (VEC8 = 0).
+// The Q3N_TEXEL variant (VEC8 = 1 only) reads W and x through texel views (texel_reads.glsl).
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -16,6 +17,9 @@ layout(constant_id = 4) const uint CHUNK = 4;  // tokens per pass over the row
 layout(constant_id = 5) const uint VEC8 = 1;
 
 #include "linear_push.glsl"
+#ifdef Q3N_TEXEL
+#include "texel_reads.glsl"
+#endif
 
 void main() {
   // 2-D grid: rows beyond maxComputeWorkGroupCount[0] workgroups wrap into y.
@@ -29,9 +33,15 @@ void main() {
     if (VEC8 != 0u) {
       for (uint u = 0; u < (p.k >> 3); ++u) {
         float w[8];
+#ifdef Q3N_TEXEL
+        texel_weight_unit(p.weight_texel, WEIGHT_DTYPE, row, p.k, u, w);
+        [[unroll]] for (uint c = 0; c < CHUNK; ++c)
+          if (c < count) acc[c] += texel_dot8(w, p.x_texel, (t0 + c) * p.k + u * 8u);
+#else
         load_weight_unit(p.weight, WEIGHT_DTYPE, row, p.k, u, w);
         [[unroll]] for (uint c = 0; c < CHUNK; ++c)
           if (c < count) acc[c] += dot8(w, F32x4Buf(p.x), (t0 + c) * p.k + u * 8u);
+#endif
       }
     } else {
       for (uint i = 0; i < p.k; ++i) {

@@ -7,4 +7,6 @@ layout(push_constant) uniform Push {
   uint k;
   uint n;
   uint tokens;
+  uint weight_texel;  // first word of weight / x in its block's texel views (Q3N_TEXEL variants)
+  uint x_texel;
 } p;

@@ -7,7 +7,8 @@
 //   SWIGLU = 1: h[assignment, n] = silu(x . gate_n) * (x . up_n), x rows by token
 //   SWIGLU = 0: y[assignment, n] = h[assignment] . down_n
 // An assignment's sums run over K in the same order whichever other rows its expert holds
-// (batch invariance), in units of 8 (VEC8 = 1) or single elements (VEC8 = 0).
+// (batch invariance), in units of 8 (VEC8 = 1) or single elements (VEC8 = 0). The Q3N_TEXEL
+// variant (VEC8 = 1 only) reads the weights and x through texel views (texel_reads.glsl).
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -17,6 +18,9 @@ layout(constant_id = 5) const uint CHUNK = 1;  // expert rows per pass
 layout(constant_id = 6) const uint VEC8 = 1;
 
 #include "moe_expert_push.glsl"
+#ifdef Q3N_TEXEL
+#include "texel_reads.glsl"
+#endif
 
 const uint MATRICES = SWIGLU != 0u ? 2u : 1u;  // gate and up, or down
 
@@ -43,9 +47,15 @@ void main() {
       for (uint u = 0; u < (p.k >> 3); ++u)
         [[unroll]] for (uint m = 0; m < MATRICES; ++m) {
           float w[8];
+#ifdef Q3N_TEXEL
+          texel_weight_unit(p.weight_texel, WEIGHT_DTYPE, gate_row + m * p.n, p.k, u, w);
+          [[unroll]] for (uint c = 0; c < CHUNK; ++c)
+            if (c < count) acc[m][c] += texel_dot8(w, p.x_texel, src[c] + u * 8u);
+#else
           load_weight_unit(p.weight, WEIGHT_DTYPE, gate_row + m * p.n, p.k, u, w);
           [[unroll]] for (uint c = 0; c < CHUNK; ++c)
             if (c < count) acc[m][c] += dot8(w, F32x4Buf(p.x), src[c] + u * 8u);
+#endif
         }
     } else {
       for (uint i = 0; i < p.k; ++i)

@@ -16,7 +16,17 @@ layout(push_constant) uniform Push {
   U32Buf params;  // [B, 8]: temperature, top_k, top_p, min_p (f32 bits except top_k), seed lo, seed hi, counter, -
   U32Buf ids;     // [B]
   uint vocab;
+  uint logits_texel;  // first word of the logits in their block's view (Q3N_TEXEL variant)
 } p;
+
+// The Q3N_TEXEL variant, for the CPU shapes, reads the logits through a texel view of their block
+// (see texel_reads.glsl for why): the same values, so the same ids.
+#ifdef Q3N_TEXEL
+layout(set = 0, binding = 0) uniform usamplerBuffer logit_words;  // R32_UINT
+float logit(uint i) { return uintBitsToFloat(texelFetch(logit_words, int(p.logits_texel + i)).x); }
+#else
+float logit(uint i) { return p.logits.v[i]; }
+#endif
 
 shared float red_f[THREADS];
 shared uint red_u[THREADS];
@@ -72,7 +82,7 @@ void main() {
     float best = uintBitsToFloat(0xFF800000u);
     uint best_id = 0xFFFFFFFFu, nans = 0u;
     for (uint i = begin; i < end; ++i) {
-      const float v = p.logits.v[base + i];
+      const float v = logit(base + i);
       nans += isnan(v) ? 1u : 0u;
       if (v > best) {
         best = v;
@@ -95,7 +105,7 @@ void main() {
   float local_max = uintBitsToFloat(0xFF800000u), local_min = uintBitsToFloat(0x7F800000u);
   uint nans = 0u;
   for (uint i = begin; i < end; ++i) {
-    const float z = p.logits.v[base + i] * inv_t;
+    const float z = logit(base + i) * inv_t;
     nans += isnan(z) ? 1u : 0u;
     local_max = max(local_max, z);
     local_min = min(local_min, z);
@@ -111,7 +121,7 @@ void main() {
     for (uint step = 0; step < BISECT_STEPS; ++step) {
       const float mid = 0.5 * (lo + hi);
       uint n = 0u;
-      for (uint i = begin; i < end; ++i) n += p.logits.v[base + i] * inv_t >= mid ? 1u : 0u;
+      for (uint i = begin; i < end; ++i) n += logit(base + i) * inv_t >= mid ? 1u : 0u;
       if (workgroup_count(n) >= top_k) lo = mid; else hi = mid;
     }
     threshold = lo;
@@ -120,7 +130,7 @@ void main() {
   if (top_p > 0.0 && top_p < 1.0) {
     float kept = 0.0;
     for (uint i = begin; i < end; ++i) {
-      const float z = p.logits.v[base + i] * inv_t;
+      const float z = logit(base + i) * inv_t;
       if (z >= threshold) kept += exp(z - z_max);
     }
     const float target = top_p * workgroup_sum(kept);
@@ -129,7 +139,7 @@ void main() {
       const float mid = 0.5 * (lo + hi);
       float mass = 0.0;
       for (uint i = begin; i < end; ++i) {
-        const float z = p.logits.v[base + i] * inv_t;
+        const float z = logit(base + i) * inv_t;
         if (z >= mid) mass += exp(z - z_max);
       }
       if (workgroup_sum(mass) >= target) lo = mid; else hi = mid;
@@ -141,7 +151,7 @@ void main() {
 
   float kept = 0.0;
   for (uint i = begin; i < end; ++i) {
-    const float z = p.logits.v[base + i] * inv_t;
+    const float z = logit(base + i) * inv_t;
     if (z >= threshold) kept += exp(z - z_max);
   }
   red_f[tid] = kept;
@@ -170,7 +180,7 @@ void main() {
     float running = 0.0;
     uint chosen = 0xFFFFFFFFu;
     for (uint i = begin; i < end; ++i) {
-      const float z = p.logits.v[base + i] * inv_t;
+      const float z = logit(base + i) * inv_t;
       if (z < threshold) continue;
       chosen = i;  // the last kept token, should rounding leave `remaining` unreached
       running += exp(z - z_max);

@@ -23,8 +23,10 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
     throw Error("internal: causal conv1d buffers are smaller than their shapes");
   if (a.update == StateUpdate::Commit && a.accepted.size < uint64_t(a.batch) * 4)
     throw Error("internal: causal conv1d accepted counts are smaller than the batch");
-  const Pipeline& pipeline =
-      pipelines.get({"causal_conv1d", {256, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel}, sizeof(Push)});
+  // 32 channels x `lanes` token lanes; the CPU shapes one lane per channel (no barrier).
+  const uint32_t lanes = pipelines.cpu_shapes() ? 1 : 8;
+  const Pipeline& pipeline = pipelines.get(
+      {"causal_conv1d", {32 * lanes, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel, lanes}, sizeof(Push)});
   const Push push{a.x.address,
                   a.weight.address,
                   a.state.address,
@@ -35,7 +37,7 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
                   a.channels,
                   a.tokens,
                   a.kernel};
-  commands.dispatch(pipeline, push, ceil_div(a.channels, 32), a.batch);  // 32 channels x 8 token lanes
+  commands.dispatch(pipeline, push, ceil_div(a.channels, 32), a.batch);
 }
 
 }  // namespace q3n::ops

@@ -12,6 +12,7 @@ namespace {
 struct Push {  // shaders/linear_push.glsl
   VkDeviceAddress x, weight, y;
   uint32_t k, n, tokens;
+  uint32_t weight_texel = 0, x_texel = 0;  // the texel-read variant's offsets in words
 };
 struct SplitSumPush {  // shaders/linear_split_sum.comp
   VkDeviceAddress parts, y;
@@ -107,7 +108,12 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
     const uint32_t chunk = std::min(a.tokens, kGemvChunk);
     uint32_t rows = kRowwiseWorkgroup;  // output rows per workgroup
-    PipelineKey key{"linear_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, chunk, vec8}, sizeof(Push)};
+    const bool texel = rowwise && vec8 && reads_texels(pipelines, a.weight, a.x);
+    PipelineKey key{texel ? "linear_gemv_rowwise_texel" : "linear_gemv_rowwise",
+                    {kRowwiseWorkgroup, 1, 1},
+                    {type, chunk, vec8},
+                    sizeof(Push),
+                    texel ? kTexelViews : 0u};
     if (!rowwise) {
       const GemvShape shape = gemv_shape(a.n, vec8 ? a.k / 8 : a.k);
       rows = shape.rows;
@@ -117,7 +123,14 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
              sizeof(Push)};
     }
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
-    commands.dispatch(pipelines.get(key), push, gx, ceil_div(groups, gx));
+    const Pipeline& pipeline = pipelines.get(key);
+    Push texel_push = push;
+    if (texel) {
+      commands.push_texel_views(pipeline, texel_views(a.weight, a.x));
+      texel_push.weight_texel = texel_offset(a.weight);
+      texel_push.x_texel = texel_offset(a.x);
+    }
+    commands.dispatch(pipeline, texel_push, gx, ceil_div(groups, gx));
   } else if (matrix_units) {
     const uint64_t split_bytes = linear_split_bytes(a.tokens, a.n, a.k);
     if (split_bytes && a.k_split.size >= split_bytes) {

@@ -40,6 +40,7 @@ struct GroupPush {
 struct ExpertPush {  // shaders/moe_expert_push.glsl
   VkDeviceAddress x, weight, offsets, sorted, active, y;
   uint32_t k, n, top_k;
+  uint32_t weight_texel = 0, x_texel = 0;  // the texel-read variant's offsets in words
 };
 struct CombinePush {
   VkDeviceAddress y, weights, shared_out, shared_logit, out;
@@ -248,8 +249,22 @@ void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, con
   const ExpertPush push = gate_up ? gate_up_push(a, scratch) : down_push(a, scratch);
   const uint32_t vec8 = gemv_units_of_8(a.type, k, gate_up ? a.x.address : scratch.h.address);
   if (pipelines.cpu_shapes()) {  // one output column per invocation (moe_expert_gemv_rowwise.comp)
-    const PipelineKey key{"moe_expert_gemv_rowwise", {kRowwiseWorkgroup, 1, 1}, {type, swiglu, 1u, vec8}, sizeof(push)};
-    commands.dispatch(pipelines.get(key), push, ceil_div(n, kRowwiseWorkgroup), slots);
+    const BufferRange& weight = gate_up ? a.gate_up : a.down;
+    const BufferRange& x = gate_up ? a.x : scratch.h;
+    const bool texel = vec8 && reads_texels(pipelines, weight, x);
+    const PipelineKey key{texel ? "moe_expert_gemv_rowwise_texel" : "moe_expert_gemv_rowwise",
+                          {kRowwiseWorkgroup, 1, 1},
+                          {type, swiglu, 1u, vec8},
+                          sizeof(push),
+                          texel ? kTexelViews : 0u};
+    const Pipeline& pipeline = pipelines.get(key);
+    ExpertPush texel_push = push;
+    if (texel) {
+      commands.push_texel_views(pipeline, texel_views(weight, x));
+      texel_push.weight_texel = texel_offset(weight);
+      texel_push.x_texel = texel_offset(x);
+    }
+    commands.dispatch(pipeline, texel_push, ceil_div(n, kRowwiseWorkgroup), slots);
     return;
   }
   const DeviceInfo& device = pipelines.device().info();

@@ -2,12 +2,14 @@
 // shape" check that guards against graph bugs before a shader reads out of bounds.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 
 #include "runtime/error.h"
 #include "runtime/memory.h"
 #include "runtime/ops/weight_type.h"
+#include "runtime/pipeline.h"
 
 namespace q3n::ops {
 
@@ -31,5 +33,19 @@ inline uint32_t gemv_units_of_8(WeightType type, uint32_t k, uint64_t x_address)
 // one row per invocation). Small enough that a matrix of a few hundred rows still gives every
 // core of a CPU driver a workgroup; measured on lavapipe against 8 and 64 (bench/NOTES.md).
 constexpr uint32_t kRowwiseWorkgroup = 32;
+
+// The texel-read variants of the CPU-shape products (shaders/texel_reads.glsl) bind three views:
+// the weight's block as words and as quads, the input's block as float quads.
+constexpr uint32_t kTexelViews = 3;
+// Whether a product can read `weight` and `x` through texel views: the device reads through
+// them and both ranges lie quad-aligned inside their blocks' views.
+inline bool reads_texels(const PipelineLibrary& pipelines, const BufferRange& weight, const BufferRange& x) {
+  return pipelines.device().texel_reads() && weight.quad_readable() && x.quad_readable();
+}
+inline std::array<VkBufferView, kTexelViews> texel_views(const BufferRange& weight, const BufferRange& x) {
+  return {weight.texels->words, weight.texels->quads, x.texels->floats};
+}
+// A range's first 32-bit word within its block's views.
+inline uint32_t texel_offset(const BufferRange& range) { return static_cast<uint32_t>(range.offset / 4); }
 
 }  // namespace q3n::ops

@@ -151,6 +151,41 @@ TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
   }
 }
 
+// The texel-read variant of the CPU shapes' GEMV (shaders/texel_reads.glsl) gives the bits of the
+// buffer-address one, which reads the same values and adds them in the same order; on devices
+// with texel reads, for every weight type, 1, 5 and 37 tokens (passes of 4 and a partial one),
+// 45 rows (not a multiple of the workgroup). The same ranges without their views take the
+// buffer-address kernel.
+TEST_F(GpuTest, TexelReadsGiveTheBitsOfAddressReads) {
+  if (!rt().device.texel_reads()) GTEST_SKIP() << "the device has no push descriptors";
+  const CpuShapesForThisScope cpu_shapes(pipelines());
+  const uint32_t k = 2080, n = 45;
+  for (const ops::WeightType type :
+       {ops::WeightType::BF16, ops::WeightType::F16, ops::WeightType::F32, ops::WeightType::Q8, ops::WeightType::Q4})
+    for (const uint32_t tokens : {1u, 5u, 37u}) {
+      auto w = random_floats(size_t(n) * k, 51, -0.5f, 0.5f);
+      Allocation dw = upload_words(encode_weights(w, type));
+      Allocation dx = upload(random_floats(size_t(tokens) * k, 52, -1, 1));
+      std::vector<std::vector<float>> outputs;
+      for (const bool texels : {true, false}) {
+        Allocation dy = poisoned(size_t(tokens) * n);
+        BufferRange x = dx.range(), weight = dw.range();
+        if (!texels) x.texels = weight.texels = nullptr;
+        ASSERT_TRUE(!texels || (x.quad_readable() && weight.quad_readable()));
+        run([&](CommandBuffer& cb) {
+          ops::record_linear(
+              pipelines(), cb,
+              {.x = x, .weight = weight, .y = dy.range(), .type = type, .tokens = tokens, .k = k, .n = n});
+        });
+        outputs.push_back(download(dy, size_t(tokens) * n));
+      }
+      EXPECT_TRUE(pipelines().built("linear_gemv_rowwise_texel"));
+      for (size_t i = 0; i < outputs[0].size(); ++i)
+        ASSERT_EQ(outputs[0][i], outputs[1][i])
+            << ops::weight_type_name(type) << ", " << tokens << " tokens, output " << i;
+    }
+}
+
 class RowInvarianceTest : public GpuTest {
  protected:
   // Runs y = x W^T over the last `tokens` rows of one random x, for each count in `token_counts`,

@@ -304,6 +304,51 @@ TEST_F(MoeOpTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
   }
 }
 
+// The texel-read variant of the CPU shapes' expert GEMV (shaders/texel_reads.glsl) gives the bits
+// of the buffer-address one, for every weight type and 1, 6 and 37 tokens (experts holding one
+// row and several); the same ranges without their views take the buffer-address kernel.
+TEST_F(MoeOpTest, TexelReadsGiveTheBitsOfAddressReads) {
+  if (!rt().device.texel_reads()) GTEST_SKIP() << "the device has no push descriptors";
+  const CpuShapesForThisScope cpu_shapes(pipelines());
+  const uint32_t H = 96, E = 12, K = 3, I = 64;
+  for (const ops::WeightType type :
+       {ops::WeightType::BF16, ops::WeightType::F32, ops::WeightType::Q8, ops::WeightType::Q4})
+    for (const uint32_t tokens : {1u, 6u, 37u}) {
+      const ops::MoeShape s{
+          .tokens = tokens, .hidden = H, .experts = E, .top_k = K, .expert_dim = I, .normalise = true};
+      auto gate_up_w = random_floats(size_t(E) * 2 * I * H, 73, -0.2f, 0.2f),
+           down_w = random_floats(size_t(E) * H * I, 74, -0.2f, 0.2f);
+      Allocation dx = upload(random_floats(size_t(tokens) * H, 71, -1, 1)),
+                 dl = upload(random_floats(size_t(tokens) * E, 72, -3, 3)),
+                 dgu = upload_words(encode_weights(gate_up_w, type)), ddn = upload_words(encode_weights(down_w, type));
+      std::vector<std::vector<float>> outputs;
+      for (const bool texels : {true, false}) {
+        Allocation dout = poisoned(size_t(tokens) * H);
+        const MoeScratchBuffers scratch = poisoned_scratch(s);
+        ops::MoeScratch ranges = scratch.ranges();
+        BufferRange x = dx.range(), gate_up = dgu.range(), down = ddn.range();
+        if (!texels) x.texels = gate_up.texels = down.texels = ranges.h.texels = nullptr;
+        run([&](CommandBuffer& cb) {
+          ops::record_moe(pipelines(), cb,
+                          {.x = x,
+                           .logits = dl.range(),
+                           .logit_stride = E,
+                           .gate_up = gate_up,
+                           .down = down,
+                           .type = type,
+                           .out = dout.range(),
+                           .shape = s},
+                          ranges);
+        });
+        outputs.push_back(download(dout, size_t(tokens) * H));
+      }
+      EXPECT_TRUE(pipelines().built("moe_expert_gemv_rowwise_texel"));
+      for (size_t i = 0; i < outputs[0].size(); ++i)
+        ASSERT_EQ(outputs[0][i], outputs[1][i])
+            << ops::weight_type_name(type) << ", " << tokens << " tokens, output " << i;
+    }
+}
+
 // NaN and +Inf router logits (corrupt weights, fp16 overflow): routing raises the status word and
 // keeps every expert id in range, finite rows are routed as before, and finite logits leave the
 // status word alone; with 5 tokens (a routing workgroup per token) and 1 (moe_route_group.comp).

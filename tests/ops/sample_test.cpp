@@ -15,18 +15,21 @@ namespace {
 class SampleTest : public GpuTest {
  protected:
   // Samples every row of `logits` ([rows, vocab]) with per-row counters 0..rows-1.
+  // `texels`: the logits keep their block's texel views (false: the buffer-address kernel).
   std::vector<uint32_t> sample(const std::vector<float>& logits, uint32_t rows, uint32_t vocab,
-                               const ops::SamplingParams& params, uint32_t counter0 = 0) {
+                               const ops::SamplingParams& params, uint32_t counter0 = 0, bool texels = true) {
     std::vector<uint32_t> records;
     for (uint32_t r = 0; r < rows; ++r) {
       const auto rec = ops::sampling_record(params, counter0 + r);
       records.insert(records.end(), rec.begin(), rec.end());
     }
     Allocation dl = upload(logits), dp = upload_words(records), dids = poisoned(rows);
+    BufferRange logit_range = dl.range();
+    if (!texels) logit_range.texels = nullptr;
     run([&](CommandBuffer& cb) {
       ops::record_sample(
           pipelines(), cb,
-          {.logits = dl.range(), .params = dp.range(), .ids = dids.range(), .batch = rows, .vocab = vocab});
+          {.logits = logit_range, .params = dp.range(), .ids = dids.range(), .batch = rows, .vocab = vocab});
     });
     return download_words(dids, rows);
   }
@@ -126,6 +129,22 @@ TEST_F(SampleTest, SameSeedAndCounterRepeatDraws) {
   other.seed = 43;
   EXPECT_NE(a, sample(logits, rows, vocab, other)) << "another seed draws another sequence";
   EXPECT_GT(std::set<uint32_t>(a.begin(), a.end()).size(), 10u) << "counters decorrelate draws";
+}
+
+// The CPU shapes' texel-read variant draws the ids of the buffer-address kernel: greedy and
+// filtered, 2000 logits (not a multiple of the workgroup) in 40 rows.
+TEST_F(SampleTest, TexelReadsDrawTheIdsOfAddressReads) {
+  if (!rt().device.texel_reads()) GTEST_SKIP() << "the device has no push descriptors";
+  const CpuShapesForThisScope cpu_shapes(pipelines());
+  const uint32_t vocab = 2000, rows = 40;
+  const auto logits = random_floats(size_t(vocab) * rows, 74, -4, 4);
+  for (const ops::SamplingParams params :
+       {ops::SamplingParams{0.0f, 0, 1.0f, 0.0f, 1}, ops::SamplingParams{0.8f, 20, 0.9f, 0.05f, 1234}}) {
+    const auto texel = sample(logits, rows, vocab, params, 0, true),
+               address = sample(logits, rows, vocab, params, 0, false);
+    EXPECT_EQ(texel, address) << "temperature " << params.temperature;
+  }
+  EXPECT_TRUE(pipelines().built("sample_texel"));
 }
 
 }  // namespace

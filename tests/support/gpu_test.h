@@ -43,6 +43,21 @@ class GpuTest : public ::testing::Test {
   MatrixActivations activations_before_ = kDefaultMatrixActivations;
 };
 
+// Selects the CPU shapes of the vector kernels until the end of the scope.
+class CpuShapesForThisScope {
+ public:
+  explicit CpuShapesForThisScope(PipelineLibrary& pipelines) : pipelines_(pipelines), before_(pipelines.cpu_shapes()) {
+    pipelines.set_cpu_shapes(true);
+  }
+  ~CpuShapesForThisScope() { pipelines_.set_cpu_shapes(before_); }
+  CpuShapesForThisScope(const CpuShapesForThisScope&) = delete;
+  CpuShapesForThisScope& operator=(const CpuShapesForThisScope&) = delete;
+
+ private:
+  PipelineLibrary& pipelines_;
+  bool before_;
+};
+
 constexpr uint32_t kPoison = 0x7FBADBADu;  // a quiet-NaN bit pattern
 
 // Uniform in [lo, hi], never exactly zero. Deterministic for a seed.
