@@ -42,6 +42,11 @@ struct ExpertPush {  // shaders/moe_expert_push.glsl
   uint32_t k, n, top_k;
   uint32_t weight_texel = 0, x_texel = 0;  // the texel-read variant's offsets in words
 };
+struct DownCombinePush {  // shaders/moe_expert_down_combine_rowwise.comp
+  VkDeviceAddress h, weight, ids, weights, shared_out, shared_logit, out;
+  uint32_t k, n, top_k, logit_stride, has_shared;
+  uint32_t weight_texel = 0, x_texel = 0;  // the texel-read variant's offsets in words
+};
 struct CombinePush {
   VkDeviceAddress y, weights, shared_out, shared_logit, out;
   uint32_t hidden, top_k, logit_stride, has_shared;
@@ -77,6 +82,11 @@ MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
           a * s.expert_dim * 4,
           a * s.hidden * 4};
 }
+
+// CPU shapes: the down product and the combine in one dispatch, from scratch.h into a.out
+// (moe_expert_down_combine_rowwise.comp).
+void record_down_combine_rowwise(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
+                                 const MoeScratch& scratch);
 
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
   const MoeShape& s = a.shape;
@@ -199,6 +209,10 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     record_expert_gemv(pipelines, commands, a, scratch, true, gate_up_shape);
     commands.barrier();
     commands.mark("moe.down");
+    if (pipelines.cpu_shapes()) {  // the down product and the combine in one dispatch
+      record_down_combine_rowwise(pipelines, commands, a, scratch);
+      return;
+    }
     record_expert_gemv(pipelines, commands, a, scratch, false, down_shape);
   } else {
     const uint32_t split = pipelines.split_activations();  // read by the matrix kernel only
@@ -223,6 +237,38 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                             shared ? 1u : 0u};
   commands.dispatch(pipelines.get({"moe_combine", {256, 1, 1}, {}, sizeof(combine)}), combine, ceil_div(s.hidden, 256),
                     s.tokens);
+}
+
+void record_down_combine_rowwise(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
+                                 const MoeScratch& scratch) {
+  const MoeShape& s = a.shape;
+  const bool shared = a.shared_out.size > 0;
+  const uint32_t vec8 = gemv_units_of_8(a.type, s.expert_dim, scratch.h.address);
+  const bool texel = vec8 && reads_texels(pipelines, a.down, scratch.h);
+  DownCombinePush push{scratch.h.address,
+                       a.down.address,
+                       scratch.ids.address,
+                       scratch.weights.address,
+                       shared ? a.shared_out.address : a.out.address,
+                       a.logits.address + uint64_t(a.shared_logit_column) * 4,
+                       a.out.address,
+                       s.expert_dim,
+                       s.hidden,
+                       s.top_k,
+                       a.logit_stride,
+                       shared ? 1u : 0u};
+  const Pipeline& pipeline = pipelines.get(
+      {texel ? "moe_expert_down_combine_rowwise_texel" : "moe_expert_down_combine_rowwise",
+       {kRowwiseWorkgroup, 1, 1},
+       {static_cast<uint32_t>(a.type), vec8},
+       sizeof(push),
+       texel ? kTexelViews : 0u});
+  if (texel) {
+    commands.push_texel_views(pipeline, texel_views(a.down, scratch.h));
+    push.weight_texel = texel_offset(a.down);
+    push.x_texel = texel_offset(scratch.h);
+  }
+  commands.dispatch(pipeline, push, ceil_div(s.hidden, kRowwiseWorkgroup), s.tokens);
 }
 
 ExpertGemvShape expert_gemv_shape(bool gate_up, uint32_t k, uint32_t tokens) {

@@ -75,7 +75,8 @@ struct MoeArgs {
   std::optional<ExpertGemvShape> gate_up_gemv, down_gemv;
 };
 
-// route -> group -> gate/up -> down -> combine, with barriers between.
+// route -> group -> gate/up -> down -> combine, with barriers between; with the CPU shapes the
+// down product and the combine are one dispatch (moe_expert_down_combine_rowwise.comp).
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& args, const MoeScratch& scratch);
 
 // The expert GEMV of one product alone (gate/up with SwiGLU into scratch.h, or down into
