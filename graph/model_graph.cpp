@@ -304,6 +304,61 @@ class Builder {
     return y;
   }
 
+  // Products of one input (`suffixes` name each after `name`), recorded as linear() records each,
+  // in one node. Where every group takes the CPU shapes' row-wise kernel and the products can
+  // share a dispatch (ops::products_share_dispatch), they take one dispatch instead: a CPU
+  // driver charges ~40 µs per dispatch, and the outputs are the same bits.
+  std::vector<TensorId> linears(const std::string& name, const std::vector<std::string>& suffixes, TensorId x,
+                                const std::vector<const Matrix*>& matrices) {
+    const std::vector<RowRange> groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
+    std::vector<TensorId> inputs = {x}, outputs, ws, ys;
+    std::vector<SplitScratch> splits;
+    std::string label = name + " " + suffixes[0];
+    for (size_t i = 0; i < matrices.size(); ++i) {
+      const Matrix& m = *matrices[i];
+      const std::string product = name + " " + suffixes[i];
+      ws.push_back(weight(product + ".weight", m));
+      ys.push_back(g_.scratch(product + " out", uint64_t(rows_) * m.rows * 4, dims({rows_, m.rows})));
+      splits.push_back(split_scratch(product, groups, m.rows, m.cols));
+      inputs.push_back(ws.back());
+      outputs.push_back(ys.back());
+      if (splits.back().tensor != kNone) outputs.push_back(splits.back().tensor);
+      if (i) label += ", " + suffixes[i];
+    }
+    std::vector<Matrix> ms;
+    for (const Matrix* m : matrices) ms.push_back(*m);
+    const uint32_t rows = rows_;
+    g_.add({label, "linear", inputs, outputs, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              std::vector<ops::LinearOutput> shared;
+              bool same_k = true, rowwise = true;  // no group takes the matrix units
+              for (size_t i = 0; i < ms.size(); ++i) {
+                shared.push_back({b[ws[i]], ms[i].type, b[ys[i]], ms[i].rows});
+                same_k = same_k && ms[i].cols == ms[0].cols;
+              }
+              for (const RowRange& g : groups) rowwise = rowwise && (!p.coopmat() || g.count <= g.gemv_max);
+              if (same_k && rowwise && ops::products_share_dispatch(p, b[x], ms[0].cols, shared)) {
+                ops::record_linears_sharing_input(p, cb, b[x], rows, ms[0].cols, shared);
+                return;
+              }
+              for (size_t i = 0; i < ms.size(); ++i)  // independent products: no barrier between them
+                for (size_t j = 0; j < groups.size(); ++j) {
+                  const RowRange& g = groups[j];
+                  const Matrix& m = ms[i];
+                  ops::record_linear(p, cb,
+                                     {.x = b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4),
+                                      .weight = b[ws[i]],
+                                      .y = b[ys[i]].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4),
+                                      .type = m.type,
+                                      .tokens = g.count,
+                                      .k = m.cols,
+                                      .n = m.rows,
+                                      .gemv_max_tokens = g.gemv_max,
+                                      .k_split = splits[i].range(b, j)});
+                }
+            }});
+    return ys;
+  }
+
   TensorId delta_net(const std::string& name, int L, TensorId x) {
     const DeltaNetWeights& w = w_.layers[L].delta;
     const LayerState& st = state_.layers()[L];
@@ -324,9 +379,9 @@ class Builder {
     const uint32_t conv_dim = s.qkv_width(), kernel = c_.linear_conv_kernel_dim, value_dim = s.value_heads * s.dv;
     // A verify step leaves the state to its commit (verify_commit).
     const ops::StateUpdate update = shape_.verify ? ops::StateUpdate::Keep : ops::StateUpdate::Write;
-    const TensorId mixed = linear(name + " in_proj_qkv", x, w.qkv);
-    const TensorId z = linear(name + " in_proj_z", x, w.z);
-    const TensorId ba = linear(name + " in_proj_ba", x, w.ba);
+    const std::vector<TensorId> projected =
+        linears(name, {"in_proj_qkv", "in_proj_z", "in_proj_ba"}, x, {&w.qkv, &w.z, &w.ba});
+    const TensorId mixed = projected[0], z = projected[1], ba = projected[2];
 
     const TensorId conv_w = g_.bind(name + " conv1d.weight", TensorRole::Weight, w.conv,
                                     dims({conv_dim, kernel}, ops::weight_type_name(w.conv_type)));
@@ -538,9 +593,16 @@ class Builder {
 
   TensorId moe(const std::string& name, int L, const MlpWeights& w, TensorId x) {
     const uint32_t H = c_.hidden_size, E = c_.num_experts;
-    const TensorId logits = linear(name + " router", x, w.router);
-    TensorId shared_out = kNone;
-    if (w.has_shared) shared_out = swiglu_mlp(name + " shared_expert", x, w.shared_gate_up, w.shared_down);
+    // The router and the shared expert's gate/up read the same input: one node (linears()).
+    TensorId logits = kNone, shared_out = kNone;
+    if (w.has_shared) {
+      const std::vector<TensorId> projected =
+          linears(name, {"router", "shared_expert.gate_up"}, x, {&w.router, &w.shared_gate_up});
+      logits = projected[0];
+      shared_out = swiglu_down(name + " shared_expert", projected[1], w.shared_gate_up, w.shared_down);
+    } else {
+      logits = linear(name + " router", x, w.router);
+    }
     const ops::MoeShape s{.tokens = rows_,
                           .hidden = H,
                           .experts = E,
@@ -608,7 +670,10 @@ class Builder {
   // The down projection reads gate|up and applies SwiGLU as it goes where it runs as a GEMV (decode
   // steps); elsewhere record_linear writes the activations to `act` first (LinearArgs::swiglu_input).
   TensorId swiglu_mlp(const std::string& name, TensorId x, const Matrix& gate_up, const Matrix& down) {
-    const TensorId gu = linear(name + ".gate_up", x, gate_up);
+    return swiglu_down(name, linear(name + ".gate_up", x, gate_up), gate_up, down);
+  }
+  // The down projection of a SwiGLU MLP whose gate/up projection `gu` computed.
+  TensorId swiglu_down(const std::string& name, TensorId gu, const Matrix& gate_up, const Matrix& down) {
     const uint32_t I = gate_up.rows / 2;
     const TensorId act = g_.scratch(name + " act", uint64_t(rows_) * I * 4, dims({rows_, I}));
     const TensorId w = weight(name + ".down.weight", down);

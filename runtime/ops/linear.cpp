@@ -162,4 +162,67 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
   }
 }
 
+namespace {
+struct MultiPush {  // shaders/linear_gemv_rowwise_multi.comp
+  VkDeviceAddress y[kMaxSharedInputProducts];
+  uint32_t k, tokens;
+  uint32_t n[kMaxSharedInputProducts];
+  uint32_t groups0, groups1;
+  uint32_t first[kMaxSharedInputProducts];
+  uint32_t x_first;
+};
+}  // namespace
+
+bool products_share_dispatch(const PipelineLibrary& pipelines, const BufferRange& x, uint32_t k,
+                             std::span<const LinearOutput> outputs) {
+  if (!pipelines.cpu_shapes() || outputs.empty() || outputs.size() > kMaxSharedInputProducts || k % 8 || k / 8 == 0)
+    return false;
+  uint64_t groups = 0;
+  for (const LinearOutput& o : outputs) {
+    if (!reads_texels(pipelines, o.weight, x) || o.n == 0) return false;
+    groups += ceil_div(o.n, kRowwiseWorkgroup);
+  }
+  return groups <= pipelines.device().info().max_workgroup_count[0];
+}
+
+void record_linears_sharing_input(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& x,
+                                  uint32_t tokens, uint32_t k, std::span<const LinearOutput> outputs) {
+  if (!products_share_dispatch(pipelines, x, k, outputs))
+    throw Error("internal: these products cannot share a dispatch");
+  require_bytes(x, uint64_t(tokens) * k * 4, "shared linear input");
+  MultiPush push{};
+  push.k = k;
+  push.tokens = tokens;
+  push.x_first = texel_offset(x);
+  std::array<uint32_t, kMaxSharedInputProducts> types{}, groups{};
+  std::array<VkBufferView, 2 * kMaxSharedInputProducts + 1> views{};
+  for (size_t i = 0; i < kMaxSharedInputProducts; ++i) {
+    const LinearOutput& o = outputs[std::min(i, outputs.size() - 1)];  // unused slots repeat the last
+    if (i < outputs.size()) {
+      require_bytes(o.y, uint64_t(tokens) * o.n * 4, "shared-input linear output");
+      require_bytes(o.weight, weight_storage_bytes(o.type, uint64_t(o.n) * k), "shared-input linear weight");
+      if (is_quantized(o.type) && k % kQuantBlock)
+        throw Error("internal: a quantised linear needs rows a multiple of 32 long");
+      push.y[i] = o.y.address;
+      push.n[i] = o.n;
+      groups[i] = ceil_div(o.n, kRowwiseWorkgroup);
+    }
+    push.first[i] = texel_offset(o.weight);
+    types[i] = static_cast<uint32_t>(o.type);
+    views[2 * i] = o.weight.texels->words;
+    views[2 * i + 1] = o.weight.texels->quads;
+  }
+  views.back() = x.texels->floats;
+  push.groups0 = groups[0];
+  push.groups1 = groups[1];
+  const uint32_t chunk = std::min(tokens, kGemvChunk);
+  const Pipeline& pipeline = pipelines.get({"linear_gemv_rowwise_multi",
+                                            {kRowwiseWorkgroup, 1, 1},
+                                            {types[0], types[1], types[2], chunk},
+                                            sizeof(push),
+                                            static_cast<uint32_t>(views.size())});
+  commands.push_texel_views(pipeline, views);
+  commands.dispatch(pipeline, push, groups[0] + groups[1] + groups[2]);
+}
+
 }  // namespace q3n::ops

@@ -5,6 +5,8 @@
 // linear_gemv_rowwise.comp replaces the GEMV and the fp32 GEMM.
 #pragma once
 
+#include <span>
+
 #include "runtime/command.h"
 #include "runtime/ops/weight_type.h"
 #include "runtime/pipeline.h"
@@ -61,5 +63,24 @@ uint64_t linear_split_bytes(uint32_t tokens, uint32_t n, uint32_t k);
 uint32_t matrix_tile_features(uint32_t tokens, uint32_t n);
 
 void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& args);
+
+// One of several products of the same input (record_linears_sharing_input).
+struct LinearOutput {
+  BufferRange weight;  // [n, k] in `type`
+  WeightType type = WeightType::BF16;
+  BufferRange y;  // f32 [tokens, n]
+  uint32_t n = 0;
+};
+constexpr uint32_t kMaxSharedInputProducts = 3;
+// Whether the CPU shapes can compute these products of x [tokens, k] in one dispatch
+// (linear_gemv_rowwise_multi.comp): CPU shapes with texel reads, at most kMaxSharedInputProducts
+// products, every range readable through its block's views, k a multiple of 8, and a grid
+// within the device's limit.
+bool products_share_dispatch(const PipelineLibrary& pipelines, const BufferRange& x, uint32_t k,
+                             std::span<const LinearOutput> outputs);
+// The products in one dispatch; each output is bitwise what record_linear computes for it on the
+// CPU shapes. Requires products_share_dispatch.
+void record_linears_sharing_input(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& x,
+                                  uint32_t tokens, uint32_t k, std::span<const LinearOutput> outputs);
 
 }  // namespace q3n::ops

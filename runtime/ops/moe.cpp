@@ -257,12 +257,12 @@ void record_down_combine_rowwise(PipelineLibrary& pipelines, CommandBuffer& comm
                        s.top_k,
                        a.logit_stride,
                        shared ? 1u : 0u};
-  const Pipeline& pipeline = pipelines.get(
-      {texel ? "moe_expert_down_combine_rowwise_texel" : "moe_expert_down_combine_rowwise",
-       {kRowwiseWorkgroup, 1, 1},
-       {static_cast<uint32_t>(a.type), vec8},
-       sizeof(push),
-       texel ? kTexelViews : 0u});
+  const Pipeline& pipeline =
+      pipelines.get({texel ? "moe_expert_down_combine_rowwise_texel" : "moe_expert_down_combine_rowwise",
+                     {kRowwiseWorkgroup, 1, 1},
+                     {static_cast<uint32_t>(a.type), vec8},
+                     sizeof(push),
+                     texel ? kTexelViews : 0u});
   if (texel) {
     commands.push_texel_views(pipeline, texel_views(a.down, scratch.h));
     push.weight_texel = texel_offset(a.down);

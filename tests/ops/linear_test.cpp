@@ -186,6 +186,57 @@ TEST_F(GpuTest, TexelReadsGiveTheBitsOfAddressReads) {
     }
 }
 
+// The CPU shapes' products of one input in one dispatch (linear_gemv_rowwise_multi.comp) give the
+// bits of separate record_linear calls: three matrices of different types and row counts that
+// are not multiples of the workgroup (one smaller than a workgroup), and two; 1, 5 and 37 tokens.
+TEST_F(GpuTest, ProductsSharingAnInputGiveTheBitsOfSeparateProducts) {
+  if (!rt().device.texel_reads()) GTEST_SKIP() << "the device has no push descriptors";
+  const CpuShapesForThisScope cpu_shapes(pipelines());
+  const uint32_t k = 288;
+  const std::vector<std::pair<uint32_t, ops::WeightType>> matrices = {
+      {45, ops::WeightType::Q4}, {70, ops::WeightType::BF16}, {9, ops::WeightType::Q8}};
+  std::vector<Allocation> weights;
+  for (size_t i = 0; i < matrices.size(); ++i) {
+    auto w = random_floats(size_t(matrices[i].first) * k, 81 + i, -0.5f, 0.5f);
+    weights.push_back(upload_words(encode_weights(w, matrices[i].second)));
+  }
+  for (const size_t count : {size_t(3), size_t(2)})
+    for (const uint32_t tokens : {1u, 5u, 37u}) {
+      Allocation dx = upload(random_floats(size_t(tokens) * k, 80, -1, 1));
+      std::vector<Allocation> fused, separate;
+      std::vector<ops::LinearOutput> outputs;
+      for (size_t i = 0; i < count; ++i) {
+        fused.push_back(poisoned(size_t(tokens) * matrices[i].first));
+        separate.push_back(poisoned(size_t(tokens) * matrices[i].first));
+        outputs.push_back({weights[i].range(), matrices[i].second, fused[i].range(), matrices[i].first});
+      }
+      ASSERT_TRUE(ops::products_share_dispatch(pipelines(), dx.range(), k, outputs));
+      run([&](CommandBuffer& cb) {
+        ops::record_linears_sharing_input(pipelines(), cb, dx.range(), tokens, k, outputs);
+        for (size_t i = 0; i < count; ++i)
+          ops::record_linear(pipelines(), cb,
+                             {.x = dx.range(),
+                              .weight = weights[i].range(),
+                              .y = separate[i].range(),
+                              .type = matrices[i].second,
+                              .tokens = tokens,
+                              .k = k,
+                              .n = matrices[i].first});
+      });
+      for (size_t i = 0; i < count; ++i) {
+        const auto a = download(fused[i], size_t(tokens) * matrices[i].first),
+                   b = download(separate[i], size_t(tokens) * matrices[i].first);
+        for (size_t j = 0; j < a.size(); ++j)
+          ASSERT_EQ(a[j], b[j]) << count << " products, " << tokens << " tokens, matrix " << i << ", output " << j;
+      }
+    }
+  // Not served: more products than the kernel has slots, or k not a multiple of 8.
+  Allocation dx = upload(random_floats(k, 80, -1, 1));
+  const ops::LinearOutput one{weights[0].range(), matrices[0].second, dx.range(), matrices[0].first};
+  EXPECT_FALSE(ops::products_share_dispatch(pipelines(), dx.range(), k, std::vector<ops::LinearOutput>(4, one)));
+  EXPECT_FALSE(ops::products_share_dispatch(pipelines(), dx.range(), k - 4, std::vector<ops::LinearOutput>(1, one)));
+}
+
 class RowInvarianceTest : public GpuTest {
  protected:
   // Runs y = x W^T over the last `tokens` rows of one random x, for each count in `token_counts`,
