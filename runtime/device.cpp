@@ -206,8 +206,13 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
     pipeline_statistics_ = true;
   }
 
+  // Texel views only where the CPU shapes, which read through them, will run: CPU devices, or
+  // any device with Q3N_KERNEL_SHAPES=cpu (tests); GPUs otherwise keep plain buffers.
   const char* texel_reads = std::getenv("Q3N_TEXEL_READS");
-  const bool want_texel_reads = info_.push_descriptor && !(texel_reads && std::string(texel_reads) == "0");
+  const char* shapes = std::getenv("Q3N_KERNEL_SHAPES");
+  const bool cpu_shapes = shapes && *shapes ? std::string(shapes) == "cpu" : prefers_cpu_kernel_shapes(info_);
+  const bool want_texel_reads =
+      info_.push_descriptor && cpu_shapes && !(texel_reads && std::string(texel_reads) == "0");
   if (want_texel_reads) extensions.push_back(VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
 
   float priority = 1.0f;

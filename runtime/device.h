@@ -76,7 +76,9 @@ class Device {
   // Whether kernels may read tensors through texel-buffer views of their memory blocks, bound as
   // push descriptors (VK_KHR_push_descriptor): the CPU shapes' products do, because a CPU driver
   // (lavapipe) fetches texels as SIMD gathers but loads from a buffer address one lane at a time.
-  // Q3N_TEXEL_READS=0 turns it off (A/B measurements; the buffer-address kernels remain).
+  // On where the device has push descriptors and takes the CPU shapes (a CPU device, or
+  // Q3N_KERNEL_SHAPES=cpu); Q3N_TEXEL_READS=0 turns it off (A/B measurements; the
+  // buffer-address kernels remain).
   bool texel_reads() const { return push_descriptor_set_ != nullptr; }
   // Records vkCmdPushDescriptorSetKHR of uniform texel buffers at bindings 0, 1, ... of set 0.
   void push_texel_views(VkCommandBuffer commands, VkPipelineLayout layout, const VkBufferView* views,

@@ -157,7 +157,8 @@ TEST_F(GpuTest, CoopmatKeepsFp32Precision) {
 // 45 rows (not a multiple of the workgroup). The same ranges without their views take the
 // buffer-address kernel.
 TEST_F(GpuTest, TexelReadsGiveTheBitsOfAddressReads) {
-  if (!rt().device.texel_reads()) GTEST_SKIP() << "the device has no push descriptors";
+  if (!rt().device.texel_reads())
+    GTEST_SKIP() << "texel reads are off (no push descriptors, GPU shapes, or Q3N_TEXEL_READS=0)";
   const CpuShapesForThisScope cpu_shapes(pipelines());
   const uint32_t k = 2080, n = 45;
   for (const ops::WeightType type :
@@ -190,7 +191,8 @@ TEST_F(GpuTest, TexelReadsGiveTheBitsOfAddressReads) {
 // bits of separate record_linear calls: three matrices of different types and row counts that
 // are not multiples of the workgroup (one smaller than a workgroup), and two; 1, 5 and 37 tokens.
 TEST_F(GpuTest, ProductsSharingAnInputGiveTheBitsOfSeparateProducts) {
-  if (!rt().device.texel_reads()) GTEST_SKIP() << "the device has no push descriptors";
+  if (!rt().device.texel_reads())
+    GTEST_SKIP() << "texel reads are off (no push descriptors, GPU shapes, or Q3N_TEXEL_READS=0)";
   const CpuShapesForThisScope cpu_shapes(pipelines());
   const uint32_t k = 288;
   const std::vector<std::pair<uint32_t, ops::WeightType>> matrices = {

@@ -308,7 +308,8 @@ TEST_F(MoeOpTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
 // of the buffer-address one, for every weight type and 1, 6 and 37 tokens (experts holding one
 // row and several); the same ranges without their views take the buffer-address kernel.
 TEST_F(MoeOpTest, TexelReadsGiveTheBitsOfAddressReads) {
-  if (!rt().device.texel_reads()) GTEST_SKIP() << "the device has no push descriptors";
+  if (!rt().device.texel_reads())
+    GTEST_SKIP() << "texel reads are off (no push descriptors, GPU shapes, or Q3N_TEXEL_READS=0)";
   const CpuShapesForThisScope cpu_shapes(pipelines());
   const uint32_t H = 96, E = 12, K = 3, I = 64;
   for (const ops::WeightType type :

@@ -134,7 +134,8 @@ TEST_F(SampleTest, SameSeedAndCounterRepeatDraws) {
 // The CPU shapes' texel-read variant draws the ids of the buffer-address kernel: greedy and
 // filtered, 2000 logits (not a multiple of the workgroup) in 40 rows.
 TEST_F(SampleTest, TexelReadsDrawTheIdsOfAddressReads) {
-  if (!rt().device.texel_reads()) GTEST_SKIP() << "the device has no push descriptors";
+  if (!rt().device.texel_reads())
+    GTEST_SKIP() << "texel reads are off (no push descriptors, GPU shapes, or Q3N_TEXEL_READS=0)";
   const CpuShapesForThisScope cpu_shapes(pipelines());
   const uint32_t vocab = 2000, rows = 40;
   const auto logits = random_floats(size_t(vocab) * rows, 74, -4, 4);
