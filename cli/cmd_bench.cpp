@@ -349,7 +349,7 @@ void add_bench_command(CLI::App& app) {
       j["device"] = session.device_names();
       j["weights_format"] = o->model.weights.empty() ? "stored" : o->model.weights;
       j["matrix_kernels"] = matrix_kernels(rt, o->model.batch_invariant);
-      j["vector_kernels"] = describe_vector_kernels(rt.pipelines.cpu_shapes());
+      j["vector_kernels"] = describe_vector_kernels(rt.pipelines.cpu_shapes(), rt.device.texel_reads());
       j["memory"] = {{"weights_bytes", weights},
                      {"state_bytes", state},
                      {"device_reserved_bytes", device},
@@ -383,7 +383,7 @@ void add_bench_command(CLI::App& app) {
     std::printf("model: %s (%s weights)\ndevice: %s\nmatrix kernels: %s\nvector kernels: %s\n", model.c_str(),
                 o->model.weights.empty() ? "stored" : o->model.weights.c_str(), session.device_names().c_str(),
                 matrix_kernels(rt, o->model.batch_invariant).c_str(),
-                describe_vector_kernels(rt.pipelines.cpu_shapes()).c_str());
+                describe_vector_kernels(rt.pipelines.cpu_shapes(), rt.device.texel_reads()).c_str());
     std::printf(
         "memory: weights %.2f GiB, state + KV cache %.2f GiB (%s KV, %s per token), device memory reserved %.2f "
         "GiB; loaded in %.1f s\n",

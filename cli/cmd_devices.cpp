@@ -20,7 +20,7 @@ void add_devices_command(CLI::App& app) {
     for (const auto& d : devices)
       std::printf("%s    q3n GEMM kernels: %s\n    q3n vector kernels: %s\n", describe(d).c_str(),
                   describe_gemm_kernels(coopmat_support(d)).c_str(),
-                  describe_vector_kernels(prefers_cpu_kernel_shapes(d)).c_str());
+                  describe_vector_kernels(prefers_cpu_kernel_shapes(d), wants_texel_reads(d)).c_str());
     try {
       const uint32_t chosen = select_device(devices, *selector);
       std::printf("selected: [%u] %s\n", chosen, devices[chosen].name.c_str());

@@ -82,9 +82,20 @@ std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off
 
 bool prefers_cpu_kernel_shapes(const DeviceInfo& d) { return d.type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
 
-std::string describe_vector_kernels(bool cpu_shapes) {
-  return cpu_shapes ? "CPU shapes (one output per invocation, no barriers; a CPU device)"
-                    : "GPU shapes (subgroup reductions over K)";
+bool wants_texel_reads(const DeviceInfo& d) {
+  // Texel views only where the CPU shapes, which read through them, will run: CPU devices, or
+  // any device with Q3N_KERNEL_SHAPES=cpu (tests); GPUs otherwise keep plain buffers.
+  const char* texel_reads = std::getenv("Q3N_TEXEL_READS");
+  const char* shapes = std::getenv("Q3N_KERNEL_SHAPES");
+  const bool cpu_shapes = shapes && *shapes ? std::string(shapes) == "cpu" : prefers_cpu_kernel_shapes(d);
+  return d.push_descriptor && cpu_shapes && !(texel_reads && std::string(texel_reads) == "0");
+}
+
+std::string describe_vector_kernels(bool cpu_shapes, bool texel_reads) {
+  if (!cpu_shapes) return "GPU shapes (subgroup reductions over K)";
+  return texel_reads ? "CPU shapes (one output per invocation, no barriers; a CPU device), reading through texel views"
+                     : "CPU shapes (one output per invocation, no barriers; a CPU device), reading through buffer "
+                       "addresses (no push descriptors, or Q3N_TEXEL_READS=0)";
 }
 
 bool has_bounded_loops(const Device& device) { return device.info().type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
@@ -206,13 +217,7 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
     pipeline_statistics_ = true;
   }
 
-  // Texel views only where the CPU shapes, which read through them, will run: CPU devices, or
-  // any device with Q3N_KERNEL_SHAPES=cpu (tests); GPUs otherwise keep plain buffers.
-  const char* texel_reads = std::getenv("Q3N_TEXEL_READS");
-  const char* shapes = std::getenv("Q3N_KERNEL_SHAPES");
-  const bool cpu_shapes = shapes && *shapes ? std::string(shapes) == "cpu" : prefers_cpu_kernel_shapes(info_);
-  const bool want_texel_reads =
-      info_.push_descriptor && cpu_shapes && !(texel_reads && std::string(texel_reads) == "0");
+  const bool want_texel_reads = wants_texel_reads(info_);
   if (want_texel_reads) extensions.push_back(VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
 
   float priority = 1.0f;

@@ -41,7 +41,12 @@ std::string describe_gemm_kernels(const CoopmatSupport& support, bool turned_off
 // memory and subgroup operations.
 bool prefers_cpu_kernel_shapes(const DeviceInfo& d);
 // Names the vector-kernel shapes a run uses, with the reason, for `q3n devices` and `q3n bench`.
-std::string describe_vector_kernels(bool cpu_shapes);
+// Whether a device, once created, reads through texel views (Device::texel_reads): it has push
+// descriptors and takes the CPU shapes (a CPU device, or Q3N_KERNEL_SHAPES=cpu), and
+// Q3N_TEXEL_READS is not 0.
+bool wants_texel_reads(const DeviceInfo& d);
+// `texel_reads`: whether those kernels read through texel views (Device::texel_reads).
+std::string describe_vector_kernels(bool cpu_shapes, bool texel_reads);
 
 // lavapipe (Mesa's CPU driver) ends an outermost shader loop after 65535 iterations without an
 // error (shaders/common.glsl). On such devices work whose loops grow with the sequence length —
