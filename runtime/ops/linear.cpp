@@ -124,13 +124,9 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     }
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
     const Pipeline& pipeline = pipelines.get(key);
-    Push texel_push = push;
-    if (texel) {
-      commands.push_texel_views(pipeline, texel_views(a.weight, a.x));
-      texel_push.weight_texel = texel_offset(a.weight);
-      texel_push.x_texel = texel_offset(a.x);
-    }
-    commands.dispatch(pipeline, texel_push, gx, ceil_div(groups, gx));
+    Push gemv_push = push;
+    if (texel) bind_texel_reads(commands, pipeline, a.weight, a.x, gemv_push);
+    commands.dispatch(pipeline, gemv_push, gx, ceil_div(groups, gx));
   } else if (matrix_units) {
     const uint64_t split_bytes = linear_split_bytes(a.tokens, a.n, a.k);
     if (split_bytes && a.k_split.size >= split_bytes) {

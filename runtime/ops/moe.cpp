@@ -70,6 +70,17 @@ ExpertPush down_push(const MoeArgs& a, const MoeScratch& scratch) {
           a.shape.expert_dim,     a.shape.hidden,         a.shape.top_k};
 }
 uint32_t expert_gemv_rows_per_workgroup(const ExpertGemvShape& s) { return s.threads / s.lanes * s.rows; }
+// The combine's shared-expert operands (moe_combine.comp, moe_expert_down_combine_rowwise.comp):
+// its output and its gate's logit, or, without a shared expert, stand-ins the kernels never read.
+struct SharedExpertOperands {
+  VkDeviceAddress out, logit;
+  uint32_t present;
+};
+SharedExpertOperands shared_expert_operands(const MoeArgs& a) {
+  const bool shared = a.shared_out.address != 0;  // as record_moe decides it
+  return {shared ? a.shared_out.address : a.out.address, a.logits.address + uint64_t(a.shared_logit_column) * 4,
+          shared ? 1u : 0u};
+}
 }  // namespace
 
 MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
@@ -226,15 +237,10 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   }
   commands.barrier();
   commands.mark("moe.combine");
-  const CombinePush combine{scratch.y.address,
-                            scratch.weights.address,
-                            shared ? a.shared_out.address : a.out.address,
-                            a.logits.address + uint64_t(a.shared_logit_column) * 4,
-                            a.out.address,
-                            s.hidden,
-                            s.top_k,
-                            a.logit_stride,
-                            shared ? 1u : 0u};
+  const SharedExpertOperands shared_expert = shared_expert_operands(a);
+  const CombinePush combine{
+      scratch.y.address, scratch.weights.address, shared_expert.out,    shared_expert.logit, a.out.address, s.hidden,
+      s.top_k,           a.logit_stride,          shared_expert.present};
   commands.dispatch(pipelines.get({"moe_combine", {256, 1, 1}, {}, sizeof(combine)}), combine, ceil_div(s.hidden, 256),
                     s.tokens);
 }
@@ -242,32 +248,28 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
 void record_down_combine_rowwise(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
                                  const MoeScratch& scratch) {
   const MoeShape& s = a.shape;
-  const bool shared = a.shared_out.size > 0;
   const uint32_t vec8 = gemv_units_of_8(a.type, s.expert_dim, scratch.h.address);
   const bool texel = vec8 && reads_texels(pipelines, a.down, scratch.h);
+  const SharedExpertOperands shared_expert = shared_expert_operands(a);
   DownCombinePush push{scratch.h.address,
                        a.down.address,
                        scratch.ids.address,
                        scratch.weights.address,
-                       shared ? a.shared_out.address : a.out.address,
-                       a.logits.address + uint64_t(a.shared_logit_column) * 4,
+                       shared_expert.out,
+                       shared_expert.logit,
                        a.out.address,
                        s.expert_dim,
                        s.hidden,
                        s.top_k,
                        a.logit_stride,
-                       shared ? 1u : 0u};
+                       shared_expert.present};
   const Pipeline& pipeline =
       pipelines.get({texel ? "moe_expert_down_combine_rowwise_texel" : "moe_expert_down_combine_rowwise",
                      {kRowwiseWorkgroup, 1, 1},
                      {static_cast<uint32_t>(a.type), vec8},
                      sizeof(push),
                      texel ? kTexelViews : 0u});
-  if (texel) {
-    commands.push_texel_views(pipeline, texel_views(a.down, scratch.h));
-    push.weight_texel = texel_offset(a.down);
-    push.x_texel = texel_offset(scratch.h);
-  }
+  if (texel) bind_texel_reads(commands, pipeline, a.down, scratch.h, push);
   commands.dispatch(pipeline, push, ceil_div(s.hidden, kRowwiseWorkgroup), s.tokens);
 }
 
@@ -292,11 +294,11 @@ void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, con
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
   const uint32_t type = static_cast<uint32_t>(a.type), swiglu = gate_up ? 1u : 0u;
   const uint32_t k = gate_up ? s.hidden : s.expert_dim, n = gate_up ? s.expert_dim : s.hidden;
-  const ExpertPush push = gate_up ? gate_up_push(a, scratch) : down_push(a, scratch);
-  const uint32_t vec8 = gemv_units_of_8(a.type, k, gate_up ? a.x.address : scratch.h.address);
+  ExpertPush push = gate_up ? gate_up_push(a, scratch) : down_push(a, scratch);
+  const BufferRange& weight = gate_up ? a.gate_up : a.down;
+  const BufferRange& x = gate_up ? a.x : scratch.h;
+  const uint32_t vec8 = gemv_units_of_8(a.type, k, x.address);
   if (pipelines.cpu_shapes()) {  // one output column per invocation (moe_expert_gemv_rowwise.comp)
-    const BufferRange& weight = gate_up ? a.gate_up : a.down;
-    const BufferRange& x = gate_up ? a.x : scratch.h;
     const bool texel = vec8 && reads_texels(pipelines, weight, x);
     const PipelineKey key{texel ? "moe_expert_gemv_rowwise_texel" : "moe_expert_gemv_rowwise",
                           {kRowwiseWorkgroup, 1, 1},
@@ -304,13 +306,8 @@ void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, con
                           sizeof(push),
                           texel ? kTexelViews : 0u};
     const Pipeline& pipeline = pipelines.get(key);
-    ExpertPush texel_push = push;
-    if (texel) {
-      commands.push_texel_views(pipeline, texel_views(weight, x));
-      texel_push.weight_texel = texel_offset(weight);
-      texel_push.x_texel = texel_offset(x);
-    }
-    commands.dispatch(pipeline, texel_push, ceil_div(n, kRowwiseWorkgroup), slots);
+    if (texel) bind_texel_reads(commands, pipeline, weight, x, push);
+    commands.dispatch(pipeline, push, ceil_div(n, kRowwiseWorkgroup), slots);
     return;
   }
   const DeviceInfo& device = pipelines.device().info();

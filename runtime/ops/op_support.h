@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/command.h"
 #include "runtime/error.h"
 #include "runtime/memory.h"
 #include "runtime/ops/weight_type.h"
@@ -47,5 +48,14 @@ inline std::array<VkBufferView, kTexelViews> texel_views(const BufferRange& weig
 }
 // A range's first 32-bit word within its block's views.
 inline uint32_t texel_offset(const BufferRange& range) { return static_cast<uint32_t>(range.offset / 4); }
+// Records the views of `weight` and `x` for the next dispatch of a texel-read `pipeline`, and
+// points the push constants' weight_texel / x_texel at the two tensors.
+template <typename Push>
+void bind_texel_reads(CommandBuffer& commands, const Pipeline& pipeline, const BufferRange& weight,
+                      const BufferRange& x, Push& push) {
+  commands.push_texel_views(pipeline, texel_views(weight, x));
+  push.weight_texel = texel_offset(weight);
+  push.x_texel = texel_offset(x);
+}
 
 }  // namespace q3n::ops
