@@ -15,6 +15,7 @@
 #include "cli/stopwatch.h"
 #include "loader/chat.h"
 #include "loader/tokenizer.h"
+#include "runtime/cpu_dispatch.h"
 #include "runtime/error.h"
 
 namespace q3n::cli {
@@ -28,6 +29,7 @@ void add_run_command(CLI::App& app) {
     uint64_t seed = 0;
     bool chat = false, print_ids = false;
     uint32_t draft = 1;  // what measures best on kjv-demo (bench/NOTES.md, session 15)
+    std::string cpu_dispatch = "auto";
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("run", "Generate text from a prompt");
@@ -46,6 +48,11 @@ void add_run_command(CLI::App& app) {
   auto* mtp = cmd->add_flag("--mtp", o->model.mtp,
                             "Speculative decoding with the checkpoint's MTP head (same output, fewer steps)");
   cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp")->check(CLI::Range(1, 7))->needs(mtp);
+  cmd->add_option("--cpu-dispatch", o->cpu_dispatch,
+                  "On lavapipe: run dispatches on its worker threads or inline on one thread (auto: inline "
+                  "when generation outweighs a short prompt, where it decodes ~1.4x faster; LP_NUM_THREADS, "
+                  "if set, wins)")
+      ->check(CLI::IsMember({"auto", "threads", "inline"}));
   cmd->callback([o] {
     if (o->prompt.empty() && o->prompt_file.empty() && o->prompt_ids.empty())
       throw Error("no prompt: give -p TEXT, --prompt-file F or --prompt-ids F");
@@ -75,6 +82,12 @@ void add_run_command(CLI::App& app) {
       prompt = tokenizer->encode(text);
     }
     if (prompt.empty()) throw Error("the prompt is empty");
+
+    // Before any Vulkan instance exists: lavapipe reads its thread count when it opens its device.
+    const CpuDispatch dispatch = o->cpu_dispatch == "auto"
+                                     ? cpu_dispatch_for_one_sequence(prompt.size(), uint64_t(o->tokens))
+                                     : parse_cpu_dispatch(o->cpu_dispatch);
+    const bool dispatch_applied = apply_cpu_dispatch(dispatch);
 
     // Without --ctx: the default context (what `q3n batch` uses too), or more if the prompt needs it.
     ModelSession session =
@@ -156,6 +169,9 @@ void add_run_command(CLI::App& app) {
                    prompt.size(), prefill_seconds, prompt.size() / prefill_seconds, generated.size(), stopped.c_str(),
                    decode_seconds > 0 && decoded ? decoded / decode_seconds : 0.0);
     }
+    if (dispatch_applied && dispatch == CpuDispatch::Inline &&
+        session.runtime().device.info().type == VK_PHYSICAL_DEVICE_TYPE_CPU)
+      std::fprintf(stderr, "[q3n] CPU driver: dispatches ran inline on one thread (--cpu-dispatch)\n");
     if (o->model.mtp && spec_steps)
       std::fprintf(stderr, "[q3n] MTP: %llu steps of %u drafts, %.1f%% accepted, %.2f tokens per step\n",
                    static_cast<unsigned long long>(spec_steps), draft, 100.0 * spec_accepted / (spec_steps * draft),

@@ -313,6 +313,30 @@ class BatchCli(unittest.TestCase):
         self.assertIn("has no MTP head (no mtp.* tensors); run without --mtp", r.stderr)
         self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
 
+    def test_run_cpu_dispatch_modes_give_the_same_tokens(self):
+        # Lavapipe's inline and threaded dispatch run the same kernels: the same ids, greedy and
+        # sampled. auto takes inline for a short prompt and says so on a CPU device; a user's
+        # LP_NUM_THREADS wins over the choice.
+        prompt = ids_of(7, 5)
+        for sampling in (["--temp", "0"], ["--temp", "0.9", "--seed", "3"]):
+            runs = [self.run_ids(prompt, 12, *sampling, "--cpu-dispatch", mode) for mode in ("threads", "inline", "auto")]
+            self.assertEqual(len(runs[0]), 12)
+            self.assertEqual(runs[1], runs[0])
+            self.assertEqual(runs[2], runs[0])
+        listing = subprocess.run([Q3N, "devices"], capture_output=True, text=True, timeout=120).stdout
+        types = [line.split("type: ")[1].split(",")[0] for line in listing.splitlines() if "type: " in line]
+        cpu = bool(types) and all(t == "CPU" for t in types)  # otherwise run picks a GPU
+        env = {k: v for k, v in os.environ.items() if k != "LP_NUM_THREADS"}
+        cmd = [Q3N, "run", "-m", MODEL, "-p", "hello", "-n", "8", "--temp", "0", "--print-ids"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual("dispatches ran inline" in r.stderr, cpu, r.stderr)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**env, "LP_NUM_THREADS": "2"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("dispatches ran inline", r.stderr)
+        r = subprocess.run(cmd + ["--cpu-dispatch", "sideways"], capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+
     def test_batch_mtp_gives_the_plain_records(self):
         # q3n batch --mtp with kjv-demo's head: every record equals the plain job's (greedy and
         # sampled requests, four at once, more requests than slots), with the acceptance printed.
