@@ -414,17 +414,39 @@ class Builder {
 
     const TensorId a_log = vector(name + " A_log", w.a_log, s.value_heads),
                    dt = vector(name + " dt_bias", w.dt_bias, s.value_heads);
-    const TensorId gates =
-        g_.scratch(name + " gates", uint64_t(rows_) * 2 * s.value_heads * 4, dims({rows_, 2 * s.value_heads}));
-    g_.add({name + " delta prepare",
-            "delta_prepare",
-            {qkv, ba, a_log, dt},
-            {qkv, gates},
-            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_delta_prepare(
-                  p, cb,
-                  {.qkv = b[qkv], .ba = b[ba], .a_log = b[a_log], .dt_bias = b[dt], .gates = b[gates], .shape = s});
-            }});
+    const bool verify = shape_.verify;
+    // Pieces of one token per sequence, and verification, take the recurrent form with raw
+    // inputs: the rule normalises q, k and computes the gates itself (DeltaRuleArgs::raw_inputs),
+    // so a decode step has no prepare dispatch. Longer pieces are prepared first, in their own
+    // rows only, so a decode row's arithmetic is the same in a mixed step as in a decode step.
+    // (The CPU shapes' longer pieces take the recurrent form too, but prepared: that is the
+    // pipelines' choice at record time, and alone or mixed such a piece is prepared alike.)
+    std::vector<bool> raw_piece;
+    for (const ops::DeltaShape& seg : seg_shapes) raw_piece.push_back(verify || seg.tokens == 1);
+    const uint64_t gate_width = 2 * s.value_heads;
+    TensorId gates = kNone;
+    if (std::find(raw_piece.begin(), raw_piece.end(), false) != raw_piece.end()) {
+      gates = g_.scratch(name + " gates", uint64_t(rows_) * gate_width * 4, dims({rows_, 2 * s.value_heads}));
+      g_.add({name + " delta prepare",
+              "delta_prepare",
+              {qkv, ba, a_log, dt},
+              {qkv, gates},
+              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                for (size_t i = 0; i < segments.size(); ++i) {
+                  if (raw_piece[i]) continue;
+                  const StepSegment& seg = segments[i];
+                  const uint64_t rows = seg_shapes[i].rows();
+                  ops::record_delta_prepare(
+                      p, cb,
+                      {.qkv = b[qkv].sub(uint64_t(seg.first_row) * conv_dim * 4, rows * conv_dim * 4),
+                       .ba = b[ba].sub(seg.first_row * gate_width * 4, rows * gate_width * 4),
+                       .a_log = b[a_log],
+                       .dt_bias = b[dt],
+                       .gates = b[gates].sub(seg.first_row * gate_width * 4, rows * gate_width * 4),
+                       .shape = seg_shapes[i]});
+                }
+              }});
+    }
 
     const TensorId recurrent = g_.bind(name + " recurrent state", TensorRole::State, st.recurrent,
                                        dims({state_.slots(), s.value_heads, s.dk, s.dv}));
@@ -434,7 +456,6 @@ class Builder {
     // chunk intermediates.
     ops::DeltaChunkScratchFloats f{};
     std::vector<ops::DeltaChunkScratchFloats> offsets;
-    const bool verify = shape_.verify;
     for (const ops::DeltaShape& seg : seg_shapes) {
       offsets.push_back(f);
       if (seg.tokens == 1 || verify) continue;
@@ -456,38 +477,45 @@ class Builder {
     const char* form = !f.gamma        ? " delta rule (recurrent)"
                        : any_recurrent ? " delta rule (mixed)"
                                        : " delta rule (chunked)";
-    g_.add({name + form,
-            "delta_rule",
-            {qkv, gates, recurrent, seqs},
-            writes,
-            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              for (size_t i = 0; i < segments.size(); ++i) {
-                const StepSegment& seg = segments[i];
-                const ops::DeltaShape& sh = seg_shapes[i];
-                const uint64_t gate_width = 2 * s.value_heads;
-                const ops::DeltaRuleArgs args{
-                    .qkv = b[qkv].sub(uint64_t(seg.first_row) * conv_dim * 4, sh.rows() * conv_dim * 4),
-                    .gates = b[gates].sub(seg.first_row * gate_width * 4, sh.rows() * gate_width * 4),
-                    .state = b[recurrent],
-                    .seqs = seq_rows(b[seqs], seg),
-                    .out = b[core].sub(uint64_t(seg.first_row) * value_dim * 4, sh.rows() * value_dim * 4),
-                    .shape = sh,
-                    .update = update};
-                if (verify || ops::delta_rule_takes_recurrent(p, sh)) {
-                  ops::record_delta_rule_recurrent(p, cb, args);
-                  continue;
-                }
-                const ops::DeltaChunkScratchFloats o = offsets[i], n = ops::delta_chunk_scratch_floats(sh);
-                ops::record_delta_rule_chunked(p, cb, args,
-                                               {.gamma = b[gamma].sub(o.gamma * 4, n.gamma * 4),
-                                                .w = b[wt].sub(o.w * 4, n.w * 4),
-                                                .kc = b[kc].sub(o.kc * 4, n.kc * 4),
-                                                .u = b[u].sub(o.u * 4, n.u * 4),
-                                                .snapshots = b[snaps].sub(o.snapshots * 4, n.snapshots * 4)});
-              }
-            }});
+    std::vector<TensorId> rule_reads = {qkv, ba, a_log, dt, recurrent, seqs};
+    if (gates != kNone) rule_reads.push_back(gates);
+    g_.add(
+        {name + form, "delta_rule", rule_reads, writes, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+           for (size_t i = 0; i < segments.size(); ++i) {
+             const StepSegment& seg = segments[i];
+             const ops::DeltaShape& sh = seg_shapes[i];
+             const uint64_t gate_at = seg.first_row * gate_width * 4, gate_bytes = sh.rows() * gate_width * 4;
+             ops::DeltaRuleArgs args{
+                 .qkv = b[qkv].sub(uint64_t(seg.first_row) * conv_dim * 4, sh.rows() * conv_dim * 4),
+                 .state = b[recurrent],
+                 .seqs = seq_rows(b[seqs], seg),
+                 .out = b[core].sub(uint64_t(seg.first_row) * value_dim * 4, sh.rows() * value_dim * 4),
+                 .shape = sh,
+                 .update = update};
+             if (raw_piece[i]) {  // in_proj_ba's rows are b | a per row, as gates' g | beta
+               args.raw_inputs = true;
+               args.ba = b[ba].sub(gate_at, gate_bytes);
+               args.a_log = b[a_log];
+               args.dt_bias = b[dt];
+             } else {
+               args.gates = b[gates].sub(gate_at, gate_bytes);
+             }
+             if (verify || ops::delta_rule_takes_recurrent(p, sh)) {
+               ops::record_delta_rule_recurrent(p, cb, args);
+               continue;
+             }
+             const ops::DeltaChunkScratchFloats o = offsets[i], n = ops::delta_chunk_scratch_floats(sh);
+             ops::record_delta_rule_chunked(p, cb, args,
+                                            {.gamma = b[gamma].sub(o.gamma * 4, n.gamma * 4),
+                                             .w = b[wt].sub(o.w * 4, n.w * 4),
+                                             .kc = b[kc].sub(o.kc * 4, n.kc * 4),
+                                             .u = b[u].sub(o.u * 4, n.u * 4),
+                                             .snapshots = b[snaps].sub(o.snapshots * 4, n.snapshots * 4)});
+           }
+         }});
     if (verify)
-      commits_.push_back({name, mixed, conv_w, conv_state, qkv, gates, recurrent, w.conv_type, seg_shapes[0], kernel});
+      commits_.push_back(
+          {name, mixed, conv_w, conv_state, qkv, ba, a_log, dt, recurrent, w.conv_type, seg_shapes[0], kernel});
     const TensorId norm_w = vector(name + " linear_attn.norm.weight", w.norm, s.dv);
     const TensorId normed =
         g_.scratch(name + " gated norm out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
@@ -777,7 +805,7 @@ class Builder {
   // A verify step's DeltaNet layer: what its commit reads again.
   struct DeltaCommit {
     std::string name;
-    TensorId mixed, conv_weight, conv_state, qkv, gates, recurrent;
+    TensorId mixed, conv_weight, conv_state, qkv, ba, a_log, dt_bias, recurrent;  // raw q, k: no prepare
     ops::WeightType conv_type;
     ops::DeltaShape shape;
     uint32_t kernel;
@@ -821,18 +849,21 @@ class Builder {
               }});
       g_.add({d.name + " delta state commit",
               "delta_rule",
-              {d.qkv, d.gates, d.recurrent, seqs, count},
+              {d.qkv, d.ba, d.a_log, d.dt_bias, d.recurrent, seqs, count},
               {d.recurrent},
               [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
                 ops::record_delta_rule_recurrent(p, cb,
                                                  {.qkv = b[d.qkv],
-                                                  .gates = b[d.gates],
                                                   .state = b[d.recurrent],
                                                   .seqs = b[seqs],
                                                   .out = b[d.qkv],  // not written by a commit; sized as outputs
                                                   .shape = d.shape,
                                                   .update = ops::StateUpdate::Commit,
-                                                  .accepted = b[count]});
+                                                  .accepted = b[count],
+                                                  .raw_inputs = true,
+                                                  .ba = b[d.ba],
+                                                  .a_log = b[d.a_log],
+                                                  .dt_bias = b[d.dt_bias]});
               }});
     }
   }

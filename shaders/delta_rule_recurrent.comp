@@ -8,7 +8,12 @@
 // all T tokens (S is read and written once per step); the two dot products over dk are summed
 // across the PARTS through shared memory. With PARTS = 1 (the CPU shapes) an invocation owns a
 // whole column, reads q and k straight from memory and needs no shared memory or barrier. Value
-// head j reads key head j / (Hv / Hk) (spec §8.10). q, k prepared by delta_prepare.comp.
+// head j reads key head j / (Hv / Hk) (spec §8.10). q, k prepared by delta_prepare.comp, or, with
+// RAW_INPUTS, as the conv left them: then the kernel does delta_prepare's work itself, one dispatch
+// fewer per DeltaNet layer in a decode step. The norms need the sums of k^2 and q^2 over dk, which
+// the kv and output sums already walk, so they come along: kv = |k|^-1 sum S_i k_i, the state
+// update adds k_i (|k|^-1 u) and o = |q|^-1 dk^-1/2 sum S_i q_i (the same values, rounded in
+// another order); g and beta come from the row's b, a and the head's A_log and dt_bias.
 // Speculative verification (graph/model_graph.cpp) runs it twice: first over every verified
 // token writing outputs only (the state is left as it was), then over the accepted prefix
 // (count[b] tokens, read from the GPU) writing the state only: the same per-token arithmetic
@@ -25,6 +30,9 @@ layout(push_constant) uniform Push {
   U32Buf seqs;   // [B, 2] slot, position
   F32Buf o;      // [B*T, Hv, dv]
   U32Buf count;  // [B] tokens to walk per sequence (flags & TOKENS_FROM_COUNT), at most `tokens`
+  F32Buf ba;       // RAW_INPUTS: [B*T, 2 Hv]: b | a (gates unused)
+  F32Buf a_log;    // RAW_INPUTS: [Hv]
+  F32Buf dt_bias;  // RAW_INPUTS: [Hv]
   uint flags;    // WRITE_OUTPUT | WRITE_STATE | TOKENS_FROM_COUNT
   uint tokens;
   uint key_heads;
@@ -37,18 +45,19 @@ const uint WRITE_OUTPUT = 1u, WRITE_STATE = 2u, TOKENS_FROM_COUNT = 4u;
 
 layout(constant_id = 4) const uint COLS = 16;  // columns per workgroup
 layout(constant_id = 5) const uint PARTS = 4;  // invocations per column; the host dispatches COLS * PARTS
+layout(constant_id = 6) const uint RAW_INPUTS = 0;  // 1: q, k unnormalised, gates from ba (above)
 const uint MAX_ROWS = (MAX_DK + PARTS - 1) / PARTS;
 
 shared float k_shared[MAX_DK];
 shared float q_shared[MAX_DK];
-shared float partial_sums[PARTS][COLS];
+shared vec2 partial_sums[PARTS][COLS];
 
-// Sum of `value` over the PARTS invocations of this column; every one receives it.
-float column_sum(float value, uint part, uint col) {
+// Sums of `value` over the PARTS invocations of this column; every one receives them.
+vec2 column_sum(vec2 value, uint part, uint col) {
   if (PARTS == 1u) return value;
   partial_sums[part][col] = value;
   barrier();
-  float total = 0.0;
+  vec2 total = vec2(0.0);
   for (uint q = 0; q < PARTS; ++q) total += partial_sums[q][col];
   barrier();
   return total;
@@ -90,25 +99,39 @@ void main() {
       }
       barrier();
     }
-    const float decay = exp(p.gates.v[row * 2u * hv + j]);
-    const float beta = p.gates.v[row * 2u * hv + hv + j];
-    float kv = 0.0;
-    [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
-      const uint i = part + PARTS * r;
-      if (i < p.dk) kv += s[r] * key_element(i, k_at);
+    float decay, beta;
+    if (RAW_INPUTS != 0u) {  // delta_prepare.comp's gates
+      decay = exp(-exp(p.a_log.v[j]) * softplus(p.ba.v[row * 2u * hv + hv + j] + p.dt_bias.v[j]));
+      beta = sigmoid(p.ba.v[row * 2u * hv + j]);
+    } else {
+      decay = exp(p.gates.v[row * 2u * hv + j]);
+      beta = p.gates.v[row * 2u * hv + hv + j];
     }
-    kv = column_sum(kv, part, col);
-    const float v = in_range ? p.qkv.v[row * width + 2u * p.key_heads * p.dk + j * p.dv + c] : 0.0;
-    const float u = beta * (v - decay * kv);
-    float out_c = 0.0;
+    vec2 kv_ksq = vec2(0.0);  // sum S_i k_i, sum k_i^2 (RAW_INPUTS)
     [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
       const uint i = part + PARTS * r;
       if (i < p.dk) {
-        s[r] = decay * s[r] + key_element(i, k_at) * u;
-        out_c += s[r] * query_element(i, q_at);
+        const float k_i = key_element(i, k_at);
+        kv_ksq += vec2(s[r] * k_i, RAW_INPUTS != 0u ? k_i * k_i : 0.0);
       }
     }
-    out_c = column_sum(out_c, part, col);  // its barriers also free k_shared / q_shared
+    kv_ksq = column_sum(kv_ksq, part, col);
+    const float k_scale = RAW_INPUTS != 0u ? inversesqrt(kv_ksq.y + 1e-6) : 1.0;
+    const float v = in_range ? p.qkv.v[row * width + 2u * p.key_heads * p.dk + j * p.dv + c] : 0.0;
+    const float u = beta * (v - decay * (kv_ksq.x * k_scale));
+    const float k_u = k_scale * u;  // what k_i is multiplied by in the update
+    vec2 out_qsq = vec2(0.0);       // sum S_i q_i, sum q_i^2 (RAW_INPUTS)
+    [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
+      const uint i = part + PARTS * r;
+      if (i < p.dk) {
+        const float q_i = query_element(i, q_at);
+        s[r] = decay * s[r] + key_element(i, k_at) * k_u;
+        out_qsq += vec2(s[r] * q_i, RAW_INPUTS != 0u ? q_i * q_i : 0.0);
+      }
+    }
+    out_qsq = column_sum(out_qsq, part, col);  // its barriers also free k_shared / q_shared
+    const float out_c =
+        RAW_INPUTS != 0u ? out_qsq.x * (inversesqrt(out_qsq.y + 1e-6) * inversesqrt(float(p.dk))) : out_qsq.x;
     if (in_range && part == 0u && (p.flags & WRITE_OUTPUT) != 0u) p.o.v[(row * hv + j) * p.dv + c] = out_c;
   }
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {

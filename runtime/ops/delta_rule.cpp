@@ -11,7 +11,7 @@ struct PreparePush {
   uint32_t key_heads, value_heads, dk, dv;
 };
 struct RecurrentPush {
-  VkDeviceAddress qkv, gates, state, seqs, out, count;
+  VkDeviceAddress qkv, gates, state, seqs, out, count, ba, a_log, dt_bias;
   uint32_t flags, tokens, key_heads, value_heads, dk, dv;
 };
 struct ChunkPreparePush {
@@ -55,7 +55,13 @@ void check_rule_args(const DeltaRuleArgs& a) {
   const DeltaShape& s = a.shape;
   check_shape(s);
   require_bytes(a.qkv, s.rows() * s.qkv_width() * 4, "delta rule qkv");
-  require_bytes(a.gates, s.rows() * 2 * s.value_heads * 4, "delta rule gates");
+  if (a.raw_inputs) {
+    require_bytes(a.ba, s.rows() * 2 * s.value_heads * 4, "delta rule ba");
+    require_bytes(a.a_log, s.value_heads * 4, "delta rule A_log");
+    require_bytes(a.dt_bias, s.value_heads * 4, "delta rule dt_bias");
+  } else {
+    require_bytes(a.gates, s.rows() * 2 * s.value_heads * 4, "delta rule gates");
+  }
   require_bytes(a.out, s.rows() * s.value_heads * s.dv * 4, "delta rule output");
   require_bytes(a.seqs, uint64_t(s.batch) * 8, "delta rule sequence table");
   require_bytes(a.state, uint64_t(s.value_heads) * s.dk * s.dv * 4, "delta rule state");
@@ -100,15 +106,18 @@ void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& comm
   const RecurrentShape shape = recurrent_shape(pipelines, s);
   const Pipeline& pipeline = pipelines.get({"delta_rule_recurrent",
                                             {shape.cols * shape.parts, 1, 1},
-                                            {shape.max_dk, shape.cols, shape.parts},
+                                            {shape.max_dk, shape.cols, shape.parts, a.raw_inputs ? 1u : 0u},
                                             sizeof(RecurrentPush)});
   if (a.update == StateUpdate::Commit) require_bytes(a.accepted, uint64_t(s.batch) * 4, "delta rule accepted counts");
   const RecurrentPush push{a.qkv.address,
-                           a.gates.address,
+                           a.raw_inputs ? 0 : a.gates.address,
                            a.state.address,
                            a.seqs.address,
                            a.out.address,
                            a.update == StateUpdate::Commit ? a.accepted.address : 0,
+                           a.raw_inputs ? a.ba.address : 0,
+                           a.raw_inputs ? a.a_log.address : 0,
+                           a.raw_inputs ? a.dt_bias.address : 0,
                            state_update_flags(a.update),
                            s.tokens,
                            s.key_heads,
@@ -122,6 +131,7 @@ void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& comman
                                const DeltaChunkScratch& scratch) {
   check_rule_args(a);
   if (a.update != StateUpdate::Write) throw Error("internal: speculative state updates take the recurrent form");
+  if (a.raw_inputs) throw Error("internal: the chunked form takes prepared inputs (record_delta_prepare)");
   const DeltaShape& s = a.shape;
   const DeltaChunkScratchFloats need = delta_chunk_scratch_floats(s);
   require_bytes(scratch.gamma, need.gamma * 4, "delta chunk gamma");

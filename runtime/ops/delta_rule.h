@@ -42,6 +42,13 @@ struct DeltaRuleArgs {
   // u32 [batch], read by Commit.
   StateUpdate update = StateUpdate::Write;
   BufferRange accepted;
+  // The recurrent form only: q and k as the conv left them and `gates` unused; the kernel does
+  // record_delta_prepare's work itself (l2 norms, q scale, g and beta from these), so a step whose
+  // pieces all take the recurrent form needs no prepare dispatch.
+  bool raw_inputs = false;
+  BufferRange ba;       // f32 [rows, 2 Hv]: b | a
+  BufferRange a_log;    // f32 [Hv]
+  BufferRange dt_bias;  // f32 [Hv]
 };
 
 // Intermediates of the chunked form; sizes from delta_chunk_scratch_floats().

@@ -1,6 +1,7 @@
 // The Gated DeltaNet core against double-precision references of spec §3.3, §3.4 and §6:
-// delta_prepare (l2 norms, q scale, gates), the recurrent rule, and the chunked rule, which must
-// equal the recurrence from a non-zero state (including 200 tokens = 3 chunks + a remainder).
+// delta_prepare (l2 norms, q scale, gates), the recurrent rule (also taking unprepared inputs and
+// preparing them itself), and the chunked rule, which must equal the recurrence from a non-zero
+// state (including 200 tokens = 3 chunks + a remainder).
 #include <cmath>
 
 #include "runtime/ops/delta_rule.h"
@@ -14,6 +15,10 @@ using ops::DeltaShape;
 struct Inputs {
   std::vector<float> qkv, gates, state;
   std::vector<uint32_t> seqs;
+  // Unprepared inputs (DeltaRuleArgs::raw_inputs): qkv holds q, k as the conv leaves them, gates
+  // is unused, and these give g and beta.
+  bool raw = false;
+  std::vector<float> ba, a_log, dt_bias;
 };
 
 // Realistic prepared inputs: q, k unit-norm (q scaled by dk^-1/2), beta in (0, 1), g < 0, a
@@ -39,22 +44,61 @@ Inputs make_inputs(const DeltaShape& s, uint64_t seed) {
   return in;
 }
 
-// Spec §3.4 token by token in double. Returns outputs; `state` is updated. With `counts`,
-// sequence b stops after counts[b] tokens (its later outputs stay 0).
+// Spec §3.3's preparation in double: q, k l2-normalised (q scaled by dk^-1/2), g and beta.
+void reference_prepare(const DeltaShape& s, const std::vector<float>& qkv, const std::vector<float>& ba,
+                       const std::vector<float>& a_log, const std::vector<float>& dt_bias, std::vector<double>& qkv_out,
+                       std::vector<double>& gates_out) {
+  const uint32_t width = s.qkv_width(), hv = s.value_heads;
+  qkv_out.assign(qkv.begin(), qkv.end());
+  gates_out.assign(s.rows() * 2 * hv, 0.0);
+  for (uint64_t r = 0; r < s.rows(); ++r) {
+    for (uint32_t h = 0; h < 2 * s.key_heads; ++h) {
+      double sum = 0;
+      for (uint32_t i = 0; i < s.dk; ++i) sum += double(qkv[r * width + h * s.dk + i]) * qkv[r * width + h * s.dk + i];
+      const double scale = 1.0 / std::sqrt(sum + 1e-6) / (h < s.key_heads ? std::sqrt(double(s.dk)) : 1.0);
+      for (uint32_t i = 0; i < s.dk; ++i) qkv_out[r * width + h * s.dk + i] *= scale;
+    }
+    for (uint32_t j = 0; j < hv; ++j) {
+      const double b = ba[r * 2 * hv + j], a = ba[r * 2 * hv + hv + j] + double(dt_bias[j]);
+      const double softplus = a > 20 ? a : std::log1p(std::exp(a));
+      gates_out[r * 2 * hv + j] = -std::exp(double(a_log[j])) * softplus;
+      gates_out[r * 2 * hv + hv + j] = 1.0 / (1.0 + std::exp(-b));
+    }
+  }
+}
+
+// Unprepared inputs: q, k with norms from ~0.5 to ~5, b and a spread over the gates' useful range
+// (A = exp(A_log) in (1, 5), so decays from ~0.99 down to ~e^-15).
+Inputs make_raw_inputs(const DeltaShape& s, uint64_t seed) {
+  Inputs in = make_inputs(s, seed);
+  in.raw = true;
+  in.qkv = random_floats(in.qkv.size(), seed + 4, -1.5f, 1.5f);
+  in.gates.assign(in.gates.size(), std::nanf(""));  // unused
+  in.ba = random_floats(s.rows() * 2 * s.value_heads, seed + 5, -3, 3);
+  in.a_log = random_floats(s.value_heads, seed + 6, 0.0f, 1.6f);
+  in.dt_bias = random_floats(s.value_heads, seed + 7, -1, 1);
+  return in;
+}
+
+// Spec §3.4 token by token in double (after reference_prepare where the inputs are raw). Returns
+// outputs; `state` is updated. With `counts`, sequence b stops after counts[b] tokens (its later
+// outputs stay 0).
 std::vector<double> reference_rule(const DeltaShape& s, const Inputs& in, std::vector<double>& state,
                                    const std::vector<uint32_t>& counts = {}) {
   const uint32_t width = s.qkv_width(), group = s.value_heads / s.key_heads;
+  std::vector<double> qkv(in.qkv.begin(), in.qkv.end()), gates(in.gates.begin(), in.gates.end());
+  if (in.raw) reference_prepare(s, in.qkv, in.ba, in.a_log, in.dt_bias, qkv, gates);
   std::vector<double> out(s.rows() * s.value_heads * s.dv);
   for (uint32_t b = 0; b < s.batch; ++b)
     for (uint32_t j = 0; j < s.value_heads; ++j) {
       double* S = &state[(uint64_t(in.seqs[2 * b]) * s.value_heads + j) * s.dk * s.dv];
       for (uint32_t t = 0; t < (counts.empty() ? s.tokens : counts[b]); ++t) {
         const uint64_t row = uint64_t(b) * s.tokens + t;
-        const float* q = &in.qkv[row * width + (j / group) * s.dk];
-        const float* k = &in.qkv[row * width + (s.key_heads + j / group) * s.dk];
-        const float* v = &in.qkv[row * width + 2 * s.key_heads * s.dk + j * s.dv];
-        const double decay = std::exp(double(in.gates[row * 2 * s.value_heads + j]));
-        const double beta = in.gates[row * 2 * s.value_heads + s.value_heads + j];
+        const double* q = &qkv[row * width + (j / group) * s.dk];
+        const double* k = &qkv[row * width + (s.key_heads + j / group) * s.dk];
+        const double* v = &qkv[row * width + 2 * s.key_heads * s.dk + j * s.dv];
+        const double decay = std::exp(gates[row * 2 * s.value_heads + j]);
+        const double beta = gates[row * 2 * s.value_heads + s.value_heads + j];
         for (uint64_t e = 0; e < uint64_t(s.dk) * s.dv; ++e) S[e] *= decay;
         for (uint32_t c = 0; c < s.dv; ++c) {
           double kv = 0;
@@ -84,7 +128,9 @@ class DeltaRuleTest : public GpuTest, public ::testing::WithParamInterface<Delta
                       const std::vector<uint32_t>& counts = {}) {
     Allocation dqkv = upload(in.qkv), dgates = upload(in.gates), dstate = upload(in.state),
                dseqs = upload_words(in.seqs), dout = poisoned(s.rows() * s.value_heads * s.dv),
-               dcounts = upload_words(counts.empty() ? std::vector<uint32_t>{0} : counts);
+               dcounts = upload_words(counts.empty() ? std::vector<uint32_t>{0} : counts),
+               dba = upload(in.raw ? in.ba : in.gates), dalog = upload(in.raw ? in.a_log : in.gates),
+               ddt = upload(in.raw ? in.dt_bias : in.gates);
     const ops::DeltaChunkScratchFloats need = ops::delta_chunk_scratch_floats(s);
     Allocation gamma = poisoned(need.gamma), w = poisoned(need.w), kc = poisoned(need.kc), u = poisoned(need.u),
                snapshots = poisoned(need.snapshots);
@@ -94,7 +140,11 @@ class DeltaRuleTest : public GpuTest, public ::testing::WithParamInterface<Delta
                             .seqs = dseqs.range(),
                             .out = dout.range(),
                             .shape = s,
-                            .accepted = dcounts.range()};
+                            .accepted = dcounts.range(),
+                            .raw_inputs = in.raw,
+                            .ba = dba.range(),
+                            .a_log = dalog.range(),
+                            .dt_bias = ddt.range()};
     run([&](CommandBuffer& cb) {
       if (chunked) {
         ops::record_delta_rule_chunked(
@@ -124,6 +174,19 @@ double rule_tolerance(const DeltaShape& s, double factor) {
 TEST_P(DeltaRuleTest, RecurrentMatchesDoubleRecurrence) {
   const DeltaShape s = GetParam();
   const Inputs in = make_inputs(s, 41);
+  std::vector<double> state(in.state.begin(), in.state.end());
+  const std::vector<double> out = reference_rule(s, in, state);
+  const RuleResult got = run_rule(s, in, false);
+  EXPECT_TRUE(all_close(got.out, out, rule_tolerance(s, 1), 0)) << "outputs";
+  EXPECT_TRUE(all_close(got.state, state, rule_tolerance(s, 1), 0)) << "final state (slot 0 untouched)";
+}
+
+// Unprepared inputs (q, k of any norm, gates from b, a): the kernel's own preparation and the
+// recurrence against reference_prepare then the double recurrence. The norms scale sums the
+// prepared form scales term by term: the same bound.
+TEST_P(DeltaRuleTest, RecurrentPreparesRawInputsItself) {
+  const DeltaShape s = GetParam();
+  Inputs in = make_raw_inputs(s, 45);
   std::vector<double> state(in.state.begin(), in.state.end());
   const std::vector<double> out = reference_rule(s, in, state);
   const RuleResult got = run_rule(s, in, false);
@@ -189,33 +252,37 @@ TEST_F(DeltaRuleLongTest, ChunkedEqualsRecurrentOver200Tokens) {
 }
 
 // Speculative verification: Keep gives a plain step's outputs bit for bit and leaves the state;
-// Commit then writes the state after each sequence's accepted prefix and no output.
+// Commit then writes the state after each sequence's accepted prefix and no output; with prepared
+// and with raw inputs (what verify steps take).
 TEST_F(DeltaRuleLongTest, KeepThenCommitGivesTheAcceptedPrefixState) {
-  for (const DeltaShape s :
-       {DeltaShape{.batch = 3, .tokens = 4, .key_heads = 2, .value_heads = 4, .dk = 40, .dv = 24},
-        DeltaShape{.batch = 1, .tokens = 5, .key_heads = 1, .value_heads = 2, .dk = 128, .dv = 70}}) {
-    const Inputs in = make_inputs(s, 83);
-    std::vector<uint32_t> counts;
-    for (uint32_t b = 0; b < s.batch; ++b) counts.push_back(1 + (b * 2 + 1) % s.tokens);
-    const RuleResult plain = run_rule(s, in, false);
-    const RuleResult keep = run_rule(s, in, false, {ops::StateUpdate::Keep});
-    EXPECT_EQ(keep.out, plain.out) << "Keep's outputs are a plain step's, bit for bit";
-    EXPECT_EQ(keep.state, in.state) << "Keep leaves the state";
-    const RuleResult committed = run_rule(s, in, false, {ops::StateUpdate::Keep, ops::StateUpdate::Commit}, counts);
-    EXPECT_EQ(committed.out, plain.out) << "Commit writes no output";
-    std::vector<double> state(in.state.begin(), in.state.end());
-    reference_rule(s, in, state, counts);
-    EXPECT_TRUE(all_close(committed.state, state, rule_tolerance(s, 1), 0)) << "state after the accepted prefix";
-    if (s.batch == 1) {
-      // Bitwise the state a plain step of the accepted tokens alone reaches.
-      DeltaShape prefix = s;
-      prefix.tokens = counts[0];
-      Inputs cut = in;
-      cut.qkv.resize(prefix.rows() * s.qkv_width());
-      cut.gates.resize(prefix.rows() * 2 * s.value_heads);
-      EXPECT_EQ(committed.state, run_rule(prefix, cut, false).state) << "bitwise the plain prefix's state";
+  for (const bool raw : {false, true})
+    for (const DeltaShape s :
+         {DeltaShape{.batch = 3, .tokens = 4, .key_heads = 2, .value_heads = 4, .dk = 40, .dv = 24},
+          DeltaShape{.batch = 1, .tokens = 5, .key_heads = 1, .value_heads = 2, .dk = 128, .dv = 70}}) {
+      SCOPED_TRACE(raw ? "raw inputs" : "prepared inputs");
+      const Inputs in = raw ? make_raw_inputs(s, 84) : make_inputs(s, 83);
+      std::vector<uint32_t> counts;
+      for (uint32_t b = 0; b < s.batch; ++b) counts.push_back(1 + (b * 2 + 1) % s.tokens);
+      const RuleResult plain = run_rule(s, in, false);
+      const RuleResult keep = run_rule(s, in, false, {ops::StateUpdate::Keep});
+      EXPECT_EQ(keep.out, plain.out) << "Keep's outputs are a plain step's, bit for bit";
+      EXPECT_EQ(keep.state, in.state) << "Keep leaves the state";
+      const RuleResult committed = run_rule(s, in, false, {ops::StateUpdate::Keep, ops::StateUpdate::Commit}, counts);
+      EXPECT_EQ(committed.out, plain.out) << "Commit writes no output";
+      std::vector<double> state(in.state.begin(), in.state.end());
+      reference_rule(s, in, state, counts);
+      EXPECT_TRUE(all_close(committed.state, state, rule_tolerance(s, 1), 0)) << "state after the accepted prefix";
+      if (s.batch == 1) {
+        // Bitwise the state a plain step of the accepted tokens alone reaches.
+        DeltaShape prefix = s;
+        prefix.tokens = counts[0];
+        Inputs cut = in;
+        cut.qkv.resize(prefix.rows() * s.qkv_width());
+        cut.gates.resize(prefix.rows() * 2 * s.value_heads);
+        if (raw) cut.ba.resize(prefix.rows() * 2 * s.value_heads);
+        EXPECT_EQ(committed.state, run_rule(prefix, cut, false).state) << "bitwise the plain prefix's state";
+      }
     }
-  }
 }
 
 class DeltaPrepareTest : public GpuTest {};
