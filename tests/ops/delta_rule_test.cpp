@@ -306,21 +306,8 @@ TEST_F(DeltaPrepareTest, NormalisesQkAndComputesGates) {
                                .gates = dgates.range(),
                                .shape = s});
   });
-  std::vector<double> want_qkv(qkv.begin(), qkv.end()), want_gates(s.rows() * 2 * hv);
-  for (uint64_t r = 0; r < s.rows(); ++r) {
-    for (uint32_t h = 0; h < 2 * s.key_heads; ++h) {
-      double sum = 0;
-      for (uint32_t i = 0; i < s.dk; ++i) sum += double(qkv[r * width + h * s.dk + i]) * qkv[r * width + h * s.dk + i];
-      const double scale = 1.0 / std::sqrt(sum + 1e-6) / (h < s.key_heads ? std::sqrt(double(s.dk)) : 1.0);
-      for (uint32_t i = 0; i < s.dk; ++i) want_qkv[r * width + h * s.dk + i] *= scale;
-    }
-    for (uint32_t j = 0; j < hv; ++j) {
-      const double b = ba[r * 2 * hv + j], a = ba[r * 2 * hv + hv + j] + double(dt_bias[j]);
-      const double softplus = a > 20 ? a : std::log1p(std::exp(a));
-      want_gates[r * 2 * hv + j] = -std::exp(double(a_log[j])) * softplus;
-      want_gates[r * 2 * hv + hv + j] = 1.0 / (1.0 + std::exp(-b));
-    }
-  }
+  std::vector<double> want_qkv, want_gates;
+  reference_prepare(s, qkv, ba, a_log, dt_bias, want_qkv, want_gates);
   // A 40-term fp32 sum and rsqrt: a few ulps of values <= 1; v passes through untouched.
   EXPECT_TRUE(all_close(download(dqkv, qkv.size()), want_qkv, 1e-6, 1e-5)) << "q, k normalised, v unchanged";
   // exp/log in fp32: relative 1e-5 of g (|g| up to ~16 * 23).
