@@ -582,6 +582,7 @@ class Builder {
     const TensorId seqs = shape_.verify ? row_seqs_ : seqs_;
     // fp32 checkpoints keep fp32 arithmetic, as their projections do (record_linear).
     const bool matrix_units = w.qkv.type != ops::WeightType::F32;
+    const LayerState cache = st;  // the rows behind the table, for the CPU shapes' texel reads
     g_.add({name + " attention",
             "attention",
             {qkv, qn, kn, freq, seqs, kv},
@@ -606,7 +607,10 @@ class Builder {
                      .part_ml = split ? b[pml].sub(part_offsets[i] * 8, n * 8) : b[pml],
                      .out = b[out].sub(first * qdim * 4, rows * qdim * 4),
                      .shape = sh,
-                     .matrix_units = matrix_units});
+                     .matrix_units = matrix_units,
+                     .k_rows = cache.kv_k_rows,
+                     .v_rows = cache.kv_v_rows,
+                     .kv_slot_stride = cache.kv_slot_stride});
               }
             }});
     return linear(name + " o_proj", out, w.out);

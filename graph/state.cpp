@@ -75,17 +75,17 @@ SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t sl
   const uint32_t slots_per_chunk = uint32_t(std::min<uint64_t>(slots, std::max<uint64_t>(1, chunk_limit / stride)));
   kv_chunks_ = (slots + slots_per_chunk - 1) / slots_per_chunk;
 
-  const auto kv_cache = [&](const std::string& name) {
+  const auto kv_cache = [&](const std::string& name, LayerState& s) {
     std::vector<ops::KvSlotAddresses> table(slots);
     for (uint32_t first = 0; first < slots; first += slots_per_chunk) {
       const uint32_t n = std::min(slots_per_chunk, slots - first);
       const BufferRange k = allocate(n * stride, name + " KV cache (K)");
       const BufferRange v = allocate(n * stride, name + " KV cache (V)");
       for (uint32_t i = 0; i < n; ++i) table[first + i] = {k.address + i * stride, v.address + i * stride};
+      if (n == slots) s.kv_k_rows = k, s.kv_v_rows = v, s.kv_slot_stride = stride;
     }
-    const BufferRange slot_table = allocate(slots * sizeof(ops::KvSlotAddresses), name + " KV slot table");
-    runtime.transfer.upload(slot_table, table.data(), table.size() * sizeof(table[0]));
-    return slot_table;
+    s.kv_slots = allocate(slots * sizeof(ops::KvSlotAddresses), name + " KV slot table");
+    runtime.transfer.upload(s.kv_slots, table.data(), table.size() * sizeof(table[0]));
   };
 
   for (int L = 0; L < c.num_hidden_layers; ++L) {
@@ -99,11 +99,11 @@ SequenceState::SequenceState(Runtime& runtime, const ModelConfig& c, uint32_t sl
       s.conv = allocate(slots * conv_slot_bytes_, name + " conv state");
       s.recurrent = allocate(slots * recurrent_slot_bytes_, name + " recurrent state");
     } else {
-      s.kv_slots = kv_cache(name);
+      kv_cache(name, s);
     }
     layers_.push_back(s);
   }
-  if (mtp && layers.heads(c)) mtp_.kv_slots = kv_cache("MTP layer");
+  if (mtp && layers.heads(c)) kv_cache("MTP layer", mtp_);
 }
 
 void SequenceState::reset(uint32_t slot) {

@@ -18,6 +18,11 @@ namespace q3n::graph {
 struct LayerState {
   BufferRange conv, recurrent;  // DeltaNet layers
   BufferRange kv_slots;         // attention layers: ops::KvSlotAddresses [slots]
+  // Where one allocation holds every slot's K rows (and one every slot's V rows): those, slot s
+  // at s * kv_slot_stride (ops::AttentionArgs::k_rows; the CPU shapes read them through texel
+  // views). Empty where the slots take several allocations.
+  BufferRange kv_k_rows, kv_v_rows;
+  uint64_t kv_slot_stride = 0;
 };
 
 class SequenceState {

@@ -1,5 +1,6 @@
 // The push constants of the attention kernels (attention, attention_coopmat, attention_rowwise); mirrored by
-// `AttentionPush` in runtime/ops/attention.cpp (the pipeline checks the sizes agree).
+// `AttentionPush` in runtime/ops/attention.cpp (the pipeline checks the sizes agree); the
+// Q3N_TEXEL variant of attention_rowwise adds `AttentionTexelPush`'s three words.
 layout(push_constant) uniform Push {
   F32Buf q;        // [B*T, Hq, hd] prepared
   KvSlotTable kv;  // per slot: its K and V rows [Hkv, capacity, hd] (kv_cache.glsl)
@@ -14,4 +15,8 @@ layout(push_constant) uniform Push {
   uint capacity;
   uint splits;
   float scale;
+#ifdef Q3N_TEXEL
+  uint k_texel, v_texel;  // the layer's K and V rows' first words in their blocks' views
+  uint slot_words;        // words from one slot's rows to the next (all slots in one block each)
+#endif
 } p;

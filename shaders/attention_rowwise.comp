@@ -7,6 +7,10 @@
 // is read at one address by all lanes at once. Same operands, splits and outputs as
 // attention.comp: with one split the result is normalised, gated and written; with several each
 // split writes its unnormalised partial sums and running max for attention_combine.comp.
+// The Q3N_TEXEL variant reads K and V rows through texel views of the layer's K and V blocks, 8
+// elements per 16-byte fetch (16-bit caches; f32 takes two), where the address variant's every
+// element is a load that lavapipe runs lane by lane (texel_reads.glsl): the same values, added in
+// the same order, so the same bits. It needs every slot of the layer in one K and one V block.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -17,6 +21,27 @@ layout(constant_id = 4) const uint KV_DTYPE = DTYPE_F32;
 
 #include "attention_push.glsl"
 
+#ifdef Q3N_TEXEL
+layout(set = 0, binding = 0) uniform usamplerBuffer k_quads;  // the K block as R32G32B32A32_UINT
+layout(set = 0, binding = 1) uniform usamplerBuffer v_quads;  // the V block
+
+// Elements at .. at + 7 (at a multiple of 8) of the rows starting at word `first` of `quads`.
+void kv_unit(usamplerBuffer quads, uint first, uint at, out float e[8]) {
+  if (KV_DTYPE == DTYPE_F32) {
+    const uvec4 a = texelFetch(quads, int((first + at) >> 2)), b = texelFetch(quads, int((first + at) >> 2) + 1);
+    e = float[8](uintBitsToFloat(a.x), uintBitsToFloat(a.y), uintBitsToFloat(a.z), uintBitsToFloat(a.w),
+                 uintBitsToFloat(b.x), uintBitsToFloat(b.y), uintBitsToFloat(b.z), uintBitsToFloat(b.w));
+  } else {
+    const uvec4 w = texelFetch(quads, int((first + (at >> 1)) >> 2));
+    [[unroll]] for (uint j = 0; j < 4; ++j) {
+      const vec2 pair = kv_unpack_word(w[j]);
+      e[2 * j] = pair.x;
+      e[2 * j + 1] = pair.y;
+    }
+  }
+}
+#endif
+
 void main() {
   const uint g = gl_WorkGroupID.y;
   const uint b = gl_WorkGroupID.z / p.splits, split = gl_WorkGroupID.z % p.splits;
@@ -26,7 +51,12 @@ void main() {
   const uint row = first + gl_LocalInvocationID.x;
   const uint pos0 = seq_position(p.seqs, b);
   const uint kv_base = g * p.capacity;  // this kv head's first row in the slot's K and V rows
+#ifdef Q3N_TEXEL
+  const uint k_first = p.k_texel + seq_slot(p.seqs, b) * p.slot_words;
+  const uint v_first = p.v_texel + seq_slot(p.seqs, b) * p.slot_words;
+#else
   U32Buf keys = kv_keys(p.kv, seq_slot(p.seqs, b)), values = kv_values(p.kv, seq_slot(p.seqs, b));
+#endif
 
   // This split's keys, clipped to what the workgroup's last row may see and to the slot's
   // capacity (as in attention.comp); a row past the end computes like the last row, unwritten.
@@ -49,12 +79,28 @@ void main() {
   for (uint key = key_begin; key < key_end; ++key) {
     const uint at = (kv_base + key) * HEAD_DIM;
     float s = 0.0;
+#ifdef Q3N_TEXEL
+    [[unroll]] for (uint d8 = 0; d8 < HEAD_DIM; d8 += 8) {
+      float e[8];
+      kv_unit(k_quads, k_first, at + d8, e);
+      [[unroll]] for (uint j = 0; j < 8; ++j) s += q[d8 + j] * e[j];
+    }
+#else
     [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) s += q[d] * kv_load(keys, at + d);
+#endif
     if (key > visible) continue;  // masked for this row (a later key of the tile's last row)
     const float m_new = max(m, s);
     const float alpha = exp(m - m_new), w = exp(s - m_new);  // m = -inf only before the first key
     sum = sum * alpha + w;
+#ifdef Q3N_TEXEL
+    [[unroll]] for (uint d8 = 0; d8 < HEAD_DIM; d8 += 8) {
+      float e[8];
+      kv_unit(v_quads, v_first, at + d8, e);
+      [[unroll]] for (uint j = 0; j < 8; ++j) o[d8 + j] = o[d8 + j] * alpha + w * e[j];
+    }
+#else
     [[unroll]] for (uint d = 0; d < HEAD_DIM; ++d) o[d] = o[d] * alpha + w * kv_load(values, at + d);
+#endif
     m = m_new;
   }
   if (row >= rows) return;

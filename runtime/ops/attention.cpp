@@ -1,6 +1,7 @@
 #include "runtime/ops/attention.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "runtime/error.h"
@@ -19,6 +20,10 @@ struct AttentionPush {
   VkDeviceAddress q, kv_slots, seqs, qkv, out, part_o, part_ml;
   uint32_t tokens, heads, kv_heads, capacity, splits;
   float scale;
+};
+struct AttentionTexelPush {  // attention_rowwise's Q3N_TEXEL variant
+  AttentionPush attend;
+  uint32_t k_texel, v_texel, slot_words;
 };
 struct CombinePush {
   VkDeviceAddress part_o, part_ml, qkv, out;
@@ -153,8 +158,21 @@ void record_attention(PipelineLibrary& pipelines, CommandBuffer& commands, const
     commands.dispatch(pipelines.get(key), attend, 1, s.kv_heads, s.batch * s.splits);
   } else if (pipelines.cpu_shapes()) {  // one row per invocation, one subgroup per workgroup
     const uint32_t threads = pipelines.reduction_workgroup(kRowwiseWorkgroup);
-    commands.dispatch(pipelines.get({"attention_rowwise", {threads, 1, 1}, {s.head_dim, kv_type}, sizeof(attend)}),
-                      attend, ceil_div(rows_per_kv_head, threads), s.kv_heads, s.batch * s.splits);
+    const uint32_t groups = ceil_div(rows_per_kv_head, threads);
+    const bool texel = pipelines.device().texel_reads() && a.k_rows.quad_readable() && a.v_rows.quad_readable() &&
+                       s.head_dim % 8 == 0 && a.kv_slot_stride % 16 == 0 && a.kv_slot_stride / 4 <= UINT32_MAX;
+    if (texel) {
+      const AttentionTexelPush push{attend, texel_offset(a.k_rows), texel_offset(a.v_rows),
+                                    static_cast<uint32_t>(a.kv_slot_stride / 4)};
+      const Pipeline& pipeline =
+          pipelines.get({"attention_rowwise_texel", {threads, 1, 1}, {s.head_dim, kv_type}, sizeof(push), 2});
+      const std::array<VkBufferView, 2> views{a.k_rows.texels->quads, a.v_rows.texels->quads};
+      commands.push_texel_views(pipeline, views);
+      commands.dispatch(pipeline, push, groups, s.kv_heads, s.batch * s.splits);
+    } else {
+      commands.dispatch(pipelines.get({"attention_rowwise", {threads, 1, 1}, {s.head_dim, kv_type}, sizeof(attend)}),
+                        attend, groups, s.kv_heads, s.batch * s.splits);
+    }
   } else {
     commands.dispatch(
         pipelines.get({"attention", {128, 1, 1}, {s.head_dim, kRowsPerTile, bc, kv_type}, sizeof(attend)}), attend,

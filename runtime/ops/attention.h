@@ -63,6 +63,12 @@ struct AttentionArgs {
   // Prefill may take the matrix units where the device has them (attention_coopmat.comp: fp16
   // q, k, v and weights, fp32 sums); false keeps fp32 arithmetic (fp32 checkpoints).
   bool matrix_units = true;
+  // Optional, for the CPU shapes: the layer's K rows and V rows of every slot, each one range with
+  // slot s at s * kv_slot_stride (what kv_slots points at). Where they lie inside their blocks'
+  // texel views, attention_rowwise reads them through the views (the same bits, far fewer loads
+  // on lavapipe); otherwise, and on GPUs, the kernels read through kv_slots.
+  BufferRange k_rows, v_rows;
+  uint64_t kv_slot_stride = 0;
 };
 
 // Prepare + append, attention, and (splits > 1) combine, with the barriers between them.

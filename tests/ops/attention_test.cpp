@@ -237,6 +237,24 @@ void AttentionTest::check(bool matrix_units, ops::KvType kv_type) {
   EXPECT_EQ(bad, 0u);
 }
 
+// record_attention's arguments over one step's test buffers, q and k sharing one norm weight.
+ops::AttentionArgs step_args(const ops::AttentionShape& s, const Allocation& qkv, const Allocation& norms,
+                             const Allocation& inv_freq, const Allocation& seqs, const Allocation& table,
+                             const Allocation& q, const Allocation& part_o, const Allocation& part_ml,
+                             const Allocation& out) {
+  return {.qkv = qkv.range(),
+          .q_norm = norms.range(),
+          .k_norm = norms.range(),
+          .inv_freq = inv_freq.range(),
+          .seqs = seqs.range(),
+          .kv_slots = table.range(),
+          .q = q.range(),
+          .part_o = part_o.range(),
+          .part_ml = part_ml.range(),
+          .out = out.range(),
+          .shape = s};
+}
+
 // A step that runs past its slot's capacity (a host bug the shader must contain): its rows read
 // the slot's own keys only, never the next slot's cache, which holds NaNs here.
 TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
@@ -269,18 +287,7 @@ TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
                part_o = poisoned(size_t(splits) * s.tokens * s.heads * hd),
                part_ml = poisoned(size_t(splits) * s.tokens * s.heads * 2), dout = poisoned(s.rows() * s.heads * hd);
     run([&](CommandBuffer& cb) {
-      ops::record_attention(pipelines(), cb,
-                            {.qkv = dqkv.range(),
-                             .q_norm = dn.range(),
-                             .k_norm = dn.range(),
-                             .inv_freq = dfreq.range(),
-                             .seqs = dseqs.range(),
-                             .kv_slots = dtable.range(),
-                             .q = dq.range(),
-                             .part_o = part_o.range(),
-                             .part_ml = part_ml.range(),
-                             .out = dout.range(),
-                             .shape = s});
+      ops::record_attention(pipelines(), cb, step_args(s, dqkv, dn, dfreq, dseqs, dtable, dq, part_o, part_ml, dout));
     });
     const auto out = download(dout, s.rows() * s.heads * hd);
     for (size_t i = 0; i < out.size(); ++i)
@@ -288,6 +295,61 @@ TEST_F(GpuTest, AttentionReadsStayInsideTheSlot) {
     const auto k = download(dk, slots * slot_floats);
     for (size_t i = slot_floats; i < k.size(); ++i) ASSERT_TRUE(std::isnan(k[i])) << "slot 1 was written at " << i;
   }
+}
+
+// The CPU shapes' attention reading K and V through texel views of the layer's K and V blocks
+// (AttentionArgs::k_rows) gives the bits of reads through the slot table: every KV type, decode
+// and a 3-token step, one split and two, sequences in slots 2 and 0 of three packed in one block.
+TEST_F(GpuTest, AttentionTexelReadsGiveTheBitsOfAddressReads) {
+  if (!rt().device.texel_reads())
+    GTEST_SKIP() << "texel reads are off (no push descriptors, GPU shapes, or Q3N_TEXEL_READS=0)";
+  const CpuShapesForThisScope cpu_shapes(pipelines());
+  for (const ops::KvType type : {ops::KvType::F32, ops::KvType::F16, ops::KvType::BF16})
+    for (const uint32_t tokens : {1u, 3u})
+      for (const uint32_t splits : {1u, 2u}) {
+        SCOPED_TRACE(std::string(ops::kv_type_name(type)) + ", " + std::to_string(tokens) + " tokens, " +
+                     std::to_string(splits) + " splits");
+        ops::AttentionShape s{.batch = 2,
+                              .tokens = tokens,
+                              .heads = 6,
+                              .kv_heads = 2,
+                              .head_dim = 64,
+                              .rot_dim = 16,
+                              .capacity = 37,
+                              .splits = splits,
+                              .kv_type = type};
+        const uint32_t hd = s.head_dim, slots = 3;
+        const size_t slot_floats = size_t(s.kv_heads) * s.capacity * hd, out_floats = s.rows() * s.heads * hd;
+        const uint64_t stride = s.kv_slot_bytes();
+        auto qkv = random_floats(s.rows() * s.qkv_width(), 31, -2, 2);
+        auto norms = random_floats(hd, 32, -0.5f, 0.5f);
+        auto inv_freq = ops::rope_inv_freq(1e7, s.rot_dim);
+        auto k_floats = random_floats(slots * slot_floats, 33, -1.5f, 1.5f);
+        auto v_floats = random_floats(slots * slot_floats, 34, -1, 1);
+        const auto wtype = static_cast<ops::WeightType>(type);  // KvType values are the shaders' DTYPE_*
+        const auto k = encode_weights(k_floats, wtype), v = encode_weights(v_floats, wtype);
+        const std::vector<uint32_t> seqs = {2, 20, 0, 9};  // slot, position of each sequence
+        Allocation dqkv = upload(qkv), dn = upload(norms), dfreq = upload(inv_freq), dseqs = upload_words(seqs);
+        std::vector<std::vector<float>> outputs;
+        for (const bool texels : {true, false}) {
+          Allocation dk = upload_words(k), dv = upload_words(v), dq = poisoned(out_floats),
+                     part_o = poisoned(size_t(s.batch) * splits * tokens * s.heads * hd),
+                     part_ml = poisoned(size_t(s.batch) * splits * tokens * s.heads * 2), dout = poisoned(out_floats);
+          std::vector<ops::KvSlotAddresses> table;
+          for (uint32_t slot = 0; slot < slots; ++slot)
+            table.push_back({dk.range().address + slot * stride, dv.range().address + slot * stride});
+          std::vector<uint32_t> table_words(table.size() * 4);
+          std::memcpy(table_words.data(), table.data(), table.size() * sizeof(table[0]));
+          Allocation dtable = upload_words(table_words);
+          ASSERT_TRUE(dk.range().quad_readable() && dv.range().quad_readable());
+          ops::AttentionArgs args = step_args(s, dqkv, dn, dfreq, dseqs, dtable, dq, part_o, part_ml, dout);
+          if (texels) args.k_rows = dk.range(), args.v_rows = dv.range(), args.kv_slot_stride = stride;
+          run([&](CommandBuffer& cb) { ops::record_attention(pipelines(), cb, args); });
+          outputs.push_back(download(dout, out_floats));
+        }
+        EXPECT_TRUE(pipelines().built("attention_rowwise_texel"));
+        for (size_t i = 0; i < out_floats; ++i) ASSERT_EQ(outputs[0][i], outputs[1][i]) << "output " << i;
+      }
 }
 
 INSTANTIATE_TEST_SUITE_P(
