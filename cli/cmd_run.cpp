@@ -50,8 +50,8 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--draft", o->draft, "Draft tokens per step with --mtp")->check(CLI::Range(1, 7))->needs(mtp);
   cmd->add_option("--cpu-dispatch", o->cpu_dispatch,
                   "On lavapipe: run dispatches on its worker threads or inline on one thread (auto: inline "
-                  "when generation outweighs a short prompt, where it decodes ~1.4x faster; LP_NUM_THREADS, "
-                  "if set, wins)")
+                  "when the prompt is no longer than -n, as inline decodes ~1.3x faster but reads prompts "
+                  "~1.6x slower; LP_NUM_THREADS, if set, wins)")
       ->check(CLI::IsMember({"auto", "threads", "inline"}));
   cmd->callback([o] {
     if (o->prompt.empty() && o->prompt_file.empty() && o->prompt_ids.empty())
