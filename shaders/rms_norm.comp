@@ -7,6 +7,7 @@
 // is further multiplied by silu(gate) elementwise: the DeltaNet output norm (spec §3.5) with
 // weight_offset 0, applied per value head (rows = tokens x heads, n = dv).
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 3) const uint FUSED_ADD = 0;
 layout(constant_id = 4) const uint GATED = 0;
@@ -25,12 +26,49 @@ layout(push_constant) uniform Push {
 
 shared float partial[gl_WorkGroupSize.x];
 
+// A row of at most CACHED elements per invocation (hidden sizes up to 4096 at 256 invocations)
+// stays in registers: every load of a pass is issued before any store. Interleaved, each element's
+// loads would wait for the previous element's store (the compiler cannot tell the residual stream
+// or dst from the inputs), one round trip to memory per element: most of a decode-step norm's
+// time on a GPU (bench/NOTES.md, session 19). The same operations in the same order as the loop
+// below, so the same bits.
+const uint CACHED = 16;
+
 void main() {
   const uint row = gl_WorkGroupID.x;
   if (row >= p.rows) return;
-  const uint base = row * p.n;
+  const uint base = row * p.n, tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
   float sum_sq = 0.0;
-  for (uint i = gl_LocalInvocationID.x; i < p.n; i += gl_WorkGroupSize.x) {
+  if (p.n <= CACHED * threads) {
+    float h[CACHED], w[CACHED], z[CACHED];
+    [[unroll]] for (uint c = 0; c < CACHED; ++c) {
+      const uint i = tid + c * threads;
+      h[c] = 0.0;
+      if (i >= p.n) continue;
+      h[c] = p.x.v[base + i];
+      if (FUSED_ADD != 0u) h[c] += p.residual.v[base + i];
+      w[c] = p.weight.v[i];
+      if (GATED != 0u) z[c] = p.gate.v[base + i];
+    }
+    [[unroll]] for (uint c = 0; c < CACHED; ++c) {
+      const uint i = tid + c * threads;
+      if (i >= p.n) continue;
+      if (FUSED_ADD != 0u) p.residual.v[base + i] = h[c];
+      sum_sq += h[c] * h[c];
+    }
+    float total;
+    Q3N_WORKGROUP_SUM(sum_sq, partial, total);
+    const float scale = inversesqrt(total / float(p.n) + p.eps);
+    [[unroll]] for (uint c = 0; c < CACHED; ++c) {
+      const uint i = tid + c * threads;
+      if (i >= p.n) continue;
+      float y = h[c] * scale * (p.weight_offset + w[c]);
+      if (GATED != 0u) y *= silu(z[c]);
+      p.dst.v[base + i] = y;
+    }
+    return;
+  }
+  for (uint i = tid; i < p.n; i += threads) {
     float h = p.x.v[base + i];
     if (FUSED_ADD != 0u) {
       h += p.residual.v[base + i];
@@ -41,7 +79,7 @@ void main() {
   float total;
   Q3N_WORKGROUP_SUM(sum_sq, partial, total);
   const float scale = inversesqrt(total / float(p.n) + p.eps);
-  for (uint i = gl_LocalInvocationID.x; i < p.n; i += gl_WorkGroupSize.x) {
+  for (uint i = tid; i < p.n; i += threads) {
     const float h = FUSED_ADD != 0u ? p.residual.v[base + i] : p.x.v[base + i];
     float y = h * scale * (p.weight_offset + p.weight.v[i]);
     if (GATED != 0u) y *= silu(p.gate.v[base + i]);
