@@ -626,14 +626,30 @@ class Builder {
   TensorId moe(const std::string& name, int L, const MlpWeights& w, TensorId x) {
     const uint32_t H = c_.hidden_size, E = c_.num_experts;
     // The router and the shared expert's gate/up read the same input: one node (linears()).
-    TensorId logits = kNone, shared_out = kNone;
+    TensorId logits = kNone, shared_gu = kNone, shared_out = kNone;
     if (w.has_shared) {
       const std::vector<TensorId> projected =
           linears(name, {"router", "shared_expert.gate_up"}, x, {&w.router, &w.shared_gate_up});
       logits = projected[0];
-      shared_out = swiglu_down(name + " shared_expert", projected[1], w.shared_gate_up, w.shared_down);
+      shared_gu = projected[1];
     } else {
       logits = linear(name + " router", x, w.router);
+    }
+    const std::vector<RowRange> groups = dispatch_groups(expert_segments_, ops::kExpertGemvMaxTokens);
+    // Where the shared expert's down product is one GEMV and the MoE one group, the MoE node
+    // records it beside the routing (MoeArgs::shared_down): one barrier fewer per layer.
+    // Otherwise it is a node of its own before the MoE node.
+    const std::vector<RowRange> linear_groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
+    const bool shared_beside_routing = w.has_shared && groups.size() == 1 && linear_groups.size() == 1 &&
+                                       linear_groups[0].count <= linear_groups[0].gemv_max;
+    TensorId shared_w = kNone, shared_act = kNone;
+    const uint32_t shared_dim = w.shared_gate_up.rows / 2;
+    if (shared_beside_routing) {
+      shared_w = weight(name + " shared_expert.down.weight", w.shared_down);
+      shared_act = g_.scratch(name + " shared_expert act", uint64_t(rows_) * shared_dim * 4, dims({rows_, shared_dim}));
+      shared_out = g_.scratch(name + " shared_expert.down out", uint64_t(rows_) * H * 4, dims({rows_, H}));
+    } else if (w.has_shared) {
+      shared_out = swiglu_down(name + " shared_expert", shared_gu, w.shared_gate_up, w.shared_down);
     }
     const ops::MoeShape s{.tokens = rows_,
                           .hidden = H,
@@ -657,21 +673,35 @@ class Builder {
     const TensorId status = g_.bind(name + " routing status", TensorRole::Status,
                                     io_.status.range().sub(uint64_t(L) * 4, 4), dims({1}, "u32"));
     std::vector<TensorId> reads = {x, logits, gu, dn};
-    if (shared_out != kNone) reads.push_back(shared_out);
+    std::vector<TensorId> writes = {ids, wts, offs, sorted, live, hbuf, ybuf, out, status};
+    if (shared_beside_routing) {
+      reads.insert(reads.end(), {shared_gu, shared_w});
+      writes.insert(writes.end(), {shared_out, shared_act});
+    } else if (shared_out != kNone) {
+      reads.push_back(shared_out);
+    }
     const uint32_t stride = w.router.rows;
-    const ops::WeightType type = w.experts_type;
-    const std::vector<RowRange> groups = dispatch_groups(expert_segments_, ops::kExpertGemvMaxTokens);
-    g_.add({name + " moe",
-            "moe",
-            reads,
-            {ids, wts, offs, sorted, live, hbuf, ybuf, out, status},
-            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+    const ops::WeightType type = w.experts_type, shared_type = w.shared_down.type;
+    const uint32_t shared_gemv_max = linear_groups[0].gemv_max, rows = rows_;
+    g_.add({name + " moe", "moe", reads, writes, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               for (size_t i = 0; i < groups.size(); ++i) {
                 if (i) cb.barrier();  // the groups share the scratch
                 const RowRange g = groups[i];
                 const uint64_t at = uint64_t(g.first) * H * 4, bytes = uint64_t(g.count) * H * 4;
                 ops::MoeShape gs = s;
                 gs.tokens = g.count;
+                std::optional<ops::LinearArgs> shared_down;
+                if (shared_beside_routing)  // one group: the whole step
+                  shared_down = ops::LinearArgs{.x = b[shared_gu],
+                                                .weight = b[shared_w],
+                                                .y = b[shared_out],
+                                                .type = shared_type,
+                                                .tokens = rows,
+                                                .k = shared_dim,
+                                                .n = H,
+                                                .gemv_max_tokens = shared_gemv_max,
+                                                .swiglu_input = true,
+                                                .act = b[shared_act]};
                 ops::record_moe(
                     p, cb,
                     {.x = b[x].sub(at, bytes),
@@ -685,7 +715,8 @@ class Builder {
                      .out = b[out].sub(at, bytes),
                      .shape = gs,
                      .status = b[status],
-                     .gemv_max_tokens = g.gemv_max},
+                     .gemv_max_tokens = g.gemv_max,
+                     .shared_down = shared_down},
                     {.ids = b[ids],
                      .weights = b[wts],
                      .offsets = b[offs],

@@ -127,12 +127,20 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
       a.logits.address,      scratch.ids.address, scratch.weights.address, s.experts, s.top_k, a.logit_stride,
       s.normalise ? 1u : 0u, a.status.address,    a.status.size ? 1u : 0u};
   const bool fused_route = s.tokens <= kFusedRouteMaxTokens && s.assignments() <= kFusedRouteMaxAssignments;
+  const auto record_shared_down = [&] {  // beside the routing, before its barrier
+    if (!a.shared_down) return;
+    if (a.shared_down->y.address != a.shared_out.address)
+      throw Error("internal: the shared expert's down product must write the combine's shared_out");
+    commands.mark("moe.shared_down");
+    record_linear(pipelines, commands, *a.shared_down);
+  };
   if (!fused_route) {
     commands.mark("moe.route");
     commands.dispatch(
         pipelines.get(
             {"moe_route", {pipelines.reduction_workgroup(kRouteWorkgroup), 1, 1}, {s.experts}, sizeof(route)}),
         route, s.tokens);
+    record_shared_down();
     commands.barrier();
   }
 
@@ -205,6 +213,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
         pipelines.get(
             {"moe_route_group", {pipelines.reduction_workgroup(kRouteWorkgroup), 1, 1}, {s.experts}, sizeof(both)}),
         both, 1);
+    record_shared_down();
   } else {
     commands.mark("moe.group");
     commands.dispatch(

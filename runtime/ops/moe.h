@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "runtime/command.h"
+#include "runtime/ops/linear.h"
 #include "runtime/ops/weight_type.h"
 #include "runtime/pipeline.h"
 
@@ -73,6 +74,10 @@ struct MoeArgs {
   uint32_t gemv_max_tokens = kExpertGemvMaxTokens;
   // Benchmarks only: the expert GEMVs' shapes instead of expert_gemv_shape's.
   std::optional<ExpertGemvShape> gate_up_gemv, down_gemv;
+  // The shared expert's down product (a SwiGLU-input record_linear writing shared_out), to record
+  // right after the routing dispatch: the two depend on nothing of each other, so they share one
+  // barrier instead of taking one each. Unset where the caller records it before record_moe.
+  std::optional<LinearArgs> shared_down;
 };
 
 // route -> group -> gate/up -> down -> combine, with barriers between; with the CPU shapes the
