@@ -22,24 +22,10 @@ layout(constant_id = 4) const uint KV_DTYPE = DTYPE_F32;
 #include "attention_push.glsl"
 
 #ifdef Q3N_TEXEL
+#define Q3N_TEXEL_OWN_BINDINGS
+#include "texel_reads.glsl"
 layout(set = 0, binding = 0) uniform usamplerBuffer k_quads;  // the K block as R32G32B32A32_UINT
 layout(set = 0, binding = 1) uniform usamplerBuffer v_quads;  // the V block
-
-// Elements at .. at + 7 (at a multiple of 8) of the rows starting at word `first` of `quads`.
-void kv_unit(usamplerBuffer quads, uint first, uint at, out float e[8]) {
-  if (KV_DTYPE == DTYPE_F32) {
-    const uvec4 a = texelFetch(quads, int((first + at) >> 2)), b = texelFetch(quads, int((first + at) >> 2) + 1);
-    e = float[8](uintBitsToFloat(a.x), uintBitsToFloat(a.y), uintBitsToFloat(a.z), uintBitsToFloat(a.w),
-                 uintBitsToFloat(b.x), uintBitsToFloat(b.y), uintBitsToFloat(b.z), uintBitsToFloat(b.w));
-  } else {
-    const uvec4 w = texelFetch(quads, int((first + (at >> 1)) >> 2));
-    [[unroll]] for (uint j = 0; j < 4; ++j) {
-      const vec2 pair = kv_unpack_word(w[j]);
-      e[2 * j] = pair.x;
-      e[2 * j + 1] = pair.y;
-    }
-  }
-}
 #endif
 
 void main() {
@@ -82,7 +68,7 @@ void main() {
 #ifdef Q3N_TEXEL
     [[unroll]] for (uint d8 = 0; d8 < HEAD_DIM; d8 += 8) {
       float e[8];
-      kv_unit(k_quads, k_first, at + d8, e);
+      texel_unit8_of(k_quads, k_first, KV_DTYPE, at + d8, e);
       [[unroll]] for (uint j = 0; j < 8; ++j) s += q[d8 + j] * e[j];
     }
 #else
@@ -95,7 +81,7 @@ void main() {
 #ifdef Q3N_TEXEL
     [[unroll]] for (uint d8 = 0; d8 < HEAD_DIM; d8 += 8) {
       float e[8];
-      kv_unit(v_quads, v_first, at + d8, e);
+      texel_unit8_of(v_quads, v_first, KV_DTYPE, at + d8, e);
       [[unroll]] for (uint j = 0; j < 8; ++j) o[d8 + j] = o[d8 + j] * alpha + w * e[j];
     }
 #else

@@ -8,6 +8,24 @@
 // the same bits. Each tensor's first word in its block's view arrives in the push constants.
 uint texel_word(usamplerBuffer words, uint i) { return texelFetch(words, int(i)).x; }
 
+// Elements `element` .. element + 7 (element a multiple of 8) of an f32, f16 or bf16 array whose
+// first word is word `first` of `quads` (a multiple of 4): one 16-byte texel, two for f32.
+void texel_unit8_of(usamplerBuffer quads, uint first, uint dtype, uint element, out float v[8]) {
+  if (dtype == DTYPE_F32) {
+    const int quad = int((first + element) >> 2);
+    const uvec4 a = texelFetch(quads, quad), b = texelFetch(quads, quad + 1);
+    v = float[8](uintBitsToFloat(a.x), uintBitsToFloat(a.y), uintBitsToFloat(a.z), uintBitsToFloat(a.w),
+                 uintBitsToFloat(b.x), uintBitsToFloat(b.y), uintBitsToFloat(b.z), uintBitsToFloat(b.w));
+  } else {
+    const uvec4 words4 = texelFetch(quads, int((first + (element >> 1)) >> 2));
+    for (uint j = 0; j < 4; ++j) {
+      const uint word = words4[j];
+      v[2 * j] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word & 0xFFFFu) : unpackHalf2x16(word).x;
+      v[2 * j + 1] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word >> 16) : unpackHalf2x16(word).y;
+    }
+  }
+}
+
 // load_weight_unit of the matrix whose first word is word `first` of `words` and `quads` (views of
 // the same block; first a multiple of 4).
 void texel_weight_unit_of(usamplerBuffer words, usamplerBuffer quads, uint first, uint dtype, uint row, uint k,
@@ -19,18 +37,8 @@ void texel_weight_unit_of(usamplerBuffer words, usamplerBuffer quads, uint first
                     texel_word(words, block + 2u + 2u * part), v);
     else
       decode_eighth(dtype, texel_word(words, block), texel_word(words, block + 1u + part), 0u, v);
-  } else if (dtype == DTYPE_F32) {
-    const int quad = int((first + row * k + unit * 8u) >> 2);
-    const uvec4 a = texelFetch(quads, quad), b = texelFetch(quads, quad + 1);
-    v = float[8](uintBitsToFloat(a.x), uintBitsToFloat(a.y), uintBitsToFloat(a.z), uintBitsToFloat(a.w),
-                 uintBitsToFloat(b.x), uintBitsToFloat(b.y), uintBitsToFloat(b.z), uintBitsToFloat(b.w));
   } else {
-    const uvec4 words4 = texelFetch(quads, int((first + ((row * k + unit * 8u) >> 1)) >> 2));
-    for (uint j = 0; j < 4; ++j) {
-      const uint word = words4[j];
-      v[2 * j] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word & 0xFFFFu) : unpackHalf2x16(word).x;
-      v[2 * j + 1] = dtype == DTYPE_BF16 ? bf16_bits_to_f32(word >> 16) : unpackHalf2x16(word).y;
-    }
+    texel_unit8_of(quads, first, dtype, row * k + unit * 8u, v);
   }
 }
 
