@@ -642,12 +642,10 @@ class Builder {
     const std::vector<RowRange> linear_groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
     const bool shared_beside_routing = w.has_shared && groups.size() == 1 && linear_groups.size() == 1 &&
                                        linear_groups[0].count <= linear_groups[0].gemv_max;
-    TensorId shared_w = kNone, shared_act = kNone;
-    const uint32_t shared_dim = w.shared_gate_up.rows / 2;
+    std::optional<SwigluDown> shared;
     if (shared_beside_routing) {
-      shared_w = weight(name + " shared_expert.down.weight", w.shared_down);
-      shared_act = g_.scratch(name + " shared_expert act", uint64_t(rows_) * shared_dim * 4, dims({rows_, shared_dim}));
-      shared_out = g_.scratch(name + " shared_expert.down out", uint64_t(rows_) * H * 4, dims({rows_, H}));
+      shared = swiglu_down_tensors(name + " shared_expert", shared_gu, w.shared_gate_up, w.shared_down);
+      shared_out = shared->y;
     } else if (w.has_shared) {
       shared_out = swiglu_down(name + " shared_expert", shared_gu, w.shared_gate_up, w.shared_down);
     }
@@ -674,15 +672,15 @@ class Builder {
                                     io_.status.range().sub(uint64_t(L) * 4, 4), dims({1}, "u32"));
     std::vector<TensorId> reads = {x, logits, gu, dn};
     std::vector<TensorId> writes = {ids, wts, offs, sorted, live, hbuf, ybuf, out, status};
-    if (shared_beside_routing) {
-      reads.insert(reads.end(), {shared_gu, shared_w});
-      writes.insert(writes.end(), {shared_out, shared_act});
+    if (shared) {
+      reads.insert(reads.end(), {shared->gu, shared->w});
+      writes.insert(writes.end(), {shared->y, shared->act});
     } else if (shared_out != kNone) {
       reads.push_back(shared_out);
     }
     const uint32_t stride = w.router.rows;
-    const ops::WeightType type = w.experts_type, shared_type = w.shared_down.type;
-    const uint32_t shared_gemv_max = linear_groups[0].gemv_max, rows = rows_;
+    const ops::WeightType type = w.experts_type;
+    const RowRange step_rows = linear_groups[0];  // the whole step where `shared` is set
     g_.add({name + " moe", "moe", reads, writes, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
               for (size_t i = 0; i < groups.size(); ++i) {
                 if (i) cb.barrier();  // the groups share the scratch
@@ -691,17 +689,7 @@ class Builder {
                 ops::MoeShape gs = s;
                 gs.tokens = g.count;
                 std::optional<ops::LinearArgs> shared_down;
-                if (shared_beside_routing)  // one group: the whole step
-                  shared_down = ops::LinearArgs{.x = b[shared_gu],
-                                                .weight = b[shared_w],
-                                                .y = b[shared_out],
-                                                .type = shared_type,
-                                                .tokens = rows,
-                                                .k = shared_dim,
-                                                .n = H,
-                                                .gemv_max_tokens = shared_gemv_max,
-                                                .swiglu_input = true,
-                                                .act = b[shared_act]};
+                if (shared) shared_down = shared->args(b, step_rows);  // one group: the whole step
                 ops::record_moe(
                     p, cb,
                     {.x = b[x].sub(at, bytes),
@@ -737,36 +725,50 @@ class Builder {
   }
   // The down projection of a SwiGLU MLP whose gate/up projection `gu` computed.
   TensorId swiglu_down(const std::string& name, TensorId gu, const Matrix& gate_up, const Matrix& down) {
-    const uint32_t I = gate_up.rows / 2;
-    const TensorId act = g_.scratch(name + " act", uint64_t(rows_) * I * 4, dims({rows_, I}));
-    const TensorId w = weight(name + ".down.weight", down);
-    const TensorId y = g_.scratch(name + ".down out", uint64_t(rows_) * down.rows * 4, dims({rows_, down.rows}));
+    const SwigluDown d = swiglu_down_tensors(name, gu, gate_up, down);
     const std::vector<RowRange> groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
-    const SplitScratch split = split_scratch(name + ".down", groups, down.rows, I);
-    std::vector<TensorId> outputs = {y, act};
+    const SplitScratch split = split_scratch(name + ".down", groups, d.n, d.k);
+    std::vector<TensorId> outputs = {d.y, d.act};
     if (split.tensor != kNone) outputs.push_back(split.tensor);
     g_.add({name + ".down (SwiGLU input)",
             "linear",
-            {gu, w},
+            {gu, d.w},
             outputs,
             [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              for (size_t i = 0; i < groups.size(); ++i) {  // disjoint rows: no barrier between them
-                const RowRange& g = groups[i];
-                ops::record_linear(p, cb,
-                                   {.x = b[gu].sub(uint64_t(g.first) * 2 * I * 4, uint64_t(g.count) * 2 * I * 4),
-                                    .weight = b[w],
-                                    .y = b[y].sub(uint64_t(g.first) * down.rows * 4, uint64_t(g.count) * down.rows * 4),
-                                    .type = down.type,
-                                    .tokens = g.count,
-                                    .k = I,
-                                    .n = down.rows,
-                                    .gemv_max_tokens = g.gemv_max,
-                                    .swiglu_input = true,
-                                    .act = b[act].sub(uint64_t(g.first) * I * 4, uint64_t(g.count) * I * 4),
-                                    .k_split = split.range(b, i)});
-              }
+              for (size_t i = 0; i < groups.size(); ++i)  // disjoint rows: no barrier between them
+                ops::record_linear(p, cb, d.args(b, groups[i], split.range(b, i)));
             }});
-    return y;
+    return d.y;
+  }
+  // The tensors of a SwiGLU down product (its gate|up input `gu`, the weight, the activations it
+  // writes beside its output) and record_linear's arguments for some of its rows.
+  struct SwigluDown {
+    TensorId gu, w, act, y;
+    uint32_t k, n;  // the intermediate size, the output features
+    ops::WeightType type;
+    ops::LinearArgs args(const Bindings& b, const RowRange& g, const BufferRange& k_split = {}) const {
+      return {.x = b[gu].sub(uint64_t(g.first) * 2 * k * 4, uint64_t(g.count) * 2 * k * 4),
+              .weight = b[w],
+              .y = b[y].sub(uint64_t(g.first) * n * 4, uint64_t(g.count) * n * 4),
+              .type = type,
+              .tokens = g.count,
+              .k = k,
+              .n = n,
+              .gemv_max_tokens = g.gemv_max,
+              .swiglu_input = true,
+              .act = b[act].sub(uint64_t(g.first) * k * 4, uint64_t(g.count) * k * 4),
+              .k_split = k_split};
+    }
+  };
+  SwigluDown swiglu_down_tensors(const std::string& name, TensorId gu, const Matrix& gate_up, const Matrix& down) {
+    const uint32_t I = gate_up.rows / 2;
+    return {.gu = gu,
+            .w = weight(name + ".down.weight", down),
+            .act = g_.scratch(name + " act", uint64_t(rows_) * I * 4, dims({rows_, I})),
+            .y = g_.scratch(name + ".down out", uint64_t(rows_) * down.rows * 4, dims({rows_, down.rows})),
+            .k = I,
+            .n = down.rows,
+            .type = down.type};
   }
 
   void head(TensorId h, TensorId pending) {
