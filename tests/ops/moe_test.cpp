@@ -395,6 +395,61 @@ TEST_F(MoeOpTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
   }
 }
 
+// Routing alone, at the 80B's width and past it: 300 and 512 experts (not multiples of any
+// subgroup size's share), top-10, with tied logits, against a double reference: ids in order of
+// probability with ties to the lower id, weights renormalised (or not) within 1e-6 relative (fp32
+// exp and sums of <= 512 terms: ~512 ulps); for 1 token (moe_route_group.comp) and 6 (moe_route.comp).
+TEST_F(MoeOpTest, RoutingPicksTopKWithTiesToTheLowerId) {
+  for (const uint32_t E : {300u, 512u})
+    for (const uint32_t tokens : {1u, 6u})
+      for (const bool normalise : {true, false}) {
+        const uint32_t H = 32, K = 10, I = 32, stride = E + 3;
+        const ops::MoeShape s{
+            .tokens = tokens, .hidden = H, .experts = E, .top_k = K, .expert_dim = I, .normalise = normalise};
+        auto logits = random_floats(size_t(tokens) * stride, 71 + E, -4, 4);
+        for (uint32_t t = 0; t < tokens; ++t) {  // ties among the top: equal logits at scattered ids
+          for (const uint32_t e : {E - 1, 7u, 130u, 33u}) logits[t * stride + e] = 5.0f;
+          for (const uint32_t e : {200u + t, 9u, 64u}) logits[t * stride + e] = 4.5f;
+        }
+        Allocation dx = upload(random_floats(size_t(tokens) * H, 72, -1, 1)), dl = upload(logits),
+                   dgu = upload(random_floats(size_t(E) * 2 * I * H, 73, -0.2f, 0.2f)),
+                   ddn = upload(random_floats(size_t(E) * H * I, 74, -0.2f, 0.2f)), dout = poisoned(size_t(tokens) * H);
+        const MoeScratchBuffers scratch = poisoned_scratch(s);
+        run([&](CommandBuffer& cb) {
+          ops::record_moe(pipelines(), cb,
+                          {.x = dx.range(),
+                           .logits = dl.range(),
+                           .logit_stride = stride,
+                           .gate_up = dgu.range(),
+                           .down = ddn.range(),
+                           .type = ops::WeightType::F32,
+                           .out = dout.range(),
+                           .shape = s},
+                          scratch.ranges());
+        });
+        const auto ids = download_words(scratch.ids, size_t(tokens) * K);
+        const auto weights = download(scratch.weights, size_t(tokens) * K);
+        for (uint32_t t = 0; t < tokens; ++t) {
+          std::vector<double> p(E);
+          double m = -1e300, sum = 0;
+          for (uint32_t e = 0; e < E; ++e) m = std::max(m, double(logits[t * stride + e]));
+          for (uint32_t e = 0; e < E; ++e) sum += (p[e] = std::exp(double(logits[t * stride + e]) - m));
+          std::vector<uint32_t> order(E);
+          std::iota(order.begin(), order.end(), 0);
+          std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return p[a] > p[b]; });
+          double chosen = 0;
+          for (uint32_t j = 0; j < K; ++j) chosen += p[order[j]] / sum;
+          for (uint32_t j = 0; j < K; ++j) {
+            const std::string at = "experts " + std::to_string(E) + " token " + std::to_string(t) + " choice " +
+                                   std::to_string(j) + (normalise ? "" : " (not renormalised)");
+            ASSERT_EQ(ids[t * K + j], order[j]) << at;
+            const double want = p[order[j]] / sum / (normalise ? chosen : 1.0);
+            EXPECT_NEAR(weights[t * K + j], want, 1e-6 * want) << at;
+          }
+        }
+      }
+}
+
 class SwigluTest : public GpuTest {};
 TEST_F(SwigluTest, MatchesReference) {
   const uint32_t rows = 5, n = 300;
