@@ -1,11 +1,32 @@
 #include "graph/program.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "graph/hazard_tracker.h"
 #include "runtime/error.h"
 
 namespace q3n::graph {
+
+namespace {
+// Q3N_REPEAT_NODES=kind[,kind...]: a measurement aid. Nodes of those kinds are recorded twice,
+// with a barrier between, so a step's time minus its time without the variable is what those
+// nodes cost inside the replayed step: their dispatches, their barriers and their waits, which
+// per-node timestamps (--profile) attribute poorly (bench/NOTES.md, session 20). Outputs are
+// wrong wherever a node is not idempotent (state updates, in-place residual adds): benchmarks only.
+bool repeated_for_measurement(const std::string& kind) {
+  static const std::string kinds = [] {
+    const char* env = std::getenv("Q3N_REPEAT_NODES");
+    if (!env || !*env) return std::string();
+    std::fprintf(stderr,
+                 "[q3n] Q3N_REPEAT_NODES=%s: those nodes run twice per step (a measurement; outputs are not valid)\n",
+                 env);
+    return "," + std::string(env) + ",";
+  }();
+  return !kinds.empty() && kinds.find("," + kind + ",") != std::string::npos;
+}
+}  // namespace
 
 Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool profile, BufferRange arena)
     : runtime_(runtime), graph_(std::move(graph)), commands_(runtime.pool.allocate()) {
@@ -43,6 +64,10 @@ Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool pr
     hazards.add(reads, writes);
     if (profiler_) profiler_->mark(commands_, nodes[n].kind);
     nodes[n].record(bindings, runtime.pipelines, commands_);
+    if (repeated_for_measurement(nodes[n].kind)) {
+      commands_.barrier();
+      nodes[n].record(bindings, runtime.pipelines, commands_);
+    }
   }
   if (profiler_) profiler_->finish(commands_);
   commands_.attach_profiler(nullptr);
