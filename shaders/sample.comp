@@ -4,7 +4,14 @@
 // in HF's order: top-k, then top-p over what top-k kept, then min-p. Each filter is a threshold
 // on z found by bisection over value (count or probability mass above it), never a sort; then
 // one token is drawn from the kept mass with a counter-based RNG keyed by (seed, counter), so a
-// replayed step with the same parameters draws the same token. A row with a NaN logit gets the id
+// replayed step with the same parameters draws the same token.
+//
+// Passes over the row read it strided (neighbouring invocations, neighbouring ids: one cache line
+// per subgroup load). Top-k's bisection narrows [lo, hi] with count(z >= lo) >= k kept; once at
+// most CANDIDATES tokens have z >= lo they are copied to shared memory, and the remaining steps,
+// top-p's and the draw run on those: the same counts, so the same top-k threshold, as passes over
+// the whole row. (Qwen3-Next's defaults, top-k 20 and top-p 0.8, cost ~3 ms per token with 96
+// passes over the 151,936 logits in slices per invocation; bench/NOTES.md, session 20.) A row with a NaN logit gets the id
 // 0xFFFFFFFF, outside every vocabulary, which the host reports (Engine::check_sampled).
 #include "common.glsl"
 
@@ -30,6 +37,13 @@ float logit(uint i) { return p.logits.v[i]; }
 
 shared float red_f[THREADS];
 shared uint red_u[THREADS];
+
+const uint CANDIDATES = 1024;  // shared memory: 16 KiB
+shared float candidate_z[CANDIDATES];
+shared uint candidate_id[CANDIDATES];
+shared uint candidate_count;
+shared float kept_mass[CANDIDATES];  // the draw: kept candidates in id order
+shared uint kept_id[CANDIDATES];
 
 // Workgroup reductions: subgroup operations, then one value per subgroup through shared memory
 // (any subgroup size). Every invocation receives the result.
@@ -66,6 +80,68 @@ bool reported_nan_row(uint nans, uint b) {
   return true;
 }
 
+// The state of a row's filters: z = logit * inv_t; candidates (when `compacted`) hold every id
+// with z >= some value at or below every threshold probed since.
+struct Row {
+  uint base;
+  float inv_t, z_max;
+  bool compacted;
+  uint count;  // candidates
+};
+
+float z_of(Row r, uint i) { return logit(r.base + i) * r.inv_t; }
+
+// Tokens with z >= t (t at or above the compaction's value when compacted). Every invocation
+// receives it.
+uint count_at_least(Row r, float t) {
+  uint n = 0u;
+  if (r.compacted)
+    for (uint c = gl_LocalInvocationID.x; c < r.count; c += THREADS) n += candidate_z[c] >= t ? 1u : 0u;
+  else
+    for (uint i = gl_LocalInvocationID.x; i < p.vocab; i += THREADS) n += z_of(r, i) >= t ? 1u : 0u;
+  return workgroup_count(n);
+}
+
+// Probability mass (unnormalised: exp(z - z_max)) of the tokens with z >= t.
+float mass_at_least(Row r, float t) {
+  float m = 0.0;
+  if (r.compacted) {
+    for (uint c = gl_LocalInvocationID.x; c < r.count; c += THREADS)
+      if (candidate_z[c] >= t) m += exp(candidate_z[c] - r.z_max);
+  } else {
+    for (uint i = gl_LocalInvocationID.x; i < p.vocab; i += THREADS) {
+      const float z = z_of(r, i);
+      if (z >= t) m += exp(z - r.z_max);
+    }
+  }
+  return workgroup_sum(m);
+}
+
+// Copies every token with z >= t (at most CANDIDATES of them: the caller counted) to shared memory.
+void compact(inout Row r, float t) {
+  if (gl_LocalInvocationID.x == 0u) candidate_count = 0u;
+  barrier();
+  for (uint i = gl_LocalInvocationID.x; i < p.vocab; i += THREADS) {
+    const float z = z_of(r, i);
+    if (z >= t) {
+      const uint at = atomicAdd(candidate_count, 1u);
+      candidate_z[at] = z;
+      candidate_id[at] = i;
+    }
+  }
+  barrier();
+  r.count = candidate_count;
+  r.compacted = true;
+  barrier();  // every invocation has read candidate_count
+}
+
+// The counter-based uniform draw in [0, 1) of row b.
+float uniform_draw(uint b) {
+  const uint seed_lo = p.params.v[b * 8u + 4u], seed_hi = p.params.v[b * 8u + 5u], counter = p.params.v[b * 8u + 6u];
+  const uint bits = hash32(seed_lo ^ hash32(seed_hi ^ hash32(counter + 0x9e3779b9u)));
+  return float(bits >> 8) * (1.0 / 16777216.0);
+}
+
 void main() {
   const uint b = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
   const uint base = b * p.vocab;
@@ -74,14 +150,10 @@ void main() {
   const float top_p = uintBitsToFloat(p.params.v[b * 8u + 2u]);
   const float min_p = uintBitsToFloat(p.params.v[b * 8u + 3u]);
 
-  // Each invocation owns a contiguous slice, so the final scan walks ids in order.
-  const uint per = (p.vocab + THREADS - 1u) / THREADS;
-  const uint begin = min(tid * per, p.vocab), end = min(begin + per, p.vocab);
-
   if (temperature <= 0.0 || top_k == 1u) {
     float best = uintBitsToFloat(0xFF800000u);
     uint best_id = 0xFFFFFFFFu, nans = 0u;
-    for (uint i = begin; i < end; ++i) {
+    for (uint i = tid; i < p.vocab; i += THREADS) {  // ascending ids: strict > keeps the lowest on ties
       const float v = logit(base + i);
       nans += isnan(v) ? 1u : 0u;
       if (v > best) {
@@ -101,68 +173,95 @@ void main() {
     return;
   }
 
-  const float inv_t = 1.0 / temperature;
+  Row r = Row(base, 1.0 / temperature, 0.0, false, 0u);
   float local_max = uintBitsToFloat(0xFF800000u), local_min = uintBitsToFloat(0x7F800000u);
   uint nans = 0u;
-  for (uint i = begin; i < end; ++i) {
-    const float z = logit(base + i) * inv_t;
+  for (uint i = tid; i < p.vocab; i += THREADS) {
+    const float z = z_of(r, i);
     nans += isnan(z) ? 1u : 0u;
     local_max = max(local_max, z);
     local_min = min(local_min, z);
   }
   if (reported_nan_row(nans, b)) return;
-  const float z_max = workgroup_max(local_max);
+  r.z_max = workgroup_max(local_max);
   const float z_min = -workgroup_max(-local_min);
 
   // top-k: the largest threshold keeping at least k tokens.
   float threshold = z_min;
   if (top_k > 1u && top_k < p.vocab) {
-    float lo = z_min, hi = z_max;
+    float lo = z_min, hi = r.z_max;
+    uint kept = p.vocab;  // count(z >= lo)
     for (uint step = 0; step < BISECT_STEPS; ++step) {
+      if (!r.compacted && kept <= CANDIDATES) compact(r, lo);  // uniform
       const float mid = 0.5 * (lo + hi);
-      uint n = 0u;
-      for (uint i = begin; i < end; ++i) n += logit(base + i) * inv_t >= mid ? 1u : 0u;
-      if (workgroup_count(n) >= top_k) lo = mid; else hi = mid;
+      const uint n = count_at_least(r, mid);
+      if (n >= top_k) {
+        lo = mid;
+        kept = n;
+      } else {
+        hi = mid;
+      }
     }
     threshold = lo;
   }
   // top-p: the largest threshold whose mass is at least top_p of the top-k mass.
   if (top_p > 0.0 && top_p < 1.0) {
-    float kept = 0.0;
-    for (uint i = begin; i < end; ++i) {
-      const float z = logit(base + i) * inv_t;
-      if (z >= threshold) kept += exp(z - z_max);
-    }
-    const float target = top_p * workgroup_sum(kept);
-    float lo = threshold, hi = z_max;
+    const float target = top_p * mass_at_least(r, threshold);
+    float lo = threshold, hi = r.z_max;
     for (uint step = 0; step < BISECT_STEPS; ++step) {
       const float mid = 0.5 * (lo + hi);
-      float mass = 0.0;
-      for (uint i = begin; i < end; ++i) {
-        const float z = logit(base + i) * inv_t;
-        if (z >= mid) mass += exp(z - z_max);
-      }
-      if (workgroup_sum(mass) >= target) lo = mid; else hi = mid;
+      if (mass_at_least(r, mid) >= target) lo = mid; else hi = mid;
     }
     threshold = lo;
   }
   // min-p: probability at least min_p times the largest, i.e. z >= z_max + log(min_p).
-  if (min_p > 0.0) threshold = max(threshold, z_max + log(min_p));
+  if (min_p > 0.0) threshold = max(threshold, r.z_max + log(min_p));
 
+  if (r.compacted) {
+    // The kept candidates in id order (each one's rank: the kept candidates of lower id), then
+    // one walk over their mass.
+    for (uint c = tid; c < r.count; c += THREADS) {
+      if (candidate_z[c] < threshold) continue;
+      uint rank = 0u;
+      for (uint o = 0; o < r.count; ++o)
+        rank += candidate_z[o] >= threshold && candidate_id[o] < candidate_id[c] ? 1u : 0u;
+      kept_mass[rank] = exp(candidate_z[c] - r.z_max);
+      kept_id[rank] = candidate_id[c];
+    }
+    const uint kept = count_at_least(r, threshold);  // its barriers publish kept_*
+    if (tid == 0u) {
+      float total = 0.0;
+      for (uint k = 0; k < kept; ++k) total += kept_mass[k];
+      const float target = uniform_draw(b) * total;
+      float running = 0.0;
+      uint chosen = kept_id[kept - 1u];  // the last kept token, should rounding leave `target` unreached
+      for (uint k = 0; k < kept; ++k) {
+        running += kept_mass[k];
+        if (running > target) {
+          chosen = kept_id[k];
+          break;
+        }
+      }
+      p.ids.v[b] = chosen;
+    }
+    return;
+  }
+
+  // The whole row: each invocation's kept mass over a contiguous slice, so the walk visits ids
+  // in order; the slice holding the draw is walked by its owner.
+  const uint per = (p.vocab + THREADS - 1u) / THREADS;
+  const uint begin = min(tid * per, p.vocab), end = min(begin + per, p.vocab);
   float kept = 0.0;
   for (uint i = begin; i < end; ++i) {
-    const float z = logit(base + i) * inv_t;
-    if (z >= threshold) kept += exp(z - z_max);
+    const float z = z_of(r, i);
+    if (z >= threshold) kept += exp(z - r.z_max);
   }
   red_f[tid] = kept;
   barrier();
   if (tid == 0u) {
     float total = 0.0;
     for (uint i = 0; i < THREADS; ++i) total += red_f[i];
-    const uint seed_lo = p.params.v[b * 8u + 4u], seed_hi = p.params.v[b * 8u + 5u], counter = p.params.v[b * 8u + 6u];
-    const uint bits = hash32(seed_lo ^ hash32(seed_hi ^ hash32(counter + 0x9e3779b9u)));
-    const float u = float(bits >> 8) * (1.0 / 16777216.0);
-    float target = u * total, running = 0.0;
+    float target = uniform_draw(b) * total, running = 0.0;
     uint owner = THREADS - 1u;
     for (uint i = 0; i < THREADS; ++i) {
       if (red_f[i] > 0.0 && running + red_f[i] > target) {
@@ -180,10 +279,10 @@ void main() {
     float running = 0.0;
     uint chosen = 0xFFFFFFFFu;
     for (uint i = begin; i < end; ++i) {
-      const float z = logit(base + i) * inv_t;
+      const float z = z_of(r, i);
       if (z < threshold) continue;
       chosen = i;  // the last kept token, should rounding leave `remaining` unreached
-      running += exp(z - z_max);
+      running += exp(z - r.z_max);
       if (running > remaining) break;
     }
     p.ids.v[b] = chosen;

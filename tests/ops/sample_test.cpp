@@ -33,6 +33,8 @@ class SampleTest : public GpuTest {
     });
     return download_words(dids, rows);
   }
+  void expect_frequencies_match(const std::vector<float>& one, uint32_t rows,
+                                std::initializer_list<ops::SamplingParams> params);
 };
 
 // HF's warpers in double: the kept ids' renormalised probabilities (zero elsewhere).
@@ -93,28 +95,49 @@ TEST_F(SampleTest, ARowWithANanLogitGetsAnIdOutsideTheVocabulary) {
   EXPECT_EQ(sample(logits, rows, vocab, filtered), (std::vector<uint32_t>{none, 17, none})) << "filtered";
 }
 
-TEST_F(SampleTest, FilteredFrequenciesMatchKeptDistribution) {
-  const uint32_t vocab = 61, rows = 6000;
-  const auto one = random_floats(vocab, 72, -3, 3);
+// Draws `rows` times from the row `one` with each of `params` and compares the frequencies with the
+// filtered distribution.
+void SampleTest::expect_frequencies_match(const std::vector<float>& one, uint32_t rows,
+                                          std::initializer_list<ops::SamplingParams> params) {
+  const uint32_t vocab = uint32_t(one.size());
   std::vector<float> logits;
   for (uint32_t r = 0; r < rows; ++r) logits.insert(logits.end(), one.begin(), one.end());
-  for (const ops::SamplingParams params :
-       {ops::SamplingParams{0.8f, 20, 0.9f, 0.05f, 1234}, ops::SamplingParams{1.3f, 0, 0.7f, 0.0f, 99},
-        ops::SamplingParams{1.0f, 7, 1.0f, 0.0f, 5}, ops::SamplingParams{0.7f, 0, 1.0f, 0.1f, 7}}) {
-    const auto want = kept_distribution(one.data(), vocab, params);
-    const auto ids = sample(logits, rows, vocab, params);
+  for (const ops::SamplingParams p : params) {
+    const auto want = kept_distribution(one.data(), vocab, p);
+    const auto ids = sample(logits, rows, vocab, p);
     std::vector<double> freq(vocab, 0.0);
     for (uint32_t id : ids) {
       ASSERT_LT(id, vocab);
-      EXPECT_GT(want[id], 0.0) << "drew id " << id << ", which the filters remove";
+      EXPECT_GT(want[id], 0.0) << "drew id " << id << ", which the filters remove (top_k " << p.top_k << ")";
       freq[id] += 1.0 / rows;
     }
     // Binomial standard error sqrt(p (1 - p) / n); 5 sigma plus a floor keeps false alarms
-    // negligible over ~100 checks while a wrong filter or a biased draw (>= 1%) still fails.
+    // negligible over thousands of checks while a wrong filter or a grossly biased draw fails.
     for (uint32_t i = 0; i < vocab; ++i)
       EXPECT_NEAR(freq[i], want[i], 5 * std::sqrt(want[i] * (1 - want[i]) / rows) + 2e-3)
-          << "id " << i << " temperature " << params.temperature << " top_k " << params.top_k;
+          << "id " << i << " temperature " << p.temperature << " top_k " << p.top_k;
   }
+}
+
+TEST_F(SampleTest, FilteredFrequenciesMatchKeptDistribution) {
+  expect_frequencies_match(
+      random_floats(61, 72, -3, 3), 6000,
+      {ops::SamplingParams{0.8f, 20, 0.9f, 0.05f, 1234}, ops::SamplingParams{1.3f, 0, 0.7f, 0.0f, 99},
+       ops::SamplingParams{1.0f, 7, 1.0f, 0.0f, 5}, ops::SamplingParams{0.7f, 0, 1.0f, 0.1f, 7}});
+}
+
+// A vocabulary larger than the kernel's shared candidate list (1024): top-k's bisection starts on
+// the whole row and moves to the candidates part-way (top-k 20 and top-p 0.8, Qwen3-Next's
+// defaults; top-k 50 alone); top-p alone, and a top-k past the list's size, stay on the whole row.
+// The logits are peaked so that each filter keeps a few tokens worth counting.
+TEST_F(SampleTest, FilteredFrequenciesMatchKeptDistributionOnALargeVocabulary) {
+  const uint32_t vocab = 3001;
+  auto one = random_floats(vocab, 75, -6, 2);
+  for (uint32_t i = 0; i < 40; ++i) one[(i * 677 + 13) % vocab] = 2.0f + 0.1f * float(i % 17);
+  expect_frequencies_match(
+      one, 4000,
+      {ops::SamplingParams{0.7f, 20, 0.8f, 0.0f, 31}, ops::SamplingParams{1.0f, 50, 1.0f, 0.0f, 32},
+       ops::SamplingParams{0.9f, 0, 0.6f, 0.0f, 33}, ops::SamplingParams{1.0f, 1500, 0.5f, 0.0f, 34}});
 }
 
 TEST_F(SampleTest, SameSeedAndCounterRepeatDraws) {
