@@ -10,10 +10,14 @@
 // per subgroup load). Top-k's bisection narrows [lo, hi] with count(z >= lo) >= k kept; once at
 // most CANDIDATES tokens have z >= lo they are copied to shared memory, and the remaining steps,
 // top-p's and the draw run on those: the same counts, so the same top-k threshold, as passes over
-// the whole row. (Qwen3-Next's defaults, top-k 20 and top-p 0.8, cost ~3 ms per token with 96
-// passes over the 151,936 logits in slices per invocation; bench/NOTES.md, session 20.) A row with a NaN logit gets the id
-// 0xFFFFFFFF, outside every vocabulary, which the host reports (Engine::check_sampled).
+// the whole row; top-p alone moves the same way, counting beside its mass. (Qwen3-Next's
+// defaults, top-k 20 and top-p 0.8, cost ~3 ms per token with 96 passes over the 151,936 logits
+// in slices per invocation; bench/NOTES.md, session 20.)
+//
+// A row with a NaN logit gets the id 0xFFFFFFFF, outside every vocabulary, which the host reports
+// (Engine::check_sampled).
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
 
 const uint THREADS = gl_WorkGroupSize.x;
 const uint BISECT_STEPS = 48;
@@ -91,6 +95,17 @@ struct Row {
 
 float z_of(Row r, uint i) { return logit(r.base + i) * r.inv_t; }
 
+// Passes over the whole row take UNROLL ids per invocation at a time, i0 + u THREADS for u <
+// UNROLL, all loaded before any is used: one round trip to memory for UNROLL values rather than
+// one each (a pass is ~600 values per invocation). Ids past the row read as -inf.
+const uint UNROLL = 8;
+void load_block(uint base, uint i0, out float v[UNROLL]) {
+  [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
+    const uint i = i0 + u * THREADS;
+    v[u] = i < p.vocab ? logit(base + i) : uintBitsToFloat(0xFF800000u);
+  }
+}
+
 // Tokens with z >= t (t at or above the compaction's value when compacted). Every invocation
 // receives it.
 uint count_at_least(Row r, float t) {
@@ -98,35 +113,55 @@ uint count_at_least(Row r, float t) {
   if (r.compacted)
     for (uint c = gl_LocalInvocationID.x; c < r.count; c += THREADS) n += candidate_z[c] >= t ? 1u : 0u;
   else
-    for (uint i = gl_LocalInvocationID.x; i < p.vocab; i += THREADS) n += z_of(r, i) >= t ? 1u : 0u;
+    for (uint i0 = gl_LocalInvocationID.x; i0 < p.vocab; i0 += UNROLL * THREADS) {
+      float v[UNROLL];
+      load_block(r.base, i0, v);
+      [[unroll]] for (uint u = 0; u < UNROLL; ++u) n += v[u] * r.inv_t >= t ? 1u : 0u;  // -inf never counts
+    }
   return workgroup_count(n);
 }
 
-// Probability mass (unnormalised: exp(z - z_max)) of the tokens with z >= t.
-float mass_at_least(Row r, float t) {
-  float m = 0.0;
+// Probability mass (unnormalised: exp(z - z_max)) of the tokens with z >= t, and their count
+// (exact in a float up to 2^24 tokens), in one reduction.
+shared vec2 red_v[THREADS];
+vec2 mass_count_at_least(Row r, float t) {
+  vec2 m = vec2(0.0);
   if (r.compacted) {
     for (uint c = gl_LocalInvocationID.x; c < r.count; c += THREADS)
-      if (candidate_z[c] >= t) m += exp(candidate_z[c] - r.z_max);
+      if (candidate_z[c] >= t) m += vec2(exp(candidate_z[c] - r.z_max), 1.0);
   } else {
-    for (uint i = gl_LocalInvocationID.x; i < p.vocab; i += THREADS) {
-      const float z = z_of(r, i);
-      if (z >= t) m += exp(z - r.z_max);
+    for (uint i0 = gl_LocalInvocationID.x; i0 < p.vocab; i0 += UNROLL * THREADS) {
+      float v[UNROLL];
+      load_block(r.base, i0, v);
+      [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
+        const float z = v[u] * r.inv_t;
+        if (z >= t) m += vec2(exp(z - r.z_max), 1.0);
+      }
     }
   }
-  return workgroup_sum(m);
+  const vec2 part = subgroupAdd(m);
+  if (subgroupElect()) red_v[gl_SubgroupID] = part;
+  barrier();
+  vec2 total = vec2(0.0);
+  for (uint s = 0u; s < gl_NumSubgroups; ++s) total += red_v[s];
+  barrier();
+  return total;
 }
 
 // Copies every token with z >= t (at most CANDIDATES of them: the caller counted) to shared memory.
 void compact(inout Row r, float t) {
   if (gl_LocalInvocationID.x == 0u) candidate_count = 0u;
   barrier();
-  for (uint i = gl_LocalInvocationID.x; i < p.vocab; i += THREADS) {
-    const float z = z_of(r, i);
-    if (z >= t) {
-      const uint at = atomicAdd(candidate_count, 1u);
-      candidate_z[at] = z;
-      candidate_id[at] = i;
+  for (uint i0 = gl_LocalInvocationID.x; i0 < p.vocab; i0 += UNROLL * THREADS) {
+    float v[UNROLL];
+    load_block(r.base, i0, v);
+    [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
+      const float z = v[u] * r.inv_t;
+      if (z >= t) {
+        const uint at = atomicAdd(candidate_count, 1u);
+        candidate_z[at] = z;
+        candidate_id[at] = i0 + u * THREADS;
+      }
     }
   }
   barrier();
@@ -153,12 +188,15 @@ void main() {
   if (temperature <= 0.0 || top_k == 1u) {
     float best = uintBitsToFloat(0xFF800000u);
     uint best_id = 0xFFFFFFFFu, nans = 0u;
-    for (uint i = tid; i < p.vocab; i += THREADS) {  // ascending ids: strict > keeps the lowest on ties
-      const float v = logit(base + i);
-      nans += isnan(v) ? 1u : 0u;
-      if (v > best) {
-        best = v;
-        best_id = i;
+    for (uint i0 = tid; i0 < p.vocab; i0 += UNROLL * THREADS) {  // ascending ids: strict > keeps the lowest on ties
+      float v[UNROLL];
+      load_block(base, i0, v);
+      [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
+        nans += isnan(v[u]) ? 1u : 0u;
+        if (v[u] > best) {
+          best = v[u];
+          best_id = i0 + u * THREADS;
+        }
       }
     }
     if (reported_nan_row(nans, b)) return;
@@ -176,11 +214,16 @@ void main() {
   Row r = Row(base, 1.0 / temperature, 0.0, false, 0u);
   float local_max = uintBitsToFloat(0xFF800000u), local_min = uintBitsToFloat(0x7F800000u);
   uint nans = 0u;
-  for (uint i = tid; i < p.vocab; i += THREADS) {
-    const float z = z_of(r, i);
-    nans += isnan(z) ? 1u : 0u;
-    local_max = max(local_max, z);
-    local_min = min(local_min, z);
+  for (uint i0 = tid; i0 < p.vocab; i0 += UNROLL * THREADS) {
+    float v[UNROLL];
+    load_block(base, i0, v);
+    [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
+      if (i0 + u * THREADS >= p.vocab) continue;  // -inf stand-ins would set the minimum
+      const float z = v[u] * r.inv_t;
+      nans += isnan(z) ? 1u : 0u;
+      local_max = max(local_max, z);
+      local_min = min(local_min, z);
+    }
   }
   if (reported_nan_row(nans, b)) return;
   r.z_max = workgroup_max(local_max);
@@ -205,12 +248,21 @@ void main() {
     threshold = lo;
   }
   // top-p: the largest threshold whose mass is at least top_p of the top-k mass.
+  // Its bisection moves to the candidates too once few enough tokens are at or above lo.
   if (top_p > 0.0 && top_p < 1.0) {
-    const float target = top_p * mass_at_least(r, threshold);
-    float lo = threshold, hi = r.z_max;
+    const vec2 all = mass_count_at_least(r, threshold);
+    const float target = top_p * all.x;
+    float lo = threshold, hi = r.z_max, kept = all.y;  // kept: count(z >= lo)
     for (uint step = 0; step < BISECT_STEPS; ++step) {
+      if (!r.compacted && kept <= float(CANDIDATES)) compact(r, lo);  // uniform
       const float mid = 0.5 * (lo + hi);
-      if (mass_at_least(r, mid) >= target) lo = mid; else hi = mid;
+      const vec2 above = mass_count_at_least(r, mid);
+      if (above.x >= target) {
+        lo = mid;
+        kept = above.y;
+      } else {
+        hi = mid;
+      }
     }
     threshold = lo;
   }
