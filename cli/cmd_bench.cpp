@@ -7,8 +7,10 @@
 //    steps after those;
 //  - for every decode test, the bandwidth bound: the bytes a step must move (graph/traffic.h)
 //    over the copy bandwidth measured with shaders/copy.comp in this same run.
-// Prompts are random token ids; sampling is greedy. Each test runs once to warm up (pipelines,
-// recorded programs), then `reps` times; the mean is reported.
+// Prompts are random token ids. Decode steps sample greedily, or as --temp/--top-k/--top-p/--min-p
+// say (what a user's generation_config.json asks of `q3n run`, e.g. Qwen3-Next's temperature 0.7,
+// top-k 20, top-p 0.8). Each test runs once to warm up (pipelines, recorded programs), then
+// `reps` times; the mean is reported.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -101,19 +103,18 @@ Result prompt_test(graph::Engine& engine, uint32_t tokens, uint32_t reps, bool p
 }
 
 // Decode: every sequence gets one prompt token, then `steps` steps of `batch` sequences.
-double decode_run(graph::Engine& engine, uint32_t batch, uint32_t steps) {
+double decode_run(graph::Engine& engine, uint32_t batch, uint32_t steps, const ops::SamplingParams& sampling) {
   std::vector<uint32_t> slots(batch);
   std::iota(slots.begin(), slots.end(), 0u);
   std::vector<int32_t> next(batch);
-  const ops::SamplingParams greedy;
   const auto first = random_ids(batch, engine.config().vocab_size, 7);
   for (uint32_t b = 0; b < batch; ++b) {
     engine.reset(b);
-    next[b] = engine.feed_and_sample(b, std::span(&first[b], 1), greedy);
+    next[b] = engine.feed_and_sample(b, std::span(&first[b], 1), sampling);
   }
   engine.take_profile();  // time only the decode steps
   const auto start = Clock::now();
-  for (uint32_t s = 0; s < steps; ++s) next = engine.decode(slots, next, greedy);
+  for (uint32_t s = 0; s < steps; ++s) next = engine.decode(slots, next, sampling);
   return seconds_since(start);
 }
 
@@ -130,7 +131,8 @@ uint64_t decode_step_bytes(graph::Engine& engine, uint32_t batch, uint32_t posit
 }
 
 // One sequence at depth D: the fill (ppD), P more prompt tokens (ppP@dD), N decode steps (tgN@dD).
-std::vector<Result> depth_tests(graph::Engine& engine, uint32_t depth, uint32_t prompt, uint32_t steps, bool profile) {
+std::vector<Result> depth_tests(graph::Engine& engine, uint32_t depth, uint32_t prompt, uint32_t steps, bool profile,
+                                const ops::SamplingParams& sampling) {
   const ops::SamplingParams greedy;
   const auto fill = random_ids(depth, engine.config().vocab_size, depth);
   const auto more = random_ids(prompt, engine.config().vocab_size, depth + 1);
@@ -153,19 +155,20 @@ std::vector<Result> depth_tests(graph::Engine& engine, uint32_t depth, uint32_t 
     const uint32_t slot = 0;
     const uint32_t position = engine.position(0);
     timed("tg" + std::to_string(steps) + at, steps, [&] {
-      for (uint32_t s = 0; s < steps; ++s) next = engine.decode(std::span(&slot, 1), std::span(&next, 1), greedy)[0];
+      for (uint32_t s = 0; s < steps; ++s) next = engine.decode(std::span(&slot, 1), std::span(&next, 1), sampling)[0];
     });
     out.back().step_bytes = decode_step_bytes(engine, 1, position + steps / 2);
   }
   return out;
 }
 
-Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, uint32_t reps, bool profile) {
-  decode_run(engine, batch, std::min(steps, 4u));  // warm-up
+Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, uint32_t reps, bool profile,
+                       const ops::SamplingParams& sampling) {
+  decode_run(engine, batch, std::min(steps, 4u), sampling);  // warm-up
   double total = 0;
   std::map<std::string, double> prof;
   for (uint32_t r = 0; r < reps; ++r) {
-    total += decode_run(engine, batch, steps);
+    total += decode_run(engine, batch, steps, sampling);
     if (profile)
       for (const auto& [k, v] : engine.take_profile()) prof[k] += v;
   }
@@ -272,6 +275,7 @@ void add_bench_command(CLI::App& app) {
     uint32_t reps = 3;
     bool json = false;
     std::vector<uint32_t> drafts;  // --mtp
+    SamplingFlags sampling;        // decode tests; greedy unless set
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("bench", "Prompt-processing and generation throughput, with the bandwidth bound");
@@ -290,6 +294,7 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--reps", o->reps, "Timed repetitions per test (after one warm-up)")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Print the results as JSON");
+  add_sampling_options(*cmd, o->sampling, "0, greedy; for the decode tests");
   auto* mtp =
       cmd->add_flag("--mtp", o->model.mtp, "Also time MTP speculative decoding (verify and draft steps, one sequence)");
   cmd->add_option("--draft", o->drafts, "Draft tokens per MTP step to time (comma-separated; default 1,2,3)")
@@ -297,6 +302,8 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(1, 7))
       ->needs(mtp);
   cmd->callback([o] {
+    check_sampling_flags(o->sampling);
+    const ops::SamplingParams sampling = o->sampling.over(GenerationDefaults{.temperature = 0.0});
     const uint32_t max_prompt = *std::max_element(o->prompts.begin(), o->prompts.end());
     const uint32_t slots = *std::max_element(o->batches.begin(), o->batches.end());
     const uint32_t depth_prompt = o->prompts.front();
@@ -323,9 +330,10 @@ void add_bench_command(CLI::App& app) {
     std::vector<Result> results;
     for (uint32_t p : o->prompts) results.push_back(prompt_test(engine, p, o->reps, o->model.profile));
     if (o->steps > 0)
-      for (uint32_t b : o->batches) results.push_back(generation_test(engine, o->steps, b, o->reps, o->model.profile));
+      for (uint32_t b : o->batches)
+        results.push_back(generation_test(engine, o->steps, b, o->reps, o->model.profile, sampling));
     for (uint32_t d : o->depths)
-      for (Result& r : depth_tests(engine, d, depth_prompt, o->steps, o->model.profile))
+      for (Result& r : depth_tests(engine, d, depth_prompt, o->steps, o->model.profile, sampling))
         results.push_back(std::move(r));
     std::vector<MtpCost> mtp_costs;
     if (o->model.mtp && o->steps > 0)
@@ -357,6 +365,10 @@ void add_bench_command(CLI::App& app) {
                      {"kv_bytes_per_token", kv_per_token}};
       j["copy_bandwidth_bytes_per_second"] = bandwidth;
       j["load_seconds"] = load_seconds;
+      j["decode_sampling"] = {{"temperature", sampling.temperature},
+                              {"top_k", sampling.top_k},
+                              {"top_p", sampling.top_p},
+                              {"min_p", sampling.min_p}};
       for (const Result& r : results) {
         nlohmann::json t = {{"test", r.test},
                             {"batch", r.batch},
@@ -388,7 +400,13 @@ void add_bench_command(CLI::App& app) {
         "memory: weights %.2f GiB, state + KV cache %.2f GiB (%s KV, %s per token), device memory reserved %.2f "
         "GiB; loaded in %.1f s\n",
         gib(weights), gib(state), ops::kv_type_name(kv), format_bytes(kv_per_token).c_str(), gib(device), load_seconds);
-    std::printf("copy bandwidth (shaders/copy.comp, read + write): %.1f GB/s\n\n", bandwidth / 1e9);
+    std::printf("copy bandwidth (shaders/copy.comp, read + write): %.1f GB/s\n", bandwidth / 1e9);
+    if (sampling.temperature > 0)
+      std::printf("decode tests sample: temperature %g, top-k %u, top-p %g, min-p %g\n", sampling.temperature,
+                  sampling.top_k, sampling.top_p, sampling.min_p);
+    else
+      std::printf("decode tests sample greedily\n");
+    std::printf("\n");
     std::printf("| test            | batch |     tok/s | bytes/step |  bound tok/s | of bound |\n");
     std::printf("| --------------- | ----: | --------: | ---------: | -----------: | -------: |\n");
     for (const Result& r : results) {

@@ -62,8 +62,8 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_flag("--profile", o.profile, "Print GPU time per operator kind at the end");
 }
 
-void add_sampling_options(CLI::App& cmd, SamplingFlags& f) {
-  cmd.add_option("--temp", f.temperature, "Temperature; 0 = greedy (default: generation_config.json)");
+void add_sampling_options(CLI::App& cmd, SamplingFlags& f, const char* temp_default) {
+  cmd.add_option("--temp", f.temperature, std::string("Temperature; 0 = greedy (default: ") + temp_default + ")");
   cmd.add_option("--top-k", f.top_k, "Keep the k most likely tokens; 0 = off");
   cmd.add_option("--top-p", f.top_p, "Keep the smallest set with this much probability; 1 = off");
   cmd.add_option("--min-p", f.min_p, "Keep tokens at least this fraction of the most likely; 0 = off");

@@ -79,7 +79,8 @@ struct SamplingFlags {
   std::optional<uint32_t> top_k;
   ops::SamplingParams over(const GenerationDefaults& defaults) const;  // seed left 0
 };
-void add_sampling_options(CLI::App& cmd, SamplingFlags& f);
+// `temp_default`: what --temp's help gives as its default.
+void add_sampling_options(CLI::App& cmd, SamplingFlags& f, const char* temp_default = "generation_config.json");
 void check_sampling_flags(const SamplingFlags& f);  // throws Error naming a flag out of range
 
 inline double gib(uint64_t bytes) { return double(bytes) / double(1ull << 30); }

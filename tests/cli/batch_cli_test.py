@@ -3,7 +3,8 @@
 batch outputs equal `q3n run` outputs, a killed job resumes without redoing finished requests,
 SIGINT leaves a valid file, a torn last line is redone, every bad line becomes an error record,
 and OpenAI batch-file lines are accepted. A checkpoint whose router weight holds a NaN ends
-`q3n run` and `q3n batch` with an error naming the layer.
+`q3n run` and `q3n batch` with an error naming the layer. `q3n bench` samples its decode tests as
+asked.
 
 Usage: batch_cli_test.py PATH/TO/q3n   (CTest passes the built binary)
 """
@@ -336,6 +337,23 @@ class BatchCli(unittest.TestCase):
         self.assertNotIn("dispatches ran inline", r.stderr)
         r = subprocess.run(cmd + ["--cpu-dispatch", "sideways"], capture_output=True, text=True, timeout=60)
         self.assertNotEqual(r.returncode, 0)
+
+    def test_bench_decode_tests_sample_as_asked(self):
+        # `q3n bench` decodes greedily unless sampling flags say otherwise, reports which, and
+        # refuses a flag out of range as `q3n run` does.
+        base = [Q3N, "bench", "-m", MODEL, "-p", "4", "-n", "4", "--reps", "1", "--json"]
+        for extra, want in (([], {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}),
+                            (["--temp", "0.7", "--top-k", "20", "--top-p", "0.8"],
+                             {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "min_p": 0.0})):
+            r = subprocess.run(base + extra, capture_output=True, text=True, timeout=600)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            report = json.loads(r.stdout)
+            for key, value in want.items():
+                self.assertAlmostEqual(report["decode_sampling"][key], value, places=6, msg=key)
+            self.assertTrue(any(t["test"] == "tg4" and t["tokens_per_second"] > 0 for t in report["tests"]))
+        r = subprocess.run(base + ["--top-p", "0"], capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--top-p", r.stderr)
 
     def test_batch_mtp_gives_the_plain_records(self):
         # q3n batch --mtp with kjv-demo's head: every record equals the plain job's (greedy and
