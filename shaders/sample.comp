@@ -60,11 +60,6 @@ float workgroup_max(float v) {
   barrier();
   return m;
 }
-float workgroup_sum(float v) {
-  float total;
-  Q3N_WORKGROUP_SUM(v, red_f, total);
-  return total;
-}
 uint workgroup_count(uint v) {
   const uint part = subgroupAdd(v);
   if (subgroupElect()) red_u[gl_SubgroupID] = part;
@@ -97,7 +92,8 @@ float z_of(Row r, uint i) { return logit(r.base + i) * r.inv_t; }
 
 // Passes over the whole row take UNROLL ids per invocation at a time, i0 + u THREADS for u <
 // UNROLL, all loaded before any is used: one round trip to memory for UNROLL values rather than
-// one each (a pass is ~600 values per invocation). Ids past the row read as -inf.
+// one each (a pass is ~600 values per invocation). Ids past the row read as -inf, and every pass
+// skips them.
 const uint UNROLL = 8;
 void load_block(uint base, uint i0, out float v[UNROLL]) {
   [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
@@ -116,7 +112,7 @@ uint count_at_least(Row r, float t) {
     for (uint i0 = gl_LocalInvocationID.x; i0 < p.vocab; i0 += UNROLL * THREADS) {
       float v[UNROLL];
       load_block(r.base, i0, v);
-      [[unroll]] for (uint u = 0; u < UNROLL; ++u) n += v[u] * r.inv_t >= t ? 1u : 0u;  // -inf never counts
+      [[unroll]] for (uint u = 0; u < UNROLL; ++u) n += i0 + u * THREADS < p.vocab && v[u] * r.inv_t >= t ? 1u : 0u;
     }
   return workgroup_count(n);
 }
@@ -135,7 +131,7 @@ vec2 mass_count_at_least(Row r, float t) {
       load_block(r.base, i0, v);
       [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
         const float z = v[u] * r.inv_t;
-        if (z >= t) m += vec2(exp(z - r.z_max), 1.0);
+        if (i0 + u * THREADS < p.vocab && z >= t) m += vec2(exp(z - r.z_max), 1.0);
       }
     }
   }
@@ -157,7 +153,7 @@ void compact(inout Row r, float t) {
     load_block(r.base, i0, v);
     [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
       const float z = v[u] * r.inv_t;
-      if (z >= t) {
+      if (i0 + u * THREADS < p.vocab && z >= t) {
         const uint at = atomicAdd(candidate_count, 1u);
         candidate_z[at] = z;
         candidate_id[at] = i0 + u * THREADS;
@@ -192,7 +188,7 @@ void main() {
       float v[UNROLL];
       load_block(base, i0, v);
       [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
-        nans += isnan(v[u]) ? 1u : 0u;
+        nans += isnan(v[u]) ? 1u : 0u;  // past the row: -inf, never NaN nor the best
         if (v[u] > best) {
           best = v[u];
           best_id = i0 + u * THREADS;
@@ -218,7 +214,7 @@ void main() {
     float v[UNROLL];
     load_block(base, i0, v);
     [[unroll]] for (uint u = 0; u < UNROLL; ++u) {
-      if (i0 + u * THREADS >= p.vocab) continue;  // -inf stand-ins would set the minimum
+      if (i0 + u * THREADS >= p.vocab) continue;  // past the row
       const float z = v[u] * r.inv_t;
       nans += isnan(z) ? 1u : 0u;
       local_max = max(local_max, z);
