@@ -60,6 +60,7 @@ void main() {
         const uint u = tid + i * threads;
         if (i >= x_per_thread || u >= X_UNITS) continue;
         const uint at = (u / SK_UNITS) * SK_STRIDE + u % SK_UNITS;
+        interleave8(WEIGHT_DTYPE, xv[i]);
         if (SPLIT != 0u) split_store8(xv[i], tiles[X_HI + at], tiles[X_LO + at]);
         else tiles[X_HI + at] = round_store8(xv[i]);
       }

@@ -12,8 +12,9 @@
 // Prefill gives an expert ~10 rows, so the kernel moves weights, not arithmetic: each K slice of
 // 64 brings two tiles of 128 weight rows through shared memory (for q4, 10 KiB per slice),
 // fetched into registers as raw words while the matrix units work on the previous slice and
-// decoded to fp16 only when stored — wide slices keep many bytes in flight per barrier, raw
-// words keep the registers (and so the workgroups per multiprocessor) that floats would cost.
+// decoded to fp16 only when stored (Q4 in fp16 arithmetic: coopmat.glsl) — wide slices keep many
+// bytes in flight per barrier, raw words keep the registers (and so the workgroups per
+// multiprocessor) that floats would cost.
 #include "common.glsl"
 #include "coopmat.glsl"
 
@@ -97,6 +98,7 @@ void main() {
         float v[8];
         if (r < tile_rows) load_activation8(p.x, source_row[r], p.k, c, v);
         else for (uint j = 0; j < 8; ++j) v[j] = 0.0;
+        interleave8(WEIGHT_DTYPE, v);
         if (SPLIT != 0u) split_store8(v, xh[i], xl[i]);
         else xh[i] = round_store8(v);
       }
