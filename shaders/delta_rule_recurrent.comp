@@ -81,7 +81,7 @@ void main() {
 
   // Rows part, part + PARTS, ... of column c, in registers: every loop over them has the constant
   // bound MAX_ROWS and is unrolled (so on lavapipe only the token loop counts towards its limit of
-  // 65535 iterations per loop nest, common.glsl). The CPU shapes set MAX_DK to dk itself.
+  // 65535 iterations per loop nest, common.glsl). The host sets MAX_DK to dk itself.
   float s[MAX_ROWS];
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
     const uint i = part + PARTS * r;

@@ -23,10 +23,13 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
     throw Error("internal: causal conv1d buffers are smaller than their shapes");
   if (a.update == StateUpdate::Commit && a.accepted.size < uint64_t(a.batch) * 4)
     throw Error("internal: causal conv1d accepted counts are smaller than the batch");
-  // 32 channels x `lanes` token lanes; the CPU shapes one lane per channel (no barrier).
-  const uint32_t lanes = pipelines.cpu_shapes() ? 1 : 8;
+  // GPUs: 256 invocations, 32 channels x 8 token lanes, or 256 channels x 1 lane for steps of
+  // fewer than 8 tokens (decode), which would leave lanes idle. The CPU shapes: 32 channels of one
+  // lane (no barrier).
+  const uint32_t lanes = pipelines.cpu_shapes() || a.tokens < 8 ? 1 : 8;
+  const uint32_t workgroup = pipelines.cpu_shapes() ? 32 : 256, channels_per_group = workgroup / lanes;
   const Pipeline& pipeline = pipelines.get(
-      {"causal_conv1d", {32 * lanes, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel, lanes}, sizeof(Push)});
+      {"causal_conv1d", {workgroup, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel, lanes}, sizeof(Push)});
   const Push push{a.x.address,
                   a.weight.address,
                   a.state.address,
@@ -37,7 +40,7 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
                   a.channels,
                   a.tokens,
                   a.kernel};
-  commands.dispatch(pipeline, push, ceil_div(a.channels, 32), a.batch);
+  commands.dispatch(pipeline, push, ceil_div(a.channels, channels_per_group), a.batch);
 }
 
 }  // namespace q3n::ops

@@ -90,14 +90,21 @@ void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, c
   commands.dispatch(pipeline, push, 2 * s.key_heads + 1, static_cast<uint32_t>(s.rows()));
 }
 
-// delta_rule_recurrent.comp's workgroup: COLS columns of PARTS invocations each; with the CPU
-// shapes one invocation per column (no shared memory, no barrier) and MAX_DK the model's dk, so
-// the unrolled row loops do no masked work.
+// delta_rule_recurrent.comp's workgroup: COLS columns of PARTS invocations each, and MAX_DK the
+// model's dk, so the unrolled row loops do no masked work and an invocation keeps only its
+// dk / PARTS state rows in registers (MAX_DK 256 for a dk of 128 cost the H200 5% of its decode
+// speed). GPUs: 16 columns of 8 parts. On the H200, 8 parts against 4 measured +1.7% at one
+// sequence (latency-bound: more invocations, half the serial rows each) and -0.6% at 128 (bound
+// by the state traffic), bench/NOTES.md. The shape must not depend on the batch: the parts' sums
+// are added in an order fixed by it, and --batch-invariant promises a sequence the same bits
+// whatever shares its step. The CPU shapes: one invocation per column (no shared memory, no
+// barrier).
 struct RecurrentShape {
   uint32_t cols, parts, max_dk;
 };
 RecurrentShape recurrent_shape(const PipelineLibrary& pipelines, const DeltaShape& s) {
-  return pipelines.cpu_shapes() ? RecurrentShape{32, 1, s.dk} : RecurrentShape{16, 4, kMaxDeltaHeadDim};
+  if (pipelines.cpu_shapes()) return RecurrentShape{32, 1, s.dk};
+  return RecurrentShape{16, 8, s.dk};
 }
 
 void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a) {

@@ -123,6 +123,7 @@ TEST_F(CausalConv1dKeepCommitTest, CommitTakesTheAcceptedPrefix) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CausalConv1dTest,
                          ::testing::Values(Case{1, 1, 67, 4, ops::WeightType::BF16},    // decode step
                                            Case{2, 1, 200, 4, ops::WeightType::F32},    // batched decode
+                                           Case{3, 1, 600, 4, ops::WeightType::BF16},   // 3 groups of 256 channels
                                            Case{1, 2, 130, 4, ops::WeightType::F16},    // fewer tokens than K-1
                                            Case{2, 130, 65, 4, ops::WeightType::BF16},  // prefill chunk
                                            Case{1, 9, 33, 2, ops::WeightType::F32},     // other kernel size
