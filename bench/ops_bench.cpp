@@ -158,14 +158,19 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   RuntimeOptions options;
   bool sweep = false;  // --sweep-expert-gemv: the expert GEMV shape grid instead of the operator rows
+  std::string only;    // --only SECTION: one section of the operator rows (linear, norm, delta, attention, moe, sample)
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--device" && i + 1 < argc)
       options.device = argv[++i];
     else if (arg == "--sweep-expert-gemv")
       sweep = true;
+    else if (arg == "--only" && i + 1 < argc)
+      only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: q3n_ops_bench [--device N|NAME] [--sweep-expert-gemv]\n");
+      std::fprintf(stderr,
+                   "usage: q3n_ops_bench [--device N|NAME] [--sweep-expert-gemv] [--only "
+                   "linear|norm|delta|attention|moe|sample]\n");
       return 2;
     }
   }
@@ -188,6 +193,7 @@ int main(int argc, char** argv) {
   }
 
   const uint32_t H = 2048, V = 151936;
+  const auto want = [&](const char* section) { return only.empty() || only == section; };
   using ops::WeightType;
   // Kernel families to compare: the portable one, and the cooperative-matrix one where it runs,
   // with activations rounded to fp16 and split into two halves.
@@ -208,89 +214,94 @@ int main(int argc, char** argv) {
     rt.pipelines.set_matrix_activations(f.activations);
   };
 
-  for (const auto& [name, tokens, n, k] : std::vector<std::tuple<const char*, uint32_t, uint32_t, uint32_t>>{
-           {"lm_head 1 x 2048 -> 151936", 1, V, H},
-           {"in_proj_qkvz 1 x 2048 -> 12288", 1, 12288, H},
-           {"in_proj_qkvz 8 x 2048 -> 12288", 8, 12288, H},
-           {"in_proj_qkvz 16 x 2048 -> 12288", 16, 12288, H},
-           {"in_proj_qkvz 32 x 2048 -> 12288", 32, 12288, H},
-           {"in_proj_qkvz 64 x 2048 -> 12288", 64, 12288, H},
-           {"in_proj_qkvz 128 x 2048 -> 12288", 128, 12288, H},
-           {"out_proj 16 x 4096 -> 2048", 16, H, 4096},
-           {"out_proj 32 x 4096 -> 2048", 32, H, 4096},
-           {"router 32 x 2048 -> 512", 32, 512, H},
-           {"out_proj 128 x 4096 -> 2048", 128, H, 4096},
-           {"lm_head 32 x 2048 -> 151936", 32, V, H},
-           {"lm_head 128 x 2048 -> 151936", 128, V, H},
-           {"in_proj_qkvz 256 x 2048 -> 12288", 256, 12288, H},
-           {"in_proj_qkvz 512 x 2048 -> 12288", 512, 12288, H},
-           {"lm_head 512 x 2048 -> 151936", 512, V, H}})
-    for (WeightType type : {WeightType::BF16, WeightType::Q4})
-      for (const Family& family : families) {
-        if (tokens == 1 && family.coopmat) continue;  // a single token takes no matrix units
-        const uint64_t split_bytes = family.k_split ? ops::linear_split_bytes(tokens, n, k) : 0;
-        if (family.k_split && !split_bytes) continue;  // the same kernel as without
-        use(family);
-        const uint64_t weight_bytes = ops::weight_storage_bytes(type, uint64_t(n) * k);
-        const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes),
-                          y = b.buffer(uint64_t(tokens) * n * 4),
-                          parts = split_bytes ? b.buffer(split_bytes) : BufferRange{};
-        const double s = b.time([&](CommandBuffer& cb) {
-          ops::record_linear(rt.pipelines, cb,
-                             {.x = x,
-                              .weight = w,
-                              .y = y,
-                              .type = type,
-                              .tokens = tokens,
-                              .k = k,
-                              .n = n,
-                              .gemv_max_tokens = family.coopmat ? 0u : ops::kGemvMaxTokens,
-                              .k_split = parts});
-        });
-        const std::string label = std::string("linear ") + ops::weight_type_name(type) + " " + name + family.name;
-        report(label.c_str(), s, double(weight_bytes) + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
-        b.keep.clear();
-      }
+  if (want("linear"))
+    for (const auto& [name, tokens, n, k] : std::vector<std::tuple<const char*, uint32_t, uint32_t, uint32_t>>{
+             {"lm_head 1 x 2048 -> 151936", 1, V, H},
+             {"in_proj_qkvz 1 x 2048 -> 12288", 1, 12288, H},
+             {"in_proj_qkvz 8 x 2048 -> 12288", 8, 12288, H},
+             {"in_proj_qkvz 16 x 2048 -> 12288", 16, 12288, H},
+             {"in_proj_qkvz 32 x 2048 -> 12288", 32, 12288, H},
+             {"in_proj_qkvz 64 x 2048 -> 12288", 64, 12288, H},
+             {"in_proj_qkvz 128 x 2048 -> 12288", 128, 12288, H},
+             {"out_proj 16 x 4096 -> 2048", 16, H, 4096},
+             {"out_proj 32 x 4096 -> 2048", 32, H, 4096},
+             {"router 32 x 2048 -> 512", 32, 512, H},
+             {"out_proj 128 x 4096 -> 2048", 128, H, 4096},
+             {"lm_head 32 x 2048 -> 151936", 32, V, H},
+             {"lm_head 128 x 2048 -> 151936", 128, V, H},
+             {"in_proj_qkvz 256 x 2048 -> 12288", 256, 12288, H},
+             {"in_proj_qkvz 512 x 2048 -> 12288", 512, 12288, H},
+             {"lm_head 512 x 2048 -> 151936", 512, V, H}})
+      for (WeightType type : {WeightType::BF16, WeightType::Q4})
+        for (const Family& family : families) {
+          if (tokens == 1 && family.coopmat) continue;  // a single token takes no matrix units
+          const uint64_t split_bytes = family.k_split ? ops::linear_split_bytes(tokens, n, k) : 0;
+          if (family.k_split && !split_bytes) continue;  // the same kernel as without
+          use(family);
+          const uint64_t weight_bytes = ops::weight_storage_bytes(type, uint64_t(n) * k);
+          const BufferRange x = b.random(uint64_t(tokens) * k, -1, 1), w = b.buffer(weight_bytes),
+                            y = b.buffer(uint64_t(tokens) * n * 4),
+                            parts = split_bytes ? b.buffer(split_bytes) : BufferRange{};
+          const double s = b.time([&](CommandBuffer& cb) {
+            ops::record_linear(rt.pipelines, cb,
+                               {.x = x,
+                                .weight = w,
+                                .y = y,
+                                .type = type,
+                                .tokens = tokens,
+                                .k = k,
+                                .n = n,
+                                .gemv_max_tokens = family.coopmat ? 0u : ops::kGemvMaxTokens,
+                                .k_split = parts});
+          });
+          const std::string label = std::string("linear ") + ops::weight_type_name(type) + " " + name + family.name;
+          report(label.c_str(), s, double(weight_bytes) + double(tokens) * (k + n) * 4, 2.0 * tokens * n * k, ceiling);
+          b.keep.clear();
+        }
   rt.pipelines.set_coopmat(rt.device.coopmat());
 
   const BufferRange normw = b.random(H, -0.1f, 0.1f);
-  for (uint32_t rows : {1u, 512u}) {
-    const BufferRange x = b.random(uint64_t(rows) * H, -1, 1), out = b.buffer(uint64_t(rows) * H * 4);
-    const double s = b.time([&](CommandBuffer& cb) {
-      ops::record_rms_norm(rt.pipelines, cb, {.x = x, .weight = normw, .out = out, .rows = rows, .n = H});
-    });
-    report(("rms_norm " + std::to_string(rows) + " x 2048").c_str(), s, 8.0 * rows * H, 0, ceiling);
-  }
+  if (want("norm"))
+    for (uint32_t rows : {1u, 512u}) {
+      const BufferRange x = b.random(uint64_t(rows) * H, -1, 1), out = b.buffer(uint64_t(rows) * H * 4);
+      const double s = b.time([&](CommandBuffer& cb) {
+        ops::record_rms_norm(rt.pipelines, cb, {.x = x, .weight = normw, .out = out, .rows = rows, .n = H});
+      });
+      report(("rms_norm " + std::to_string(rows) + " x 2048").c_str(), s, 8.0 * rows * H, 0, ceiling);
+    }
 
   // Gated DeltaNet core: state [32, 128, 128] f32.
-  for (uint32_t tokens : {1u, 512u, 4096u}) {
-    const ops::DeltaShape shape{.batch = 1, .tokens = tokens, .key_heads = 16, .value_heads = 32, .dk = 128, .dv = 128};
-    const BufferRange qkv = b.random(shape.rows() * shape.qkv_width(), -0.1f, 0.1f);
-    const BufferRange gates = b.random(shape.rows() * 64, -0.5f, -0.01f),
-                      state = b.random(32ull * 128 * 128, -0.1f, 0.1f);
-    const BufferRange seqs = b.words({0, 0}), out = b.buffer(shape.rows() * 32 * 128 * 4);
-    const auto f = ops::delta_chunk_scratch_floats(shape);
-    const ops::DeltaChunkScratch scratch{.gamma = b.buffer(f.gamma * 4),
-                                         .w = b.buffer(f.w * 4),
-                                         .kc = b.buffer(f.kc * 4),
-                                         .u = b.buffer(f.u * 4),
-                                         .snapshots = b.buffer(f.snapshots * 4)};
-    const ops::DeltaRuleArgs args{.qkv = qkv, .gates = gates, .state = state, .seqs = seqs, .out = out, .shape = shape};
-    const double state_bytes = 2.0 * 32 * 128 * 128 * 4;
-    if (tokens == 1) {
-      const double s = b.time([&](CommandBuffer& cb) { ops::record_delta_rule_recurrent(rt.pipelines, cb, args); });
-      report("delta rule recurrent, 1 token", s, state_bytes, 4.0 * 32 * 128 * 128 * 2, ceiling);
-    } else {
-      const double s =
-          b.time([&](CommandBuffer& cb) { ops::record_delta_rule_chunked(rt.pipelines, cb, args, scratch); });
-      // Chunked FLOPs per head and chunk: KK^T, QK^T (2 C^2 dk), T (C^3/3), W/Kc (C^2 (dk+dv)),
-      // U and S updates (4 C dk dv), inter-chunk output (2 C dk dv), intra output (C^2 dv).
-      const double C = 64, d = 128, chunks = tokens / 64.0;
-      const double flops =
-          32 * chunks * (2 * (2 * C * C * d) + C * C * C / 3 + 2 * C * C * 2 * d + 6 * 2 * C * d * d + 2 * C * C * d);
-      report(("delta rule chunked, " + std::to_string(tokens) + " tokens").c_str(), s, state_bytes, flops, ceiling);
+  if (want("delta"))
+    for (uint32_t tokens : {1u, 512u, 4096u}) {
+      const ops::DeltaShape shape{
+          .batch = 1, .tokens = tokens, .key_heads = 16, .value_heads = 32, .dk = 128, .dv = 128};
+      const BufferRange qkv = b.random(shape.rows() * shape.qkv_width(), -0.1f, 0.1f);
+      const BufferRange gates = b.random(shape.rows() * 64, -0.5f, -0.01f),
+                        state = b.random(32ull * 128 * 128, -0.1f, 0.1f);
+      const BufferRange seqs = b.words({0, 0}), out = b.buffer(shape.rows() * 32 * 128 * 4);
+      const auto f = ops::delta_chunk_scratch_floats(shape);
+      const ops::DeltaChunkScratch scratch{.gamma = b.buffer(f.gamma * 4),
+                                           .w = b.buffer(f.w * 4),
+                                           .kc = b.buffer(f.kc * 4),
+                                           .u = b.buffer(f.u * 4),
+                                           .snapshots = b.buffer(f.snapshots * 4)};
+      const ops::DeltaRuleArgs args{
+          .qkv = qkv, .gates = gates, .state = state, .seqs = seqs, .out = out, .shape = shape};
+      const double state_bytes = 2.0 * 32 * 128 * 128 * 4;
+      if (tokens == 1) {
+        const double s = b.time([&](CommandBuffer& cb) { ops::record_delta_rule_recurrent(rt.pipelines, cb, args); });
+        report("delta rule recurrent, 1 token", s, state_bytes, 4.0 * 32 * 128 * 128 * 2, ceiling);
+      } else {
+        const double s =
+            b.time([&](CommandBuffer& cb) { ops::record_delta_rule_chunked(rt.pipelines, cb, args, scratch); });
+        // Chunked FLOPs per head and chunk: KK^T, QK^T (2 C^2 dk), T (C^3/3), W/Kc (C^2 (dk+dv)),
+        // U and S updates (4 C dk dv), inter-chunk output (2 C dk dv), intra output (C^2 dv).
+        const double C = 64, d = 128, chunks = tokens / 64.0;
+        const double flops =
+            32 * chunks * (2 * (2 * C * C * d) + C * C * C / 3 + 2 * C * C * 2 * d + 6 * 2 * C * d * d + 2 * C * C * d);
+        report(("delta rule chunked, " + std::to_string(tokens) + " tokens").c_str(), s, state_bytes, flops, ceiling);
+      }
     }
-  }
 
   // Gated attention: 16 q / 2 kv heads of 256, f32 and f16 KV cache; one sequence. Splits 0: what
   // attention_splits picks; the others compare split counts for decode at the longest context.
@@ -300,101 +311,105 @@ int main(int argc, char** argv) {
   const std::vector<AttentionRow> attention_rows = {
       {1, 4096, 0},     {1, 32768, 0},    {1, 100000, 0},    {1, 262143, 0}, {1, 262143, 64},
       {1, 262143, 128}, {1, 262143, 512}, {1, 262143, 1024}, {512, 0, 0},    {512, 65536, 0}};
-  for (const ops::KvType kv_type : {ops::KvType::F32, ops::KvType::F16})
-    for (const auto& [tokens, past, splits] : attention_rows) {
-      ops::AttentionShape s{.batch = 1,
-                            .tokens = tokens,
-                            .heads = 16,
-                            .kv_heads = 2,
-                            .head_dim = 256,
-                            .rot_dim = 64,
-                            .capacity = past + tokens,
-                            .splits = 1,
-                            .kv_type = kv_type};
-      s.splits = splits ? splits : ops::attention_splits(rt.device, tokens, s.capacity);
-      const BufferRange qkv = b.random(s.rows() * s.qkv_width(), -1, 1), qn = b.random(256, -0.1f, 0.1f),
-                        kn = b.random(256, -0.1f, 0.1f);
-      const auto freq = ops::rope_inv_freq(1e7, 64);
-      std::vector<uint32_t> freq_words(freq.size());
-      std::memcpy(freq_words.data(), freq.data(), freq.size() * 4);
-      const BufferRange fr = b.words(freq_words), seqs = b.words({0, past});
-      const uint64_t kv = s.kv_slot_bytes();
-      const uint32_t fill = kv_type == ops::KvType::F32 ? 0x3C000000u : 0x21002100u;  // 2^-7 either way
-      const BufferRange ck = b.buffer(kv, fill), cv = b.buffer(kv, fill);
-      const BufferRange table =
-          b.words({uint32_t(ck.address), uint32_t(ck.address >> 32), uint32_t(cv.address), uint32_t(cv.address >> 32)});
-      const BufferRange q = b.buffer(s.rows() * 16 * 256 * 4), out = b.buffer(s.rows() * 16 * 256 * 4);
-      const uint64_t parts = uint64_t(s.splits) * tokens * 16;
-      const BufferRange po = b.buffer(std::max<uint64_t>(parts * 256 * 4, 4)),
-                        pml = b.buffer(std::max<uint64_t>(parts * 8, 4));
-      const double t = b.time([&](CommandBuffer& cb) {
-        ops::record_attention(rt.pipelines, cb,
-                              {.qkv = qkv,
-                               .q_norm = qn,
-                               .k_norm = kn,
-                               .inv_freq = fr,
-                               .seqs = seqs,
-                               .kv_slots = table,
-                               .q = q,
-                               .part_o = po,
-                               .part_ml = pml,
-                               .out = out,
-                               .shape = s});
-      });
-      const double keys = double(tokens) * past + double(tokens) * (tokens + 1) / 2;
-      char name[96];
-      std::snprintf(name, sizeof name, "attention %u token(s), %s cache %u (%u splits)", tokens,
-                    ops::kv_type_name(kv_type), past + tokens, s.splits);
-      report(name, t, tokens == 1 ? 2.0 * kv : 2.0 * kv, 4.0 * 16 * 256 * keys, ceiling);
-    }
+  if (want("attention"))
+    for (const ops::KvType kv_type : {ops::KvType::F32, ops::KvType::F16})
+      for (const auto& [tokens, past, splits] : attention_rows) {
+        ops::AttentionShape s{.batch = 1,
+                              .tokens = tokens,
+                              .heads = 16,
+                              .kv_heads = 2,
+                              .head_dim = 256,
+                              .rot_dim = 64,
+                              .capacity = past + tokens,
+                              .splits = 1,
+                              .kv_type = kv_type};
+        s.splits = splits ? splits : ops::attention_splits(rt.device, tokens, s.capacity);
+        const BufferRange qkv = b.random(s.rows() * s.qkv_width(), -1, 1), qn = b.random(256, -0.1f, 0.1f),
+                          kn = b.random(256, -0.1f, 0.1f);
+        const auto freq = ops::rope_inv_freq(1e7, 64);
+        std::vector<uint32_t> freq_words(freq.size());
+        std::memcpy(freq_words.data(), freq.data(), freq.size() * 4);
+        const BufferRange fr = b.words(freq_words), seqs = b.words({0, past});
+        const uint64_t kv = s.kv_slot_bytes();
+        const uint32_t fill = kv_type == ops::KvType::F32 ? 0x3C000000u : 0x21002100u;  // 2^-7 either way
+        const BufferRange ck = b.buffer(kv, fill), cv = b.buffer(kv, fill);
+        const BufferRange table = b.words(
+            {uint32_t(ck.address), uint32_t(ck.address >> 32), uint32_t(cv.address), uint32_t(cv.address >> 32)});
+        const BufferRange q = b.buffer(s.rows() * 16 * 256 * 4), out = b.buffer(s.rows() * 16 * 256 * 4);
+        const uint64_t parts = uint64_t(s.splits) * tokens * 16;
+        const BufferRange po = b.buffer(std::max<uint64_t>(parts * 256 * 4, 4)),
+                          pml = b.buffer(std::max<uint64_t>(parts * 8, 4));
+        const double t = b.time([&](CommandBuffer& cb) {
+          ops::record_attention(rt.pipelines, cb,
+                                {.qkv = qkv,
+                                 .q_norm = qn,
+                                 .k_norm = kn,
+                                 .inv_freq = fr,
+                                 .seqs = seqs,
+                                 .kv_slots = table,
+                                 .q = q,
+                                 .part_o = po,
+                                 .part_ml = pml,
+                                 .out = out,
+                                 .shape = s});
+        });
+        const double keys = double(tokens) * past + double(tokens) * (tokens + 1) / 2;
+        char name[96];
+        std::snprintf(name, sizeof name, "attention %u token(s), %s cache %u (%u splits)", tokens,
+                      ops::kv_type_name(kv_type), past + tokens, s.splits);
+        report(name, t, tokens == 1 ? 2.0 * kv : 2.0 * kv, 4.0 * 16 * 256 * keys, ceiling);
+      }
 
   // MoE: 512 experts of 512, top-10 (the routed part; shared expert = linears).
-  for (uint32_t tokens : {1u, 8u, 32u, 128u, 512u})
-    for (WeightType type : {WeightType::BF16, WeightType::Q4})
-      for (const Family& family : families) {
-        if ((tokens == 1 && family.coopmat) || family.k_split) continue;  // K split: dense products only
-        use(family);
-        const ops::MoeShape s{
-            .tokens = tokens, .hidden = H, .experts = 512, .top_k = 10, .expert_dim = 512, .normalise = true};
-        const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 513, -4, 4);
-        const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 1024 * H),
-                       dn_bytes = ops::weight_storage_bytes(type, 512ull * H * 512);
-        const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes);
-        const ops::MoeScratch scratch = b.moe_scratch(s);
-        const BufferRange out = b.buffer(uint64_t(tokens) * H * 4), shared = b.random(uint64_t(tokens) * H, -1, 1);
-        const double t = b.time([&](CommandBuffer& cb) {
-          ops::record_moe(rt.pipelines, cb,
-                          {.x = x,
-                           .logits = logits,
-                           .logit_stride = 513,
-                           .gate_up = gu,
-                           .down = dn,
-                           .type = type,
-                           .shared_out = shared,
-                           .shared_logit_column = 512,
-                           .out = out,
-                           .shape = s,
-                           .gemv_max_tokens = family.coopmat ? 0u : ops::kExpertGemvMaxTokens},
-                          scratch);
-        });
-        const double experts_touched = 512.0 * (1.0 - std::pow(1.0 - 10.0 / 512, tokens));  // expected distinct experts
-        const std::string label = "moe routed " + std::string(ops::weight_type_name(type)) + ", " +
-                                  std::to_string(tokens) + " token(s)" + family.name;
-        report(label.c_str(), t, experts_touched * double(gu_bytes + dn_bytes) / 512, 2.0 * tokens * 10 * 3 * 512 * H,
-               ceiling);
-        b.keep.clear();
-      }
+  if (want("moe"))
+    for (uint32_t tokens : {1u, 8u, 32u, 128u, 512u})
+      for (WeightType type : {WeightType::BF16, WeightType::Q4})
+        for (const Family& family : families) {
+          if ((tokens == 1 && family.coopmat) || family.k_split) continue;  // K split: dense products only
+          use(family);
+          const ops::MoeShape s{
+              .tokens = tokens, .hidden = H, .experts = 512, .top_k = 10, .expert_dim = 512, .normalise = true};
+          const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 513, -4, 4);
+          const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 1024 * H),
+                         dn_bytes = ops::weight_storage_bytes(type, 512ull * H * 512);
+          const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes);
+          const ops::MoeScratch scratch = b.moe_scratch(s);
+          const BufferRange out = b.buffer(uint64_t(tokens) * H * 4), shared = b.random(uint64_t(tokens) * H, -1, 1);
+          const double t = b.time([&](CommandBuffer& cb) {
+            ops::record_moe(rt.pipelines, cb,
+                            {.x = x,
+                             .logits = logits,
+                             .logit_stride = 513,
+                             .gate_up = gu,
+                             .down = dn,
+                             .type = type,
+                             .shared_out = shared,
+                             .shared_logit_column = 512,
+                             .out = out,
+                             .shape = s,
+                             .gemv_max_tokens = family.coopmat ? 0u : ops::kExpertGemvMaxTokens},
+                            scratch);
+          });
+          const double experts_touched =
+              512.0 * (1.0 - std::pow(1.0 - 10.0 / 512, tokens));  // expected distinct experts
+          const std::string label = "moe routed " + std::string(ops::weight_type_name(type)) + ", " +
+                                    std::to_string(tokens) + " token(s)" + family.name;
+          report(label.c_str(), t, experts_touched * double(gu_bytes + dn_bytes) / 512, 2.0 * tokens * 10 * 3 * 512 * H,
+                 ceiling);
+          b.keep.clear();
+        }
   rt.pipelines.set_coopmat(rt.device.coopmat());
 
-  for (uint32_t top_k : {1u, 40u}) {
-    const BufferRange logits = b.random(V, -10, 10), ids = b.buffer(4);
-    const auto rec = ops::sampling_record({1.0f, top_k, 0.9f, 0.05f, 1}, 0);
-    const BufferRange params = b.words(rec);
-    const double t = b.time([&](CommandBuffer& cb) {
-      ops::record_sample(rt.pipelines, cb, {.logits = logits, .params = params, .ids = ids, .batch = 1, .vocab = V});
-    });
-    report(top_k == 1 ? "sample argmax, vocab 151936" : "sample top-k 40 / top-p 0.9 / min-p 0.05", t, 4.0 * V, 0,
-           ceiling);
-  }
+  if (want("sample"))
+    for (uint32_t top_k : {1u, 40u}) {
+      const BufferRange logits = b.random(V, -10, 10), ids = b.buffer(4);
+      const auto rec = ops::sampling_record({1.0f, top_k, 0.9f, 0.05f, 1}, 0);
+      const BufferRange params = b.words(rec);
+      const double t = b.time([&](CommandBuffer& cb) {
+        ops::record_sample(rt.pipelines, cb, {.logits = logits, .params = params, .ids = ids, .batch = 1, .vocab = V});
+      });
+      report(top_k == 1 ? "sample argmax, vocab 151936" : "sample top-k 40 / top-p 0.9 / min-p 0.05", t, 4.0 * V, 0,
+             ceiling);
+    }
   return 0;
 }

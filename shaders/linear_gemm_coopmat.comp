@@ -1,7 +1,7 @@
 #version 460
 // y[t, n] = sum_k x[t, k] * W[n, k] for many tokens, on cooperative-matrix units: the same
 // operands and results as linear_gemm.comp, for devices with 16x16x16 fp16 matrices (precision
-// in coopmat.glsl). Output tiles of 64 tokens x BN = 32 * NB features; K goes through shared
+// in coopmat.glsl). Output tiles of 64 (or 128: BM_TILES) tokens x BN = 32 * NB features; K goes through shared
 // memory 64 at a time, the next slice fetched into registers (weights as raw words, activations
 // as fp32, converted when stored so that the products need not wait for the loads) while the
 // matrix units work on this one. The workgroup is 8 subgroups (the host sizes it from the
@@ -20,8 +20,12 @@ layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint SPLIT = 1;  // activations as hi + lo fp16 halves (coopmat.glsl)
 layout(constant_id = 5) const uint NB = 4;     // 16-feature matrices per subgroup: 1, 2 or 4
 layout(constant_id = 6) const uint K_PART = 0;  // K values per workgroup (a multiple of SK), 0: all
+// Row tiles of 16 tokens per subgroup: 1 (64-token tiles) or 2 (128-token tiles: each weight unit
+// decoded once per 128 tokens instead of 64; fp16 activations and >= 256 invocations only, the
+// host checks). The x tile then takes the place of x hi + x lo.
+layout(constant_id = 7) const uint BM_TILES = 1;
 
-const uint BM = 64;                    // tokens per tile
+const uint BM = 64u * BM_TILES;        // tokens per tile
 const uint BN = 32u * NB;              // output features per tile
 const uint SK = 64;                    // K values per slice
 const uint SK_UNITS = SK / 8u;         // 8-value units per row of a slice
@@ -32,20 +36,22 @@ const uint C_STRIDE = BN + 4;          // fp32 result row, in floats (a multiple
 
 #include "linear_push.glsl"
 
-// One array, three tiles: x hi, x lo, weights; after the K loop it holds the fp32 results.
-const uint X_HI = 0, X_LO = BM * SK_STRIDE, W_TILE = 2u * BM * SK_STRIDE;
-shared uvec4 tiles[2u * BM * SK_STRIDE + BN * SK_STRIDE];
+// One array, three tiles: x hi, x lo (BM_TILES = 1), weights; after the K loop it holds the fp32
+// results, 64 rows at a time.
+const uint X_HI = 0, X_LO = 64u * SK_STRIDE, W_TILE = 128u * SK_STRIDE;
+shared uvec4 tiles[128u * SK_STRIDE + BN * SK_STRIDE];
 
 void main() {
   const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
   const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
-  const uint row = (gl_SubgroupID >> 1) * CM, column = (gl_SubgroupID & 1u) * (BN / 2u);
+  const uint row = (gl_SubgroupID >> 1) * CM * BM_TILES, column = (gl_SubgroupID & 1u) * (BN / 2u);
   const uint x_per_thread = (X_UNITS + threads - 1u) / threads;
   const uint w_per_thread = (W_UNITS + threads - 1u) / threads;
 
-  F32_MATRIX acc_hi[4], acc_lo[4];  // [column block]; the first NB are used
+  F32_MATRIX acc_hi[2][4], acc_lo[4];  // [row block][column block]; the first BM_TILES x NB are used
   [[unroll]] for (uint j = 0; j < NB; ++j) {
-    acc_hi[j] = F32_MATRIX(0.0);
+    acc_hi[0][j] = F32_MATRIX(0.0);
+    acc_hi[1][j] = F32_MATRIX(0.0);
     acc_lo[j] = F32_MATRIX(0.0);
   }
 
@@ -89,28 +95,33 @@ void main() {
     }
     if (k0 == k_begin) continue;
     [[unroll]] for (uint kk = 0; kk < SK_UNITS; kk += CM / 8u) {  // in uvec4 units
-      A_MATRIX hi, lo;
-      LOAD_A(hi, tiles, X_HI + row * SK_STRIDE + kk, SK_STRIDE);
+      A_MATRIX hi[2], lo;
+      [[unroll]] for (uint t = 0; t < BM_TILES; ++t)
+        LOAD_A(hi[t], tiles, X_HI + (row + t * CM) * SK_STRIDE + kk, SK_STRIDE);
       if (SPLIT != 0u) LOAD_A(lo, tiles, X_LO + row * SK_STRIDE + kk, SK_STRIDE);
       [[unroll]] for (uint j = 0; j < NB; ++j) {
         B_MATRIX w;  // K x N, its column n is row n of the weight tile
         LOAD_B(w, tiles, W_TILE + (column + j * CM) * SK_STRIDE + kk, SK_STRIDE);
-        acc_hi[j] = MUL_ADD(hi, w, acc_hi[j]);
+        [[unroll]] for (uint t = 0; t < BM_TILES; ++t) acc_hi[t][j] = MUL_ADD(hi[t], w, acc_hi[t][j]);
         if (SPLIT != 0u) acc_lo[j] = MUL_ADD(lo, w, acc_lo[j]);
       }
     }
     barrier();
   }
-  // The loop ended with a barrier: the tiles are free to hold the results.
-  [[unroll]] for (uint j = 0; j < NB; ++j) {
-    if (SPLIT != 0u) merge_lo(acc_hi[j], acc_lo[j]);
-    STORE_C(acc_hi[j], tiles, (row * C_STRIDE + column + j * CM) / 4u, C_STRIDE / 4u);
-  }
-  barrier();
+  // The loop ended with a barrier: the tiles are free to hold the results, 64 rows (row block t
+  // of every subgroup) at a time.
   const uint part = gl_WorkGroupID.z * p.tokens;  // the partial sums' rows (0 without K_PART)
-  for (uint e = tid; e < BM * BN; e += threads) {
-    const uint r = e / BN, c = e % BN, at = r * C_STRIDE + c;
-    if (m0 + r < p.tokens && n0 + c < p.n)
-      p.y.v[(part + m0 + r) * p.n + n0 + c] = uintBitsToFloat(tiles[at >> 2][at & 3u]);
+  [[unroll]] for (uint t = 0; t < BM_TILES; ++t) {
+    if (t > 0) barrier();  // the previous rows are written out
+    [[unroll]] for (uint j = 0; j < NB; ++j) {
+      if (SPLIT != 0u) merge_lo(acc_hi[t][j], acc_lo[j]);
+      STORE_C(acc_hi[t][j], tiles, ((gl_SubgroupID >> 1) * CM * C_STRIDE + column + j * CM) / 4u, C_STRIDE / 4u);
+    }
+    barrier();
+    for (uint e = tid; e < 64u * BN; e += threads) {
+      const uint r = e / BN, c = e % BN, at = r * C_STRIDE + c;
+      const uint m = m0 + (r / CM) * CM * BM_TILES + t * CM + r % CM;  // the token of tile row r
+      if (m < p.tokens && n0 + c < p.n) p.y.v[(part + m) * p.n + n0 + c] = uintBitsToFloat(tiles[at >> 2][at & 3u]);
+    }
   }
 }

@@ -57,6 +57,19 @@ uint32_t matrix_tile_features(uint32_t tokens, uint32_t n) {
   return features;
 }
 
+uint32_t matrix_tile_row_blocks(const PipelineLibrary& pipelines, WeightType type, uint32_t tokens, uint32_t n,
+                                uint32_t features) {
+  // 128-token tiles read each weight unit once per 128 tokens: where the grid still fills the GPU,
+  // with fp16 activations (split ones would need a second x tile) and >= 256 invocations (the
+  // kernel's per-invocation share of the x tile). Only for 16-bit and f32 weights: on the H200
+  // they made bf16 products ~1.2x faster, but Q4 ones no faster (178 registers: one workgroup
+  // per multiprocessor), so pp512 of the q4 80B did not move (bench/NOTES.md, session 23).
+  const bool quantized = type == WeightType::Q4 || type == WeightType::Q8;
+  const bool fits =
+      !quantized && pipelines.split_activations() == 0 && pipelines.coopmat_workgroup() >= 256 && features == 128;
+  return fits && uint64_t(ceil_div(n, features)) * ceil_div(tokens, 128) >= kMatrixTargetWorkgroups ? 2 : 1;
+}
+
 GemvShape gemv_shape(uint32_t n, uint32_t units) {
   // Each invocation walks its share of K in a loop whose loads wait on memory every step, so a
   // matrix with few rows needs more invocations per row to keep enough loads in flight; one with
@@ -136,7 +149,7 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
       partial.y = a.k_split.address;
       const PipelineKey key{pipelines.coopmat_shader("linear_gemm_coopmat"),
                             {pipelines.coopmat_workgroup(), 1, 1},
-                            {type, pipelines.split_activations(), 4u, part},
+                            {type, pipelines.split_activations(), 4u, part, 1u},
                             sizeof(Push)};
       commands.dispatch(pipelines.get(key), partial, ceil_div(a.n, 128), ceil_div(a.tokens, 64), parts);
       commands.barrier();
@@ -147,11 +160,12 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
       return;
     }
     const uint32_t features = matrix_tile_features(a.tokens, a.n);
+    const uint32_t row_tiles = matrix_tile_row_blocks(pipelines, a.type, a.tokens, a.n, features);
     const PipelineKey key{pipelines.coopmat_shader("linear_gemm_coopmat"),
                           {pipelines.coopmat_workgroup(), 1, 1},
-                          {type, pipelines.split_activations(), features / 32, 0u},
+                          {type, pipelines.split_activations(), features / 32, 0u, row_tiles},
                           sizeof(Push)};
-    commands.dispatch(pipelines.get(key), push, ceil_div(a.n, features), ceil_div(a.tokens, 64));
+    commands.dispatch(pipelines.get(key), push, ceil_div(a.n, features), ceil_div(a.tokens, 64 * row_tiles));
   } else {
     const Pipeline& pipeline = pipelines.get({"linear_gemm", {256, 1, 1}, {type}, sizeof(Push)});
     commands.dispatch(pipeline, push, ceil_div(a.n, 64), ceil_div(a.tokens, 64));

@@ -61,6 +61,11 @@ uint64_t linear_split_bytes(uint32_t tokens, uint32_t n, uint32_t k);
 // Output features per workgroup of linear_gemm_coopmat.comp for a product of `tokens` rows and
 // n features: 128, or 64 / 32 when wider tiles would leave the GPU with few workgroups.
 uint32_t matrix_tile_features(uint32_t tokens, uint32_t n);
+// Row blocks of 64 tokens per workgroup of that kernel (its BM_TILES): 2 for 16-bit and f32
+// weights where 128-token tiles still fill the GPU and the kernel's limits allow them (fp16
+// activations, >= 256 invocations).
+uint32_t matrix_tile_row_blocks(const PipelineLibrary& pipelines, WeightType type, uint32_t tokens, uint32_t n,
+                                uint32_t features);
 
 void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& args);
 

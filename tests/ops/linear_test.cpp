@@ -297,8 +297,9 @@ TEST_F(RowInvarianceTest, GemvRowsDoNotDependOnTheTokenCount) {
 
 // The matrix-unit GEMM gives an output the same sequence of products for any token count and any
 // tile width (matrix_tile_features): a token's row is bitwise the same alone (64 features per
-// workgroup at n = 20000), among 17 or 63 others, and among 129 (128 per workgroup); and at
-// n = 45 (32 per workgroup). Decode steps past kThroughputGemvMaxTokens rely on it.
+// workgroup at n = 20000), among 17 or 63 others, and among 129 (128 per workgroup, in 128-token
+// tiles where matrix_tile_row_blocks gives them); and at n = 45 (32 per workgroup). Decode steps past
+// kThroughputGemvMaxTokens rely on it.
 TEST_F(RowInvarianceTest, MatrixRowsDoNotDependOnTheTokenCountOrTileWidth) {
   std::string why;
   if (!use_coopmat(true, &why)) GTEST_SKIP() << why;
@@ -389,6 +390,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{129, 130, 65, ops::WeightType::BF16}, Case{17, 99, 41, ops::WeightType::F32},
                       Case{45, 72, 9, ops::WeightType::F16},     // units of 8, 16-bit
                       Case{20, 64, 20000, ops::WeightType::Q4},  // 64 features per matrix tile
+                      // 128-token matrix tiles (matrix_tile_row_blocks: enough workgroups), the last partial.
+                      Case{300, 64, 16500, ops::WeightType::F16}, Case{260, 96, 16400, ops::WeightType::BF16},
+                      Case{300, 64, 16500, ops::WeightType::Q4},  // (quantised: 64-token tiles)
                       // K split on the matrix units (decode-sized, long K): 13, 7 and 3 parts.
                       Case{8, 4128, 33, ops::WeightType::BF16}, Case{40, 2080, 300, ops::WeightType::Q8},
                       Case{128, 2080, 12000, ops::WeightType::Q4}),
