@@ -86,19 +86,24 @@ uint quantized_block_word(uint dtype, uint row, uint k, uint unit) {
 // next four in `hi`) and the block's scale and min (Q8: min 0), so that a dot product with x is
 // scale * (codes . x) + min * sum(x): the GEMVs multiply by the scale once per unit, not per
 // element.
-void load_codes_unit(U32Buf w, uint dtype, uint row, uint k, uint unit, out vec4 lo, out vec4 hi,
-                     out vec2 scale_min) {
+// Fetched in two steps: the unit's raw words (scale word, code words; Q4 uses one), loaded
+// ahead of their use so several units' loads are in flight at once, then decoded.
+uvec3 fetch_codes_unit(U32Buf w, uint dtype, uint row, uint k, uint unit) {
   const uint block = quantized_block_word(dtype, row, k, unit), part = unit & 3u;
+  if (dtype == DTYPE_Q8) return uvec3(w.v[block], w.v[block + 1u + 2u * part], w.v[block + 2u + 2u * part]);
+  return uvec3(w.v[block], w.v[block + 1u + part], 0u);
+}
+
+void decode_codes_unit(uint dtype, uvec3 raw, out vec4 lo, out vec4 hi, out vec2 scale_min) {
   if (dtype == DTYPE_Q8) {
-    const ivec4 a = ivec4(w.v[block + 1u + 2u * part]), b = ivec4(w.v[block + 2u + 2u * part]);
+    const ivec4 a = ivec4(raw.y), b = ivec4(raw.z);
     lo = vec4((a << ivec4(24, 16, 8, 0)) >> 24);  // sign-extended bytes
     hi = vec4((b << ivec4(24, 16, 8, 0)) >> 24);
-    scale_min = vec2(unpackHalf2x16(w.v[block]).x, 0.0);
+    scale_min = vec2(unpackHalf2x16(raw.x).x, 0.0);
   } else {
-    const uvec4 codes = uvec4(w.v[block + 1u + part]);
-    lo = vec4((codes >> uvec4(0, 4, 8, 12)) & 15u);
-    hi = vec4((codes >> uvec4(16, 20, 24, 28)) & 15u);
-    scale_min = unpackHalf2x16(w.v[block]);
+    lo = vec4((uvec4(raw.y) >> uvec4(0, 4, 8, 12)) & 15u);
+    hi = vec4((uvec4(raw.y) >> uvec4(16, 20, 24, 28)) & 15u);
+    scale_min = unpackHalf2x16(raw.x);
   }
 }
 

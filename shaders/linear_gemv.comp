@@ -41,6 +41,14 @@ void main() {
       [[unroll]] for (uint c = 0; c < CHUNK; ++c) acc[r][c] = 0.0;
 
     if (VEC8 != 0u) {
+      // Quantised rows: the raw words of the next unit's rows are fetched before this unit is
+      // multiplied (a unit's loads are only 4-8 bytes per row, so one unit at a time leaves too
+      // few bytes in flight). Each invocation still adds its units in order u, u + threads, ...
+      const bool quantized = WEIGHT_DTYPE == DTYPE_Q4 || WEIGHT_DTYPE == DTYPE_Q8;
+      uvec3 next[ROWS];
+      if (quantized && tid < (p.k >> 3))
+        [[unroll]] for (uint r = 0; r < ROWS; ++r)
+          if (r < rows) next[r] = fetch_codes_unit(p.weight, WEIGHT_DTYPE, row0 + r, p.k, tid);
       for (uint u = tid; u < (p.k >> 3); u += threads) {
         vec4 xa[CHUNK], xb[CHUNK];  // this unit's activations of every token of the pass
         [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
@@ -55,7 +63,13 @@ void main() {
           xa[c] = F32x4Buf(p.x).v[at];
           xb[c] = F32x4Buf(p.x).v[at + 1u];
         }
-        if (WEIGHT_DTYPE == DTYPE_Q4 || WEIGHT_DTYPE == DTYPE_Q8) {
+        if (quantized) {
+          uvec3 raw[ROWS];
+          [[unroll]] for (uint r = 0; r < ROWS; ++r) raw[r] = next[r];
+          const uint ahead = u + threads;
+          if (ahead < (p.k >> 3))
+            [[unroll]] for (uint r = 0; r < ROWS; ++r)
+              if (r < rows) next[r] = fetch_codes_unit(p.weight, WEIGHT_DTYPE, row0 + r, p.k, ahead);
           // scale * (codes . x) + min * sum(x): the scale and min once per unit and row.
           float xsum[CHUNK];
           [[unroll]] for (uint c = 0; c < CHUNK; ++c) xsum[c] = dot(xa[c] + xb[c], vec4(1.0));
@@ -63,7 +77,7 @@ void main() {
             if (r >= rows) continue;
             vec4 qa, qb;
             vec2 scale_min;
-            load_codes_unit(p.weight, WEIGHT_DTYPE, row0 + r, p.k, u, qa, qb, scale_min);
+            decode_codes_unit(WEIGHT_DTYPE, raw[r], qa, qb, scale_min);
             [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
               if (c >= count) continue;
               const float codes_x = dot(qa, xa[c]) + dot(qb, xb[c]);

@@ -65,6 +65,14 @@ void main() {
         [[unroll]] for (uint c = 0; c < CHUNK; ++c) acc[m][r][c] = 0.0;
 
     if (VEC8 != 0u) {
+      // Quantised rows: the raw words of the next unit's rows are fetched before this unit is
+      // multiplied, as in linear_gemv.comp; each lane still adds its units in order.
+      const bool quantized = WEIGHT_DTYPE == DTYPE_Q4 || WEIGHT_DTYPE == DTYPE_Q8;
+      uvec3 next[MATRICES][ROWS];
+      if (quantized && lane < (p.k >> 3))
+        [[unroll]] for (uint m = 0; m < MATRICES; ++m)
+          [[unroll]] for (uint r = 0; r < ROWS; ++r)
+            if (row0 + r < p.n) next[m][r] = fetch_codes_unit(p.weight, WEIGHT_DTYPE, gate_row0 + m * p.n + r, p.k, lane);
       for (uint u = lane; u < (p.k >> 3); u += LANES) {
         vec4 xa[CHUNK], xb[CHUNK];
         [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
@@ -73,7 +81,16 @@ void main() {
           xa[c] = F32x4Buf(p.x).v[at];
           xb[c] = F32x4Buf(p.x).v[at + 1u];
         }
-        if (WEIGHT_DTYPE == DTYPE_Q4 || WEIGHT_DTYPE == DTYPE_Q8) {
+        if (quantized) {
+          uvec3 raw[MATRICES][ROWS];
+          [[unroll]] for (uint m = 0; m < MATRICES; ++m)
+            [[unroll]] for (uint r = 0; r < ROWS; ++r) raw[m][r] = next[m][r];
+          const uint ahead = u + LANES;
+          if (ahead < (p.k >> 3))
+            [[unroll]] for (uint m = 0; m < MATRICES; ++m)
+              [[unroll]] for (uint r = 0; r < ROWS; ++r)
+                if (row0 + r < p.n)
+                  next[m][r] = fetch_codes_unit(p.weight, WEIGHT_DTYPE, gate_row0 + m * p.n + r, p.k, ahead);
           // scale * (codes . x) + min * sum(x): the scale and min once per unit and row.
           float xsum[CHUNK];
           [[unroll]] for (uint c = 0; c < CHUNK; ++c) xsum[c] = dot(xa[c] + xb[c], vec4(1.0));
@@ -82,7 +99,7 @@ void main() {
               if (row0 + r >= p.n) continue;
               vec4 qa, qb;
               vec2 scale_min;
-              load_codes_unit(p.weight, WEIGHT_DTYPE, gate_row0 + m * p.n + r, p.k, u, qa, qb, scale_min);
+              decode_codes_unit(WEIGHT_DTYPE, raw[m][r], qa, qb, scale_min);
               [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
                 if (c >= count) continue;
                 const float codes_x = dot(qa, xa[c]) + dot(qb, xb[c]);
