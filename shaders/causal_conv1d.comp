@@ -2,14 +2,15 @@
 // Causal depthwise conv1d + SiLU over the DeltaNet q/k/v channels (spec §3.3, §5), carrying the
 // conv state: state holds the K-1 previous pre-conv rows (oldest first), so
 //   y[t, c] = silu( sum_{j<K} w[c, j] * X[t - (K-1) + j, c] ),  X[-m] = state[K-1-m, c]
-// and afterwards state = the last K-1 rows of [state; x]. A workgroup takes CHANNELS channels of one
-// sequence; its LANES token lanes each walk a contiguous block of the tokens with the window in
-// registers (the block's first window read from x or the state), so a long prompt runs 8 times
+// and afterwards state = the last K-1 rows of [state; x]. A workgroup takes CHANNELS channels of
+// one sequence; its LANES token lanes each walk a contiguous block of the tokens with the window
+// in registers (the block's first window read from x or the state), so a long prompt runs 8 times
 // wider than one walker per channel. Steps of fewer tokens than lanes (decode, speculative
-// verification) take one lane and 8 times the channels per workgroup instead: no idle lanes. Every output has the same sum order however the tokens are
-// split. After a barrier (the old state is read by now) lane 0 writes the new state. The CPU
-// shapes take one lane (LANES = 1): each invocation walks its channel's tokens and writes its
-// state after reading it, so no barrier is needed, which a CPU driver emulates at some cost.
+// verification) take one lane and 8 times the channels per workgroup instead: no idle lanes.
+// Every output has the same sum order however the tokens are split. After a barrier (the old
+// state is read by now) lane 0 writes the new state. The CPU shapes take one lane (LANES = 1):
+// each invocation walks its channel's tokens and writes its state after reading it, so no
+// barrier is needed, which a CPU driver emulates at some cost.
 // Speculative verification runs it twice (as delta_rule_recurrent.comp): over every verified
 // token writing y only, then writing only the state after the accepted count[b] tokens.
 #include "common.glsl"

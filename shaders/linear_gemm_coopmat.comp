@@ -1,12 +1,13 @@
 #version 460
 // y[t, n] = sum_k x[t, k] * W[n, k] for many tokens, on cooperative-matrix units: the same
 // operands and results as linear_gemm.comp, for devices with 16x16x16 fp16 matrices (precision
-// in coopmat.glsl). Output tiles of 64 (or 128: BM_TILES) tokens x BN = 32 * NB features; K goes through shared
-// memory 64 at a time, the next slice fetched into registers (weights as raw words, activations
-// as fp32, converted when stored so that the products need not wait for the loads) while the
-// matrix units work on this one. The workgroup is 8 subgroups (the host sizes it from the
-// device's fixed subgroup size) in a 4 x 2 grid, each owning 16 tokens x 16 * NB features of the
-// tile: NB matrices, each with a hi (and with SPLIT a lo) accumulator.
+// in coopmat.glsl). Output tiles of 64 (or 128: BM_TILES) tokens x BN = 32 * NB features; K goes
+// through shared memory 64 at a time, the next slice fetched into registers (weights as raw
+// words, activations as fp32, converted when stored so that the products need not wait for the
+// loads) while the matrix units work on this one. The workgroup is 8 subgroups (the host sizes
+// it from the device's fixed subgroup size) in a 4 x 2 grid, each owning 16 * BM_TILES tokens x
+// 16 * NB features of the tile: BM_TILES x NB matrices, each with a hi (and with SPLIT a lo)
+// accumulator.
 // NB only changes how the features are cut into workgroups (fewer tokens want narrower tiles,
 // so that there are enough workgroups): an output's sum is the same sequence of products for
 // every NB and every token count.

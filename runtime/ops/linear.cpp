@@ -64,9 +64,8 @@ uint32_t matrix_tile_row_blocks(const PipelineLibrary& pipelines, WeightType typ
   // kernel's per-invocation share of the x tile). Only for 16-bit and f32 weights: on the H200
   // they made bf16 products ~1.2x faster, but Q4 ones no faster (178 registers: one workgroup
   // per multiprocessor), so pp512 of the q4 80B did not move (bench/NOTES.md, session 23).
-  const bool quantized = type == WeightType::Q4 || type == WeightType::Q8;
-  const bool fits =
-      !quantized && pipelines.split_activations() == 0 && pipelines.coopmat_workgroup() >= 256 && features == 128;
+  const bool fits = !is_quantized(type) && pipelines.split_activations() == 0 && pipelines.coopmat_workgroup() >= 256 &&
+                    features == 128;
   return fits && uint64_t(ceil_div(n, features)) * ceil_div(tokens, 128) >= kMatrixTargetWorkgroups ? 2 : 1;
 }
 
