@@ -6,6 +6,7 @@
 #include "runtime/ops/attention.h"
 #include "runtime/ops/causal_conv1d.h"
 #include "runtime/ops/delta_rule.h"
+#include "runtime/ops/moe.h"
 
 namespace q3n::graph {
 
@@ -19,6 +20,9 @@ void check_supported(const ModelConfig& c, const std::string& source) {
   if (attention && c.head_dim > int(ops::kMaxAttentionHeadDim))
     refuse("head_dim", c.head_dim,
            "q3n's attention kernels take heads of at most " + std::to_string(ops::kMaxAttentionHeadDim));
+  if (c.num_experts > int(ops::kMaxExperts))
+    refuse("num_experts", c.num_experts,
+           "q3n's routing kernels take at most " + std::to_string(ops::kMaxExperts) + " experts");
   if (delta) {
     if (c.linear_key_head_dim < 1 || c.linear_key_head_dim > int(ops::kMaxDeltaHeadDim))
       refuse("linear_key_head_dim", c.linear_key_head_dim,

@@ -27,6 +27,11 @@ layout(constant_id = 5) const uint ROWS = 4;   // output rows per lane group
 layout(constant_id = 6) const uint CHUNK = 1;  // expert rows per pass
 layout(constant_id = 7) const uint VEC8 = 1;
 layout(constant_id = 8) const uint LANES = 64;  // invocations per output row; divides the workgroup
+// A one-token step: slot s holds the step's rank-s expert (live list) with its one row at offset s
+// of `sorted`, as every grouping of one token lays it out. Its expert and its row are then two
+// independent loads instead of a chain of four (live count, expert, offsets, sorted), each a
+// round trip to memory before the first weight or activation can be fetched.
+layout(constant_id = 9) const uint ONE_TOKEN = 0;
 
 #include "moe_expert_push.glsl"
 
@@ -42,9 +47,10 @@ uint partial_at(uint sum, uint tid) { return sum * THREADS + (tid ^ (sum & 31u &
 
 void main() {
   const uint slot = gl_WorkGroupID.y;
-  if (slot >= p.live.v[0]) return;  // uniform per workgroup
+  if (ONE_TOKEN == 0u && slot >= p.live.v[0]) return;  // uniform per workgroup (one token: every slot is live)
   const uint e = p.live.v[1u + slot];
-  const uint first = p.offsets.v[e], expert_rows = p.offsets.v[e + 1u] - first;
+  const uint first = ONE_TOKEN != 0u ? slot : p.offsets.v[e];
+  const uint expert_rows = ONE_TOKEN != 0u ? 1u : p.offsets.v[e + 1u] - first;
   const uint block0 = gl_WorkGroupID.x * (GROUPS * ROWS);  // first output row of the workgroup
   if (block0 >= p.n) return;
   const uint tid = gl_LocalInvocationID.x, group = tid / LANES, lane = tid % LANES;
@@ -56,6 +62,10 @@ void main() {
     const uint count = min(CHUNK, expert_rows - m0);  // rows in this pass (uniform)
     uint src[CHUNK];  // first element of each row's input
     [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
+      if (ONE_TOKEN != 0u && SWIGLU != 0u) {  // gate/up reads the token's row: row 0
+        src[c] = 0u;
+        continue;
+      }
       const uint assignment = c < count ? p.sorted.v[first + m0 + c] : 0u;
       src[c] = (SWIGLU != 0u ? assignment / p.top_k : assignment) * p.k;
     }

@@ -1,8 +1,10 @@
 #version 460
 // MoE routing, one token per workgroup (moe_route.glsl).
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 3) const uint MAX_EXPERTS = 512;
+layout(constant_id = 4) const uint MAX_CHOICES = 10;  // top_k
 
 layout(push_constant) uniform Push {
   F32Buf logits;   // [rows, logit_stride]; experts in columns [0, experts)
@@ -16,7 +18,6 @@ layout(push_constant) uniform Push {
   uint has_status;
 } p;
 
-#define ROUTE_CHOSEN(a, e)
 #include "moe_route.glsl"
 
 void main() { route_row(gl_WorkGroupID.x); }

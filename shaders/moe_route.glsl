@@ -1,13 +1,16 @@
 // The routing of one token (spec §3.8, §8.12), shared by moe_route.comp (a workgroup per token)
-// and moe_route_group.comp (one workgroup routes a few tokens, then groups them): softmax over ALL
+// and moe_route_group.comp (one workgroup routes one token, then groups its choices): softmax over ALL
 // experts in fp32, then the top-k probabilities (ties to the lower expert id), then optionally
 // renormalised to sum to one (norm_topk_prob). A NaN or +Inf logit (corrupt weights, fp16
 // overflow) is routed as -inf and raises the step's status word, which the host turns into an
 // error; expert ids are always < experts, so nothing downstream indexes out of bounds.
-// The includer declares MAX_EXPERTS and a push block `p` with logits, ids, weights, experts,
-// top_k, logit_stride, normalise, status, has_status.
+// The includer declares MAX_EXPERTS, MAX_CHOICES (>= top_k) and a push block `p` with logits,
+// ids, weights, experts, top_k, logit_stride, normalise, status, has_status.
 
 shared float prob[MAX_EXPERTS];
+// The routed row's choices in order: expert ids and their probabilities (before renormalising).
+shared uint choice_id[MAX_CHOICES];
+shared float choice_probability[MAX_CHOICES];
 // One entry per subgroup is used, in two buffers taken in turn: a call's writes cannot race the
 // previous call's reads, so each call needs one barrier.
 shared float best_value[2][gl_WorkGroupSize.x];
@@ -35,26 +38,36 @@ void workgroup_argmax(inout float v, inout uint index) {
     }
 }
 
-// Routes token `row`: every invocation of the workgroup calls it. ROUTE_CHOSEN(a, e) (defined by
-// the includer) is called by invocation 0 for each chosen expert e of assignment a = row * top_k + j.
+// Routes token `row`: every invocation of the workgroup calls it. On return choice_id holds the
+// row's experts in order of choice (every invocation may read it).
 void route_row(uint row) {
-  const uint tid = gl_LocalInvocationID.x;
+  const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
   const float neg_inf = uintBitsToFloat(0xFF800000u);
   float row_max = neg_inf;
   uint unused = 0u;
-  for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
-    float logit = p.logits.v[row * p.logit_stride + e];
-    if (isnan(logit) || (isinf(logit) && logit > 0.0)) {
-      logit = neg_inf;
-      if (p.has_status != 0u) p.status.v[0] = 1u;  // every writer writes the same value
+  // Logits LOADS x threads at a time: each invocation's loads are in flight together.
+  const uint LOADS = 8u;
+  for (uint e0 = tid; e0 < p.experts; e0 += LOADS * threads) {
+    float logit[LOADS];
+    [[unroll]] for (uint c = 0; c < LOADS; ++c) {
+      const uint e = e0 + c * threads;
+      logit[c] = e < p.experts ? p.logits.v[row * p.logit_stride + e] : neg_inf;
     }
-    prob[e] = logit;
-    row_max = max(row_max, logit);
+    [[unroll]] for (uint c = 0; c < LOADS; ++c) {
+      const uint e = e0 + c * threads;
+      if (e >= p.experts) continue;
+      if (isnan(logit[c]) || (isinf(logit[c]) && logit[c] > 0.0)) {
+        logit[c] = neg_inf;
+        if (p.has_status != 0u) p.status.v[0] = 1u;  // every writer writes the same value
+      }
+      prob[e] = logit[c];
+      row_max = max(row_max, logit[c]);
+    }
   }
   workgroup_argmax(row_max, unused);
   const bool none_finite = row_max == neg_inf;  // then every expert gets the same probability
   float local_sum = 0.0;
-  for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x) {
+  for (uint e = tid; e < p.experts; e += threads) {
     prob[e] = none_finite ? 1.0 : exp(prob[e] - row_max);
     local_sum += prob[e];
   }
@@ -65,7 +78,7 @@ void route_row(uint row) {
   for (uint j = 0; j < p.top_k; ++j) {
     float v = -1.0;
     uint index = 0xFFFFFFFFu;
-    for (uint e = tid; e < p.experts; e += gl_WorkGroupSize.x)
+    for (uint e = tid; e < p.experts; e += threads)
       if (prob[e] > v) {  // strict: the lowest id wins a tie within an invocation
         v = prob[e];
         index = e;
@@ -73,15 +86,20 @@ void route_row(uint row) {
     workgroup_argmax(v, index);
     index = min(index, p.experts - 1u);  // never out of bounds, whatever the values were
     if (tid == 0u) {
-      ROUTE_CHOSEN(row * p.top_k + j, index);
-      p.ids.v[row * p.top_k + j] = index;
-      p.weights.v[row * p.top_k + j] = v / total;
+      choice_id[j] = index;
+      choice_probability[j] = v / total;
     }
     chosen_sum += v / total;
     // Taken. Only its owner reads prob[index] (every loop here strides by the workgroup), so
     // no barrier is needed before the next choice.
-    if (index % gl_WorkGroupSize.x == tid) prob[index] = -1.0;
+    if (index % threads == tid) prob[index] = -1.0;
   }
-  if (tid == 0u && p.normalise != 0u)
-    for (uint j = 0; j < p.top_k; ++j) p.weights.v[row * p.top_k + j] /= chosen_sum;
+  barrier();
+  // The results in parallel, once: written one by one as they were chosen, then renormalised in
+  // place, they were a chain of dependent memory round trips (most of this kernel's time).
+  for (uint j = tid; j < p.top_k; j += threads) {
+    p.ids.v[row * p.top_k + j] = choice_id[j];
+    const float probability = choice_probability[j];
+    p.weights.v[row * p.top_k + j] = p.normalise != 0u ? probability / chosen_sum : probability;
+  }
 }

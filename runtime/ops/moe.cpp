@@ -15,24 +15,22 @@ struct RoutePush {
   VkDeviceAddress status;
   uint32_t has_status;
 };
-struct RouteGroupPush {  // shaders/moe_route_group.comp: RoutePush's fields, then moe_group's
+struct RouteGroupPush {  // shaders/moe_route_group.comp: RoutePush's fields, then the grouping's
   VkDeviceAddress logits, ids, weights;
   uint32_t experts, top_k, logit_stride, normalise;
   VkDeviceAddress status;
-  uint32_t has_status, tokens;
+  uint32_t has_status;
   VkDeviceAddress offsets, sorted, active;
-  uint32_t tile_rows, gate_up_columns, down_columns;
+  uint32_t gate_up_columns, down_columns;
 };
-// Steps of at most this many tokens route and group in one workgroup (moe_route_group.comp): a
-// single-sequence decode step. It routes its tokens one after another, so more tokens keep a
-// workgroup each: at 2-4 tokens the serial routing cost more than the saved dispatch (H200,
-// 80B-A3B: a 4-row verify step 11.3 -> 12.9 ms; bench/NOTES.md, session 15).
-constexpr uint32_t kFusedRouteMaxTokens = 1;
+// Single-token steps (one-sequence decode) route and group in one workgroup (moe_route_group.comp).
+// Larger steps keep a routing workgroup per token: routing 2-4 tokens one after another in one
+// workgroup cost more than the saved dispatch (H200, 80B-A3B: a 4-row verify step 11.3 -> 12.9 ms;
+// bench/NOTES.md, session 15).
 // Invocations routing one token (moe_route.glsl), the same in both routing kernels so a token's
 // weights do not depend on which one ran: its top-k choices are serial workgroup argmaxes, cheaper
 // with few subgroups than with many (512 experts are 8 per invocation).
 constexpr uint32_t kRouteWorkgroup = 64;
-constexpr uint32_t kFusedRouteMaxAssignments = 128;  // moe_route_group.comp's shared list
 struct GroupPush {
   VkDeviceAddress ids, offsets, sorted, active;
   uint32_t assignments, experts, tile_rows, gate_up_columns, down_columns;
@@ -126,7 +124,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   const RoutePush route{
       a.logits.address,      scratch.ids.address, scratch.weights.address, s.experts, s.top_k, a.logit_stride,
       s.normalise ? 1u : 0u, a.status.address,    a.status.size ? 1u : 0u};
-  const bool fused_route = s.tokens <= kFusedRouteMaxTokens && s.assignments() <= kFusedRouteMaxAssignments;
+  const bool fused_route = s.tokens == 1;
   const auto record_shared_down = [&] {  // beside the routing, before its barrier
     if (!a.shared_down) return;
     if (a.shared_down->y.address != a.shared_out.address)
@@ -138,7 +136,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     commands.mark("moe.route");
     commands.dispatch(
         pipelines.get(
-            {"moe_route", {pipelines.reduction_workgroup(kRouteWorkgroup), 1, 1}, {s.experts}, sizeof(route)}),
+            {"moe_route", {pipelines.reduction_workgroup(kRouteWorkgroup), 1, 1}, {s.experts, s.top_k}, sizeof(route)}),
         route, s.tokens);
     record_shared_down();
     commands.barrier();
@@ -201,18 +199,17 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                               route.normalise,
                               route.status,
                               route.has_status,
-                              s.tokens,
                               scratch.offsets.address,
                               scratch.sorted.address,
                               scratch.active.address,
-                              group.tile_rows,
                               group.gate_up_columns,
                               group.down_columns};
     commands.mark("moe.route");
-    commands.dispatch(
-        pipelines.get(
-            {"moe_route_group", {pipelines.reduction_workgroup(kRouteWorkgroup), 1, 1}, {s.experts}, sizeof(both)}),
-        both, 1);
+    commands.dispatch(pipelines.get({"moe_route_group",
+                                     {pipelines.reduction_workgroup(kRouteWorkgroup), 1, 1},
+                                     {s.experts, s.top_k},
+                                     sizeof(both)}),
+                      both, 1);
     record_shared_down();
   } else {
     commands.mark("moe.group");
@@ -331,7 +328,7 @@ void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, con
     throw Error("internal: an expert GEMV of " + std::to_string(n) + " outputs needs too many workgroups");
   const PipelineKey key{"moe_expert_gemv",
                         {shape.threads, 1, 1},
-                        {type, swiglu, shape.rows, shape.chunk, vec8, shape.lanes},
+                        {type, swiglu, shape.rows, shape.chunk, vec8, shape.lanes, s.tokens == 1 ? 1u : 0u},
                         sizeof(push)};
   commands.dispatch(pipelines.get(key), push, groups, slots);
 }

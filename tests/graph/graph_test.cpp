@@ -106,7 +106,7 @@ TEST(HazardTracker, PlacesBarriersOnOverlappingBytesOnly) {
 }
 
 // Kernel limits are checked against the config before anything is loaded: the 80B config passes;
-// a head_dim, linear head dim or conv width past what the kernels take is refused with the field,
+// a head_dim, linear head dim, conv width or expert count past what the kernels take is refused with the field,
 // its value and the limit in the message.
 TEST(CheckSupported, RefusesConfigsPastTheKernelLimits) {
   const std::string path = std::string(Q3N_SOURCE_DIR) + "/assets/configs/qwen3-next-80b-a3b.json";
@@ -131,6 +131,10 @@ TEST(CheckSupported, RefusesConfigsPastTheKernelLimits) {
   EXPECT_NE(refusal([](ModelConfig& c) { c.linear_key_head_dim = 257; }).find("\"linear_key_head_dim\" is 257"),
             std::string::npos);
   EXPECT_NE(refusal([](ModelConfig& c) { c.linear_conv_kernel_dim = 9; }).find("1 to 8"), std::string::npos);
+  EXPECT_NE(refusal([](ModelConfig& c) { c.num_experts = 1025; })
+                .find("\"num_experts\" is 1025; q3n's routing kernels "
+                      "take at most 1024"),
+            std::string::npos);
   // A model without full-attention layers is not held to the attention limit.
   EXPECT_EQ(refusal([](ModelConfig& c) {
               c.head_dim = 512;

@@ -398,7 +398,8 @@ TEST_F(MoeOpTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
 // Routing alone, at the 80B's width and past it: 300 and 512 experts (not multiples of any
 // subgroup size's share), top-10, with tied logits, against a double reference: ids in order of
 // probability with ties to the lower id, weights renormalised (or not) within 1e-6 relative (fp32
-// exp and sums of <= 512 terms: ~512 ulps); for 1 token (moe_route_group.comp) and 6 (moe_route.comp).
+// exp and sums of <= 512 terms: ~512 ulps), and the grouping of the assignments by expert; for 1
+// token (moe_route_group.comp) and 6 (moe_route.comp, then moe_group.comp).
 TEST_F(MoeOpTest, RoutingPicksTopKWithTiesToTheLowerId) {
   for (const uint32_t E : {300u, 512u})
     for (const uint32_t tokens : {1u, 6u})
@@ -447,6 +448,28 @@ TEST_F(MoeOpTest, RoutingPicksTopKWithTiesToTheLowerId) {
             EXPECT_NEAR(weights[t * K + j], want, 1e-6 * want) << at;
           }
         }
+        // The grouping the expert kernels read, against the ids: offsets are the exclusive prefix
+        // sums of the assignments per expert, `sorted` holds each expert's assignments in its span,
+        // and the live list names the experts with any, ascending.
+        const std::string at = "experts " + std::to_string(E) + ", " + std::to_string(tokens) + " token(s)";
+        std::vector<uint32_t> per_expert(E, 0);
+        for (const uint32_t id : ids) ++per_expert[id];
+        const auto offsets = download_words(scratch.offsets, E + 1),
+                   sorted = download_words(scratch.sorted, ids.size());
+        const auto live = download_words(scratch.active, E + 1);
+        uint32_t below = 0, listed = 0;
+        for (uint32_t e = 0; e <= E; ++e) {
+          ASSERT_EQ(offsets[e], below) << at << ": offset of expert " << e;
+          if (e == E) break;
+          if (per_expert[e]) {
+            ASSERT_EQ(live[1 + listed], e) << at << ": live expert " << listed;
+            ++listed;
+          }
+          for (uint32_t r = offsets[e]; r < offsets[e] + per_expert[e]; ++r)
+            ASSERT_EQ(ids[sorted[r]], e) << at << ": sorted entry " << r;
+          below += per_expert[e];
+        }
+        EXPECT_EQ(live[0], listed) << at;
       }
 }
 
