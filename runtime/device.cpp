@@ -151,18 +151,31 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
   physical_ = instance.physical_devices()[index];
   info_ = devices[index];
 
-  // Queue: the first family that can compute and write timestamps.
+  // Queue: a compute-only family that writes timestamps where the device has one, else the first
+  // family that can compute. On the H200 (driver 580) the compute-only family ran the same command
+  // buffers faster than the graphics one: pp512 of the 80B-A3B q4 4334 -> 6267 tok/s, decode
+  // 189 -> 197 tok/s (bench/NOTES.md, session 24). Q3N_QUEUE=first takes the first compute family
+  // regardless, to compare.
   uint32_t family_count = 0;
   vkGetPhysicalDeviceQueueFamilyProperties(physical_, &family_count, nullptr);
   std::vector<VkQueueFamilyProperties> families(family_count);
   vkGetPhysicalDeviceQueueFamilyProperties(physical_, &family_count, families.data());
+  const char* queue_choice = std::getenv("Q3N_QUEUE");
+  if (queue_choice && *queue_choice && std::string(queue_choice) != "first" && std::string(queue_choice) != "compute")
+    throw Error(std::string("Q3N_QUEUE='") + queue_choice + "' is not a queue choice: use compute or first");
+  const bool compute_only_first = !queue_choice || std::string(queue_choice) != "first";
+  const auto computes = [&](uint32_t f) { return (families[f].queueFlags & VK_QUEUE_COMPUTE_BIT) != 0; };
+  const auto compute_only = [&](uint32_t f) {
+    return computes(f) && !(families[f].queueFlags & VK_QUEUE_GRAPHICS_BIT) && families[f].timestampValidBits > 0;
+  };
   bool found = false;
-  for (uint32_t f = 0; f < family_count && !found; ++f)
-    if (families[f].queueFlags & VK_QUEUE_COMPUTE_BIT) {
-      queue_family_ = f;
-      timestamp_valid_bits_ = families[f].timestampValidBits;
-      found = true;
-    }
+  for (const bool want_compute_only : {compute_only_first, false})
+    for (uint32_t f = 0; f < family_count && !found; ++f)
+      if (want_compute_only ? compute_only(f) : computes(f)) {
+        queue_family_ = f;
+        timestamp_valid_bits_ = families[f].timestampValidBits;
+        found = true;
+      }
   if (!found) throw Error("device " + info_.name + " has no compute queue");
 
   // Required features, plus the optional ones q3n's shaders can use when present.
