@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 
 #include "runtime/error.h"
 #include "runtime/ops/rms_norm.h"
@@ -71,6 +72,37 @@ TEST_F(RuntimeTest, DeviceSelectorErrorsNameTheProblem) {
     EXPECT_NE(std::string(e.what()).find("no-such-gpu-name"), std::string::npos) << e.what();
   }
   EXPECT_EQ(select_device(devices, "0"), 0u);
+}
+
+// The queue family: compute-only where the device has one that writes timestamps, the first
+// compute family with Q3N_QUEUE=first, and an unknown Q3N_QUEUE value refused by name.
+TEST_F(RuntimeTest, QueueFamilyIsComputeOnlyWhereThereIsOne) {
+  uint32_t count = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(rt().device.physical(), &count, nullptr);
+  std::vector<VkQueueFamilyProperties> families(count);
+  vkGetPhysicalDeviceQueueFamilyProperties(rt().device.physical(), &count, families.data());
+  std::optional<uint32_t> compute_only, first;
+  for (uint32_t f = 0; f < count; ++f) {
+    const bool computes = families[f].queueFlags & VK_QUEUE_COMPUTE_BIT;
+    if (computes && !first) first = f;
+    if (computes && !(families[f].queueFlags & VK_QUEUE_GRAPHICS_BIT) && families[f].timestampValidBits &&
+        !compute_only)
+      compute_only = f;
+  }
+  ASSERT_TRUE(first.has_value());
+  {
+    ScopedEnv queue("Q3N_QUEUE", "compute");
+    EXPECT_EQ(Device(rt().instance).queue_family(), compute_only.value_or(*first));
+    queue.set("first");
+    EXPECT_EQ(Device(rt().instance).queue_family(), *first);
+    queue.set("graphics");
+    try {
+      Device device(rt().instance);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("Q3N_QUEUE='graphics'"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST_F(RuntimeTest, AllocatorReusesFreedRangesAndAligns) {
