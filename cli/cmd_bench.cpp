@@ -392,9 +392,9 @@ void add_bench_command(CLI::App& app) {
       std::printf("%s\n", j.dump(1).c_str());
       return;
     }
-    std::printf("model: %s (%s weights)\ndevice: %s\nmatrix kernels: %s\nvector kernels: %s\n", model.c_str(),
+    std::printf("model: %s (%s weights)\ndevice: %s, queue %s\nmatrix kernels: %s\nvector kernels: %s\n", model.c_str(),
                 o->model.weights.empty() ? "stored" : o->model.weights.c_str(), session.device_names().c_str(),
-                matrix_kernels(rt, o->model.batch_invariant).c_str(),
+                rt.device.describe_queue().c_str(), matrix_kernels(rt, o->model.batch_invariant).c_str(),
                 describe_vector_kernels(rt.pipelines.cpu_shapes(), rt.device.texel_reads()).c_str());
     std::printf(
         "memory: weights %.2f GiB, state + KV cache %.2f GiB (%s KV, %s per token), device memory reserved %.2f "

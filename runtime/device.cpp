@@ -173,6 +173,7 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
     for (uint32_t f = 0; f < family_count && !found; ++f)
       if (want_compute_only ? compute_only(f) : computes(f)) {
         queue_family_ = f;
+        queue_compute_only_ = !(families[f].queueFlags & VK_QUEUE_GRAPHICS_BIT);
         timestamp_valid_bits_ = families[f].timestampValidBits;
         found = true;
       }
@@ -270,6 +271,11 @@ Device::~Device() {
     vkDeviceWaitIdle(device_);
     vkDestroyDevice(device_, nullptr);
   }
+}
+
+std::string Device::describe_queue() const {
+  return "family " + std::to_string(queue_family_) +
+         (queue_compute_only_ ? " (compute only)" : " (graphics + compute)");
 }
 
 VkDeviceSize Device::free_device_memory() const {

@@ -67,6 +67,8 @@ class Device {
   VkPhysicalDevice physical() const { return physical_; }
   VkQueue queue() const { return queue_; }
   uint32_t queue_family() const { return queue_family_; }
+  // The queue family in words, e.g. "family 2 (compute only)", for benchmark headers.
+  std::string describe_queue() const;
   uint32_t timestamp_valid_bits() const { return timestamp_valid_bits_; }
   const DeviceInfo& info() const { return info_; }
   const Instance& instance() const { return instance_; }
@@ -95,6 +97,7 @@ class Device {
   VkDevice device_ = VK_NULL_HANDLE;
   VkQueue queue_ = VK_NULL_HANDLE;
   uint32_t queue_family_ = 0;
+  bool queue_compute_only_ = false;
   uint32_t timestamp_valid_bits_ = 0;
   DeviceInfo info_;
   CoopmatSupport coopmat_;
