@@ -168,11 +168,14 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     throw Error("internal: the expert GEMV serves at most " + std::to_string(kExpertGemvMaxTokens) + " tokens");
   const ExpertGemvShape gate_up_shape = a.gate_up_gemv.value_or(expert_gemv_shape(true, s.hidden, s.tokens)),
                         down_shape = a.down_gemv.value_or(expert_gemv_shape(false, s.expert_dim, s.tokens));
-  const bool gemv_path = (s.tokens <= a.gemv_max_tokens &&
-                          ceil_div(s.expert_dim, expert_gemv_rows_per_workgroup(gate_up_shape)) <= 65535 &&
-                          ceil_div(s.hidden, expert_gemv_rows_per_workgroup(down_shape)) <= 65535) ||
-                         (pipelines.cpu_shapes() && !matrix_units &&
-                          ceil_div(std::max(s.hidden, s.expert_dim), kRowwiseWorkgroup) <= 65535);
+  // Without matrix units the GEMV serves every size it can (a caller's lower gemv_max_tokens
+  // says where the matrix units win), as record_linear decides.
+  const uint32_t gemv_most = matrix_units ? a.gemv_max_tokens : kExpertGemvMaxTokens;
+  const bool gemv_path =
+      (s.tokens <= gemv_most && ceil_div(s.expert_dim, expert_gemv_rows_per_workgroup(gate_up_shape)) <= 65535 &&
+       ceil_div(s.hidden, expert_gemv_rows_per_workgroup(down_shape)) <= 65535) ||
+      (pipelines.cpu_shapes() && !matrix_units &&
+       ceil_div(std::max(s.hidden, s.expert_dim), kRowwiseWorkgroup) <= 65535);
   // The busiest expert may take every token: its row tiles must fit the grid's y limit (65535 on
   // every Vulkan device).
   if (!gemv_path && ceil_div(s.tokens, tm) > 65535)

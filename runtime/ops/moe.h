@@ -25,10 +25,10 @@ constexpr uint32_t kMaxExperts = 1024;
 // at the 80B shapes), more take the tiled expert GEMMs.
 constexpr uint32_t kExpertGemvMaxTokens = 128;
 // Where the matrix-unit expert GEMM is faster than the expert GEMV: steps of more tokens take it
-// when the graph does not ask for batch invariance. Since the lane-group GEMV (session 17) that is
-// nowhere a decode step reaches (H200, 80B-A3B q4, 128 sequences: 1513 tok/s with the GEMV, 1469
-// with the matrix units; bench/NOTES.md).
-constexpr uint32_t kThroughputExpertGemvMaxTokens = 128;
+// when the graph does not ask for batch invariance. On the H200's compute-only queue (80B-A3B q4,
+// the whole routed MoE): 32 tokens 400 us with the GEMV against 385, 64 579 against 569, 128 1021
+// against 716 (bench/NOTES.md, session 24; on the graphics queue the GEMV won at 128).
+constexpr uint32_t kThroughputExpertGemvMaxTokens = 64;
 
 // The shape of moe_expert_gemv.comp for one product: invocations per workgroup, invocations that
 // share one output row's K (lanes), output rows per lane group and expert rows per pass. An
