@@ -357,7 +357,7 @@ int main(int argc, char** argv) {
         char name[96];
         std::snprintf(name, sizeof name, "attention %u token(s), %s cache %u (%u splits)", tokens,
                       ops::kv_type_name(kv_type), past + tokens, s.splits);
-        report(name, t, tokens == 1 ? 2.0 * kv : 2.0 * kv, 4.0 * 16 * 256 * keys, ceiling);
+        report(name, t, 2.0 * kv, 4.0 * 16 * 256 * keys, ceiling);
       }
 
   // MoE: 512 experts of 512, top-10 (the routed part; shared expert = linears).

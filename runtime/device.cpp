@@ -160,10 +160,11 @@ Device::Device(const Instance& instance, const std::string& selector) : instance
   vkGetPhysicalDeviceQueueFamilyProperties(physical_, &family_count, nullptr);
   std::vector<VkQueueFamilyProperties> families(family_count);
   vkGetPhysicalDeviceQueueFamilyProperties(physical_, &family_count, families.data());
-  const char* queue_choice = std::getenv("Q3N_QUEUE");
-  if (queue_choice && *queue_choice && std::string(queue_choice) != "first" && std::string(queue_choice) != "compute")
-    throw Error(std::string("Q3N_QUEUE='") + queue_choice + "' is not a queue choice: use compute or first");
-  const bool compute_only_first = !queue_choice || std::string(queue_choice) != "first";
+  const char* queue_env = std::getenv("Q3N_QUEUE");
+  const std::string queue_choice = queue_env ? queue_env : "";
+  if (!queue_choice.empty() && queue_choice != "first" && queue_choice != "compute")
+    throw Error("Q3N_QUEUE='" + queue_choice + "' is not a queue choice: use compute or first");
+  const bool compute_only_first = queue_choice != "first";
   const auto computes = [&](uint32_t f) { return (families[f].queueFlags & VK_QUEUE_COMPUTE_BIT) != 0; };
   const auto compute_only = [&](uint32_t f) {
     return computes(f) && !(families[f].queueFlags & VK_QUEUE_GRAPHICS_BIT) && families[f].timestampValidBits > 0;

@@ -31,6 +31,7 @@ layout(push_constant) uniform Push {
 } p;
 
 #include "moe_route.glsl"
+#include "moe_grids.glsl"
 
 // Chosen experts below e: e's offset among the assignments sorted by expert.
 uint chosen_below(uint e) {
@@ -50,13 +51,6 @@ void main() {
   for (uint e = tid; e <= p.experts; e += gl_WorkGroupSize.x) p.offsets.v[e] = chosen_below(e);
   if (tid == 0u) {
     p.live.v[0] = p.top_k;
-    // The tiled kernels' grids (moe_group.glsl): one row tile, since no expert holds two rows.
-    const uint grid = 1u + p.experts;
-    p.live.v[grid] = p.gate_up_columns;
-    p.live.v[grid + 1u] = 1u;
-    p.live.v[grid + 2u] = p.top_k;
-    p.live.v[grid + 3u] = p.down_columns;
-    p.live.v[grid + 4u] = 1u;
-    p.live.v[grid + 5u] = p.top_k;
+    write_expert_grids(1u, p.top_k);  // one row tile: no expert holds two rows
   }
 }

@@ -23,10 +23,6 @@ struct RouteGroupPush {  // shaders/moe_route_group.comp: RoutePush's fields, th
   VkDeviceAddress offsets, sorted, active;
   uint32_t gate_up_columns, down_columns;
 };
-// Single-token steps (one-sequence decode) route and group in one workgroup (moe_route_group.comp).
-// Larger steps keep a routing workgroup per token: routing 2-4 tokens one after another in one
-// workgroup cost more than the saved dispatch (H200, 80B-A3B: a 4-row verify step 11.3 -> 12.9 ms;
-// bench/NOTES.md, session 15).
 // Invocations routing one token (moe_route.glsl), the same in both routing kernels so a token's
 // weights do not depend on which one ran: its top-k choices are serial workgroup argmaxes, cheaper
 // with few subgroups than with many (512 experts are 8 per invocation).
@@ -124,6 +120,10 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   const RoutePush route{
       a.logits.address,      scratch.ids.address, scratch.weights.address, s.experts, s.top_k, a.logit_stride,
       s.normalise ? 1u : 0u, a.status.address,    a.status.size ? 1u : 0u};
+  // Single-token steps (one-sequence decode) route and group in one workgroup (moe_route_group.comp).
+  // Larger steps keep a routing workgroup per token: routing 2-4 tokens one after another in one
+  // workgroup cost more than the saved dispatch (H200, 80B-A3B: a 4-row verify step 11.3 -> 12.9
+  // ms; bench/NOTES.md, session 15).
   const bool fused_route = s.tokens == 1;
   const auto record_shared_down = [&] {  // beside the routing, before its barrier
     if (!a.shared_down) return;

@@ -18,7 +18,7 @@
 namespace q3n::ops {
 
 // Experts a layer may have: routing and grouping keep a few words per expert in shared memory
-// (moe_route.glsl, moe_group.glsl), which must fit Vulkan's guaranteed 16 KiB.
+// (moe_route.glsl, moe_group.comp), which must fit Vulkan's guaranteed 16 KiB.
 constexpr uint32_t kMaxExperts = 1024;
 
 // Steps of up to this many tokens take moe_expert_gemv.comp (experts then hold ~1-3 rows each
