@@ -142,6 +142,7 @@ Engine::Step& Engine::step(const StepShape& shape) {
       StagePart part{allocate_step_io(st->runtime, config_, shape, st->layers), nullptr};
       StepOptions so = step_options();
       so.layers = st->layers;
+      so.gpu_shapes = !st->runtime.pipelines.cpu_shapes();
       Graph graph = build_step_graph(st->runtime.device, config_, st->weights, st->state, shape, part.io, so);
       const uint64_t need = std::max<uint64_t>(plan_memory(graph, st->runtime.allocator.alignment()).arena_bytes, 4);
       if (need > st->arena.size()) {

@@ -65,6 +65,7 @@ class Builder {
         io_(io),
         rows_(shape.rows()),
         rope_offset_(options.rope_offset),
+        gpu_shapes_(options.gpu_shapes),
         span_(options.layers),
         segments_(step_segments(shape)) {
     if (shape.piece && (shape.tokens != 1 || shape.head != Head::Sample))
@@ -308,17 +309,30 @@ class Builder {
   // in one node. Where every group takes the CPU shapes' row-wise kernel and the products can
   // share a dispatch (ops::products_share_dispatch), they take one dispatch instead: a CPU
   // driver charges ~40 µs per dispatch, and the outputs are the same bits.
+  // With `conv`, the first product's GEMV applies the DeltaNet conv as it writes (its output is
+  // conv->out; ops::LinearArgs::conv), where conv_fits_gemv().
+  struct ConvInProduct {
+    TensorId out, weight, state, seqs;
+    ops::WeightType type;
+    uint32_t kernel;
+  };
   std::vector<TensorId> linears(const std::string& name, const std::vector<std::string>& suffixes, TensorId x,
-                                const std::vector<const Matrix*>& matrices) {
+                                const std::vector<const Matrix*>& matrices,
+                                const std::optional<ConvInProduct>& conv = std::nullopt) {
     const std::vector<RowRange> groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
     std::vector<TensorId> inputs = {x}, outputs, ws, ys;
     std::vector<SplitScratch> splits;
     std::string label = name + " " + suffixes[0];
+    if (conv) {
+      inputs.insert(inputs.end(), {conv->weight, conv->state, conv->seqs});
+      outputs.push_back(conv->state);
+    }
     for (size_t i = 0; i < matrices.size(); ++i) {
       const Matrix& m = *matrices[i];
       const std::string product = name + " " + suffixes[i];
       ws.push_back(weight(product + ".weight", m));
-      ys.push_back(g_.scratch(product + " out", uint64_t(rows_) * m.rows * 4, dims({rows_, m.rows})));
+      ys.push_back(i == 0 && conv ? conv->out
+                                  : g_.scratch(product + " out", uint64_t(rows_) * m.rows * 4, dims({rows_, m.rows})));
       splits.push_back(split_scratch(product, groups, m.rows, m.cols));
       inputs.push_back(ws.back());
       outputs.push_back(ys.back());
@@ -344,19 +358,36 @@ class Builder {
                 for (size_t j = 0; j < groups.size(); ++j) {
                   const RowRange& g = groups[j];
                   const Matrix& m = ms[i];
-                  ops::record_linear(p, cb,
-                                     {.x = b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4),
-                                      .weight = b[ws[i]],
-                                      .y = b[ys[i]].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4),
-                                      .type = m.type,
-                                      .tokens = g.count,
-                                      .k = m.cols,
-                                      .n = m.rows,
-                                      .gemv_max_tokens = g.gemv_max,
-                                      .k_split = splits[i].range(b, j)});
+                  ops::LinearArgs a{.x = b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4),
+                                    .weight = b[ws[i]],
+                                    .y = b[ys[i]].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4),
+                                    .type = m.type,
+                                    .tokens = g.count,
+                                    .k = m.cols,
+                                    .n = m.rows,
+                                    .gemv_max_tokens = g.gemv_max,
+                                    .k_split = splits[i].range(b, j)};
+                  if (i == 0 && conv)  // decode rows: row r is sequence r (conv_fits_gemv)
+                    a.conv = ops::LinearArgs::ConvOutput{.weight = b[conv->weight],
+                                                         .type = conv->type,
+                                                         .state = b[conv->state],
+                                                         .seqs = b[conv->seqs].sub(uint64_t(g.first) * 8, g.count * 8),
+                                                         .kernel = conv->kernel};
+                  ops::record_linear(p, cb, a);
                 }
             }});
     return ys;
+  }
+
+  // Whether in_proj_qkv's GEMV applies the DeltaNet conv (ops::LinearArgs::conv): decode steps of
+  // one token per sequence (not verification, whose conv state waits for its commit, nor mixed
+  // steps), all in one GEMV group, on the GPU shapes.
+  bool conv_fits_gemv() const {
+    if (!gpu_shapes_ || shape_.verify) return false;
+    for (const StepSegment& seg : segments_)
+      if (seg.tokens != 1) return false;
+    const std::vector<RowRange> groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
+    return groups.size() == 1 && groups[0].count <= std::min(groups[0].gemv_max, ops::kGemvMaxTokens);
   }
 
   TensorId delta_net(const std::string& name, int L, TensorId x) {
@@ -379,38 +410,44 @@ class Builder {
     const uint32_t conv_dim = s.qkv_width(), kernel = c_.linear_conv_kernel_dim, value_dim = s.value_heads * s.dv;
     // A verify step leaves the state to its commit (verify_commit).
     const ops::StateUpdate update = shape_.verify ? ops::StateUpdate::Keep : ops::StateUpdate::Write;
-    const std::vector<TensorId> projected =
-        linears(name, {"in_proj_qkv", "in_proj_z", "in_proj_ba"}, x, {&w.qkv, &w.z, &w.ba});
-    const TensorId mixed = projected[0], z = projected[1], ba = projected[2];
-
     const TensorId conv_w = g_.bind(name + " conv1d.weight", TensorRole::Weight, w.conv,
                                     dims({conv_dim, kernel}, ops::weight_type_name(w.conv_type)));
     const TensorId conv_state =
         g_.bind(name + " conv state", TensorRole::State, st.conv, dims({state_.slots(), kernel - 1, conv_dim}));
     const TensorId qkv = g_.scratch(name + " conv out", uint64_t(rows_) * conv_dim * 4, dims({rows_, conv_dim}));
     const TensorId seqs = seqs_;
-    g_.add({name + " conv1d",
-            "conv",
-            {mixed, conv_w, conv_state, seqs},
-            {qkv, conv_state},
-            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              // Segments touch different rows and different sequences' state: no barrier between.
-              for (const StepSegment& seg : segments) {
-                const uint64_t at = uint64_t(seg.first_row) * conv_dim * 4, bytes = uint64_t(seg.rows()) * conv_dim * 4;
-                ops::record_causal_conv1d(p, cb,
-                                          {.x = b[mixed].sub(at, bytes),
-                                           .weight = b[conv_w],
-                                           .state = b[conv_state],
-                                           .seqs = seq_rows(b[seqs], seg),
-                                           .y = b[qkv].sub(at, bytes),
-                                           .type = w.conv_type,
-                                           .batch = seg.batch,
-                                           .tokens = seg.tokens,
-                                           .channels = conv_dim,
-                                           .kernel = kernel,
-                                           .update = update});
-              }
-            }});
+    const std::vector<std::string> products = {"in_proj_qkv", "in_proj_z", "in_proj_ba"};
+    const std::vector<const Matrix*> matrices = {&w.qkv, &w.z, &w.ba};
+    const bool conv_in_gemv = conv_fits_gemv();  // in_proj_qkv's GEMV writes the conv's output
+    const std::vector<TensorId> projected =
+        conv_in_gemv
+            ? linears(name, products, x, matrices, ConvInProduct{qkv, conv_w, conv_state, seqs, w.conv_type, kernel})
+            : linears(name, products, x, matrices);
+    const TensorId mixed = conv_in_gemv ? kNone : projected[0], z = projected[1], ba = projected[2];
+    if (!conv_in_gemv)
+      g_.add({name + " conv1d",
+              "conv",
+              {mixed, conv_w, conv_state, seqs},
+              {qkv, conv_state},
+              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                // Segments touch different rows and different sequences' state: no barrier between.
+                for (const StepSegment& seg : segments) {
+                  const uint64_t at = uint64_t(seg.first_row) * conv_dim * 4,
+                                 bytes = uint64_t(seg.rows()) * conv_dim * 4;
+                  ops::record_causal_conv1d(p, cb,
+                                            {.x = b[mixed].sub(at, bytes),
+                                             .weight = b[conv_w],
+                                             .state = b[conv_state],
+                                             .seqs = seq_rows(b[seqs], seg),
+                                             .y = b[qkv].sub(at, bytes),
+                                             .type = w.conv_type,
+                                             .batch = seg.batch,
+                                             .tokens = seg.tokens,
+                                             .channels = conv_dim,
+                                             .kernel = kernel,
+                                             .update = update});
+                }
+              }});
 
     const TensorId a_log = vector(name + " A_log", w.a_log, s.value_heads),
                    dt = vector(name + " dt_bias", w.dt_bias, s.value_heads);
@@ -450,7 +487,21 @@ class Builder {
 
     const TensorId recurrent = g_.bind(name + " recurrent state", TensorRole::State, st.recurrent,
                                        dims({state_.slots(), s.value_heads, s.dk, s.dv}));
-    const TensorId core = g_.scratch(name + " delta out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
+    // Raw pieces (decode, verification) take the gated norm inside the rule where the device holds
+    // a value head per workgroup: one dispatch and barrier fewer per DeltaNet layer. Longer pieces
+    // keep the norm node (below), over their own rows only.
+    const bool heads_fit = ops::delta_rule_norms_heads(device_.info(), s.dv);
+    std::vector<bool> norm_in_rule;
+    for (size_t i = 0; i < seg_shapes.size(); ++i) norm_in_rule.push_back(raw_piece[i] && heads_fit);
+    const bool any_norm_in_rule = std::find(norm_in_rule.begin(), norm_in_rule.end(), true) != norm_in_rule.end();
+    const bool all_norm_in_rule = std::find(norm_in_rule.begin(), norm_in_rule.end(), false) == norm_in_rule.end();
+    const TensorId norm_w = vector(name + " linear_attn.norm.weight", w.norm, s.dv);
+    const TensorId normed =
+        g_.scratch(name + " gated norm out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
+    const float eps = float(c_.rms_norm_eps);
+    const TensorId core =
+        all_norm_in_rule ? kNone
+                         : g_.scratch(name + " delta out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
     // One token per sequence takes the recurrent form, longer pieces the chunked one (except with
     // the CPU shapes: ops::delta_rule_takes_recurrent); each piece gets its own slice of the
     // chunk intermediates.
@@ -462,7 +513,9 @@ class Builder {
       const ops::DeltaChunkScratchFloats n = ops::delta_chunk_scratch_floats(seg);
       f = {f.gamma + n.gamma, f.w + n.w, f.kc + n.kc, f.u + n.u, f.snapshots + n.snapshots};
     }
-    std::vector<TensorId> writes = {core, recurrent};
+    std::vector<TensorId> writes = {recurrent};
+    if (core != kNone) writes.push_back(core);
+    if (any_norm_in_rule) writes.push_back(normed);
     TensorId gamma = kNone, wt = kNone, kc = kNone, u = kNone, snaps = kNone;
     if (f.gamma) {
       gamma = g_.scratch(name + " chunk gamma", f.gamma * 4, dims({f.gamma}));
@@ -479,19 +532,24 @@ class Builder {
                                        : " delta rule (chunked)";
     std::vector<TensorId> rule_reads = {qkv, ba, a_log, dt, recurrent, seqs};
     if (gates != kNone) rule_reads.push_back(gates);
+    if (any_norm_in_rule) rule_reads.insert(rule_reads.end(), {z, norm_w});
     g_.add(
         {name + form, "delta_rule", rule_reads, writes, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
            for (size_t i = 0; i < segments.size(); ++i) {
              const StepSegment& seg = segments[i];
              const ops::DeltaShape& sh = seg_shapes[i];
              const uint64_t gate_at = seg.first_row * gate_width * 4, gate_bytes = sh.rows() * gate_width * 4;
+             const uint64_t out_at = uint64_t(seg.first_row) * value_dim * 4, out_bytes = sh.rows() * value_dim * 4;
              ops::DeltaRuleArgs args{
                  .qkv = b[qkv].sub(uint64_t(seg.first_row) * conv_dim * 4, sh.rows() * conv_dim * 4),
                  .state = b[recurrent],
                  .seqs = seq_rows(b[seqs], seg),
-                 .out = b[core].sub(uint64_t(seg.first_row) * value_dim * 4, sh.rows() * value_dim * 4),
+                 .out = b[norm_in_rule[i] ? normed : core].sub(out_at, out_bytes),
                  .shape = sh,
                  .update = update};
+             if (norm_in_rule[i])
+               args.gated_norm =
+                   ops::DeltaRuleArgs::GatedNorm{.gate = b[z].sub(out_at, out_bytes), .weight = b[norm_w], .eps = eps};
              if (raw_piece[i]) {  // in_proj_ba's rows are b | a per row, as gates' g | beta
                args.raw_inputs = true;
                args.ba = b[ba].sub(gate_at, gate_bytes);
@@ -516,26 +574,36 @@ class Builder {
     if (verify)
       commits_.push_back(
           {name, mixed, conv_w, conv_state, qkv, ba, a_log, dt, recurrent, w.conv_type, seg_shapes[0], kernel});
-    const TensorId norm_w = vector(name + " linear_attn.norm.weight", w.norm, s.dv);
-    const TensorId normed =
-        g_.scratch(name + " gated norm out", uint64_t(rows_) * value_dim * 4, dims({rows_, value_dim}));
-    const float eps = float(c_.rms_norm_eps);
-    const uint32_t head_rows = rows_ * s.value_heads;
-    g_.add({name + " gated norm",
-            "norm",
-            {core, norm_w, z},
-            {normed},
-            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-              ops::record_rms_norm(p, cb,
-                                   {.x = b[core],
-                                    .weight = b[norm_w],
-                                    .out = b[normed],
-                                    .rows = head_rows,
-                                    .n = s.dv,
-                                    .eps = eps,
-                                    .zero_centred = false,
-                                    .gate = b[z]});
-            }});
+    if (!all_norm_in_rule) {
+      // The rows the rule did not normalise, in runs of adjacent segments (one dispatch each).
+      std::vector<std::pair<uint32_t, uint32_t>> runs;  // first row, rows
+      for (size_t i = 0; i < segments.size(); ++i) {
+        if (norm_in_rule[i]) continue;
+        const uint32_t first = segments[i].first_row, rows = segments[i].rows();
+        if (!runs.empty() && runs.back().first + runs.back().second == first)
+          runs.back().second += rows;
+        else
+          runs.push_back({first, rows});
+      }
+      g_.add({name + " gated norm",
+              "norm",
+              {core, norm_w, z},
+              {normed},
+              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+                for (const auto& [first, rows] : runs) {
+                  const uint64_t at = uint64_t(first) * value_dim * 4, bytes = uint64_t(rows) * value_dim * 4;
+                  ops::record_rms_norm(p, cb,
+                                       {.x = b[core].sub(at, bytes),
+                                        .weight = b[norm_w],
+                                        .out = b[normed].sub(at, bytes),
+                                        .rows = rows * s.value_heads,
+                                        .n = s.dv,
+                                        .eps = eps,
+                                        .zero_centred = false,
+                                        .gate = b[z].sub(at, bytes)});
+                }
+              }});
+    }
     return linear(name + " out_proj", normed, w.out);
   }
 
@@ -913,6 +981,7 @@ class Builder {
   const StepIO& io_;
   const uint32_t rows_;
   const uint32_t rope_offset_;
+  const bool gpu_shapes_;
   const LayerSpan span_;
   const std::vector<StepSegment> segments_;
   std::vector<SegmentRows> linear_segments_, expert_segments_;

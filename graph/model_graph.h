@@ -92,6 +92,9 @@ struct StepOptions {
   uint32_t decode_gemv_max_tokens = ops::kGemvMaxTokens;
   uint32_t decode_expert_gemv_max_tokens = ops::kExpertGemvMaxTokens;  // the same for the MoE experts
   uint32_t rope_offset = 0;                                            // EngineOptions::rope_offset
+  // The pipelines have the GPU shapes (not PipelineLibrary::cpu_shapes): decode steps may take the
+  // fusions only their kernels have (the DeltaNet conv inside in_proj_qkv's GEMV).
+  bool gpu_shapes = false;
   LayerSpan layers;  // a pipeline split's device: these layers only (embedding on the first, head on the last)
 };
 

@@ -14,10 +14,10 @@
 // Speculative verification runs it twice (as delta_rule_recurrent.comp): over every verified
 // token writing y only, then writing only the state after the accepted count[b] tokens.
 #include "common.glsl"
+#include "conv_taps.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
-layout(constant_id = 4) const uint MAX_KERNEL = 8;
-layout(constant_id = 5) const uint LANES = 8;  // token lanes per channel; the workgroup is 32 x LANES
+layout(constant_id = 4) const uint LANES = 8;  // token lanes per channel; the workgroup is 32 x LANES
 
 layout(push_constant) uniform Push {
   F32Buf x;       // [B, T, C] pre-conv
@@ -45,8 +45,8 @@ void main() {
   const uint block = (p.tokens + LANES - 1u) / LANES;
   const uint t0 = min(lane * block, p.tokens), t1 = min(t0 + block, p.tokens);
   if (inside && t0 < t1 && (p.flags & WRITE_OUTPUT) != 0u) {
-    float window[MAX_KERNEL];  // window[0..history) = the inputs before token t0, oldest first
-    float w[MAX_KERNEL];
+    float window[CONV_MAX_KERNEL];  // window[0..history) = the inputs before token t0, oldest first
+    float w[CONV_MAX_KERNEL];
     for (uint j = 0; j < p.kernel; ++j) w[j] = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + j);
     for (uint j = 0; j < history; ++j) {
       const int s = int(t0) - int(history) + int(j);  // token index; < 0: from the state
@@ -55,9 +55,7 @@ void main() {
     }
     for (uint t = t0; t < t1; ++t) {
       const float xt = p.x.v[(b * p.tokens + t) * p.channels + c];
-      float acc = w[history] * xt;  // the last tap multiplies the current token
-      for (uint j = 0; j < history; ++j) acc += w[j] * window[j];
-      p.y.v[(b * p.tokens + t) * p.channels + c] = acc / (1.0 + exp(-acc));
+      p.y.v[(b * p.tokens + t) * p.channels + c] = conv_taps(w, window, xt, history);
       for (uint j = 0; j + 1 < history; ++j) window[j] = window[j + 1];
       if (history > 0) window[history - 1] = xt;
     }

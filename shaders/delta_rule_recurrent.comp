@@ -18,6 +18,11 @@
 // token writing outputs only (the state is left as it was), then over the accepted prefix
 // (count[b] tokens, read from the GPU) writing the state only: the same per-token arithmetic
 // both times, so the committed state is bitwise the state plain decoding would have reached.
+// GATED_NORM = 1 (decode and verification steps): the workgroup holds a whole value head (COLS =
+// dv) and applies the layer's gated RMSNorm (spec §3.5) to the head's outputs itself,
+//   o = o * rsqrt(mean_head(o^2) + eps) * norm_weight * silu(z),
+// so the norm needs no dispatch and barrier of its own. Each column's arithmetic is unchanged
+// (the same PARTS, summed in the same order), so the state is the same bits either way.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -33,12 +38,15 @@ layout(push_constant) uniform Push {
   F32Buf ba;       // RAW_INPUTS: [B*T, 2 Hv]: b | a (gates unused)
   F32Buf a_log;    // RAW_INPUTS: [Hv]
   F32Buf dt_bias;  // RAW_INPUTS: [Hv]
+  F32Buf gate;         // GATED_NORM: [B*T, Hv, dv] z
+  F32Buf norm_weight;  // GATED_NORM: [dv]
   uint flags;    // WRITE_OUTPUT | WRITE_STATE | TOKENS_FROM_COUNT
   uint tokens;
   uint key_heads;
   uint value_heads;
   uint dk;
   uint dv;
+  float eps;  // GATED_NORM
 } p;
 
 const uint WRITE_OUTPUT = 1u, WRITE_STATE = 2u, TOKENS_FROM_COUNT = 4u;
@@ -46,11 +54,35 @@ const uint WRITE_OUTPUT = 1u, WRITE_STATE = 2u, TOKENS_FROM_COUNT = 4u;
 layout(constant_id = 4) const uint COLS = 16;  // columns per workgroup
 layout(constant_id = 5) const uint PARTS = 4;  // invocations per column; the host dispatches COLS * PARTS
 layout(constant_id = 6) const uint RAW_INPUTS = 0;  // 1: q, k unnormalised, gates from ba (above)
+layout(constant_id = 7) const uint GATED_NORM = 0;  // 1: COLS = dv, the head's norm applied (above)
 const uint MAX_ROWS = (MAX_DK + PARTS - 1) / PARTS;
 
 shared float k_shared[MAX_DK];
 shared float q_shared[MAX_DK];
 shared vec2 partial_sums[PARTS][COLS];
+// GATED_NORM: the head's squares, then their sums by eights (an order fixed by dv alone, whatever
+// the subgroup size).
+shared float norm_squares[GATED_NORM != 0u ? COLS : 1u];
+shared float norm_eights[GATED_NORM != 0u ? (COLS + 7u) / 8u : 1u];
+
+// The sum of the squares of the head's dv outputs (`value` from part 0 of each column); every
+// invocation receives it.
+float head_squares(float value, uint part, uint col) {
+  if (part == 0u) norm_squares[col] = value * value;
+  barrier();
+  const uint eights = (p.dv + 7u) / 8u;
+  if (gl_LocalInvocationID.x < eights) {
+    float sum = 0.0;
+    for (uint i = gl_LocalInvocationID.x * 8u; i < min(p.dv, gl_LocalInvocationID.x * 8u + 8u); ++i)
+      sum += norm_squares[i];
+    norm_eights[gl_LocalInvocationID.x] = sum;
+  }
+  barrier();
+  float total = 0.0;
+  for (uint e = 0; e < eights; ++e) total += norm_eights[e];
+  barrier();  // the next token's squares overwrite both arrays
+  return total;
+}
 
 // Sums of `value` over the PARTS invocations of this column; every one receives them.
 vec2 column_sum(vec2 value, uint part, uint col) {
@@ -130,8 +162,12 @@ void main() {
       }
     }
     out_qsq = column_sum(out_qsq, part, col);  // its barriers also free k_shared / q_shared
-    const float out_c =
+    float out_c =
         RAW_INPUTS != 0u ? out_qsq.x * (inversesqrt(out_qsq.y + 1e-6) * inversesqrt(float(p.dk))) : out_qsq.x;
+    if (GATED_NORM != 0u && (p.flags & WRITE_OUTPUT) != 0u) {  // uniform: the barriers stay legal
+      const float scale = inversesqrt(head_squares(out_c, part, col) / float(p.dv) + p.eps);
+      out_c = out_c * scale * p.norm_weight.v[c] * silu(p.gate.v[(row * hv + j) * p.dv + c]);
+    }
     if (in_range && part == 0u && (p.flags & WRITE_OUTPUT) != 0u) p.o.v[(row * hv + j) * p.dv + c] = out_c;
   }
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {

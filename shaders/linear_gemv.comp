@@ -13,7 +13,14 @@
 // SWIGLU_INPUT = 1 (the down projection of a SwiGLU MLP in decode steps): x is the gate|up
 // projection [tokens, 2k] and the activation is silu(gate) * up, computed as it is read, so the
 // MLP needs no SwiGLU dispatch and barrier of its own.
+//
+// CONV_KERNEL > 0 (in_proj_qkv in decode steps of one token per sequence): each output is the
+// DeltaNet causal conv + SiLU of the product (spec §3.3) over the sequence's conv state, which
+// the invocation writing that output shifts in place (it alone reads and writes that channel of
+// that sequence): the conv needs no dispatch and barrier of its own. conv_taps.glsl gives it
+// causal_conv1d.comp's bits.
 #include "common.glsl"
+#include "conv_taps.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
@@ -21,8 +28,23 @@ layout(constant_id = 4) const uint ROWS = 4;   // output rows per workgroup
 layout(constant_id = 5) const uint CHUNK = 4;  // tokens per pass over the rows
 layout(constant_id = 6) const uint VEC8 = 1;
 layout(constant_id = 7) const uint SWIGLU_INPUT = 0;
+layout(constant_id = 8) const uint CONV_KERNEL = 0;  // 0: a plain product
+layout(constant_id = 9) const uint CONV_DTYPE = DTYPE_BF16;
 
 #include "linear_push.glsl"
+
+// CONV_KERNEL: output `value` of channel `channel` for token `t` (sequence t's only token) after
+// the conv, and that channel's state moved on by the token.
+float conv_output(float value, uint t, uint channel) {
+  const uint history = CONV_KERNEL - 1u;
+  const uint base = seq_slot(p.seqs, t) * history * p.n + channel;
+  float w[CONV_MAX_KERNEL], window[CONV_MAX_KERNEL];
+  for (uint j = 0; j < CONV_KERNEL; ++j) w[j] = load_weight(p.conv_weight, CONV_DTYPE, channel * CONV_KERNEL + j);
+  for (uint j = 0; j < history; ++j) window[j] = p.conv_state.v[base + j * p.n];
+  for (uint j = 0; j + 1 < history; ++j) p.conv_state.v[base + j * p.n] = window[j + 1];
+  if (history > 0u) p.conv_state.v[base + (history - 1u) * p.n] = value;
+  return conv_taps(w, window, value, history);
+}
 
 // Per-subgroup partial sums, [ROWS * CHUNK][subgroups] (gl_WorkGroupSize.x bounds the subgroup count).
 shared float partial[ROWS * CHUNK * gl_WorkGroupSize.x];
@@ -133,6 +155,7 @@ void main() {
       if (r < rows && c < count) {
         float total = 0.0;
         for (uint s = 0; s < gl_NumSubgroups; ++s) total += partial[tid * gl_NumSubgroups + s];
+        if (CONV_KERNEL != 0u) total = conv_output(total, t0 + c, row0 + r);
         p.y.v[(t0 + c) * p.n + row0 + r] = total;
       }
     }

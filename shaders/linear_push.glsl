@@ -9,4 +9,8 @@ layout(push_constant) uniform Push {
   uint tokens;
   uint weight_texel;  // first word of weight / x in its block's texel views (Q3N_TEXEL variants)
   uint x_texel;
+  // linear_gemv.comp's CONV_KERNEL: the DeltaNet conv applied to the output as it is written.
+  U32Buf conv_weight;  // [n, kernel]
+  F32Buf conv_state;   // [slots, kernel - 1, n], read and written in each token's sequence slot
+  U32Buf seqs;         // [tokens, 2] slot, position: one token per sequence
 } p;

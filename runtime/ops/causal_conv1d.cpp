@@ -28,8 +28,8 @@ void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, c
   // lane (no barrier).
   const uint32_t lanes = pipelines.cpu_shapes() || a.tokens < 8 ? 1 : 8;
   const uint32_t workgroup = pipelines.cpu_shapes() ? 32 : 256, channels_per_group = workgroup / lanes;
-  const Pipeline& pipeline = pipelines.get(
-      {"causal_conv1d", {workgroup, 1, 1}, {static_cast<uint32_t>(a.type), kMaxConvKernel, lanes}, sizeof(Push)});
+  const Pipeline& pipeline =
+      pipelines.get({"causal_conv1d", {workgroup, 1, 1}, {static_cast<uint32_t>(a.type), lanes}, sizeof(Push)});
   const Push push{a.x.address,
                   a.weight.address,
                   a.state.address,

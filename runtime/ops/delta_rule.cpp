@@ -11,8 +11,9 @@ struct PreparePush {
   uint32_t key_heads, value_heads, dk, dv;
 };
 struct RecurrentPush {
-  VkDeviceAddress qkv, gates, state, seqs, out, count, ba, a_log, dt_bias;
+  VkDeviceAddress qkv, gates, state, seqs, out, count, ba, a_log, dt_bias, gate, norm_weight;
   uint32_t flags, tokens, key_heads, value_heads, dk, dv;
+  float eps;
 };
 struct ChunkPreparePush {
   VkDeviceAddress qkv, gates, gamma, w, kc;
@@ -99,22 +100,39 @@ void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, c
 // are added in an order fixed by it, and --batch-invariant promises a sequence the same bits
 // whatever shares its step. The CPU shapes: one invocation per column (no shared memory, no
 // barrier).
+// With the gated norm (DeltaRuleArgs::gated_norm) a workgroup takes a whole head, dv columns of
+// the same parts, so a column's arithmetic is the same with and without it.
 struct RecurrentShape {
   uint32_t cols, parts, max_dk;
 };
-RecurrentShape recurrent_shape(const PipelineLibrary& pipelines, const DeltaShape& s) {
-  if (pipelines.cpu_shapes()) return RecurrentShape{32, 1, s.dk};
-  return RecurrentShape{16, 8, s.dk};
+constexpr uint32_t kRecurrentGpuParts = 8;
+RecurrentShape recurrent_shape(const PipelineLibrary& pipelines, const DeltaShape& s, bool whole_heads) {
+  const uint32_t parts = pipelines.cpu_shapes() ? 1 : kRecurrentGpuParts;
+  if (whole_heads) return RecurrentShape{s.dv, parts, s.dk};
+  return RecurrentShape{pipelines.cpu_shapes() ? 32u : 16u, parts, s.dk};
+}
+
+bool delta_rule_norms_heads(const DeviceInfo& device, uint32_t dv) {
+  // The GPU shapes' parts bound the CPU shapes' (one part), so one answer serves both.
+  return uint64_t(dv) * kRecurrentGpuParts <= device.max_workgroup_invocations;
 }
 
 void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a) {
   check_rule_args(a);
   const DeltaShape& s = a.shape;
-  const RecurrentShape shape = recurrent_shape(pipelines, s);
-  const Pipeline& pipeline = pipelines.get({"delta_rule_recurrent",
-                                            {shape.cols * shape.parts, 1, 1},
-                                            {shape.max_dk, shape.cols, shape.parts, a.raw_inputs ? 1u : 0u},
-                                            sizeof(RecurrentPush)});
+  const bool norm = a.gated_norm.has_value();
+  if (norm) {
+    if (!delta_rule_norms_heads(pipelines.device().info(), s.dv))
+      throw Error("internal: the delta rule's gated norm needs a whole head per workgroup");
+    require_bytes(a.gated_norm->gate, s.rows() * s.value_heads * s.dv * 4, "delta rule gate");
+    require_bytes(a.gated_norm->weight, uint64_t(s.dv) * 4, "delta rule norm weight");
+  }
+  const RecurrentShape shape = recurrent_shape(pipelines, s, norm);
+  const Pipeline& pipeline =
+      pipelines.get({"delta_rule_recurrent",
+                     {shape.cols * shape.parts, 1, 1},
+                     {shape.max_dk, shape.cols, shape.parts, a.raw_inputs ? 1u : 0u, norm ? 1u : 0u},
+                     sizeof(RecurrentPush)});
   if (a.update == StateUpdate::Commit) require_bytes(a.accepted, uint64_t(s.batch) * 4, "delta rule accepted counts");
   const RecurrentPush push{a.qkv.address,
                            a.raw_inputs ? 0 : a.gates.address,
@@ -125,12 +143,15 @@ void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& comm
                            a.raw_inputs ? a.ba.address : 0,
                            a.raw_inputs ? a.a_log.address : 0,
                            a.raw_inputs ? a.dt_bias.address : 0,
+                           norm ? a.gated_norm->gate.address : 0,
+                           norm ? a.gated_norm->weight.address : 0,
                            state_update_flags(a.update),
                            s.tokens,
                            s.key_heads,
                            s.value_heads,
                            s.dk,
-                           s.dv};
+                           s.dv,
+                           norm ? a.gated_norm->eps : 0.0f};
   commands.dispatch(pipeline, push, s.value_heads, s.batch, ceil_div(s.dv, shape.cols));
 }
 

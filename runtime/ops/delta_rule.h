@@ -7,6 +7,8 @@
 // normalised in place by record_delta_prepare. `gates` row r holds g (Hv) | beta (Hv).
 #pragma once
 
+#include <optional>
+
 #include "runtime/command.h"
 #include "runtime/ops/state_update.h"
 #include "runtime/pipeline.h"
@@ -49,7 +51,20 @@ struct DeltaRuleArgs {
   BufferRange ba;       // f32 [rows, 2 Hv]: b | a
   BufferRange a_log;    // f32 [Hv]
   BufferRange dt_bias;  // f32 [Hv]
+  // The recurrent form only, where delta_rule_norms_heads(): `out` receives the layer's gated
+  // norm of the outputs (spec §3.5: RMSNorm per value head, times norm_weight and silu(gate)),
+  // computed in the rule's workgroups, instead of the outputs themselves.
+  struct GatedNorm {
+    BufferRange gate;    // f32 [rows, Hv, dv]: z (in_proj_z's output)
+    BufferRange weight;  // f32 [dv]
+    float eps = 0;
+  };
+  std::optional<GatedNorm> gated_norm;
 };
+
+// Whether the recurrent form can apply the gated norm itself on this device (a workgroup holds a
+// whole value head: dv columns of its parts).
+bool delta_rule_norms_heads(const DeviceInfo& device, uint32_t dv);
 
 // Intermediates of the chunked form; sizes from delta_chunk_scratch_floats().
 struct DeltaChunkScratch {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/error.h"
+#include "runtime/ops/causal_conv1d.h"
 #include "runtime/ops/moe.h"
 #include "runtime/ops/op_support.h"
 
@@ -12,7 +13,8 @@ namespace {
 struct Push {  // shaders/linear_push.glsl
   VkDeviceAddress x, weight, y;
   uint32_t k, n, tokens;
-  uint32_t weight_texel = 0, x_texel = 0;  // the texel-read variant's offsets in words
+  uint32_t weight_texel = 0, x_texel = 0;                     // the texel-read variant's offsets in words
+  VkDeviceAddress conv_weight = 0, conv_state = 0, seqs = 0;  // LinearArgs::conv
 };
 struct SplitSumPush {  // shaders/linear_split_sum.comp
   VkDeviceAddress parts, y;
@@ -83,8 +85,21 @@ GemvShape gemv_shape(uint32_t n, uint32_t units) {
   return {1, 32};  // not reached
 }
 
+bool linear_applies_conv(const PipelineLibrary& pipelines, uint32_t tokens, uint32_t gemv_max_tokens) {
+  return !pipelines.cpu_shapes() && tokens <= std::min(gemv_max_tokens, kGemvMaxTokens);
+}
+
 void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& args) {
   LinearArgs a = args;
+  if (a.conv) {
+    if (!linear_applies_conv(pipelines, a.tokens, a.gemv_max_tokens) || a.swiglu_input || a.conv->kernel < 1 ||
+        a.conv->kernel > kMaxConvKernel)
+      throw Error("internal: the conv applies to GEMV outputs only (linear_applies_conv), of kernels 1 to " +
+                  std::to_string(kMaxConvKernel));
+    require_bytes(a.conv->weight, weight_storage_bytes(a.conv->type, uint64_t(a.n) * a.conv->kernel), "conv weight");
+    require_bytes(a.conv->state, uint64_t(a.conv->kernel - 1) * a.n * 4, "conv state");
+    require_bytes(a.conv->seqs, uint64_t(a.tokens) * 8, "conv sequence table");
+  }
   if (a.swiglu_input) {
     require_bytes(a.x, uint64_t(a.tokens) * 2 * a.k * 4, "SwiGLU gate|up input");
     // The same choice of kernel as below: only the (non-rowwise) GEMV applies SwiGLU as it reads.
@@ -104,7 +119,12 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     throw Error("internal: linear buffers are smaller than their shapes");
   if (is_quantized(a.type) && (a.k % kQuantBlock || a.x.address % 16))
     throw Error("internal: a quantised linear needs rows a multiple of 32 long and a 16-byte aligned input");
-  const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
+  Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
+  if (a.conv) {
+    push.conv_weight = a.conv->weight.address;
+    push.conv_state = a.conv->state.address;
+    push.seqs = a.conv->seqs.address;
+  }
   const uint32_t type = static_cast<uint32_t>(a.type);
   // fp32 weights stay off the matrix units, which would round them to fp16.
   const bool matrix_units = pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
@@ -131,7 +151,8 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
       rows = shape.rows;
       key = {"linear_gemv",
              {shape.threads, 1, 1},
-             {type, shape.rows, chunk, vec8, a.swiglu_input ? 1u : 0u},
+             {type, shape.rows, chunk, vec8, a.swiglu_input ? 1u : 0u, a.conv ? a.conv->kernel : 0u,
+              a.conv ? static_cast<uint32_t>(a.conv->type) : 0u},
              sizeof(Push)};
     }
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);

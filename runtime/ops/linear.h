@@ -5,6 +5,7 @@
 // linear_gemv_rowwise.comp replaces the GEMV and the fp32 GEMM.
 #pragma once
 
+#include <optional>
 #include <span>
 
 #include "runtime/command.h"
@@ -47,7 +48,23 @@ struct LinearArgs {
   // on the matrix units splits K so that its few output tiles still fill the GPU. Without it the
   // product is not split.
   BufferRange k_split;
+  // Decode steps of one token per sequence on the GPU shapes' GEMV (linear_applies_conv): each
+  // output row (a DeltaNet conv channel) goes through the causal conv + SiLU over its
+  // sequence's conv state, shifted in place, as causal_conv1d.comp computes it (the same bits),
+  // so in_proj_qkv's product is the conv's output.
+  struct ConvOutput {
+    BufferRange weight;  // [n, kernel] in `type`
+    WeightType type = WeightType::BF16;
+    BufferRange state;  // f32 [slots, kernel - 1, n]
+    BufferRange seqs;   // u32 [tokens, 2]: slot, position (one token per sequence)
+    uint32_t kernel = 0;
+  };
+  std::optional<ConvOutput> conv;
 };
+// Whether a product of `tokens` rows can take LinearArgs::conv: the GEMV serves it whatever the
+// matrix units (tokens <= gemv_max_tokens and kGemvMaxTokens) and the pipelines have the GPU
+// shapes (the CPU shapes' row-wise kernel does not apply it).
+bool linear_applies_conv(const PipelineLibrary& pipelines, uint32_t tokens, uint32_t gemv_max_tokens);
 
 // Matrix-unit products of at most this many tokens split K (with LinearArgs::k_split).
 constexpr uint32_t kSplitMaxTokens = 128;

@@ -19,7 +19,11 @@ struct Inputs {
   // is unused, and these give g and beta.
   bool raw = false;
   std::vector<float> ba, a_log, dt_bias;
+  // The gated norm in the rule (DeltaRuleArgs::gated_norm): z [rows, Hv, dv] and the weight [dv].
+  bool gated_norm = false;
+  std::vector<float> z, norm_weight;
 };
+constexpr float kNormEps = 1e-6f;
 
 // Realistic prepared inputs: q, k unit-norm (q scaled by dk^-1/2), beta in (0, 1), g < 0, a
 // non-zero state in `batch + 1` slots with sequence b in slot batch - b.
@@ -116,6 +120,25 @@ std::vector<double> reference_rule(const DeltaShape& s, const Inputs& in, std::v
   return out;
 }
 
+// Spec §3.5's gated norm of the rule's outputs in double: per value head of each row,
+// o * rsqrt(mean(o^2) + eps) * w * silu(z). `smallest_rms` receives the least head RMS.
+std::vector<double> reference_gated_norm(const DeltaShape& s, const Inputs& in, const std::vector<double>& out,
+                                         double& smallest_rms) {
+  std::vector<double> normed(out.size());
+  smallest_rms = INFINITY;
+  for (uint64_t head = 0; head < s.rows() * s.value_heads; ++head) {
+    double squares = 0;
+    for (uint32_t c = 0; c < s.dv; ++c) squares += out[head * s.dv + c] * out[head * s.dv + c];
+    const double rms = std::sqrt(squares / s.dv + kNormEps);
+    smallest_rms = std::min(smallest_rms, rms);
+    for (uint32_t c = 0; c < s.dv; ++c) {
+      const double z = in.z[head * s.dv + c];
+      normed[head * s.dv + c] = out[head * s.dv + c] / rms * in.norm_weight[c] * (z / (1.0 + std::exp(-z)));
+    }
+  }
+  return normed;
+}
+
 struct RuleResult {
   std::vector<float> out, state;
 };
@@ -130,7 +153,8 @@ class DeltaRuleTest : public GpuTest, public ::testing::WithParamInterface<Delta
                dseqs = upload_words(in.seqs), dout = poisoned(s.rows() * s.value_heads * s.dv),
                dcounts = upload_words(counts.empty() ? std::vector<uint32_t>{0} : counts),
                dba = upload(in.raw ? in.ba : in.gates), dalog = upload(in.raw ? in.a_log : in.gates),
-               ddt = upload(in.raw ? in.dt_bias : in.gates);
+               ddt = upload(in.raw ? in.dt_bias : in.gates), dz = upload(in.gated_norm ? in.z : in.gates),
+               dnorm = upload(in.gated_norm ? in.norm_weight : in.gates);
     const ops::DeltaChunkScratchFloats need = ops::delta_chunk_scratch_floats(s);
     Allocation gamma = poisoned(need.gamma), w = poisoned(need.w), kc = poisoned(need.kc), u = poisoned(need.u),
                snapshots = poisoned(need.snapshots);
@@ -145,6 +169,8 @@ class DeltaRuleTest : public GpuTest, public ::testing::WithParamInterface<Delta
                             .ba = dba.range(),
                             .a_log = dalog.range(),
                             .dt_bias = ddt.range()};
+    if (in.gated_norm)
+      args.gated_norm = ops::DeltaRuleArgs::GatedNorm{.gate = dz.range(), .weight = dnorm.range(), .eps = kNormEps};
     run([&](CommandBuffer& cb) {
       if (chunked) {
         ops::record_delta_rule_chunked(
@@ -192,6 +218,28 @@ TEST_P(DeltaRuleTest, RecurrentPreparesRawInputsItself) {
   const RuleResult got = run_rule(s, in, false);
   EXPECT_TRUE(all_close(got.out, out, rule_tolerance(s, 1), 0)) << "outputs";
   EXPECT_TRUE(all_close(got.state, state, rule_tolerance(s, 1), 0)) << "final state (slot 0 untouched)";
+}
+
+// The gated norm inside the rule (decode and verify steps): a whole head per workgroup. The
+// state is bitwise the plain rule's (each column's arithmetic is unchanged), the outputs are the
+// double reference's normed ones. Their error is the rule's (rule_tolerance, absolute) divided by
+// the head's RMS and times |w silu(z)|, plus the norm's own fp32 rounding (a sum of dv squares,
+// rsqrt, exp: tens of ulps of the result at most, rtol 1e-5 = ~84 ulps).
+TEST_P(DeltaRuleTest, RecurrentAppliesTheGatedNormPerHead) {
+  const DeltaShape s = GetParam();
+  Inputs in = make_raw_inputs(s, 47);
+  const RuleResult plain = run_rule(s, in, false);
+  in.gated_norm = true;
+  in.z = random_floats(s.rows() * s.value_heads * s.dv, 48, -3, 3);
+  in.norm_weight = random_floats(s.dv, 49, 0.5f, 1.5f);
+  std::vector<double> state(in.state.begin(), in.state.end());
+  double smallest_rms = 0;
+  const std::vector<double> out = reference_gated_norm(s, in, reference_rule(s, in, state), smallest_rms);
+  const RuleResult got = run_rule(s, in, false);
+  EXPECT_EQ(got.state, plain.state) << "the state is the plain rule's, bit for bit";
+  const double gain = 1.5 * 3.0;  // |w| <= 1.5, |silu(z)| < 3
+  const double tolerance = 2 * rule_tolerance(s, 1) / smallest_rms * gain + 8 * gain * std::ldexp(1.0, -24);
+  EXPECT_TRUE(all_close(got.out, out, tolerance, 1e-5)) << "normed outputs (least head RMS " << smallest_rms << ")";
 }
 
 TEST_P(DeltaRuleTest, ChunkedMatchesDoubleRecurrence) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/ops/causal_conv1d.h"
 #include "runtime/ops/linear.h"
 #include "tests/support/gpu_test.h"
 #include "tests/support/numeric.h"
@@ -457,6 +458,92 @@ TEST_F(LinearSwigluTest, SwigluInputMatchesReference) {
         const double tolerance = scale * (matrix ? std::ldexp(1.0, -10) : 4.0 * k * std::ldexp(1.0, -24));
         EXPECT_TRUE(all_close(got, want, tolerance, 0))
             << ops::weight_type_name(type) << " k " << k << " tokens " << tokens;
+      }
+}
+
+}  // namespace
+}  // namespace q3n::test
+
+namespace q3n::test {
+namespace {
+
+// LinearArgs::conv: in_proj_qkv's GEMV applying the DeltaNet conv as it writes (decode steps of
+// one token per sequence, GPU shapes). Its outputs and the state it leaves must be bitwise what
+// the plain product followed by causal_conv1d.comp gives (speculative verification and mixed
+// steps take that pair, and must compute as decode does), and the outputs must match a double
+// conv of the plain product. Tokens on both sides of the GEMV's 4-token passes; n not a multiple
+// of the rows per workgroup; 16-bit and quantised weights; k with and without 8-element units.
+class LinearConvTest : public GpuTest {};
+
+TEST_F(LinearConvTest, ConvOutputIsTheConvOfTheProductBitForBit) {
+  if (!ops::linear_applies_conv(pipelines(), 1, ops::kGemvMaxTokens))
+    GTEST_SKIP() << "the CPU shapes' row-wise GEMV does not apply the conv";
+  const uint32_t kernel = 4, history = kernel - 1;
+  for (const ops::WeightType type : {ops::WeightType::BF16, ops::WeightType::Q4})
+    for (const uint32_t k : {96u, 52u})
+      for (const uint32_t tokens : {1u, 6u}) {
+        if (is_quantized(type) && k % 32) continue;
+        SCOPED_TRACE(std::string(ops::weight_type_name(type)) + " k " + std::to_string(k) + " tokens " +
+                     std::to_string(tokens));
+        const uint32_t n = 75;
+        const auto x = random_floats(size_t(tokens) * k, 35, -1, 1);
+        auto w = random_floats(size_t(n) * k, 36, -0.5f, 0.5f);
+        const auto words = encode_weights(w, type);
+        auto conv_w = random_floats(size_t(n) * kernel, 37, -1, 1);
+        const auto conv_words = encode_weights(conv_w, ops::WeightType::BF16);
+        // tokens + 1 slots; token t (its own sequence) uses slot tokens - t: slot 0 stays untouched.
+        const auto state = random_floats(size_t(tokens + 1) * history * n, 38, -2, 2);
+        std::vector<uint32_t> seqs;
+        for (uint32_t t = 0; t < tokens; ++t) seqs.insert(seqs.end(), {tokens - t, 5});
+        Allocation dx = upload(x), dw = upload_words(words), dconv = upload_words(conv_words),
+                   dseqs = upload_words(seqs), plain = poisoned(size_t(tokens) * n),
+                   separate = poisoned(size_t(tokens) * n), fused = poisoned(size_t(tokens) * n),
+                   separate_state = upload(state), fused_state = upload(state);
+        const ops::LinearArgs product{
+            .x = dx.range(), .weight = dw.range(), .y = plain.range(), .type = type, .tokens = tokens, .k = k, .n = n};
+        run([&](CommandBuffer& cb) {
+          ops::record_linear(pipelines(), cb, product);
+          cb.barrier();
+          ops::record_causal_conv1d(pipelines(), cb,
+                                    {.x = plain.range(),
+                                     .weight = dconv.range(),
+                                     .state = separate_state.range(),
+                                     .seqs = dseqs.range(),
+                                     .y = separate.range(),
+                                     .type = ops::WeightType::BF16,
+                                     .batch = tokens,
+                                     .tokens = 1,
+                                     .channels = n,
+                                     .kernel = kernel});
+          ops::LinearArgs with_conv = product;
+          with_conv.y = fused.range();
+          with_conv.conv = ops::LinearArgs::ConvOutput{.weight = dconv.range(),
+                                                       .type = ops::WeightType::BF16,
+                                                       .state = fused_state.range(),
+                                                       .seqs = dseqs.range(),
+                                                       .kernel = kernel};
+          ops::record_linear(pipelines(), cb, with_conv);
+        });
+        const auto y = download(plain, size_t(tokens) * n), got = download(fused, size_t(tokens) * n);
+        EXPECT_EQ(got, download(separate, size_t(tokens) * n)) << "outputs: causal_conv1d's bits";
+        const auto got_state = download(fused_state, state.size());
+        EXPECT_EQ(got_state, download(separate_state, state.size())) << "state: causal_conv1d's";
+        // The double conv of the plain product: 4 products of |terms| <= ~6 summed in fp32, then
+        // SiLU with fp32 exp: a few ulps of values up to ~10 (as causal_conv1d's own test).
+        std::vector<double> want(got.size()), want_state(state.begin(), state.end());
+        for (uint32_t t = 0; t < tokens; ++t)
+          for (uint32_t c = 0; c < n; ++c) {
+            const size_t slot = tokens - t;
+            double acc = double(conv_w[size_t(c) * kernel + history]) * y[size_t(t) * n + c];
+            for (uint32_t j = 0; j < history; ++j)
+              acc += double(conv_w[size_t(c) * kernel + j]) * state[(slot * history + j) * n + c];
+            want[size_t(t) * n + c] = acc / (1.0 + std::exp(-acc));
+            for (uint32_t j = 0; j + 1 < history; ++j)
+              want_state[(slot * history + j) * n + c] = state[(slot * history + j + 1) * n + c];
+            want_state[(slot * history + history - 1) * n + c] = y[size_t(t) * n + c];
+          }
+        EXPECT_TRUE(all_close(got, want, 4e-6, 2e-6)) << "outputs against the double conv";
+        EXPECT_TRUE(all_close(got_state, want_state, 0, 0)) << "state: shifted, the product appended";
       }
 }
 

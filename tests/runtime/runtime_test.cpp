@@ -185,16 +185,16 @@ TEST_F(RuntimeTest, PushConstantBlocksAreCheckedAgainstTheHostStruct) {
     const EmbeddedShader* s = find_shader(name);
     return push_constant_bytes({s->code, s->words});
   };
-  EXPECT_EQ(declared("copy"), 20u);         // two buffer addresses and a uint
-  EXPECT_EQ(declared("linear_gemv"), 44u);  // three addresses, k, n, tokens, two texel offsets
-  const uint32_t bf16 = 2, rows = 1, chunk = 1, vec8 = 0;
-  EXPECT_NO_THROW(pipelines().get({"linear_gemv", {32, 1, 1}, {bf16, rows, chunk, vec8}, 48}));  // sizeof: padded to 8
-  for (const uint32_t wrong : {40u, 56u}) {
+  EXPECT_EQ(declared("copy"), 20u);  // two buffer addresses and a uint
+  // three addresses, k, n, tokens, two texel offsets, then (8-aligned) the conv's three addresses
+  EXPECT_EQ(declared("linear_gemv"), 72u);
+  EXPECT_NO_THROW(pipelines().get({"copy", {256, 1, 1}, {}, 24}));  // sizeof: padded to 8
+  for (const uint32_t wrong : {16u, 32u}) {
     try {
-      pipelines().get({"linear_gemv", {32, 1, 1}, {bf16, rows, chunk, vec8}, wrong});
+      pipelines().get({"copy", {256, 1, 1}, {}, wrong});
       ADD_FAILURE() << wrong << " bytes were accepted";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("declares 44 bytes"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("declares 20 bytes"), std::string::npos) << e.what();
     }
   }
   EXPECT_THROW(push_constant_bytes(std::vector<uint32_t>{1, 2, 3}), Error);  // not SPIR-V
