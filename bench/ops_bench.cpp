@@ -88,6 +88,11 @@ void report(const char* name, double seconds, double bytes, double flops, double
 
 // Every expert GEMV shape of a grid, per product and step size (q4, the 80B's MoE): routing and
 // grouping recorded once, then each product's dispatch timed alone. Prints one line per shape.
+// The timed dispatches read their experts from memory as a decode step does, not from the L2
+// cache (a step's ten experts, 12 MB of gate/up, would stay in the H200's 50 MB L2 if every
+// repetition read the same ones): repetition i reads the weights at a base shifted by
+// (i mod kColdShifts) * kColdShiftExperts experts, in tensors large enough for every shift.
+constexpr uint32_t kColdShifts = 12, kColdShiftExperts = 40;
 void sweep_expert_gemv(Bench& b, Runtime& rt, double ceiling) {
   const uint32_t H = 2048, I = 512;
   const ops::WeightType type = ops::WeightType::Q4;
@@ -97,7 +102,10 @@ void sweep_expert_gemv(Bench& b, Runtime& rt, double ceiling) {
     const BufferRange x = b.random(uint64_t(tokens) * H, -1, 1), logits = b.random(uint64_t(tokens) * 512, -4, 4);
     const uint64_t gu_bytes = ops::weight_storage_bytes(type, 512ull * 2 * I * H),
                    dn_bytes = ops::weight_storage_bytes(type, 512ull * H * I);
-    const BufferRange gu = b.buffer(gu_bytes), dn = b.buffer(dn_bytes), out = b.buffer(uint64_t(tokens) * H * 4);
+    const uint64_t shift_experts = uint64_t(kColdShifts - 1) * kColdShiftExperts;
+    const BufferRange gu = b.buffer(gu_bytes + shift_experts * gu_bytes / 512),
+                      dn = b.buffer(dn_bytes + shift_experts * dn_bytes / 512),
+                      out = b.buffer(uint64_t(tokens) * H * 4);
     const ops::MoeScratch scratch = b.moe_scratch(s);
     const ops::MoeArgs args{
         .x = x, .logits = logits, .logit_stride = 512, .gate_up = gu, .down = dn, .type = type, .out = out, .shape = s};
@@ -128,9 +136,15 @@ void sweep_expert_gemv(Bench& b, Runtime& rt, double ceiling) {
               if (threads / lanes * rows > 256) continue;
               shapes.push_back({threads, lanes, rows, chunk});
             }
+      uint32_t repetition = 0;
       auto record = [&](const ops::ExpertGemvShape& shape) {
-        return
-            [&, shape](CommandBuffer& cb) { ops::record_expert_gemv(rt.pipelines, cb, args, scratch, gate_up, shape); };
+        return [&, shape](CommandBuffer& cb) {
+          ops::MoeArgs cold = args;
+          const uint64_t shift = uint64_t(repetition++ % kColdShifts) * kColdShiftExperts;
+          cold.gate_up = gu.sub(shift * gu_bytes / 512, gu_bytes);
+          cold.down = dn.sub(shift * dn_bytes / 512, dn_bytes);
+          ops::record_expert_gemv(rt.pipelines, cb, cold, scratch, gate_up, shape);
+        };
       };
       // Compile every pipeline first, so that the timed runs follow each other with the GPU busy
       // (an idle GPU between short timings drops its clocks).

@@ -45,19 +45,20 @@ void main() {
   const uint block = (p.tokens + LANES - 1u) / LANES;
   const uint t0 = min(lane * block, p.tokens), t1 = min(t0 + block, p.tokens);
   if (inside && t0 < t1 && (p.flags & WRITE_OUTPUT) != 0u) {
-    float window[CONV_MAX_KERNEL];  // window[0..history) = the inputs before token t0, oldest first
-    float w[CONV_MAX_KERNEL];
-    for (uint j = 0; j < p.kernel; ++j) w[j] = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + j);
-    for (uint j = 0; j < history; ++j) {
+    float window[CONV_MAX_HISTORY];  // window[0..history) = the inputs before token t0, oldest first
+    float taps[CONV_MAX_HISTORY];
+    [[unroll]] for (uint j = 0; j < CONV_MAX_HISTORY; ++j) {
+      if (j >= history) continue;
+      taps[j] = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + j);
       const int s = int(t0) - int(history) + int(j);  // token index; < 0: from the state
       window[j] = s >= 0 ? p.x.v[(b * p.tokens + uint(s)) * p.channels + c]
                          : p.state.v[(slot * history + uint(int(history) + s)) * p.channels + c];
     }
+    const float last = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + history);
     for (uint t = t0; t < t1; ++t) {
       const float xt = p.x.v[(b * p.tokens + t) * p.channels + c];
-      p.y.v[(b * p.tokens + t) * p.channels + c] = conv_taps(w, window, xt, history);
-      for (uint j = 0; j + 1 < history; ++j) window[j] = window[j + 1];
-      if (history > 0) window[history - 1] = xt;
+      p.y.v[(b * p.tokens + t) * p.channels + c] = conv_taps(taps, last, window, xt, history);
+      conv_shift(window, xt, history);
     }
   }
   if (LANES > 1u) barrier();  // a constant condition: uniform control flow

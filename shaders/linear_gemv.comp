@@ -31,6 +31,7 @@ layout(constant_id = 7) const uint SWIGLU_INPUT = 0;
 layout(constant_id = 8) const uint CONV_KERNEL = 0;  // 0: a plain product
 layout(constant_id = 9) const uint CONV_DTYPE = DTYPE_BF16;
 
+#define LINEAR_PUSH_CONV
 #include "linear_push.glsl"
 
 // CONV_KERNEL: output `value` of channel `channel` for token `t` (sequence t's only token) after
@@ -38,12 +39,20 @@ layout(constant_id = 9) const uint CONV_DTYPE = DTYPE_BF16;
 float conv_output(float value, uint t, uint channel) {
   const uint history = CONV_KERNEL - 1u;
   const uint base = seq_slot(p.seqs, t) * history * p.n + channel;
-  float w[CONV_MAX_KERNEL], window[CONV_MAX_KERNEL];
-  for (uint j = 0; j < CONV_KERNEL; ++j) w[j] = load_weight(p.conv_weight, CONV_DTYPE, channel * CONV_KERNEL + j);
-  for (uint j = 0; j < history; ++j) window[j] = p.conv_state.v[base + j * p.n];
-  for (uint j = 0; j + 1 < history; ++j) p.conv_state.v[base + j * p.n] = window[j + 1];
-  if (history > 0u) p.conv_state.v[base + (history - 1u) * p.n] = value;
-  return conv_taps(w, window, value, history);
+  float taps[CONV_MAX_HISTORY], window[CONV_MAX_HISTORY];
+  [[unroll]] for (uint j = 0; j < CONV_MAX_HISTORY; ++j) {
+    if (j >= history) continue;
+    taps[j] = load_weight(p.conv_weight, CONV_DTYPE, channel * CONV_KERNEL + j);
+    window[j] = p.conv_state.v[base + j * p.n];
+  }
+  const float y = conv_taps(taps, load_weight(p.conv_weight, CONV_DTYPE, channel * CONV_KERNEL + history), window,
+                            value, history);
+  if (history > 0u) {
+    conv_shift(window, value, history);
+    [[unroll]] for (uint j = 0; j < CONV_MAX_HISTORY; ++j)
+      if (j < history) p.conv_state.v[base + j * p.n] = window[j];
+  }
+  return y;
 }
 
 // Per-subgroup partial sums, [ROWS * CHUNK][subgroups] (gl_WorkGroupSize.x bounds the subgroup count).

@@ -1,5 +1,6 @@
 // The push constants of every linear kernel (linear_gemv, linear_gemm, linear_gemm_coopmat);
-// mirrored by `Push` in runtime/ops/linear.cpp (the pipeline checks the sizes agree).
+// mirrored by `Push` in runtime/ops/linear.cpp, and with LINEAR_PUSH_CONV (linear_gemv) by
+// `GemvPush` (the pipeline checks the sizes agree).
 layout(push_constant) uniform Push {
   F32Buf x;       // [tokens, k]
   U32Buf weight;  // [n, k]
@@ -9,8 +10,12 @@ layout(push_constant) uniform Push {
   uint tokens;
   uint weight_texel;  // first word of weight / x in its block's texel views (Q3N_TEXEL variants)
   uint x_texel;
+#ifdef LINEAR_PUSH_CONV
   // linear_gemv.comp's CONV_KERNEL: the DeltaNet conv applied to the output as it is written.
+  // Only the GEMV declares these: the matrix kernels keep the smaller block (with them, prefill
+  // ran 9-12% slower on the H200, bench/NOTES.md session 25).
   U32Buf conv_weight;  // [n, kernel]
   F32Buf conv_state;   // [slots, kernel - 1, n], read and written in each token's sequence slot
   U32Buf seqs;         // [tokens, 2] slot, position: one token per sequence
+#endif
 } p;

@@ -13,8 +13,11 @@ namespace {
 struct Push {  // shaders/linear_push.glsl
   VkDeviceAddress x, weight, y;
   uint32_t k, n, tokens;
-  uint32_t weight_texel = 0, x_texel = 0;                     // the texel-read variant's offsets in words
-  VkDeviceAddress conv_weight = 0, conv_state = 0, seqs = 0;  // LinearArgs::conv
+  uint32_t weight_texel = 0, x_texel = 0;  // the texel-read variant's offsets in words
+};
+struct GemvPush {  // linear_gemv.comp: Push, then LinearArgs::conv's addresses
+  Push product;
+  VkDeviceAddress conv_weight = 0, conv_state = 0, seqs = 0;
 };
 struct SplitSumPush {  // shaders/linear_split_sum.comp
   VkDeviceAddress parts, y;
@@ -119,12 +122,7 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     throw Error("internal: linear buffers are smaller than their shapes");
   if (is_quantized(a.type) && (a.k % kQuantBlock || a.x.address % 16))
     throw Error("internal: a quantised linear needs rows a multiple of 32 long and a 16-byte aligned input");
-  Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
-  if (a.conv) {
-    push.conv_weight = a.conv->weight.address;
-    push.conv_state = a.conv->state.address;
-    push.seqs = a.conv->seqs.address;
-  }
+  const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
   // fp32 weights stay off the matrix units, which would round them to fp16.
   const bool matrix_units = pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
@@ -153,13 +151,23 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
              {shape.threads, 1, 1},
              {type, shape.rows, chunk, vec8, a.swiglu_input ? 1u : 0u, a.conv ? a.conv->kernel : 0u,
               a.conv ? static_cast<uint32_t>(a.conv->type) : 0u},
-             sizeof(Push)};
+             sizeof(GemvPush)};
     }
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
     const Pipeline& pipeline = pipelines.get(key);
-    Push gemv_push = push;
-    if (texel) bind_texel_reads(commands, pipeline, a.weight, a.x, gemv_push);
-    commands.dispatch(pipeline, gemv_push, gx, ceil_div(groups, gx));
+    if (rowwise) {
+      Push rowwise_push = push;
+      if (texel) bind_texel_reads(commands, pipeline, a.weight, a.x, rowwise_push);
+      commands.dispatch(pipeline, rowwise_push, gx, ceil_div(groups, gx));
+    } else {
+      GemvPush gemv_push{push};
+      if (a.conv) {
+        gemv_push.conv_weight = a.conv->weight.address;
+        gemv_push.conv_state = a.conv->state.address;
+        gemv_push.seqs = a.conv->seqs.address;
+      }
+      commands.dispatch(pipeline, gemv_push, gx, ceil_div(groups, gx));
+    }
   } else if (matrix_units) {
     const uint64_t split_bytes = linear_split_bytes(a.tokens, a.n, a.k);
     if (split_bytes && a.k_split.size >= split_bytes) {

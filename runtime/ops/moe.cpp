@@ -283,18 +283,23 @@ void record_down_combine_rowwise(PipelineLibrary& pipelines, CommandBuffer& comm
 }
 
 ExpertGemvShape expert_gemv_shape(bool gate_up, uint32_t k, uint32_t tokens) {
-  // From q3n_ops_bench --sweep-expert-gemv on the H200 (80B shapes, q4). Lanes per output row:
-  // 16 for gate/up (K = hidden, 2048: 16 units per lane), 8 for down (K = expert_dim, 512: 8 units
-  // per lane) — a lane walks ~16 units whatever K is, so every lane has loads in flight and the
-  // reduction adds few partials. Larger steps (~2-3 rows per expert) take two expert rows per
-  // pass and more output rows per group.
+  // From q3n_ops_bench --sweep-expert-gemv on the H200 (80B shapes, q4, weights read from memory
+  // rather than L2), then end to end (bench/NOTES.md, session 25). Lanes per output row: a lane
+  // walks ~8 units of K (gate/up 32 lanes at K = hidden, 2048; down 16 at K = expert_dim, 512) —
+  // short chains of dependent loads, which a decode step waits on. The lanes depend on K alone,
+  // never on the token count: a row's reduction order depends on them (batch invariance, and MTP's
+  // verify rows computing as decode rows). Larger steps take more rows and tokens per pass.
   const uint32_t units = std::max(1u, k / 8);
   uint32_t lanes = 1;
-  while (lanes < 64 && lanes * 16 < units) lanes *= 2;  // hidden 2048: 16; expert_dim 512: 4 -> 8 below
-  lanes = std::max(lanes, 8u);
-  if (gate_up) return tokens >= 64 ? ExpertGemvShape{128, lanes, 2, 2} : ExpertGemvShape{128, lanes, 1, 1};
-  if (tokens == 1) return {64, lanes, 1, 1};
-  return tokens >= 16 ? ExpertGemvShape{128, lanes, 4, 2} : ExpertGemvShape{128, lanes, 2, 1};
+  while (lanes < 64 && lanes * 8 < units) lanes *= 2;  // hidden 2048: 32; expert_dim 512: 8 -> 16 below
+  lanes = std::max(lanes, 16u);
+  if (gate_up) {
+    if (tokens == 1) return {128, lanes, 2, 1};
+    return tokens >= 96 ? ExpertGemvShape{64, lanes, 4, 4} : ExpertGemvShape{128, lanes, 2, 2};
+  }
+  if (tokens == 1) return {256, lanes, 2, 1};
+  if (tokens < 16) return {128, lanes, 4, 2};
+  return tokens >= 96 ? ExpertGemvShape{64, lanes, 4, 4} : ExpertGemvShape{128, lanes, 8, 2};
 }
 
 void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
