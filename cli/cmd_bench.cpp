@@ -9,8 +9,8 @@
 //    over the copy bandwidth measured with shaders/copy.comp in this same run.
 // Prompts are random token ids. Decode steps sample greedily, or as --temp/--top-k/--top-p/--min-p
 // say (what a user's generation_config.json asks of `q3n run`, e.g. Qwen3-Next's temperature 0.7,
-// top-k 20, top-p 0.8). Each test runs once to warm up (pipelines, recorded programs), then
-// `reps` times; the mean is reported.
+// top-k 20, top-p 0.8). Each test warms up (kWarmUpSeconds), then runs `reps` times; the mean is
+// reported.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -84,11 +84,19 @@ std::vector<int32_t> random_ids(size_t n, int vocab, uint32_t seed) {
   return ids;
 }
 
+// Each test warms up at least once (pipelines, recorded programs) and until the GPU has been busy
+// this long: a short test measured on clocks still rising from idle read low and erratic (the first
+// test of a run, pp16 on the H200: 290-620 tok/s over four runs; bench/NOTES.md, session 25).
+constexpr double kWarmUpSeconds = 0.3;
+
 Result prompt_test(graph::Engine& engine, uint32_t tokens, uint32_t reps, bool profile) {
   const auto ids = random_ids(tokens, engine.config().vocab_size, tokens);
   const ops::SamplingParams greedy;
-  engine.reset(0);
-  engine.feed_and_sample(0, ids, greedy);  // warm-up
+  const auto warm = Clock::now();
+  do {  // warm-up (kWarmUpSeconds)
+    engine.reset(0);
+    engine.feed_and_sample(0, ids, greedy);
+  } while (seconds_since(warm) < kWarmUpSeconds);
   engine.take_profile();
   double total = 0;
   for (uint32_t r = 0; r < reps; ++r) {
@@ -164,7 +172,10 @@ std::vector<Result> depth_tests(graph::Engine& engine, uint32_t depth, uint32_t 
 
 Result generation_test(graph::Engine& engine, uint32_t steps, uint32_t batch, uint32_t reps, bool profile,
                        const ops::SamplingParams& sampling) {
-  decode_run(engine, batch, std::min(steps, 4u), sampling);  // warm-up
+  const auto warm = Clock::now();
+  do decode_run(engine, batch, std::min(steps, 4u), sampling);  // warm-up (kWarmUpSeconds)
+  while (seconds_since(warm) < kWarmUpSeconds);
+  engine.take_profile();
   double total = 0;
   std::map<std::string, double> prof;
   for (uint32_t r = 0; r < reps; ++r) {
