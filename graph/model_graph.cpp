@@ -315,6 +315,8 @@ class Builder {
     TensorId out, weight, state, seqs;
     ops::WeightType type;
     uint32_t kernel;
+    uint32_t tokens_per_sequence = 1;
+    TensorId pre_conv = kNone;  // tokens_per_sequence > 1: the product itself (the verify commit's)
   };
   std::vector<TensorId> linears(const std::string& name, const std::vector<std::string>& suffixes, TensorId x,
                                 const std::vector<const Matrix*>& matrices,
@@ -326,6 +328,7 @@ class Builder {
     if (conv) {
       inputs.insert(inputs.end(), {conv->weight, conv->state, conv->seqs});
       outputs.push_back(conv->state);
+      if (conv->pre_conv != kNone) outputs.push_back(conv->pre_conv);
     }
     for (size_t i = 0; i < matrices.size(); ++i) {
       const Matrix& m = *matrices[i];
@@ -367,12 +370,19 @@ class Builder {
                                     .n = m.rows,
                                     .gemv_max_tokens = g.gemv_max,
                                     .k_split = splits[i].range(b, j)};
-                  if (i == 0 && conv)  // decode rows: row r is sequence r (conv_fits_gemv)
-                    a.conv = ops::LinearArgs::ConvOutput{.weight = b[conv->weight],
-                                                         .type = conv->type,
-                                                         .state = b[conv->state],
-                                                         .seqs = b[conv->seqs].sub(uint64_t(g.first) * 8, g.count * 8),
-                                                         .kernel = conv->kernel};
+                  if (i == 0 && conv) {  // row r is token r % T of sequence r / T (conv_fits_gemv)
+                    const uint32_t per = conv->tokens_per_sequence;
+                    a.conv = ops::LinearArgs::ConvOutput{
+                        .weight = b[conv->weight],
+                        .type = conv->type,
+                        .state = b[conv->state],
+                        .seqs = b[conv->seqs].sub(uint64_t(g.first / per) * 8, uint64_t(g.count / per) * 8),
+                        .kernel = conv->kernel,
+                        .tokens_per_sequence = per};
+                    if (conv->pre_conv != kNone)
+                      a.conv->pre_conv =
+                          b[conv->pre_conv].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4);
+                  }
                   ops::record_linear(p, cb, a);
                 }
             }});
@@ -380,12 +390,12 @@ class Builder {
   }
 
   // Whether in_proj_qkv's GEMV applies the DeltaNet conv (ops::LinearArgs::conv): decode steps of
-  // one token per sequence (not verification, whose conv state waits for its commit, nor mixed
-  // steps), all in one GEMV group, on the GPU shapes.
+  // one token per sequence and verify steps (whose conv state waits for its commit), not mixed
+  // steps; all rows in one GEMV group, on the GPU shapes.
   bool conv_fits_gemv() const {
-    if (!gpu_shapes_ || shape_.verify) return false;
+    if (!gpu_shapes_) return false;
     for (const StepSegment& seg : segments_)
-      if (seg.tokens != 1) return false;
+      if (seg.tokens != 1 && !shape_.verify) return false;
     const std::vector<RowRange> groups = dispatch_groups(linear_segments_, ops::kGemvMaxTokens);
     return groups.size() == 1 && groups[0].count <= std::min(groups[0].gemv_max, ops::kGemvMaxTokens);
   }
@@ -419,11 +429,17 @@ class Builder {
     const std::vector<std::string> products = {"in_proj_qkv", "in_proj_z", "in_proj_ba"};
     const std::vector<const Matrix*> matrices = {&w.qkv, &w.z, &w.ba};
     const bool conv_in_gemv = conv_fits_gemv();  // in_proj_qkv's GEMV writes the conv's output
+    // A verify step's commit reads the product itself: the GEMV writes it too.
+    const TensorId pre_conv =
+        conv_in_gemv && shape_.verify
+            ? g_.scratch(name + " in_proj_qkv out", uint64_t(rows_) * conv_dim * 4, dims({rows_, conv_dim}))
+            : kNone;
     const std::vector<TensorId> projected =
-        conv_in_gemv
-            ? linears(name, products, x, matrices, ConvInProduct{qkv, conv_w, conv_state, seqs, w.conv_type, kernel})
-            : linears(name, products, x, matrices);
-    const TensorId mixed = conv_in_gemv ? kNone : projected[0], z = projected[1], ba = projected[2];
+        conv_in_gemv ? linears(name, products, x, matrices,
+                               ConvInProduct{qkv, conv_w, conv_state, seqs, w.conv_type, kernel,
+                                             shape_.verify ? segments_[0].tokens : 1u, pre_conv})
+                     : linears(name, products, x, matrices);
+    const TensorId mixed = conv_in_gemv ? pre_conv : projected[0], z = projected[1], ba = projected[2];
     if (!conv_in_gemv)
       g_.add({name + " conv1d",
               "conv",

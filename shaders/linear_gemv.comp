@@ -14,11 +14,14 @@
 // projection [tokens, 2k] and the activation is silu(gate) * up, computed as it is read, so the
 // MLP needs no SwiGLU dispatch and barrier of its own.
 //
-// CONV_KERNEL > 0 (in_proj_qkv in decode steps of one token per sequence): each output is the
-// DeltaNet causal conv + SiLU of the product (spec §3.3) over the sequence's conv state, which
-// the invocation writing that output shifts in place (it alone reads and writes that channel of
-// that sequence): the conv needs no dispatch and barrier of its own. conv_taps.glsl gives it
-// causal_conv1d.comp's bits.
+// CONV_KERNEL > 0 (in_proj_qkv in decode and verify steps): each output is the DeltaNet causal
+// conv + SiLU of the product (spec §3.3) over the sequence's conv state: the conv needs no
+// dispatch and barrier of its own. CONV_TOKENS = 1 (one token per sequence): the invocation
+// writing an output shifts that channel's state in place (it alone touches that channel of that
+// sequence). CONV_TOKENS = T > 1 (a verify step's T rows per sequence): the products are kept in
+// shared memory, written to pre_conv for the commit, and after the last pass each (row, sequence)
+// walks its T tokens; the state is left for the commit (causal_conv1d.comp's Keep).
+// conv_taps.glsl gives every output causal_conv1d.comp's bits.
 #include "common.glsl"
 #include "conv_taps.glsl"
 #extension GL_EXT_control_flow_attributes : require
@@ -30,6 +33,8 @@ layout(constant_id = 6) const uint VEC8 = 1;
 layout(constant_id = 7) const uint SWIGLU_INPUT = 0;
 layout(constant_id = 8) const uint CONV_KERNEL = 0;  // 0: a plain product
 layout(constant_id = 9) const uint CONV_DTYPE = DTYPE_BF16;
+layout(constant_id = 10) const uint CONV_TOKENS = 1;  // tokens per sequence (rows are b * T + t)
+const uint CONV_MAX_ROWS = 128;                       // ops::kGemvMaxTokens
 
 #define LINEAR_PUSH_CONV
 #include "linear_push.glsl"
@@ -57,6 +62,28 @@ float conv_output(float value, uint t, uint channel) {
 
 // Per-subgroup partial sums, [ROWS * CHUNK][subgroups] (gl_WorkGroupSize.x bounds the subgroup count).
 shared float partial[ROWS * CHUNK * gl_WorkGroupSize.x];
+// CONV_TOKENS > 1: every pass's products, [ROWS][rows of the step].
+shared float conv_rows[CONV_KERNEL != 0u && CONV_TOKENS > 1u ? ROWS * CONV_MAX_ROWS : 1u];
+
+// CONV_TOKENS > 1, after the last pass: output row `r` of sequence b's T tokens, the conv walked
+// from the sequence's state (read only) over the products in conv_rows.
+void conv_sequence(uint r, uint b, uint channel) {
+  const uint history = CONV_KERNEL - 1u;
+  const uint base = seq_slot(p.seqs, b) * history * p.n + channel;
+  float taps[CONV_MAX_HISTORY], window[CONV_MAX_HISTORY];
+  [[unroll]] for (uint j = 0; j < CONV_MAX_HISTORY; ++j) {
+    if (j >= history) continue;
+    taps[j] = load_weight(p.conv_weight, CONV_DTYPE, channel * CONV_KERNEL + j);
+    window[j] = p.conv_state.v[base + j * p.n];
+  }
+  const float last = load_weight(p.conv_weight, CONV_DTYPE, channel * CONV_KERNEL + history);
+  for (uint t = 0; t < CONV_TOKENS; ++t) {
+    const uint row = b * CONV_TOKENS + t;
+    const float x = conv_rows[r * CONV_MAX_ROWS + row];
+    p.y.v[row * p.n + channel] = conv_taps(taps, last, window, x, history);
+    conv_shift(window, x, history);
+  }
+}
 
 void main() {
   // 2-D grid: row groups beyond maxComputeWorkGroupCount[0] (65535) wrap into y.
@@ -164,10 +191,17 @@ void main() {
       if (r < rows && c < count) {
         float total = 0.0;
         for (uint s = 0; s < gl_NumSubgroups; ++s) total += partial[tid * gl_NumSubgroups + s];
-        if (CONV_KERNEL != 0u) total = conv_output(total, t0 + c, row0 + r);
-        p.y.v[(t0 + c) * p.n + row0 + r] = total;
+        if (CONV_KERNEL != 0u && CONV_TOKENS > 1u) {
+          conv_rows[r * CONV_MAX_ROWS + t0 + c] = total;
+          p.pre_conv.v[(t0 + c) * p.n + row0 + r] = total;
+        } else {
+          if (CONV_KERNEL != 0u) total = conv_output(total, t0 + c, row0 + r);
+          p.y.v[(t0 + c) * p.n + row0 + r] = total;
+        }
       }
     }
     barrier();
   }
+  if (CONV_KERNEL != 0u && CONV_TOKENS > 1u)  // every pass's conv_rows are visible (the barrier above)
+    for (uint i = tid; i < rows * (p.tokens / CONV_TOKENS); i += threads) conv_sequence(i % rows, i / rows, row0 + i % rows);
 }

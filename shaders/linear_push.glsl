@@ -15,7 +15,8 @@ layout(push_constant) uniform Push {
   // Only the GEMV declares these: the matrix kernels keep the smaller block (with them, prefill
   // ran 9-12% slower on the H200, bench/NOTES.md session 25).
   U32Buf conv_weight;  // [n, kernel]
-  F32Buf conv_state;   // [slots, kernel - 1, n], read and written in each token's sequence slot
-  U32Buf seqs;         // [tokens, 2] slot, position: one token per sequence
+  F32Buf conv_state;   // [slots, kernel - 1, n] in each sequence's slot (written when CONV_TOKENS = 1)
+  U32Buf seqs;         // [tokens / CONV_TOKENS, 2] slot, position of each sequence
+  F32Buf pre_conv;     // CONV_TOKENS > 1: [tokens, n] the product itself (the verify commit reads it)
 #endif
 } p;

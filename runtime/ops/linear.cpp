@@ -17,7 +17,7 @@ struct Push {  // shaders/linear_push.glsl
 };
 struct GemvPush {  // linear_gemv.comp: Push, then LinearArgs::conv's addresses
   Push product;
-  VkDeviceAddress conv_weight = 0, conv_state = 0, seqs = 0;
+  VkDeviceAddress conv_weight = 0, conv_state = 0, seqs = 0, pre_conv = 0;
 };
 struct SplitSumPush {  // shaders/linear_split_sum.comp
   VkDeviceAddress parts, y;
@@ -100,8 +100,12 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
       throw Error("internal: the conv applies to GEMV outputs only (linear_applies_conv), of kernels 1 to " +
                   std::to_string(kMaxConvKernel));
     require_bytes(a.conv->weight, weight_storage_bytes(a.conv->type, uint64_t(a.n) * a.conv->kernel), "conv weight");
+    const uint32_t per_sequence = a.conv->tokens_per_sequence;
+    if (per_sequence == 0 || a.tokens % per_sequence)
+      throw Error("internal: a conv in the GEMV needs whole sequences of tokens_per_sequence rows");
     require_bytes(a.conv->state, uint64_t(a.conv->kernel - 1) * a.n * 4, "conv state");
-    require_bytes(a.conv->seqs, uint64_t(a.tokens) * 8, "conv sequence table");
+    require_bytes(a.conv->seqs, uint64_t(a.tokens / per_sequence) * 8, "conv sequence table");
+    if (per_sequence > 1) require_bytes(a.conv->pre_conv, uint64_t(a.tokens) * a.n * 4, "pre-conv rows");
   }
   if (a.swiglu_input) {
     require_bytes(a.x, uint64_t(a.tokens) * 2 * a.k * 4, "SwiGLU gate|up input");
@@ -150,7 +154,7 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
       key = {"linear_gemv",
              {shape.threads, 1, 1},
              {type, shape.rows, chunk, vec8, a.swiglu_input ? 1u : 0u, a.conv ? a.conv->kernel : 0u,
-              a.conv ? static_cast<uint32_t>(a.conv->type) : 0u},
+              a.conv ? static_cast<uint32_t>(a.conv->type) : 0u, a.conv ? a.conv->tokens_per_sequence : 1u},
              sizeof(GemvPush)};
     }
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
@@ -165,6 +169,7 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
         gemv_push.conv_weight = a.conv->weight.address;
         gemv_push.conv_state = a.conv->state.address;
         gemv_push.seqs = a.conv->seqs.address;
+        gemv_push.pre_conv = a.conv->tokens_per_sequence > 1 ? a.conv->pre_conv.address : 0;
       }
       commands.dispatch(pipeline, gemv_push, gx, ceil_div(groups, gx));
     }

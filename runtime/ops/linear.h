@@ -48,16 +48,20 @@ struct LinearArgs {
   // on the matrix units splits K so that its few output tiles still fill the GPU. Without it the
   // product is not split.
   BufferRange k_split;
-  // Decode steps of one token per sequence on the GPU shapes' GEMV (linear_applies_conv): each
-  // output row (a DeltaNet conv channel) goes through the causal conv + SiLU over its
-  // sequence's conv state, shifted in place, as causal_conv1d.comp computes it (the same bits),
-  // so in_proj_qkv's product is the conv's output.
+  // Decode and verify steps on the GPU shapes' GEMV (linear_applies_conv): each output row (a
+  // DeltaNet conv channel) goes through the causal conv + SiLU over its sequence's conv state, as
+  // causal_conv1d.comp computes it (the same bits), so in_proj_qkv's product is the conv's output.
+  // One token per sequence: the state is shifted in place. More (a verify step's rows, b * T + t):
+  // the state is left as it was (causal_conv1d's Keep) and the product itself goes to pre_conv,
+  // which the commit reads.
   struct ConvOutput {
     BufferRange weight;  // [n, kernel] in `type`
     WeightType type = WeightType::BF16;
     BufferRange state;  // f32 [slots, kernel - 1, n]
-    BufferRange seqs;   // u32 [tokens, 2]: slot, position (one token per sequence)
+    BufferRange seqs;   // u32 [tokens / tokens_per_sequence, 2]: slot, position
     uint32_t kernel = 0;
+    uint32_t tokens_per_sequence = 1;
+    BufferRange pre_conv;  // f32 [tokens, n], with tokens_per_sequence > 1
   };
   std::optional<ConvOutput> conv;
 };

@@ -549,3 +549,86 @@ TEST_F(LinearConvTest, ConvOutputIsTheConvOfTheProductBitForBit) {
 
 }  // namespace
 }  // namespace q3n::test
+
+namespace q3n::test {
+namespace {
+
+// LinearArgs::conv in a verify step: T rows per sequence (b * T + t), the conv walked over each
+// sequence's rows from its state, which stays as it was (causal_conv1d.comp's Keep); the product
+// itself goes to pre_conv for the commit. Bitwise against the plain product followed by
+// causal_conv1d with Keep, and the outputs against a double conv of the plain product; sequences
+// straddling the GEMV's 4-row passes (T = 3) included.
+TEST_F(LinearConvTest, VerifyRowsTakeTheConvAndKeepTheState) {
+  if (!ops::linear_applies_conv(pipelines(), 1, ops::kGemvMaxTokens))
+    GTEST_SKIP() << "the CPU shapes' row-wise GEMV does not apply the conv";
+  const uint32_t kernel = 4, history = kernel - 1, k = 64, n = 75;
+  for (const uint32_t per_sequence : {2u, 3u}) {
+    const uint32_t sequences = 3, tokens = sequences * per_sequence;
+    SCOPED_TRACE("tokens per sequence " + std::to_string(per_sequence));
+    const auto x = random_floats(size_t(tokens) * k, 45, -1, 1);
+    auto w = random_floats(size_t(n) * k, 46, -0.5f, 0.5f);
+    const auto words = encode_weights(w, ops::WeightType::Q4);
+    auto conv_w = random_floats(size_t(n) * kernel, 47, -1, 1);
+    const auto conv_words = encode_weights(conv_w, ops::WeightType::BF16);
+    const auto state = random_floats(size_t(sequences + 1) * history * n, 48, -2, 2);
+    std::vector<uint32_t> seqs;
+    for (uint32_t b = 0; b < sequences; ++b) seqs.insert(seqs.end(), {sequences - b, 9});
+    Allocation dx = upload(x), dw = upload_words(words), dconv = upload_words(conv_words), dseqs = upload_words(seqs),
+               plain = poisoned(size_t(tokens) * n), separate = poisoned(size_t(tokens) * n),
+               fused = poisoned(size_t(tokens) * n), pre_conv = poisoned(size_t(tokens) * n), dstate = upload(state);
+    const ops::LinearArgs product{.x = dx.range(),
+                                  .weight = dw.range(),
+                                  .y = plain.range(),
+                                  .type = ops::WeightType::Q4,
+                                  .tokens = tokens,
+                                  .k = k,
+                                  .n = n};
+    run([&](CommandBuffer& cb) {
+      ops::record_linear(pipelines(), cb, product);
+      cb.barrier();
+      ops::record_causal_conv1d(pipelines(), cb,
+                                {.x = plain.range(),
+                                 .weight = dconv.range(),
+                                 .state = dstate.range(),
+                                 .seqs = dseqs.range(),
+                                 .y = separate.range(),
+                                 .type = ops::WeightType::BF16,
+                                 .batch = sequences,
+                                 .tokens = per_sequence,
+                                 .channels = n,
+                                 .kernel = kernel,
+                                 .update = ops::StateUpdate::Keep});
+      ops::LinearArgs with_conv = product;
+      with_conv.y = fused.range();
+      with_conv.conv = ops::LinearArgs::ConvOutput{.weight = dconv.range(),
+                                                   .type = ops::WeightType::BF16,
+                                                   .state = dstate.range(),
+                                                   .seqs = dseqs.range(),
+                                                   .kernel = kernel,
+                                                   .tokens_per_sequence = per_sequence,
+                                                   .pre_conv = pre_conv.range()};
+      ops::record_linear(pipelines(), cb, with_conv);
+    });
+    const auto y = download(plain, size_t(tokens) * n), got = download(fused, size_t(tokens) * n);
+    EXPECT_EQ(got, download(separate, size_t(tokens) * n)) << "outputs: causal_conv1d's bits";
+    EXPECT_EQ(download(pre_conv, y.size()), y) << "pre_conv: the product itself";
+    EXPECT_TRUE(all_close(download(dstate, state.size()), std::vector<double>(state.begin(), state.end()), 0, 0))
+        << "the state is left for the commit";
+    std::vector<double> want(got.size());
+    for (uint32_t b = 0; b < sequences; ++b)
+      for (uint32_t c = 0; c < n; ++c) {
+        std::vector<double> seq;  // the channel's inputs: the state's rows, then the sequence's tokens
+        for (uint32_t j = 0; j < history; ++j) seq.push_back(state[((sequences - b) * history + j) * size_t(n) + c]);
+        for (uint32_t t = 0; t < per_sequence; ++t) seq.push_back(y[(size_t(b) * per_sequence + t) * n + c]);
+        for (uint32_t t = 0; t < per_sequence; ++t) {
+          double acc = 0;
+          for (uint32_t j = 0; j < kernel; ++j) acc += double(conv_w[size_t(c) * kernel + j]) * seq[t + j];
+          want[(size_t(b) * per_sequence + t) * n + c] = acc / (1.0 + std::exp(-acc));
+        }
+      }
+    EXPECT_TRUE(all_close(got, want, 4e-6, 2e-6)) << "outputs against the double conv";
+  }
+}
+
+}  // namespace
+}  // namespace q3n::test

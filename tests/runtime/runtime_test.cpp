@@ -186,8 +186,8 @@ TEST_F(RuntimeTest, PushConstantBlocksAreCheckedAgainstTheHostStruct) {
     return push_constant_bytes({s->code, s->words});
   };
   EXPECT_EQ(declared("copy"), 20u);  // two buffer addresses and a uint
-  // three addresses, k, n, tokens, two texel offsets, then (8-aligned) the conv's three addresses
-  EXPECT_EQ(declared("linear_gemv"), 72u);
+  // three addresses, k, n, tokens, two texel offsets, then (8-aligned) the conv's four addresses
+  EXPECT_EQ(declared("linear_gemv"), 80u);
   EXPECT_NO_THROW(pipelines().get({"copy", {256, 1, 1}, {}, 24}));  // sizeof: padded to 8
   for (const uint32_t wrong : {16u, 32u}) {
     try {
