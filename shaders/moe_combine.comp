@@ -2,7 +2,8 @@
 // Weighted sum of the routed experts' outputs back in token order, plus the shared expert
 // scaled by its per-token sigmoid gate (spec §3.8):
 //   out[t] = sum_j w[t, j] y[t * top_k + j]  +  sigmoid(shared_logit[t]) * shared[t]
-// The sum runs in choice order, so results do not depend on how assignments were grouped.
+// The sum runs in choice order with explicit fmas, so results do not depend on how assignments
+// were grouped, nor on whether moe_expert_gemv_combine (the same sum) ran instead.
 #include "common.glsl"
 
 layout(push_constant) uniform Push {
@@ -22,7 +23,8 @@ void main() {
   const uint d = gl_GlobalInvocationID.x;
   if (d >= p.hidden) return;
   float sum = 0.0;
-  for (uint j = 0; j < p.top_k; ++j) sum += p.weights.v[t * p.top_k + j] * p.y.v[(t * p.top_k + j) * p.hidden + d];
-  if (p.has_shared != 0u) sum += sigmoid(p.shared_logit.v[t * p.logit_stride]) * p.shared_out.v[t * p.hidden + d];
+  for (uint j = 0; j < p.top_k; ++j) sum = fma(p.weights.v[t * p.top_k + j], p.y.v[(t * p.top_k + j) * p.hidden + d], sum);
+  if (p.has_shared != 0u)
+    sum = fma(sigmoid(p.shared_logit.v[t * p.logit_stride]), p.shared_out.v[t * p.hidden + d], sum);
   p.dst.v[t * p.hidden + d] = sum;
 }

@@ -58,8 +58,8 @@ void main() {
     } else {
       for (uint i = 0; i < p.k; ++i) acc += load_weight(p.weight, WEIGHT_DTYPE, row * p.k + i) * p.h.v[assignment * p.k + i];
     }
-    sum += p.weights.v[assignment] * acc;
+    sum = fma(p.weights.v[assignment], acc, sum);
   }
-  if (p.has_shared != 0u) sum += sigmoid(p.shared_logit.v[t * p.logit_stride]) * p.shared_out.v[t * p.n + d];
+  if (p.has_shared != 0u) sum = fma(sigmoid(p.shared_logit.v[t * p.logit_stride]), p.shared_out.v[t * p.n + d], sum);
   p.dst.v[t * p.n + d] = sum;
 }

@@ -18,6 +18,19 @@
 // added in lane order, so an assignment's result depends on LANES alone — not on ROWS, CHUNK,
 // the workgroup size or the other rows its expert holds. The host keeps LANES a function of the
 // matrix, and may pick the rest by step size.
+//
+// DIRECT = 1 (steps of a few tokens): no grouping. Slot s is assignment s (token s / top_k's
+// choice s % top_k), its expert the routing's ids[s] (passed in `offsets`), its one row the
+// token's input (gate/up) or h row s (down). Experts two tokens share are read twice, from L2;
+// in return the step skips moe_group's dispatch and barrier, and a workgroup reaches its first
+// weight after one load (the expert id) instead of a chain of four (live count, expert,
+// offsets, sorted).
+//
+// Q3N_COMBINE (the down product, with DIRECT): the workgroup's lane groups are one token's
+// top_k assignments (GROUPS = top_k), all on the same ROWS output rows, and the workgroup then
+// adds them as moe_combine.comp does, in choice order with the same fmas, plus the shared
+// expert: out[t, d] = sum_j w[t, j] y[t top_k + j, d] + sigmoid(shared_logit[t]) shared[t, d].
+// One dispatch and barrier fewer per MoE layer, and the bits of the two kernels.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -27,11 +40,7 @@ layout(constant_id = 5) const uint ROWS = 4;   // output rows per lane group
 layout(constant_id = 6) const uint CHUNK = 1;  // expert rows per pass
 layout(constant_id = 7) const uint VEC8 = 1;
 layout(constant_id = 8) const uint LANES = 64;  // invocations per output row; divides the workgroup
-// A one-token step: slot s holds the step's rank-s expert (live list) with its one row at offset s
-// of `sorted`, as every grouping of one token lays it out. Its expert and its row are then two
-// independent loads instead of a chain of four (live count, expert, offsets, sorted), each a
-// round trip to memory before the first weight or activation can be fetched.
-layout(constant_id = 9) const uint ONE_TOKEN = 0;
+layout(constant_id = 9) const uint DIRECT = 0;  // slot = assignment, no grouping (see above)
 
 #include "moe_expert_push.glsl"
 
@@ -41,20 +50,36 @@ const uint GROUPS = THREADS / LANES;
 const uint SUMS = MATRICES * ROWS * CHUNK;  // partial sums per invocation and pass
 // Every invocation's partial sums, [sum][invocation]; an invocation's index is swizzled by the
 // sum's low bits so that the reducing invocations (one per sum, reading consecutive lanes) hit
-// different banks.
+// different banks. The swizzle stays inside the largest power-of-two block (at most 32) that
+// divides the workgroup: Q3N_COMBINE's workgroups are top_k lane groups, 160 invocations at top-10.
 shared float partial[SUMS * THREADS];
-uint partial_at(uint sum, uint tid) { return sum * THREADS + (tid ^ (sum & 31u & (THREADS - 1u))); }
+const uint THREADS_LOW_BIT = THREADS & (~THREADS + 1u);
+const uint SWIZZLE = (THREADS_LOW_BIT < 32u ? THREADS_LOW_BIT : 32u) - 1u;
+uint partial_at(uint sum, uint tid) { return sum * THREADS + (tid ^ (sum & SWIZZLE)); }
+#ifdef Q3N_COMBINE
+shared float expert_out[GROUPS * ROWS];  // [choice][output row] of the workgroup's token
+#endif
 
 void main() {
-  const uint slot = gl_WorkGroupID.y;
-  if (ONE_TOKEN == 0u && slot >= p.live.v[0]) return;  // uniform per workgroup (one token: every slot is live)
-  const uint e = p.live.v[1u + slot];
-  const uint first = ONE_TOKEN != 0u ? slot : p.offsets.v[e];
-  const uint expert_rows = ONE_TOKEN != 0u ? 1u : p.offsets.v[e + 1u] - first;
+#ifdef Q3N_COMBINE
+  const uint token = gl_WorkGroupID.y;
+  const uint block0 = gl_WorkGroupID.x * ROWS;  // every lane group takes the same rows
+#else
   const uint block0 = gl_WorkGroupID.x * (GROUPS * ROWS);  // first output row of the workgroup
-  if (block0 >= p.n) return;
+#endif
   const uint tid = gl_LocalInvocationID.x, group = tid / LANES, lane = tid % LANES;
+#ifdef Q3N_COMBINE
+  const uint slot = token * p.top_k + group;  // the lane group's assignment
+  const uint row0 = block0;
+#else
+  const uint slot = gl_WorkGroupID.y;
   const uint row0 = block0 + group * ROWS;  // this lane group's first output row
+#endif
+  if (DIRECT == 0u && slot >= p.live.v[0]) return;  // uniform per workgroup (DIRECT: every slot is live)
+  const uint e = DIRECT != 0u ? p.offsets.v[slot] : p.live.v[1u + slot];
+  const uint first = DIRECT != 0u ? slot : p.offsets.v[e];  // DIRECT: `sorted` is not read
+  const uint expert_rows = DIRECT != 0u ? 1u : p.offsets.v[e + 1u] - first;
+  if (block0 >= p.n) return;
   const uint weight_rows = SWIGLU != 0u ? 2u * p.n : p.n;
   const uint gate_row0 = e * weight_rows + row0;  // up rows follow the gate rows, p.n later
 
@@ -62,11 +87,7 @@ void main() {
     const uint count = min(CHUNK, expert_rows - m0);  // rows in this pass (uniform)
     uint src[CHUNK];  // first element of each row's input
     [[unroll]] for (uint c = 0; c < CHUNK; ++c) {
-      if (ONE_TOKEN != 0u && SWIGLU != 0u) {  // gate/up reads the token's row: row 0
-        src[c] = 0u;
-        continue;
-      }
-      const uint assignment = c < count ? p.sorted.v[first + m0 + c] : 0u;
+      const uint assignment = DIRECT != 0u ? slot : c < count ? p.sorted.v[first + m0 + c] : 0u;
       src[c] = (SWIGLU != 0u ? assignment / p.top_k : assignment) * p.k;
     }
     float acc[2][ROWS][CHUNK];  // [gate/up][output row][expert row]
@@ -152,7 +173,11 @@ void main() {
     // lane order; neighbouring invocations take neighbouring output rows of one expert row.
     for (uint q = tid; q < CHUNK * GROUPS * ROWS; q += THREADS) {
       const uint c = q / (GROUPS * ROWS), g = (q / ROWS) % GROUPS, r = q % ROWS;
+#ifdef Q3N_COMBINE
+      const uint col = block0 + r;
+#else
       const uint col = block0 + g * ROWS + r;
+#endif
       if (c >= count || col >= p.n) continue;
       float sums[2] = float[2](0.0, 0.0);
       [[unroll]] for (uint m = 0; m < MATRICES; ++m) {
@@ -161,9 +186,24 @@ void main() {
         for (uint l = 0; l < LANES; ++l) total += partial[partial_at(sum, g * LANES + l)];
         sums[m] = total;
       }
-      const uint assignment = p.sorted.v[first + m0 + c];
+#ifdef Q3N_COMBINE
+      expert_out[g * ROWS + r] = sums[0];
+#else
+      const uint assignment = DIRECT != 0u ? slot : p.sorted.v[first + m0 + c];
       p.y.v[assignment * p.n + col] = SWIGLU != 0u ? silu(sums[0]) * sums[1] : sums[0];
+#endif
     }
     barrier();
   }
+#ifdef Q3N_COMBINE
+  // moe_combine.comp's sum for the workgroup's rows: choice order, the same fmas.
+  if (tid < ROWS && block0 + tid < p.n) {
+    const uint col = block0 + tid;
+    float sum = 0.0;
+    for (uint j = 0; j < p.top_k; ++j) sum = fma(p.weights.v[token * p.top_k + j], expert_out[j * ROWS + tid], sum);
+    if (p.has_shared != 0u)
+      sum = fma(sigmoid(p.shared_logit.v[token * p.logit_stride]), p.shared_out.v[token * p.n + col], sum);
+    p.dst.v[token * p.n + col] = sum;
+  }
+#endif
 }

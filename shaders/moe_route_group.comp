@@ -1,5 +1,6 @@
 #version 460
-// MoE routing and grouping of a single-token step (a one-sequence decode step) in one workgroup:
+// MoE routing and grouping of a single-token step on CPU shapes in one workgroup (GPU shapes
+// route small steps with moe_route.comp and skip the grouping: moe_expert_gemv.comp's DIRECT):
 // it routes the token exactly as moe_route.comp does (the same code, moe_route.glsl, so its
 // experts and weights do not depend on which kernel routed it), then writes what moe_group.comp
 // would write for it. One dispatch and one barrier instead of two of each per MoE layer.
@@ -7,7 +8,7 @@
 // One token's top-k experts are distinct, so every chosen expert holds exactly one assignment:
 // the grouping is a rank among top_k values, with no counts, atomics, scans or barriers. Experts
 // are listed ascending and each expert's assignment id is its choice index, as moe_group.comp
-// lists them for one token (moe_expert_gemv.comp's ONE_TOKEN relies on that layout).
+// lists them for one token.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 

@@ -1,6 +1,8 @@
 #include "runtime/ops/moe.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <cstdlib>
 #include <string>
 
 #include "runtime/error.h"
@@ -36,6 +38,12 @@ struct ExpertPush {  // shaders/moe_expert_push.glsl
   uint32_t k, n, top_k;
   uint32_t weight_texel = 0, x_texel = 0;  // the texel-read variant's offsets in words
 };
+struct ExpertCombinePush {  // moe_expert_gemv_combine: moe_expert_push.glsl with Q3N_COMBINE
+  ExpertPush expert;
+  VkDeviceAddress weights, shared_out, shared_logit, out;
+  uint32_t logit_stride, has_shared;
+};
+static_assert(offsetof(ExpertCombinePush, weights) == 72, "GLSL places the first address after x_texel at 72");
 struct DownCombinePush {  // shaders/moe_expert_down_combine_rowwise.comp
   VkDeviceAddress h, weight, ids, weights, shared_out, shared_logit, out;
   uint32_t k, n, top_k, logit_stride, has_shared;
@@ -93,6 +101,94 @@ MoeScratchBytes moe_scratch_bytes(const MoeShape& s) {
 void record_down_combine_rowwise(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
                                  const MoeScratch& scratch);
 
+// How record_moe records a step: the expert kernels and their shapes.
+struct MoePlan {
+  bool matrix_units = false;  // the tiled kernels, where taken, are the matrix-unit ones
+  bool gemv_path = false;     // the expert GEMVs rather than the tiled kernels
+  bool direct = false;        // the GEMVs with a slot per assignment, no grouping
+  std::string shader = "moe_expert";
+  uint32_t threads = 256, column_tile = kExpertTile, down_column_tile = kExpertTile;
+  uint32_t tm = 4;  // the tiled kernels' row tile
+  ExpertGemvShape gate_up_shape, down_shape;
+};
+
+MoePlan plan_moe(const PipelineLibrary& pipelines, const MoeArgs& a, const MoeScratch& scratch) {
+  const MoeShape& s = a.shape;
+  MoePlan plan;
+  // Row tile: the power of two (4..32) at or above the average rows per expert, so a prefill
+  // whose experts get ~10 rows each does not compute 32-row tiles that are two-thirds empty.
+  const uint64_t average_rows = ceil_div(s.assignments(), std::min<uint64_t>(s.experts, s.assignments()));
+  while (plan.tm < 32 && plan.tm < average_rows) plan.tm *= 2;
+  plan.matrix_units =
+      pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0;
+  if (plan.matrix_units) {
+    // Matrix units: row tiles of 16 or 32, column tiles of 128 (down: 256); fp32 weights stay on
+    // the fp32 kernel.
+    plan.shader = pipelines.coopmat_shader("moe_expert_coopmat");
+    plan.threads = pipelines.coopmat_workgroup();
+    plan.column_tile = kExpertCoopmatTile;
+    plan.down_column_tile = 2 * kExpertCoopmatTile;
+    plan.tm = std::max(plan.tm, 16u);
+  }
+  if (a.gemv_max_tokens > kExpertGemvMaxTokens)
+    throw Error("internal: the expert GEMV serves at most " + std::to_string(kExpertGemvMaxTokens) + " tokens");
+  plan.gate_up_shape = a.gate_up_gemv.value_or(expert_gemv_shape(true, s.hidden, s.tokens));
+  plan.down_shape = a.down_gemv.value_or(expert_gemv_shape(false, s.expert_dim, s.tokens));
+  // Decode and small batches take the expert GEMVs, and so do CPU shapes at every size the
+  // matrix units do not take (the tiled kernels' shared-memory tiles lose on a CPU). Without
+  // matrix units the GEMV serves every size it can (a caller's lower gemv_max_tokens says where
+  // the matrix units win), as record_linear decides.
+  const uint32_t gemv_most = plan.matrix_units ? a.gemv_max_tokens : kExpertGemvMaxTokens;
+  plan.gemv_path =
+      (s.tokens <= gemv_most && ceil_div(s.expert_dim, expert_gemv_rows_per_workgroup(plan.gate_up_shape)) <= 65535 &&
+       ceil_div(s.hidden, expert_gemv_rows_per_workgroup(plan.down_shape)) <= 65535) ||
+      (pipelines.cpu_shapes() && !plan.matrix_units &&
+       ceil_div(std::max(s.hidden, s.expert_dim), kRowwiseWorkgroup) <= 65535);
+  plan.direct = plan.gemv_path && !pipelines.cpu_shapes() && s.tokens <= direct_expert_max_tokens() &&
+                s.assignments() <= 65535;  // a grid row per assignment
+  // The busiest expert may take every token: its row tiles must fit the grid's y limit (65535 on
+  // every Vulkan device).
+  if (!plan.gemv_path && ceil_div(s.tokens, plan.tm) > 65535)
+    throw Error("a prefill step of " + std::to_string(s.tokens) +
+                " tokens needs more than 65535 expert row tiles; "
+                "use a smaller --chunk");
+  return plan;
+}
+
+// moe_expert_gemv_combine's workgroup: top_k lane groups of the down shape's lanes.
+uint32_t combine_workgroup(const MoeShape& s, const ExpertGemvShape& down) { return s.top_k * down.lanes; }
+bool combine_fits(const PipelineLibrary& pipelines, const MoeShape& s, const ExpertGemvShape& down) {
+  const DeviceInfo& device = pipelines.device().info();
+  const uint64_t threads = uint64_t(s.top_k) * down.lanes;
+  return threads <= device.max_workgroup_invocations &&
+         (threads * down.rows + uint64_t(s.top_k) * down.rows) * 4 <= device.max_shared_memory &&
+         ceil_div(s.hidden, down.rows) <= device.max_workgroup_count[0] && s.tokens <= device.max_workgroup_count[1];
+}
+
+// The down product of a direct step with the combine inside (moe_expert_gemv.comp, Q3N_COMBINE):
+// a workgroup per (down.rows output rows, token), its lane groups the token's top_k assignments.
+void record_expert_down_combine(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
+                                const MoeScratch& scratch, const ExpertGemvShape& down) {
+  const MoeShape& s = a.shape;
+  const SharedExpertOperands shared_expert = shared_expert_operands(a);
+  ExpertCombinePush push{.expert = down_push(a, scratch),
+                         .weights = scratch.weights.address,
+                         .shared_out = shared_expert.out,
+                         .shared_logit = shared_expert.logit,
+                         .out = a.out.address,
+                         .logit_stride = a.logit_stride,
+                         .has_shared = shared_expert.present};
+  push.expert.offsets = scratch.ids.address;  // DIRECT: the expert of each assignment
+  const uint32_t vec8 = gemv_units_of_8(a.type, s.expert_dim, scratch.h.address);
+  const PipelineKey key{"moe_expert_gemv_combine",
+                        {combine_workgroup(s, down), 1, 1},
+                        {static_cast<uint32_t>(a.type), 0u, down.rows, 1u, vec8, down.lanes, 1u},
+                        sizeof(push)};
+  commands.dispatch(pipelines.get(key), push, ceil_div(s.hidden, down.rows), s.tokens);
+}
+
+void record_combine(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch);
+
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
   const MoeShape& s = a.shape;
   if (s.top_k == 0 || s.top_k > s.experts) throw Error("internal: top-k must be between 1 and the expert count");
@@ -117,14 +213,10 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   if (shared) require_bytes(a.shared_out, uint64_t(s.tokens) * s.hidden * 4, "shared expert output");
 
   if (a.status.size) require_bytes(a.status, 4, "routing status");
+  const MoePlan plan = plan_moe(pipelines, a, scratch);
   const RoutePush route{
       a.logits.address,      scratch.ids.address, scratch.weights.address, s.experts, s.top_k, a.logit_stride,
       s.normalise ? 1u : 0u, a.status.address,    a.status.size ? 1u : 0u};
-  // Single-token steps (one-sequence decode) route and group in one workgroup (moe_route_group.comp).
-  // Larger steps keep a routing workgroup per token: routing 2-4 tokens one after another in one
-  // workgroup cost more than the saved dispatch (H200, 80B-A3B: a 4-row verify step 11.3 -> 12.9
-  // ms; bench/NOTES.md, session 15).
-  const bool fused_route = s.tokens == 1;
   const auto record_shared_down = [&] {  // beside the routing, before its barrier
     if (!a.shared_down) return;
     if (a.shared_down->y.address != a.shared_out.address)
@@ -132,6 +224,11 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     commands.mark("moe.shared_down");
     record_linear(pipelines, commands, *a.shared_down);
   };
+  // Single-token steps on CPU shapes route and group in one workgroup (moe_route_group.comp).
+  // Larger steps keep a routing workgroup per token: routing 2-4 tokens one after another in one
+  // workgroup cost more than the saved dispatch (H200, 80B-A3B: a 4-row verify step 11.3 -> 12.9
+  // ms; bench/NOTES.md, session 15). Direct steps route only.
+  const bool fused_route = s.tokens == 1 && !plan.direct;
   if (!fused_route) {
     commands.mark("moe.route");
     commands.dispatch(
@@ -141,47 +238,20 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
     record_shared_down();
     commands.barrier();
   }
-
-  // Decode and small batches take the expert GEMVs; prefill the tiled kernels, whose grids
-  // moe_group writes (column tiles, row tiles of the busiest expert, live experts).
-  // Row tile: the power of two (4..32) at or above the average rows per expert, so a prefill
-  // whose experts get ~10 rows each does not compute 32-row tiles that are two-thirds empty.
-  const uint64_t average_rows = ceil_div(s.assignments(), std::min<uint64_t>(s.experts, s.assignments()));
-  uint32_t tm = 4;
-  while (tm < 32 && tm < average_rows) tm *= 2;
-  std::string shader = "moe_expert";
-  uint32_t threads = 256, column_tile = kExpertTile, down_column_tile = kExpertTile;
-  const bool matrix_units =
-      pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0 && scratch.h.address % 16 == 0;
-  if (matrix_units) {
-    // Matrix units: row tiles of 16 or 32, column tiles of 128 (down: 256); fp32 weights stay on
-    // the fp32 kernel.
-    shader = pipelines.coopmat_shader("moe_expert_coopmat");
-    threads = pipelines.coopmat_workgroup();
-    column_tile = kExpertCoopmatTile;
-    down_column_tile = 2 * kExpertCoopmatTile;
-    tm = std::max(tm, 16u);
+  if (plan.direct) {  // a slot per assignment, no grouping (moe_expert_gemv.comp, DIRECT)
+    commands.mark("moe.gate_up");
+    record_expert_gemv(pipelines, commands, a, scratch, true, plan.gate_up_shape);
+    commands.barrier();
+    commands.mark("moe.down");
+    if (combine_fits(pipelines, s, plan.down_shape)) {
+      record_expert_down_combine(pipelines, commands, a, scratch, plan.down_shape);
+      return;
+    }
+    record_expert_gemv(pipelines, commands, a, scratch, false, plan.down_shape);
+    commands.barrier();
+    record_combine(pipelines, commands, a, scratch);
+    return;
   }
-  // Decode and small batches take the expert GEMVs, and so do CPU shapes at every size the
-  // matrix units do not take (the tiled kernels' shared-memory tiles lose on a CPU).
-  if (a.gemv_max_tokens > kExpertGemvMaxTokens)
-    throw Error("internal: the expert GEMV serves at most " + std::to_string(kExpertGemvMaxTokens) + " tokens");
-  const ExpertGemvShape gate_up_shape = a.gate_up_gemv.value_or(expert_gemv_shape(true, s.hidden, s.tokens)),
-                        down_shape = a.down_gemv.value_or(expert_gemv_shape(false, s.expert_dim, s.tokens));
-  // Without matrix units the GEMV serves every size it can (a caller's lower gemv_max_tokens
-  // says where the matrix units win), as record_linear decides.
-  const uint32_t gemv_most = matrix_units ? a.gemv_max_tokens : kExpertGemvMaxTokens;
-  const bool gemv_path =
-      (s.tokens <= gemv_most && ceil_div(s.expert_dim, expert_gemv_rows_per_workgroup(gate_up_shape)) <= 65535 &&
-       ceil_div(s.hidden, expert_gemv_rows_per_workgroup(down_shape)) <= 65535) ||
-      (pipelines.cpu_shapes() && !matrix_units &&
-       ceil_div(std::max(s.hidden, s.expert_dim), kRowwiseWorkgroup) <= 65535);
-  // The busiest expert may take every token: its row tiles must fit the grid's y limit (65535 on
-  // every Vulkan device).
-  if (!gemv_path && ceil_div(s.tokens, tm) > 65535)
-    throw Error("a prefill step of " + std::to_string(s.tokens) +
-                " tokens needs more than 65535 expert row tiles; "
-                "use a smaller --chunk");
 
   const GroupPush group{scratch.ids.address,
                         scratch.offsets.address,
@@ -189,9 +259,9 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
                         scratch.active.address,
                         static_cast<uint32_t>(s.assignments()),
                         s.experts,
-                        tm,
-                        ceil_div(s.expert_dim, column_tile),
-                        ceil_div(s.hidden, down_column_tile)};
+                        plan.tm,
+                        ceil_div(s.expert_dim, plan.column_tile),
+                        ceil_div(s.hidden, plan.down_column_tile)};
   if (fused_route) {
     const RouteGroupPush both{route.logits,
                               route.ids,
@@ -224,27 +294,34 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   const uint32_t type = static_cast<uint32_t>(a.type);
   commands.mark("moe.gate_up");
   const ExpertPush gate_up = gate_up_push(a, scratch), down = down_push(a, scratch);
-  if (gemv_path) {
+  if (plan.gemv_path) {
     // Decode and small batches: experts hold a few rows each (moe_expert_gemv.comp).
-    record_expert_gemv(pipelines, commands, a, scratch, true, gate_up_shape);
+    record_expert_gemv(pipelines, commands, a, scratch, true, plan.gate_up_shape);
     commands.barrier();
     commands.mark("moe.down");
     if (pipelines.cpu_shapes()) {  // the down product and the combine in one dispatch
       record_down_combine_rowwise(pipelines, commands, a, scratch);
       return;
     }
-    record_expert_gemv(pipelines, commands, a, scratch, false, down_shape);
+    record_expert_gemv(pipelines, commands, a, scratch, false, plan.down_shape);
   } else {
     const uint32_t split = pipelines.split_activations();  // read by the matrix kernel only
     const uint64_t grids = (uint64_t(s.experts) + 1) * 4;  // byte offset of the grids in `active`
-    commands.dispatch_indirect(pipelines.get({shader, {threads, 1, 1}, {type, 1u, tm, split}, sizeof(gate_up)}),
-                               gate_up, scratch.active.sub(grids, 12));
+    commands.dispatch_indirect(
+        pipelines.get({plan.shader, {plan.threads, 1, 1}, {type, 1u, plan.tm, split}, sizeof(gate_up)}), gate_up,
+        scratch.active.sub(grids, 12));
     commands.barrier();
     commands.mark("moe.down");
-    commands.dispatch_indirect(pipelines.get({shader, {threads, 1, 1}, {type, 0u, tm, split}, sizeof(down)}), down,
-                               scratch.active.sub(grids + 12, 12));
+    commands.dispatch_indirect(
+        pipelines.get({plan.shader, {plan.threads, 1, 1}, {type, 0u, plan.tm, split}, sizeof(down)}), down,
+        scratch.active.sub(grids + 12, 12));
   }
   commands.barrier();
+  record_combine(pipelines, commands, a, scratch);
+}
+
+void record_combine(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
+  const MoeShape& s = a.shape;
   commands.mark("moe.combine");
   const SharedExpertOperands shared_expert = shared_expert_operands(a);
   const CombinePush combine{
@@ -280,6 +357,25 @@ void record_down_combine_rowwise(PipelineLibrary& pipelines, CommandBuffer& comm
                      texel ? kTexelViews : 0u});
   if (texel) bind_texel_reads(commands, pipeline, a.down, scratch.h, push);
   commands.dispatch(pipeline, push, ceil_div(s.hidden, kRowwiseWorkgroup), s.tokens);
+}
+
+uint32_t direct_expert_max_tokens() {
+  static const uint32_t most = [] {
+    const char* v = std::getenv("Q3N_MOE_DIRECT_TOKENS");
+    if (!v || !*v) return kDirectExpertMaxTokens;
+    char* end = nullptr;
+    const unsigned long n = std::strtoul(v, &end, 10);
+    if (*end || n > kExpertGemvMaxTokens)
+      throw Error("Q3N_MOE_DIRECT_TOKENS=" + std::string(v) + " is not a token count from 0 to " +
+                  std::to_string(kExpertGemvMaxTokens) + "; unset it for the default " +
+                  std::to_string(kDirectExpertMaxTokens));
+    return uint32_t(n);
+  }();
+  return most;
+}
+
+bool moe_skips_grouping(const PipelineLibrary& pipelines, const MoeArgs& args, const MoeScratch& scratch) {
+  return plan_moe(pipelines, args, scratch).direct;
 }
 
 ExpertGemvShape expert_gemv_shape(bool gate_up, uint32_t k, uint32_t tokens) {
@@ -334,11 +430,14 @@ void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, con
   const uint32_t groups = ceil_div(n, expert_gemv_rows_per_workgroup(shape));
   if (groups > device.max_workgroup_count[0])
     throw Error("internal: an expert GEMV of " + std::to_string(n) + " outputs needs too many workgroups");
+  // Direct steps: a slot per assignment, its expert read from the routing's ids.
+  const bool direct = plan_moe(pipelines, a, scratch).direct;
+  if (direct) push.offsets = scratch.ids.address;
   const PipelineKey key{"moe_expert_gemv",
                         {shape.threads, 1, 1},
-                        {type, swiglu, shape.rows, shape.chunk, vec8, shape.lanes, s.tokens == 1 ? 1u : 0u},
+                        {type, swiglu, shape.rows, direct ? 1u : shape.chunk, vec8, shape.lanes, direct ? 1u : 0u},
                         sizeof(push)};
-  commands.dispatch(pipelines.get(key), push, groups, slots);
+  commands.dispatch(pipelines.get(key), push, groups, direct ? static_cast<uint32_t>(s.assignments()) : slots);
 }
 
 void record_swiglu(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& x, const BufferRange& h,

@@ -24,6 +24,14 @@ constexpr uint32_t kMaxExperts = 1024;
 // Steps of up to this many tokens take moe_expert_gemv.comp (experts then hold ~1-3 rows each
 // at the 80B shapes), more take the tiled expert GEMMs.
 constexpr uint32_t kExpertGemvMaxTokens = 128;
+// GPU-shape steps of up to this many tokens skip the grouping: the expert GEMVs take a slot per
+// (token, choice) assignment, reading its expert from the routing's ids, and the down product
+// adds the token's choices itself (moe_expert_gemv.comp, DIRECT and Q3N_COMBINE). Two dispatches
+// and barriers fewer per MoE layer; an expert two tokens share is read twice. Q3N_MOE_DIRECT_TOKENS
+// overrides it (benchmarks).
+constexpr uint32_t kDirectExpertMaxTokens = 16;
+uint32_t direct_expert_max_tokens();
+
 // Where the matrix-unit expert GEMM is faster than the expert GEMV: steps of more tokens take it
 // when the graph does not ask for batch invariance. On the H200's compute-only queue (80B-A3B q4,
 // the whole routed MoE): 32 tokens 400 us with the GEMV against 385, 64 579 against 569, 128 1021
@@ -85,11 +93,17 @@ struct MoeArgs {
 };
 
 // route -> group -> gate/up -> down -> combine, with barriers between; with the CPU shapes the
-// down product and the combine are one dispatch (moe_expert_down_combine_rowwise.comp).
+// down product and the combine are one dispatch (moe_expert_down_combine_rowwise.comp); direct
+// steps (kDirectExpertMaxTokens) route -> gate/up -> down with the combine inside. Every path
+// gives an assignment the same bits at the same expert GEMV lanes (batch invariance).
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& args, const MoeScratch& scratch);
 
+// Whether record_moe takes the direct path for this step (no grouping: `scratch`'s offsets,
+// sorted and active are left unwritten).
+bool moe_skips_grouping(const PipelineLibrary& pipelines, const MoeArgs& args, const MoeScratch& scratch);
+
 // The expert GEMV of one product alone (gate/up with SwiGLU into scratch.h, or down into
-// scratch.y), reading the routing and grouping a record_moe of the same shape left in `scratch`:
+// scratch.y), reading the routing (and grouping) a record_moe of the same shape left in `scratch`:
 // what record_moe records for that product on GPU shapes. For benchmarks of the shape.
 void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& args,
                         const MoeScratch& scratch, bool gate_up, const ExpertGemvShape& shape);

@@ -89,8 +89,11 @@ TEST_P(MoeTest, ExpertGemvShapesMatchReference) {
   if (c.tokens > ops::kExpertGemvMaxTokens) GTEST_SKIP() << "prefill steps take the tiled kernels";
   if (pipelines().cpu_shapes()) GTEST_SKIP() << "CPU shapes take moe_expert_gemv_rowwise";
   use_coopmat(false);
-  for (const ops::ExpertGemvShape shape : {ops::ExpertGemvShape{64, 8, 2, 3}, ops::ExpertGemvShape{128, 16, 3, 2},
-                                           ops::ExpertGemvShape{32, 32, 5, 4}, ops::ExpertGemvShape{64, 4, 1, 1}}) {
+  // {128, 128, 1, 1}: a direct step of top-10 cannot take the combine inside the down product (10 x
+  // 128 invocations) and takes moe_combine.comp after it.
+  for (const ops::ExpertGemvShape shape :
+       {ops::ExpertGemvShape{64, 8, 2, 3}, ops::ExpertGemvShape{128, 16, 3, 2}, ops::ExpertGemvShape{32, 32, 5, 4},
+        ops::ExpertGemvShape{64, 4, 1, 1}, ops::ExpertGemvShape{128, 128, 1, 1}}) {
     SCOPED_TRACE("threads " + std::to_string(shape.threads) + ", lanes " + std::to_string(shape.lanes) + ", rows " +
                  std::to_string(shape.rows) + ", chunk " + std::to_string(shape.chunk));
     check(false, shape);
@@ -125,23 +128,20 @@ void MoeTest::check(bool matrix_units, std::optional<ops::ExpertGemvShape> gemv)
   Allocation dx = upload(x), dlogits = upload(logits), dgu = upload_words(gate_up_words),
              ddown = upload_words(down_words), dshared = upload(shared_out), dout = poisoned(size_t(c.tokens) * H);
   const MoeScratchBuffers scratch = poisoned_scratch(s);
-  run([&](CommandBuffer& cb) {
-    ops::record_moe(pipelines(), cb,
-                    {.x = dx.range(),
-                     .logits = dlogits.range(),
-                     .logit_stride = stride,
-                     .gate_up = dgu.range(),
-                     .down = ddown.range(),
-                     .type = c.type,
-                     .shared_out = c.shared ? dshared.range() : BufferRange{},
-                     .shared_logit_column = c.experts,
-                     .out = dout.range(),
-                     .shape = s,
-                     .gemv_max_tokens = matrix_units ? 0u : ops::kExpertGemvMaxTokens,
-                     .gate_up_gemv = gemv,
-                     .down_gemv = gemv},
-                    scratch.ranges());
-  });
+  const ops::MoeArgs args{.x = dx.range(),
+                          .logits = dlogits.range(),
+                          .logit_stride = stride,
+                          .gate_up = dgu.range(),
+                          .down = ddown.range(),
+                          .type = c.type,
+                          .shared_out = c.shared ? dshared.range() : BufferRange{},
+                          .shared_logit_column = c.experts,
+                          .out = dout.range(),
+                          .shape = s,
+                          .gemv_max_tokens = matrix_units ? 0u : ops::kExpertGemvMaxTokens,
+                          .gate_up_gemv = gemv,
+                          .down_gemv = gemv};
+  run([&](CommandBuffer& cb) { ops::record_moe(pipelines(), cb, args, scratch.ranges()); });
 
   std::vector<double> want(size_t(c.tokens) * H, 0.0);
   // With activations rounded to fp16, each x and h the matrix units read is off by up to 2^-11 of
@@ -196,7 +196,8 @@ void MoeTest::check(bool matrix_units, std::optional<ops::ExpertGemvShape> gemv)
       for (uint32_t d = 0; d < H; ++d)
         want[t * H + d] += shared_out[t * H + d] / (1.0 + std::exp(-double(logits[t * stride + c.experts])));
   }
-  if (c.skewed) {  // the scenario really happened: check the GPU's own grouping
+  // The scenario really happened: check the GPU's own grouping (direct steps have none).
+  if (c.skewed && !ops::moe_skips_grouping(pipelines(), args, scratch.ranges())) {
     const auto got_offsets = download_words(scratch.offsets, c.experts + 1);
     EXPECT_EQ(got_offsets[2] - got_offsets[1], c.tokens) << "expert 1 receives every token";
     for (uint32_t e = c.experts - 3; e < c.experts; ++e) EXPECT_EQ(got_offsets[e + 1], got_offsets[e]) << e;
@@ -222,10 +223,11 @@ void MoeTest::check(bool matrix_units, std::optional<ops::ExpertGemvShape> gemv)
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MoeTest,
-    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16,
-                           false},  // one decode token
-                                    // 1 token routes and groups in one workgroup (moe_route_group.comp), more
-                      // take a routing workgroup each: 2-4 tokens too.
+    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16, false},  // one decode token
+                      // Up to kDirectExpertMaxTokens (16) tokens take the direct path on GPU shapes (no
+                      // grouping, the combine inside the down product); CPU shapes route and group
+                      // 1 token in one workgroup (moe_route_group.comp), more take a routing
+                      // workgroup each.
                       Case{3, 64, 20, 10, 24, true, true, ops::WeightType::BF16, false},    // top-10: 30 assignments
                       Case{4, 33, 10, 2, 17, true, true, ops::WeightType::F16, true},       // one expert takes all
                       Case{2, 67, 12, 3, 33, false, false, ops::WeightType::F32, false},    // no renormalisation
@@ -265,13 +267,17 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Batch invariance of the decode expert kernel: the last token's MoE output is bitwise the same
 // whether its experts hold only its row or rows of up to 127 other tokens (several passes of the
-// kernel), for each weight type. Routing favours experts 1 and 2 so that they fill up.
+// kernel), for each weight type. Routing favours experts 1 and 2 so that they fill up. On GPU
+// shapes 1 and 6 tokens take the direct path (the combine inside the down product) and 37 and
+// 128 the grouped one (moe_combine.comp): the same bits.
 TEST_F(MoeOpTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
   const uint32_t H = 96, E = 12, K = 3, I = 64, most = ops::kExpertGemvMaxTokens;
   for (const ops::WeightType type :
        {ops::WeightType::BF16, ops::WeightType::F32, ops::WeightType::Q8, ops::WeightType::Q4}) {
-    auto x = random_floats(size_t(most) * H, 61, -1, 1), logits = random_floats(size_t(most) * E, 62, -3, 3);
-    for (uint32_t t = 0; t < most; ++t) logits[t * E + 1] += 4, logits[t * E + 2] += 4;
+    // Logit column E is the shared expert's gate.
+    auto x = random_floats(size_t(most) * H, 61, -1, 1), logits = random_floats(size_t(most) * (E + 1), 62, -3, 3),
+         shared = random_floats(size_t(most) * H, 65, -1, 1);
+    for (uint32_t t = 0; t < most; ++t) logits[t * (E + 1) + 1] += 4, logits[t * (E + 1) + 2] += 4;
     auto gate_up = random_floats(size_t(E) * 2 * I * H, 63, -0.2f, 0.2f),
          down = random_floats(size_t(E) * H * I, 64, -0.2f, 0.2f);
     Allocation dgu = upload_words(encode_weights(gate_up, type)), ddn = upload_words(encode_weights(down, type));
@@ -280,17 +286,20 @@ TEST_F(MoeOpTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
       const ops::MoeShape s{
           .tokens = tokens, .hidden = H, .experts = E, .top_k = K, .expert_dim = I, .normalise = true};
       std::vector<float> xs(x.end() - ptrdiff_t(tokens) * H, x.end()),
-          ls(logits.end() - ptrdiff_t(tokens) * E, logits.end());
-      Allocation dx = upload(xs), dl = upload(ls), dout = poisoned(size_t(tokens) * H);
+          ls(logits.end() - ptrdiff_t(tokens) * (E + 1), logits.end()),
+          ss(shared.end() - ptrdiff_t(tokens) * H, shared.end());
+      Allocation dx = upload(xs), dl = upload(ls), ds = upload(ss), dout = poisoned(size_t(tokens) * H);
       const MoeScratchBuffers scratch = poisoned_scratch(s);
       run([&](CommandBuffer& cb) {
         ops::record_moe(pipelines(), cb,
                         {.x = dx.range(),
                          .logits = dl.range(),
-                         .logit_stride = E,
+                         .logit_stride = E + 1,
                          .gate_up = dgu.range(),
                          .down = ddn.range(),
                          .type = type,
+                         .shared_out = ds.range(),
+                         .shared_logit_column = E,
                          .out = dout.range(),
                          .shape = s},
                         scratch.ranges());
@@ -399,10 +408,11 @@ TEST_F(MoeOpTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
 // subgroup size's share), top-10, with tied logits, against a double reference: ids in order of
 // probability with ties to the lower id, weights renormalised (or not) within 1e-6 relative (fp32
 // exp and sums of <= 512 terms: ~512 ulps), and the grouping of the assignments by expert; for 1
-// token (moe_route_group.comp) and 6 (moe_route.comp, then moe_group.comp).
+// token (moe_route_group.comp on CPU shapes), 6 (moe_route.comp, then moe_group.comp; GPU shapes
+// route it directly, without grouping) and 20 (grouped on both).
 TEST_F(MoeOpTest, RoutingPicksTopKWithTiesToTheLowerId) {
   for (const uint32_t E : {300u, 512u})
-    for (const uint32_t tokens : {1u, 6u})
+    for (const uint32_t tokens : {1u, 6u, 20u})
       for (const bool normalise : {true, false}) {
         const uint32_t H = 32, K = 10, I = 32, stride = E + 3;
         const ops::MoeShape s{
@@ -416,18 +426,15 @@ TEST_F(MoeOpTest, RoutingPicksTopKWithTiesToTheLowerId) {
                    dgu = upload(random_floats(size_t(E) * 2 * I * H, 73, -0.2f, 0.2f)),
                    ddn = upload(random_floats(size_t(E) * H * I, 74, -0.2f, 0.2f)), dout = poisoned(size_t(tokens) * H);
         const MoeScratchBuffers scratch = poisoned_scratch(s);
-        run([&](CommandBuffer& cb) {
-          ops::record_moe(pipelines(), cb,
-                          {.x = dx.range(),
-                           .logits = dl.range(),
-                           .logit_stride = stride,
-                           .gate_up = dgu.range(),
-                           .down = ddn.range(),
-                           .type = ops::WeightType::F32,
-                           .out = dout.range(),
-                           .shape = s},
-                          scratch.ranges());
-        });
+        const ops::MoeArgs args{.x = dx.range(),
+                                .logits = dl.range(),
+                                .logit_stride = stride,
+                                .gate_up = dgu.range(),
+                                .down = ddn.range(),
+                                .type = ops::WeightType::F32,
+                                .out = dout.range(),
+                                .shape = s};
+        run([&](CommandBuffer& cb) { ops::record_moe(pipelines(), cb, args, scratch.ranges()); });
         const auto ids = download_words(scratch.ids, size_t(tokens) * K);
         const auto weights = download(scratch.weights, size_t(tokens) * K);
         for (uint32_t t = 0; t < tokens; ++t) {
@@ -448,6 +455,7 @@ TEST_F(MoeOpTest, RoutingPicksTopKWithTiesToTheLowerId) {
             EXPECT_NEAR(weights[t * K + j], want, 1e-6 * want) << at;
           }
         }
+        if (ops::moe_skips_grouping(pipelines(), args, scratch.ranges())) continue;
         // The grouping the expert kernels read, against the ids: offsets are the exclusive prefix
         // sums of the assignments per expert, `sorted` holds each expert's assignments in its span,
         // and the live list names the experts with any, ascending.
