@@ -37,6 +37,12 @@ StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shap
   if (shape.verify) {
     io.row_seqs = rt.allocator.allocate(uint64_t(shape.rows()) * 8, MemoryKind::Upload, "verify row table");
     io.accepted = rt.allocator.allocate(uint64_t(shape.sequences()) * 4, MemoryKind::Readback, "accepted counts");
+    uint64_t linear_layers = 0;
+    for (uint32_t L = layers.first; L < layers.last_of(c); ++L)
+      linear_layers += c.layer_types[L] == LayerType::LinearAttention;
+    if (linear_layers)
+      io.commit_table = rt.allocator.allocate(linear_layers * kCommitTableBytesPerLayer, MemoryKind::Upload,
+                                              "verify commit address table");
   }
   io.status = rt.allocator.allocate(uint64_t(c.num_hidden_layers + 1) * 4, MemoryKind::Upload, "step status");
   if (shape.hidden || shape.mtp)

@@ -946,47 +946,59 @@ class Builder {
               ops::record_spec_accept(
                   p, cb, {.ids = b[ids], .sampled = b[sampled], .count = b[count], .batch = B, .tokens = T});
             }});
+    if (commits_.empty()) return;
+    // Every DeltaNet layer's conv commit in one dispatch, then every delta-rule commit in another
+    // (the layers share their shapes; they read the tables' addresses).
+    const DeltaCommit first = commits_.front();
+    for (const DeltaCommit& d : commits_)
+      if (d.shape.qkv_width() != first.shape.qkv_width() || d.shape.dk != first.shape.dk ||
+          d.shape.dv != first.shape.dv || d.kernel != first.kernel)
+        throw Error("internal: a verify step's DeltaNet layers differ in shape");
+    const uint64_t layers = commits_.size();
+    if (!io_.commit_table || io_.commit_table.size() < layers * kCommitTableBytesPerLayer)
+      throw Error("internal: the verify step's commit address table is missing or too small");
+    const ops::AddressTable conv_table{io_.commit_table.range().sub(0, layers * kConvCommitTableBytesPerLayer),
+                                       io_.commit_table.mapped()};
+    const ops::AddressTable delta_table{
+        io_.commit_table.range().sub(layers * kConvCommitTableBytesPerLayer, layers * kDeltaCommitTableBytesPerLayer),
+        static_cast<char*>(io_.commit_table.mapped()) + layers * kConvCommitTableBytesPerLayer};
+    const std::vector<DeltaCommit> commits = commits_;
     const TensorId seqs = seqs_;
-    for (const DeltaCommit& d : commits_) {
-      const uint32_t conv_dim = d.shape.qkv_width();
-      g_.add({d.name + " conv state commit",
-              "conv",
-              {d.mixed, d.conv_weight, d.conv_state, seqs, count},
-              {d.conv_state},
-              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-                ops::record_causal_conv1d(p, cb,
-                                          {.x = b[d.mixed],
-                                           .weight = b[d.conv_weight],
-                                           .state = b[d.conv_state],
-                                           .seqs = b[seqs],
-                                           .y = b[d.mixed],  // not written by a commit
-                                           .type = d.conv_type,
-                                           .batch = B,
-                                           .tokens = T,
-                                           .channels = conv_dim,
-                                           .kernel = d.kernel,
-                                           .update = ops::StateUpdate::Commit,
-                                           .accepted = b[count]});
-              }});
-      g_.add({d.name + " delta state commit",
-              "delta_rule",
-              {d.qkv, d.ba, d.a_log, d.dt_bias, d.recurrent, seqs, count},
-              {d.recurrent},
-              [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-                ops::record_delta_rule_recurrent(p, cb,
-                                                 {.qkv = b[d.qkv],
-                                                  .state = b[d.recurrent],
-                                                  .seqs = b[seqs],
-                                                  .out = b[d.qkv],  // not written by a commit; sized as outputs
-                                                  .shape = d.shape,
-                                                  .update = ops::StateUpdate::Commit,
-                                                  .accepted = b[count],
-                                                  .raw_inputs = true,
-                                                  .ba = b[d.ba],
-                                                  .a_log = b[d.a_log],
-                                                  .dt_bias = b[d.dt_bias]});
-              }});
+    std::vector<TensorId> conv_reads{seqs, count}, conv_writes, delta_reads{seqs, count}, delta_writes;
+    for (const DeltaCommit& d : commits) {
+      conv_reads.insert(conv_reads.end(), {d.mixed, d.conv_state});
+      conv_writes.push_back(d.conv_state);
+      delta_reads.insert(delta_reads.end(), {d.qkv, d.ba, d.a_log, d.dt_bias, d.recurrent});
+      delta_writes.push_back(d.recurrent);
     }
+    g_.add({"conv state commits", "conv", conv_reads, conv_writes,
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              std::vector<ops::ConvCommitLayer> tensors;
+              for (const DeltaCommit& d : commits) tensors.push_back({b[d.mixed], b[d.conv_state]});
+              ops::record_causal_conv1d_commits(p, cb,
+                                                {.seqs = b[seqs],
+                                                 .type = first.conv_type,
+                                                 .batch = B,
+                                                 .tokens = T,
+                                                 .channels = first.shape.qkv_width(),
+                                                 .kernel = first.kernel,
+                                                 .update = ops::StateUpdate::Commit,
+                                                 .accepted = b[count]},
+                                                tensors, conv_table);
+            }});
+    g_.add({"delta state commits", "delta_rule", delta_reads, delta_writes,
+            [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              std::vector<ops::DeltaCommitLayer> tensors;
+              for (const DeltaCommit& d : commits)
+                tensors.push_back({b[d.qkv], b[d.recurrent], b[d.ba], b[d.a_log], b[d.dt_bias]});
+              ops::record_delta_rule_commits(p, cb,
+                                             {.seqs = b[seqs],
+                                              .shape = first.shape,
+                                              .update = ops::StateUpdate::Commit,
+                                              .accepted = b[count],
+                                              .raw_inputs = true},
+                                             tensors, delta_table);
+            }});
   }
 
   const Device& device_;

@@ -62,15 +62,23 @@ struct StepSegment {
 };
 std::vector<StepSegment> step_segments(const StepShape& shape);
 
+// A verify step's commit address table: per DeltaNet layer, 2 addresses for the conv's commit
+// and 5 for the delta rule's (ops::record_causal_conv1d_commits, record_delta_rule_commits).
+constexpr uint64_t kConvCommitTableBytesPerLayer = 2 * 8, kDeltaCommitTableBytesPerLayer = 5 * 8;
+constexpr uint64_t kCommitTableBytesPerLayer = kConvCommitTableBytesPerLayer + kDeltaCommitTableBytesPerLayer;
+
 // Host-visible buffers of one step shape: written before, read after each submission.
 struct StepIO {
-  Allocation ids;           // int32 [rows] token ids
-  Allocation seqs;          // u32 [sequences, 2] slot, position
-  Allocation sampling;      // u32 [sampled_rows, 8] ops::sampling_record
-  Allocation logits;        // f32 [logit_rows, vocab] (LastLogits / AllLogits)
-  Allocation sampled;       // u32 [sampled_rows] (Sample)
-  Allocation row_seqs;      // verify: u32 [rows, 2] each row's slot and position (attention's table)
-  Allocation accepted;      // verify: u32 [sequences] 1 + the drafts accepted: tokens committed and emitted
+  Allocation ids;       // int32 [rows] token ids
+  Allocation seqs;      // u32 [sequences, 2] slot, position
+  Allocation sampling;  // u32 [sampled_rows, 8] ops::sampling_record
+  Allocation logits;    // f32 [logit_rows, vocab] (LastLogits / AllLogits)
+  Allocation sampled;   // u32 [sampled_rows] (Sample)
+  Allocation row_seqs;  // verify: u32 [rows, 2] each row's slot and position (attention's table)
+  Allocation accepted;  // verify: u32 [sequences] 1 + the drafts accepted: tokens committed and emitted
+  // verify: the addresses the commit of every DeltaNet layer in one dispatch per kind reads,
+  // written when the step is recorded: [layers, 2] conv, then [layers, 5] delta rule
+  Allocation commit_table;
   Allocation final_hidden;  // hidden / mtp: f32 [rows, hidden] each row's final-normed state
   // u32 [layers + 1]: nonzero where a layer's router saw NaN/Inf (the last entry: the MTP head's)
   Allocation status;  // zeroed before each run

@@ -26,6 +26,23 @@ bool repeated_for_measurement(const std::string& kind) {
   }();
   return !kinds.empty() && kinds.find("," + kind + ",") != std::string::npos;
 }
+
+// Q3N_PROFILE_NODES=1: --profile times each node under its name, with "layer N " taken out so a
+// node's layers add up (e.g. "in_proj_qkv, in_proj_z, in_proj_ba"), instead of under its kind.
+// A measurement aid, for telling apart the nodes of one kind (bench/NOTES.md, session 27).
+std::string profile_label(const Node& node) {
+  static const bool by_name = [] {
+    const char* env = std::getenv("Q3N_PROFILE_NODES");
+    return env && std::string(env) == "1";
+  }();
+  if (!by_name) return node.kind;
+  std::string name = node.name;
+  if (name.rfind("layer ", 0) == 0) {
+    const size_t space = name.find(' ', 6);
+    if (space != std::string::npos) name = name.substr(space + 1);
+  }
+  return name;
+}
 }  // namespace
 
 Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool profile, BufferRange arena)
@@ -62,7 +79,7 @@ Program::Program(Runtime& runtime, Graph graph, const std::string& what, bool pr
       hazards.clear();
     }
     hazards.add(reads, writes);
-    if (profiler_) profiler_->mark(commands_, nodes[n].kind);
+    if (profiler_) profiler_->mark(commands_, profile_label(nodes[n]));
     nodes[n].record(bindings, runtime.pipelines, commands_);
     if (repeated_for_measurement(nodes[n].kind)) {
       commands_.barrier();

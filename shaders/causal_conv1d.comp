@@ -13,11 +13,18 @@
 // barrier is needed, which a CPU driver emulates at some cost.
 // Speculative verification runs it twice (as delta_rule_recurrent.comp): over every verified
 // token writing y only, then writing only the state after the accepted count[b] tokens.
+// LAYER_TABLE = 1 (a verify step's commit, state only): one dispatch commits every DeltaNet
+// layer of the step, gl_WorkGroupID.z the layer; layer L's x and state addresses are entries
+// 2 L and 2 L + 1 of p.table (the weight and y are not read by a commit).
 #include "common.glsl"
 #include "conv_taps.glsl"
+#extension GL_EXT_buffer_reference_uvec2 : require
+
+layout(buffer_reference, std430, buffer_reference_align = 8) buffer AddressTable { uvec2 v[]; };
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint LANES = 8;  // token lanes per channel; the workgroup is 32 x LANES
+layout(constant_id = 5) const uint LAYER_TABLE = 0;  // 1: several layers' commits (above)
 
 layout(push_constant) uniform Push {
   F32Buf x;       // [B, T, C] pre-conv
@@ -26,6 +33,7 @@ layout(push_constant) uniform Push {
   U32Buf seqs;    // [B, 2] slot, position
   F32Buf y;       // [B, T, C]
   U32Buf count;   // [B] tokens the new state follows (flags & TOKENS_FROM_COUNT), at most T
+  AddressTable table;  // LAYER_TABLE: [layers, 2] x, state
   uint flags;     // WRITE_OUTPUT | WRITE_STATE | TOKENS_FROM_COUNT
   uint channels;
   uint tokens;
@@ -39,6 +47,11 @@ void main() {
   const uint c = gl_WorkGroupID.x * CHANNELS + gl_LocalInvocationID.x % CHANNELS;
   const uint lane = gl_LocalInvocationID.x / CHANNELS;
   const uint b = gl_WorkGroupID.y;
+  F32Buf x = p.x, state = p.state;
+  if (LAYER_TABLE != 0u) {
+    x = F32Buf(p.table.v[2u * gl_WorkGroupID.z]);
+    state = F32Buf(p.table.v[2u * gl_WorkGroupID.z + 1u]);
+  }
   const bool inside = c < p.channels;  // no early return: the barrier below needs every invocation
   const uint history = p.kernel - 1;
   const uint slot = seq_slot(p.seqs, b);
@@ -51,12 +64,12 @@ void main() {
       if (j >= history) continue;
       taps[j] = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + j);
       const int s = int(t0) - int(history) + int(j);  // token index; < 0: from the state
-      window[j] = s >= 0 ? p.x.v[(b * p.tokens + uint(s)) * p.channels + c]
-                         : p.state.v[(slot * history + uint(int(history) + s)) * p.channels + c];
+      window[j] = s >= 0 ? x.v[(b * p.tokens + uint(s)) * p.channels + c]
+                         : state.v[(slot * history + uint(int(history) + s)) * p.channels + c];
     }
     const float last = load_weight(p.weight, WEIGHT_DTYPE, c * p.kernel + history);
     for (uint t = t0; t < t1; ++t) {
-      const float xt = p.x.v[(b * p.tokens + t) * p.channels + c];
+      const float xt = x.v[(b * p.tokens + t) * p.channels + c];
       p.y.v[(b * p.tokens + t) * p.channels + c] = conv_taps(taps, last, window, xt, history);
       conv_shift(window, xt, history);
     }
@@ -68,7 +81,7 @@ void main() {
   const uint n = (p.flags & TOKENS_FROM_COUNT) != 0u ? min(p.count.v[b], p.tokens) : p.tokens;
   for (uint j = 0; j < history; ++j) {
     const int s = int(n) - int(history) + int(j);
-    p.state.v[(slot * history + j) * p.channels + c] =
-        s >= 0 ? p.x.v[(b * p.tokens + uint(s)) * p.channels + c] : p.state.v[(slot * history + n + j) * p.channels + c];
+    state.v[(slot * history + j) * p.channels + c] =
+        s >= 0 ? x.v[(b * p.tokens + uint(s)) * p.channels + c] : state.v[(slot * history + n + j) * p.channels + c];
   }
 }

@@ -23,8 +23,15 @@
 //   o = o * rsqrt(mean_head(o^2) + eps) * norm_weight * silu(z),
 // so the norm needs no dispatch and barrier of its own. Each column's arithmetic is unchanged
 // (the same PARTS, summed in the same order), so the state is the same bits either way.
+// LAYER_TABLE = 1 (a verify step's commit): one dispatch commits every DeltaNet layer of the
+// step, gl_WorkGroupID.z walking layers x column slices; a layer's qkv, state, ba, A_log and
+// dt_bias addresses are entries 5 L .. 5 L + 4 of p.table. A commit is a few µs of work per
+// layer, so one dispatch instead of one per layer saves most of its cost.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_EXT_buffer_reference_uvec2 : require
+
+layout(buffer_reference, std430, buffer_reference_align = 8) buffer AddressTable { uvec2 v[]; };
 
 layout(constant_id = 3) const uint MAX_DK = 256;
 
@@ -40,6 +47,7 @@ layout(push_constant) uniform Push {
   F32Buf dt_bias;  // RAW_INPUTS: [Hv]
   F32Buf gate;         // GATED_NORM: [B*T, Hv, dv] z
   F32Buf norm_weight;  // GATED_NORM: [dv]
+  AddressTable table;  // LAYER_TABLE: [layers, 5] qkv, state, ba, a_log, dt_bias
   uint flags;    // WRITE_OUTPUT | WRITE_STATE | TOKENS_FROM_COUNT
   uint tokens;
   uint key_heads;
@@ -55,6 +63,7 @@ layout(constant_id = 4) const uint COLS = 16;  // columns per workgroup
 layout(constant_id = 5) const uint PARTS = 4;  // invocations per column; the host dispatches COLS * PARTS
 layout(constant_id = 6) const uint RAW_INPUTS = 0;  // 1: q, k unnormalised, gates from ba (above)
 layout(constant_id = 7) const uint GATED_NORM = 0;  // 1: COLS = dv, the head's norm applied (above)
+layout(constant_id = 8) const uint LAYER_TABLE = 0; // 1: several layers' commits (above)
 const uint MAX_ROWS = (MAX_DK + PARTS - 1) / PARTS;
 
 shared float k_shared[MAX_DK];
@@ -97,14 +106,24 @@ vec2 column_sum(vec2 value, uint part, uint col) {
 
 // Element i of this token's k or q: staged in shared memory when PARTS invocations share a column,
 // read from memory (one address for every lane) when an invocation owns it (PARTS = 1).
-float key_element(uint i, uint k_at) { return PARTS > 1u ? k_shared[i] : p.qkv.v[k_at + i]; }
-float query_element(uint i, uint q_at) { return PARTS > 1u ? q_shared[i] : p.qkv.v[q_at + i]; }
+float key_element(F32Buf qkv, uint i, uint k_at) { return PARTS > 1u ? k_shared[i] : qkv.v[k_at + i]; }
+float query_element(F32Buf qkv, uint i, uint q_at) { return PARTS > 1u ? q_shared[i] : qkv.v[q_at + i]; }
 
 void main() {
   const uint j = gl_WorkGroupID.x;  // value head
   const uint b = gl_WorkGroupID.y;  // sequence
   const uint col = gl_LocalInvocationID.x % COLS, part = gl_LocalInvocationID.x / COLS;
-  const uint c = gl_WorkGroupID.z * COLS + col;
+  const uint slices = (p.dv + COLS - 1u) / COLS;  // column slices per layer
+  const uint layer = LAYER_TABLE != 0u ? gl_WorkGroupID.z / slices : 0u;
+  const uint c = (gl_WorkGroupID.z - layer * slices) * COLS + col;
+  F32Buf qkv = p.qkv, state = p.state, ba = p.ba, a_log = p.a_log, dt_bias = p.dt_bias;
+  if (LAYER_TABLE != 0u) {
+    qkv = F32Buf(p.table.v[5u * layer]);
+    state = F32Buf(p.table.v[5u * layer + 1u]);
+    ba = F32Buf(p.table.v[5u * layer + 2u]);
+    a_log = F32Buf(p.table.v[5u * layer + 3u]);
+    dt_bias = F32Buf(p.table.v[5u * layer + 4u]);
+  }
   const bool in_range = c < p.dv;
   const uint hv = p.value_heads;
   const uint kh = j / (hv / p.key_heads);
@@ -117,7 +136,7 @@ void main() {
   float s[MAX_ROWS];
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
     const uint i = part + PARTS * r;
-    s[r] = (in_range && i < p.dk) ? p.state.v[state_base + i * p.dv + c] : 0.0;
+    s[r] = (in_range && i < p.dk) ? state.v[state_base + i * p.dv + c] : 0.0;
   }
   // Uniform per workgroup (one sequence), so the barriers in the loop stay legal.
   const uint walk = (p.flags & TOKENS_FROM_COUNT) != 0u ? min(p.count.v[b], p.tokens) : p.tokens;
@@ -126,15 +145,15 @@ void main() {
     const uint q_at = row * width + kh * p.dk, k_at = row * width + (p.key_heads + kh) * p.dk;
     if (PARTS > 1u) {
       for (uint i = gl_LocalInvocationID.x; i < p.dk; i += gl_WorkGroupSize.x) {
-        q_shared[i] = p.qkv.v[q_at + i];
-        k_shared[i] = p.qkv.v[k_at + i];
+        q_shared[i] = qkv.v[q_at + i];
+        k_shared[i] = qkv.v[k_at + i];
       }
       barrier();
     }
     float decay, beta;
     if (RAW_INPUTS != 0u) {  // delta_prepare.comp's gates
-      decay = exp(-exp(p.a_log.v[j]) * softplus(p.ba.v[row * 2u * hv + hv + j] + p.dt_bias.v[j]));
-      beta = sigmoid(p.ba.v[row * 2u * hv + j]);
+      decay = exp(-exp(a_log.v[j]) * softplus(ba.v[row * 2u * hv + hv + j] + dt_bias.v[j]));
+      beta = sigmoid(ba.v[row * 2u * hv + j]);
     } else {
       decay = exp(p.gates.v[row * 2u * hv + j]);
       beta = p.gates.v[row * 2u * hv + hv + j];
@@ -143,21 +162,21 @@ void main() {
     [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
       const uint i = part + PARTS * r;
       if (i < p.dk) {
-        const float k_i = key_element(i, k_at);
+        const float k_i = key_element(qkv, i, k_at);
         kv_ksq += vec2(s[r] * k_i, RAW_INPUTS != 0u ? k_i * k_i : 0.0);
       }
     }
     kv_ksq = column_sum(kv_ksq, part, col);
     const float k_scale = RAW_INPUTS != 0u ? inversesqrt(kv_ksq.y + 1e-6) : 1.0;
-    const float v = in_range ? p.qkv.v[row * width + 2u * p.key_heads * p.dk + j * p.dv + c] : 0.0;
+    const float v = in_range ? qkv.v[row * width + 2u * p.key_heads * p.dk + j * p.dv + c] : 0.0;
     const float u = beta * (v - decay * (kv_ksq.x * k_scale));
     const float k_u = k_scale * u;  // what k_i is multiplied by in the update
     vec2 out_qsq = vec2(0.0);       // sum S_i q_i, sum q_i^2 (RAW_INPUTS)
     [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
       const uint i = part + PARTS * r;
       if (i < p.dk) {
-        const float q_i = query_element(i, q_at);
-        s[r] = decay * s[r] + key_element(i, k_at) * k_u;
+        const float q_i = query_element(qkv, i, q_at);
+        s[r] = decay * s[r] + key_element(qkv, i, k_at) * k_u;
         out_qsq += vec2(s[r] * q_i, RAW_INPUTS != 0u ? q_i * q_i : 0.0);
       }
     }
@@ -172,6 +191,6 @@ void main() {
   }
   [[unroll]] for (uint r = 0; r < MAX_ROWS; ++r) {
     const uint i = part + PARTS * r;
-    if (in_range && i < p.dk && (p.flags & WRITE_STATE) != 0u) p.state.v[state_base + i * p.dv + c] = s[r];
+    if (in_range && i < p.dk && (p.flags & WRITE_STATE) != 0u) state.v[state_base + i * p.dv + c] = s[r];
   }
 }

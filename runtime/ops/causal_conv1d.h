@@ -2,7 +2,10 @@
 // from and updating the per-sequence conv state (spec §3.3, §5).
 #pragma once
 
+#include <vector>
+
 #include "runtime/command.h"
+#include "runtime/ops/op_support.h"
 #include "runtime/ops/state_update.h"
 #include "runtime/ops/weight_type.h"
 #include "runtime/pipeline.h"
@@ -24,5 +27,14 @@ struct CausalConv1dArgs {
 };
 
 void record_causal_conv1d(PipelineLibrary& pipelines, CommandBuffer& commands, const CausalConv1dArgs& args);
+
+// A verify step's commit (StateUpdate::Commit) of several layers in one dispatch: each layer has
+// `args`' shape, seqs and accepted counts, and its own pre-conv rows and state (args.x, state,
+// weight and y are not used). `table` receives the layers' addresses, 16 bytes per layer.
+struct ConvCommitLayer {
+  BufferRange x, state;
+};
+void record_causal_conv1d_commits(PipelineLibrary& pipelines, CommandBuffer& commands, const CausalConv1dArgs& args,
+                                  const std::vector<ConvCommitLayer>& layers, const AddressTable& table);
 
 }  // namespace q3n::ops

@@ -11,7 +11,7 @@ struct PreparePush {
   uint32_t key_heads, value_heads, dk, dv;
 };
 struct RecurrentPush {
-  VkDeviceAddress qkv, gates, state, seqs, out, count, ba, a_log, dt_bias, gate, norm_weight;
+  VkDeviceAddress qkv, gates, state, seqs, out, count, ba, a_log, dt_bias, gate, norm_weight, table;
   uint32_t flags, tokens, key_heads, value_heads, dk, dv;
   float eps;
 };
@@ -131,7 +131,7 @@ void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& comm
   const Pipeline& pipeline =
       pipelines.get({"delta_rule_recurrent",
                      {shape.cols * shape.parts, 1, 1},
-                     {shape.max_dk, shape.cols, shape.parts, a.raw_inputs ? 1u : 0u, norm ? 1u : 0u},
+                     {shape.max_dk, shape.cols, shape.parts, a.raw_inputs ? 1u : 0u, norm ? 1u : 0u, 0u},
                      sizeof(RecurrentPush)});
   if (a.update == StateUpdate::Commit) require_bytes(a.accepted, uint64_t(s.batch) * 4, "delta rule accepted counts");
   const RecurrentPush push{a.qkv.address,
@@ -145,6 +145,7 @@ void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& comm
                            a.raw_inputs ? a.dt_bias.address : 0,
                            norm ? a.gated_norm->gate.address : 0,
                            norm ? a.gated_norm->weight.address : 0,
+                           0,
                            state_update_flags(a.update),
                            s.tokens,
                            s.key_heads,
@@ -153,6 +154,40 @@ void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& comm
                            s.dv,
                            norm ? a.gated_norm->eps : 0.0f};
   commands.dispatch(pipeline, push, s.value_heads, s.batch, ceil_div(s.dv, shape.cols));
+}
+
+void record_delta_rule_commits(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a,
+                               const std::vector<DeltaCommitLayer>& layers, const AddressTable& table) {
+  const DeltaShape& s = a.shape;
+  check_shape(s);
+  if (a.update != StateUpdate::Commit || !a.raw_inputs || a.gated_norm || layers.empty())
+    throw Error("internal: the layer-table delta rule records commits of raw inputs, of at least one layer");
+  require_bytes(a.seqs, uint64_t(s.batch) * 8, "delta commit sequence table");
+  require_bytes(a.accepted, uint64_t(s.batch) * 4, "delta commit accepted counts");
+  std::vector<VkDeviceAddress> addresses;
+  for (const DeltaCommitLayer& layer : layers) {
+    require_bytes(layer.qkv, s.rows() * s.qkv_width() * 4, "delta commit qkv");
+    require_bytes(layer.state, uint64_t(s.value_heads) * s.dk * s.dv * 4, "delta commit state");
+    require_bytes(layer.ba, s.rows() * 2 * s.value_heads * 4, "delta commit ba");
+    require_bytes(layer.a_log, s.value_heads * 4, "delta commit A_log");
+    require_bytes(layer.dt_bias, s.value_heads * 4, "delta commit dt_bias");
+    for (const BufferRange* r : {&layer.qkv, &layer.state, &layer.ba, &layer.a_log, &layer.dt_bias})
+      addresses.push_back(r->address);
+  }
+  write_address_table(table, addresses, "delta commit address table");
+  const RecurrentShape shape = recurrent_shape(pipelines, s, false);
+  const Pipeline& pipeline = pipelines.get({"delta_rule_recurrent",
+                                            {shape.cols * shape.parts, 1, 1},
+                                            {shape.max_dk, shape.cols, shape.parts, 1u, 0u, 1u},
+                                            sizeof(RecurrentPush)});
+  // Only the step's tables and sizes: each layer's tensors come from `table`.
+  RecurrentPush push{};
+  push.seqs = a.seqs.address, push.count = a.accepted.address, push.table = table.range.address;
+  push.flags = state_update_flags(a.update);
+  push.tokens = s.tokens, push.key_heads = s.key_heads, push.value_heads = s.value_heads;
+  push.dk = s.dk, push.dv = s.dv;
+  const uint64_t slices = ceil_div(s.dv, shape.cols), groups_z = slices * layers.size();
+  commands.dispatch(pipeline, push, s.value_heads, s.batch, static_cast<uint32_t>(groups_z));
 }
 
 void record_delta_rule_chunked(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& a,

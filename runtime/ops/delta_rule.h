@@ -8,8 +8,10 @@
 #pragma once
 
 #include <optional>
+#include <vector>
 
 #include "runtime/command.h"
+#include "runtime/ops/op_support.h"
 #include "runtime/ops/state_update.h"
 #include "runtime/pipeline.h"
 
@@ -82,6 +84,15 @@ DeltaChunkScratchFloats delta_chunk_scratch_floats(const DeltaShape& shape);
 
 void record_delta_prepare(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaPrepareArgs& args);
 void record_delta_rule_recurrent(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& args);
+// A verify step's commit (StateUpdate::Commit, raw inputs) of several layers in one dispatch: each
+// layer has `args`' shape, seqs and accepted counts, and its own tensors below (args' qkv, state,
+// ba, a_log, dt_bias and out are not used). `table` receives the layers' addresses, 40 bytes per
+// layer. Each state column's arithmetic is record_delta_rule_recurrent's: the same bits.
+struct DeltaCommitLayer {
+  BufferRange qkv, state, ba, a_log, dt_bias;
+};
+void record_delta_rule_commits(PipelineLibrary& pipelines, CommandBuffer& commands, const DeltaRuleArgs& args,
+                               const std::vector<DeltaCommitLayer>& layers, const AddressTable& table);
 // Whether a piece of `shape` takes the recurrent form rather than the chunked one: one token per
 // sequence, or the CPU shapes (a CPU runs the recurrent form, one invocation per state column and
 // no barrier, faster than the chunked one's tiles at every length).

@@ -4,7 +4,9 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "runtime/command.h"
 #include "runtime/error.h"
@@ -21,6 +23,21 @@ inline void require_bytes(const BufferRange& range, uint64_t bytes, const char* 
   if (range.size < bytes)
     throw Error(std::string("internal: ") + what + " holds " + std::to_string(range.size) + " bytes, needs " +
                 std::to_string(bytes));
+}
+
+// Device addresses a kernel reads from memory rather than from its push constants (the commits
+// of a verify step's layers in one dispatch): host-visible, mapped memory, written when the
+// dispatch is recorded, since a recorded step's tensors stay where they are while it is replayed.
+struct AddressTable {
+  BufferRange range;
+  void* mapped = nullptr;
+};
+inline void write_address_table(const AddressTable& table, const std::vector<VkDeviceAddress>& addresses,
+                                const char* what) {
+  const uint64_t bytes = addresses.size() * sizeof(VkDeviceAddress);
+  require_bytes(table.range, bytes, what);
+  if (!table.mapped) throw Error(std::string("internal: ") + what + " is not host-visible");
+  std::memcpy(table.mapped, addresses.data(), bytes);
 }
 
 // Whether the GEMV-shaped kernels (linear_gemv, moe_expert_gemv) read a matrix with rows of k

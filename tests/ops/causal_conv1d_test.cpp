@@ -120,6 +120,54 @@ TEST_F(CausalConv1dKeepCommitTest, CommitTakesTheAcceptedPrefix) {
   EXPECT_EQ(commit.second, want) << "the state after the accepted prefix; slot 0 untouched";
 }
 
+// A verify step commits every DeltaNet layer's conv state in one dispatch, each layer's pre-conv
+// rows and state found through an address table: each layer's state must be what its own commit
+// writes, bit for bit (the commit copies inputs), and the layers must not touch each other's.
+TEST_F(CausalConv1dKeepCommitTest, CommitsOfSeveralLayersInOneDispatchAreEachLayersCommit) {
+  const uint32_t layers = 3, batch = 3, tokens = 3, channels = 300, kernel = 4, history = kernel - 1, slots = 4;
+  const std::vector<uint32_t> counts = {2, 1, 3}, seqs = {2, 5, 0, 9, 3, 1};  // slot 1 is no sequence's
+  auto w = random_floats(size_t(channels) * kernel, 60, -1, 1);
+  const auto words = encode_weights(w, ops::WeightType::BF16);
+  Allocation dw = upload_words(words), dseqs = upload_words(seqs), dcounts = upload_words(counts);
+  std::vector<std::vector<float>> xs, states;
+  for (uint32_t l = 0; l < layers; ++l) {
+    xs.push_back(random_floats(size_t(batch) * tokens * channels, 61 + 2 * l, -2, 2));
+    states.push_back(random_floats(size_t(slots) * history * channels, 62 + 2 * l, -2, 2));
+  }
+  const ops::CausalConv1dArgs shape{
+      .batch = batch, .tokens = tokens, .channels = channels, .kernel = kernel, .update = ops::StateUpdate::Commit};
+  // One layer at a time, as a commit node per layer recorded it.
+  std::vector<std::vector<float>> want;
+  for (uint32_t l = 0; l < layers; ++l) {
+    Allocation dx = upload(xs[l]), dstate = upload(states[l]), dy = poisoned(xs[l].size());
+    run([&](CommandBuffer& cb) {
+      ops::CausalConv1dArgs a = shape;
+      a.x = dx.range(), a.weight = dw.range(), a.state = dstate.range(), a.seqs = dseqs.range(), a.y = dy.range();
+      a.accepted = dcounts.range();
+      ops::record_causal_conv1d(pipelines(), cb, a);
+    });
+    want.push_back(download(dstate, states[l].size()));
+    ASSERT_NE(want.back(), states[l]) << "the commit changed the state";
+  }
+  std::vector<Allocation> dxs, dstates;
+  std::vector<ops::ConvCommitLayer> tensors;
+  for (uint32_t l = 0; l < layers; ++l) {
+    dxs.push_back(upload(xs[l]));
+    dstates.push_back(upload(states[l]));
+    tensors.push_back({dxs.back().range(), dstates.back().range()});
+  }
+  Allocation table = rt().allocator.allocate(layers * 16, MemoryKind::Upload, "conv commit table");
+  run([&](CommandBuffer& cb) {
+    ops::CausalConv1dArgs a = shape;
+    a.seqs = dseqs.range(), a.accepted = dcounts.range();
+    ops::record_causal_conv1d_commits(pipelines(), cb, a, tensors, {table.range(), table.mapped()});
+  });
+  for (uint32_t l = 0; l < layers; ++l) {
+    EXPECT_EQ(download(dstates[l], states[l].size()), want[l]) << "layer " << l;
+    EXPECT_EQ(download(dxs[l], xs[l].size()), xs[l]) << "layer " << l << "'s rows are read only";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CausalConv1dTest,
                          ::testing::Values(Case{1, 1, 67, 4, ops::WeightType::BF16},    // decode step
                                            Case{2, 1, 200, 4, ops::WeightType::F32},    // batched decode

@@ -333,6 +333,48 @@ TEST_F(DeltaRuleLongTest, KeepThenCommitGivesTheAcceptedPrefixState) {
     }
 }
 
+// A verify step commits every DeltaNet layer in one dispatch, each layer's tensors found through
+// an address table: each layer's state must be bitwise what its own Commit writes (the same
+// arithmetic per column), over column slices that do not divide dv.
+TEST_F(DeltaRuleLongTest, CommitsOfSeveralLayersInOneDispatchAreEachLayersCommit) {
+  for (const DeltaShape s :
+       {DeltaShape{.batch = 2, .tokens = 3, .key_heads = 2, .value_heads = 4, .dk = 40, .dv = 24},
+        DeltaShape{.batch = 1, .tokens = 2, .key_heads = 1, .value_heads = 2, .dk = 128, .dv = 70}}) {
+    SCOPED_TRACE("dv " + std::to_string(s.dv));
+    const uint32_t layers = 3;
+    std::vector<Inputs> in;
+    for (uint32_t l = 0; l < layers; ++l) in.push_back(make_raw_inputs(s, 90 + 10 * l));
+    const std::vector<uint32_t> counts = s.batch == 2 ? std::vector<uint32_t>{2, 3} : std::vector<uint32_t>{1};
+    std::vector<std::vector<float>> want;
+    for (uint32_t l = 0; l < layers; ++l) {
+      want.push_back(run_rule(s, in[l], false, {ops::StateUpdate::Commit}, counts).state);
+      ASSERT_NE(want.back(), in[l].state) << "the commit changed the state";
+    }
+    Allocation dseqs = upload_words(in[0].seqs), dcounts = upload_words(counts);
+    std::vector<Allocation> owned;
+    std::vector<ops::DeltaCommitLayer> tensors;
+    for (uint32_t l = 0; l < layers; ++l) {
+      for (const std::vector<float>* v : {&in[l].qkv, &in[l].state, &in[l].ba, &in[l].a_log, &in[l].dt_bias})
+        owned.push_back(upload(*v));
+      const size_t at = owned.size() - 5;
+      tensors.push_back({owned[at].range(), owned[at + 1].range(), owned[at + 2].range(), owned[at + 3].range(),
+                         owned[at + 4].range()});
+    }
+    Allocation table = rt().allocator.allocate(layers * 40, MemoryKind::Upload, "delta commit table");
+    run([&](CommandBuffer& cb) {
+      ops::record_delta_rule_commits(pipelines(), cb,
+                                     {.seqs = dseqs.range(),
+                                      .shape = s,
+                                      .update = ops::StateUpdate::Commit,
+                                      .accepted = dcounts.range(),
+                                      .raw_inputs = true},
+                                     tensors, {table.range(), table.mapped()});
+    });
+    for (uint32_t l = 0; l < layers; ++l)
+      EXPECT_EQ(download(owned[5 * l + 1], in[l].state.size()), want[l]) << "layer " << l;
+  }
+}
+
 class DeltaPrepareTest : public GpuTest {};
 TEST_F(DeltaPrepareTest, NormalisesQkAndComputesGates) {
   const DeltaShape s{

@@ -223,11 +223,12 @@ void MoeTest::check(bool matrix_units, std::optional<ops::ExpertGemvShape> gemv)
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MoeTest,
-    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16, false},  // one decode token
-                      // Up to kDirectExpertMaxTokens (16) tokens take the direct path on GPU shapes (no
-                      // grouping, the combine inside the down product); CPU shapes route and group
-                      // 1 token in one workgroup (moe_route_group.comp), more take a routing
-                      // workgroup each.
+    ::testing::Values(Case{1, 67, 8, 2, 33, true, true, ops::WeightType::BF16,
+                           false},  // one decode token
+                                    // Up to kDirectExpertMaxTokens (16) tokens take the direct path on GPU shapes (no
+                                    // grouping, the combine inside the down product); CPU shapes route and group
+                                    // 1 token in one workgroup (moe_route_group.comp), more take a routing
+                                    // workgroup each.
                       Case{3, 64, 20, 10, 24, true, true, ops::WeightType::BF16, false},    // top-10: 30 assignments
                       Case{4, 33, 10, 2, 17, true, true, ops::WeightType::F16, true},       // one expert takes all
                       Case{2, 67, 12, 3, 33, false, false, ops::WeightType::F32, false},    // no renormalisation
