@@ -588,8 +588,7 @@ class Builder {
            }
          }});
     if (verify)
-      commits_.push_back(
-          {name, mixed, conv_w, conv_state, qkv, ba, a_log, dt, recurrent, w.conv_type, seg_shapes[0], kernel});
+      commits_.push_back({mixed, conv_state, qkv, ba, a_log, dt, recurrent, w.conv_type, seg_shapes[0], kernel});
     if (!all_norm_in_rule) {
       // The rows the rule did not normalise, in runs of adjacent segments (one dispatch each).
       std::vector<std::pair<uint32_t, uint32_t>> runs;  // first row, rows
@@ -925,9 +924,8 @@ class Builder {
 
   // A verify step's DeltaNet layer: what its commit reads again.
   struct DeltaCommit {
-    std::string name;
-    TensorId mixed, conv_weight, conv_state, qkv, ba, a_log, dt_bias, recurrent;  // raw q, k: no prepare
-    ops::WeightType conv_type;
+    TensorId mixed, conv_state, qkv, ba, a_log, dt_bias, recurrent;  // raw q, k: no prepare
+    ops::WeightType conv_type;                                       // the pipeline's; a commit reads no conv weight
     ops::DeltaShape shape;
     uint32_t kernel;
   };

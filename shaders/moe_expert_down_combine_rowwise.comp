@@ -10,6 +10,7 @@
 // or subgroup operation. The Q3N_TEXEL variant (VEC8 = 1) reads the weights and h through
 // texel views (texel_reads.glsl).
 #include "common.glsl"
+#include "moe_combine_terms.glsl"
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
 layout(constant_id = 4) const uint VEC8 = 1;
@@ -58,8 +59,8 @@ void main() {
     } else {
       for (uint i = 0; i < p.k; ++i) acc += load_weight(p.weight, WEIGHT_DTYPE, row * p.k + i) * p.h.v[assignment * p.k + i];
     }
-    sum = fma(p.weights.v[assignment], acc, sum);
+    sum = combine_choice(sum, p.weights.v[assignment], acc);
   }
-  if (p.has_shared != 0u) sum = fma(sigmoid(p.shared_logit.v[t * p.logit_stride]), p.shared_out.v[t * p.n + d], sum);
+  if (p.has_shared != 0u) sum = combine_shared_expert(sum, p.shared_logit.v[t * p.logit_stride], p.shared_out.v[t * p.n + d]);
   p.dst.v[t * p.n + d] = sum;
 }

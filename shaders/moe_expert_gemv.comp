@@ -28,10 +28,11 @@
 //
 // Q3N_COMBINE (the down product, with DIRECT): the workgroup's lane groups are one token's
 // top_k assignments (GROUPS = top_k), all on the same ROWS output rows, and the workgroup then
-// adds them as moe_combine.comp does, in choice order with the same fmas, plus the shared
+// adds them as moe_combine.comp does, in choice order with the same terms, plus the shared
 // expert: out[t, d] = sum_j w[t, j] y[t top_k + j, d] + sigmoid(shared_logit[t]) shared[t, d].
 // One dispatch and barrier fewer per MoE layer, and the bits of the two kernels.
 #include "common.glsl"
+#include "moe_combine_terms.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
 layout(constant_id = 3) const uint WEIGHT_DTYPE = DTYPE_BF16;
@@ -196,13 +197,13 @@ void main() {
     barrier();
   }
 #ifdef Q3N_COMBINE
-  // moe_combine.comp's sum for the workgroup's rows: choice order, the same fmas.
+  // moe_combine.comp's sum for the workgroup's rows (moe_combine_terms.glsl).
   if (tid < ROWS && block0 + tid < p.n) {
     const uint col = block0 + tid;
     float sum = 0.0;
-    for (uint j = 0; j < p.top_k; ++j) sum = fma(p.weights.v[token * p.top_k + j], expert_out[j * ROWS + tid], sum);
+    for (uint j = 0; j < p.top_k; ++j) sum = combine_choice(sum, p.weights.v[token * p.top_k + j], expert_out[j * ROWS + tid]);
     if (p.has_shared != 0u)
-      sum = fma(sigmoid(p.shared_logit.v[token * p.logit_stride]), p.shared_out.v[token * p.n + col], sum);
+      sum = combine_shared_expert(sum, p.shared_logit.v[token * p.logit_stride], p.shared_out.v[token * p.n + col]);
     p.dst.v[token * p.n + col] = sum;
   }
 #endif

@@ -159,7 +159,7 @@ MoePlan plan_moe(const PipelineLibrary& pipelines, const MoeArgs& a, const MoeSc
 uint32_t combine_workgroup(const MoeShape& s, const ExpertGemvShape& down) { return s.top_k * down.lanes; }
 bool combine_fits(const PipelineLibrary& pipelines, const MoeShape& s, const ExpertGemvShape& down) {
   const DeviceInfo& device = pipelines.device().info();
-  const uint64_t threads = uint64_t(s.top_k) * down.lanes;
+  const uint64_t threads = combine_workgroup(s, down);
   return threads <= device.max_workgroup_invocations &&
          (threads * down.rows + uint64_t(s.top_k) * down.rows) * 4 <= device.max_shared_memory &&
          ceil_div(s.hidden, down.rows) <= device.max_workgroup_count[0] && s.tokens <= device.max_workgroup_count[1];
