@@ -462,7 +462,9 @@ TEST_F(MoeOpTest, RoutingInsideTheGateUpGemvGivesTheRoutingKernelsBits) {
           ASSERT_EQ(weights[0][i], weights[1][i]) << at << ", weight " << i;
         for (size_t i = 0; i < outs[0].size(); ++i) ASSERT_EQ(outs[0][i], outs[1][i]) << at << ", output " << i;
       }
-  if (!pipelines().cpu_shapes()) EXPECT_TRUE(pipelines().built("moe_expert_gemv_route"));
+  if (!pipelines().cpu_shapes()) {
+    EXPECT_TRUE(pipelines().built("moe_expert_gemv_route"));
+  }
 }
 
 // Routing alone, at the 80B's width and past it: 300 and 512 experts (not multiples of any
