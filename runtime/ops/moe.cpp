@@ -250,8 +250,12 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   }
   if (plan.direct) {  // a slot per assignment, no grouping (moe_expert_gemv.comp, DIRECT)
     commands.mark("moe.gate_up");
-    if (route_inside) record_shared_down();  // the routing's phase is the gate/up GEMV's
-    record_expert_gemv(pipelines, commands, a, scratch, true, plan.gate_up_shape, route_inside ? &route : nullptr);
+    if (route_inside) {
+      record_shared_down();
+      record_expert_gemv(pipelines, commands, a, scratch, true, plan.gate_up_shape, &route);
+    } else {
+      record_expert_gemv(pipelines, commands, a, scratch, true, plan.gate_up_shape);
+    }
     commands.barrier();
     commands.mark("moe.down");
     if (combine_fits(pipelines, s, plan.down_shape)) {
