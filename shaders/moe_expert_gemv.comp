@@ -31,13 +31,6 @@
 // adds them as moe_combine.comp does, in choice order with the same terms, plus the shared
 // expert: out[t, d] = sum_j w[t, j] y[t top_k + j, d] + sigmoid(shared_logit[t]) shared[t, d].
 // One dispatch and barrier fewer per MoE layer, and the bits of the two kernels.
-//
-// Q3N_ROUTE (the gate/up product, with DIRECT, for steps of a token or two): every workgroup
-// routes its token itself (moe_route.glsl, the bits of moe_route.comp) and takes its choice's
-// expert from that, so the step has no routing dispatch and barrier. The first workgroup of each
-// token's first choice writes the token's ids and weights for the down product. Every workgroup
-// repeats the routing (~10 argmaxes over the logits), so the host takes this only where the grid
-// is one wave of the GPU.
 #include "common.glsl"
 #include "moe_combine_terms.glsl"
 #extension GL_EXT_control_flow_attributes : require
@@ -49,13 +42,8 @@ layout(constant_id = 6) const uint CHUNK = 1;  // expert rows per pass
 layout(constant_id = 7) const uint VEC8 = 1;
 layout(constant_id = 8) const uint LANES = 64;  // invocations per output row; divides the workgroup
 layout(constant_id = 9) const uint DIRECT = 0;  // slot = assignment, no grouping (see above)
-layout(constant_id = 10) const uint MAX_EXPERTS = 512;  // Q3N_ROUTE: the routing's sizes
-layout(constant_id = 11) const uint MAX_CHOICES = 10;   // top_k
 
 #include "moe_expert_push.glsl"
-#ifdef Q3N_ROUTE
-#include "moe_route.glsl"
-#endif
 
 const uint MATRICES = SWIGLU != 0u ? 2u : 1u;  // gate and up, or down
 const uint THREADS = gl_WorkGroupSize.x;
@@ -89,12 +77,7 @@ void main() {
   const uint row0 = block0 + group * ROWS;  // this lane group's first output row
 #endif
   if (DIRECT == 0u && slot >= p.live.v[0]) return;  // uniform per workgroup (DIRECT: every slot is live)
-#ifdef Q3N_ROUTE
-  route_row(slot / p.top_k, gl_WorkGroupID.x == 0u && slot % p.top_k == 0u);
-  const uint e = choice_id[slot % p.top_k];
-#else
   const uint e = DIRECT != 0u ? p.offsets.v[slot] : p.live.v[1u + slot];
-#endif
   const uint first = DIRECT != 0u ? slot : p.offsets.v[e];  // DIRECT: `sorted` is not read
   const uint expert_rows = DIRECT != 0u ? 1u : p.offsets.v[e + 1u] - first;
   if (block0 >= p.n) return;

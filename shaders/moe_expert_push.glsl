@@ -21,14 +21,4 @@ layout(push_constant) uniform Push {
   uint logit_stride;
   uint has_shared;
 #endif
-#ifdef Q3N_ROUTE  // moe_expert_gemv_route: moe_route.comp's operands (`ExpertRoutePush`)
-  F32Buf logits;   // [tokens, logit_stride]; experts in columns [0, experts)
-  U32Buf ids;      // [tokens, top_k], written
-  F32Buf weights;  // [tokens, top_k], written
-  U32Buf status;   // [1]: set to 1 on a NaN/+Inf logit (when has_status)
-  uint experts;
-  uint logit_stride;
-  uint normalise;
-  uint has_status;
-#endif
 } p;

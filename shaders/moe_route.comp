@@ -20,4 +20,4 @@ layout(push_constant) uniform Push {
 
 #include "moe_route.glsl"
 
-void main() { route_row(gl_WorkGroupID.x, true); }
+void main() { route_row(gl_WorkGroupID.x); }

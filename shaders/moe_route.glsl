@@ -1,17 +1,11 @@
-// The routing of one token (spec §3.8, §8.12), shared by moe_route.comp (a workgroup per token),
-// moe_route_group.comp (one workgroup routes one token, then groups its choices) and
-// moe_expert_gemv.comp's Q3N_ROUTE (every workgroup routes its token): softmax over ALL
+// The routing of one token (spec §3.8, §8.12), shared by moe_route.comp (a workgroup per token)
+// and moe_route_group.comp (one workgroup routes one token, then groups its choices): softmax over ALL
 // experts in fp32, then the top-k probabilities (ties to the lower expert id), then optionally
 // renormalised to sum to one (norm_topk_prob). A NaN or +Inf logit (corrupt weights, fp16
 // overflow) is routed as -inf and raises the step's status word, which the host turns into an
 // error; expert ids are always < experts, so nothing downstream indexes out of bounds.
 // The includer declares MAX_EXPERTS, MAX_CHOICES (>= top_k) and a push block `p` with logits,
 // ids, weights, experts, top_k, logit_stride, normalise, status, has_status.
-//
-// A token's results do not depend on the workgroup or subgroup size: the argmaxes are exact, and
-// the softmax's denominator is added in one fixed order (sums of 8 consecutive experts, then those
-// in expert order). So every kernel above gives a token the same experts and the same weights,
-// bit for bit, whichever of them routes it.
 
 shared float prob[MAX_EXPERTS];
 // The routed row's choices in order: expert ids and their probabilities (before renormalising).
@@ -22,7 +16,7 @@ shared float choice_probability[MAX_CHOICES];
 shared float best_value[2][gl_WorkGroupSize.x];
 shared uint best_index[2][gl_WorkGroupSize.x];
 uint argmax_calls = 0u;
-shared float eighths[(MAX_EXPERTS + 7u) / 8u];  // the softmax numerators, 8 experts per sum
+shared float partial[gl_WorkGroupSize.x];
 
 // The largest (value, -index) over the workgroup: ties go to the lowest index. Subgroup
 // reductions first, then one entry per subgroup (any subgroup size). Every invocation receives it.
@@ -44,25 +38,9 @@ void workgroup_argmax(inout float v, inout uint index) {
     }
 }
 
-// The sum of prob[0, experts) in the fixed order above; every invocation gets it. prob must be
-// complete (a barrier after its writes).
-float softmax_denominator() {
-  const uint sums = (p.experts + 7u) / 8u;
-  for (uint g = gl_LocalInvocationID.x; g < sums; g += gl_WorkGroupSize.x) {
-    float s = 0.0;
-    for (uint e = g * 8u; e < min(g * 8u + 8u, p.experts); ++e) s += prob[e];
-    eighths[g] = s;
-  }
-  barrier();
-  float total = 0.0;
-  for (uint g = 0u; g < sums; ++g) total += eighths[g];
-  return total;
-}
-
 // Routes token `row`: every invocation of the workgroup calls it. On return choice_id holds the
-// row's experts in order of choice (every invocation may read it), and, where write_results,
-// the row's ids and weights are written (uniform per workgroup).
-void route_row(uint row, bool write_results) {
+// row's experts in order of choice (every invocation may read it).
+void route_row(uint row) {
   const uint tid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
   const float neg_inf = uintBitsToFloat(0xFF800000u);
   float row_max = neg_inf;
@@ -88,9 +66,13 @@ void route_row(uint row, bool write_results) {
   }
   workgroup_argmax(row_max, unused);
   const bool none_finite = row_max == neg_inf;  // then every expert gets the same probability
-  for (uint e = tid; e < p.experts; e += threads) prob[e] = none_finite ? 1.0 : exp(prob[e] - row_max);
-  barrier();
-  const float total = softmax_denominator();
+  float local_sum = 0.0;
+  for (uint e = tid; e < p.experts; e += threads) {
+    prob[e] = none_finite ? 1.0 : exp(prob[e] - row_max);
+    local_sum += prob[e];
+  }
+  float total;
+  Q3N_WORKGROUP_SUM(local_sum, partial, total);
 
   float chosen_sum = 0.0;
   for (uint j = 0; j < p.top_k; ++j) {
@@ -113,7 +95,6 @@ void route_row(uint row, bool write_results) {
     if (index % threads == tid) prob[index] = -1.0;
   }
   barrier();
-  if (!write_results) return;
   // The results in parallel, once: written one by one as they were chosen, then renormalised in
   // place, they were a chain of dependent memory round trips (most of this kernel's time).
   for (uint j = tid; j < p.top_k; j += threads) {

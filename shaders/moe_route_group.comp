@@ -42,7 +42,7 @@ uint chosen_below(uint e) {
 }
 
 void main() {
-  route_row(0u, true);  // choice_id is read-only from here: no barrier needed
+  route_row(0u);  // choice_id is read-only from here: no barrier needed
   const uint tid = gl_LocalInvocationID.x;
   for (uint j = tid; j < p.top_k; j += gl_WorkGroupSize.x) {
     const uint e = choice_id[j], rank = chosen_below(e);

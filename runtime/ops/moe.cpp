@@ -44,12 +44,6 @@ struct ExpertCombinePush {  // moe_expert_gemv_combine: moe_expert_push.glsl wit
   uint32_t logit_stride, has_shared;
 };
 static_assert(offsetof(ExpertCombinePush, weights) == 72, "GLSL places the first address after x_texel at 72");
-struct ExpertRoutePush {  // moe_expert_gemv_route: moe_expert_push.glsl with Q3N_ROUTE
-  ExpertPush expert;
-  VkDeviceAddress logits, ids, weights, status;
-  uint32_t experts, logit_stride, normalise, has_status;
-};
-static_assert(offsetof(ExpertRoutePush, logits) == 72, "GLSL places the first address after x_texel at 72");
 struct DownCombinePush {  // shaders/moe_expert_down_combine_rowwise.comp
   VkDeviceAddress h, weight, ids, weights, shared_out, shared_logit, out;
   uint32_t k, n, top_k, logit_stride, has_shared;
@@ -194,9 +188,6 @@ void record_expert_down_combine(PipelineLibrary& pipelines, CommandBuffer& comma
 }
 
 void record_combine(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch);
-// record_expert_gemv, with `route` set: the gate/up GEMV of a direct step routing inside.
-void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
-                        const MoeScratch& scratch, bool gate_up, const ExpertGemvShape& shape, const RoutePush* route);
 
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
   const MoeShape& s = a.shape;
@@ -238,8 +229,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   // workgroup cost more than the saved dispatch (H200, 80B-A3B: a 4-row verify step 11.3 -> 12.9
   // ms; bench/NOTES.md, session 15). Direct steps route only.
   const bool fused_route = s.tokens == 1 && !plan.direct;
-  const bool route_inside = plan.direct && a.route_in_gate_up && s.tokens <= kRouteInGateUpMaxTokens;
-  if (!fused_route && !route_inside) {
+  if (!fused_route) {
     commands.mark("moe.route");
     commands.dispatch(
         pipelines.get(
@@ -250,12 +240,7 @@ void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeAr
   }
   if (plan.direct) {  // a slot per assignment, no grouping (moe_expert_gemv.comp, DIRECT)
     commands.mark("moe.gate_up");
-    if (route_inside) {
-      record_shared_down();
-      record_expert_gemv(pipelines, commands, a, scratch, true, plan.gate_up_shape, &route);
-    } else {
-      record_expert_gemv(pipelines, commands, a, scratch, true, plan.gate_up_shape);
-    }
+    record_expert_gemv(pipelines, commands, a, scratch, true, plan.gate_up_shape);
     commands.barrier();
     commands.mark("moe.down");
     if (combine_fits(pipelines, s, plan.down_shape)) {
@@ -415,11 +400,6 @@ ExpertGemvShape expert_gemv_shape(bool gate_up, uint32_t k, uint32_t tokens) {
 
 void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
                         const MoeScratch& scratch, bool gate_up, const ExpertGemvShape& shape) {
-  record_expert_gemv(pipelines, commands, a, scratch, gate_up, shape, nullptr);
-}
-
-void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
-                        const MoeScratch& scratch, bool gate_up, const ExpertGemvShape& shape, const RoutePush* route) {
   const MoeShape& s = a.shape;
   const uint32_t slots = static_cast<uint32_t>(std::min<uint64_t>(s.experts, s.assignments()));
   const uint32_t type = static_cast<uint32_t>(a.type), swiglu = gate_up ? 1u : 0u;
@@ -453,18 +433,6 @@ void record_expert_gemv(PipelineLibrary& pipelines, CommandBuffer& commands, con
   // Direct steps: a slot per assignment, its expert read from the routing's ids.
   const bool direct = plan_moe(pipelines, a, scratch).direct;
   if (direct) push.offsets = scratch.ids.address;
-  if (route) {  // the routing inside (moe_expert_gemv.comp, Q3N_ROUTE): a direct gate/up step
-    if (!direct || !gate_up) throw Error("internal: only a direct step's gate/up GEMV routes inside");
-    const ExpertRoutePush route_push{
-        push,           route->logits,       route->ids,       route->weights,   route->status,
-        route->experts, route->logit_stride, route->normalise, route->has_status};
-    const PipelineKey key{"moe_expert_gemv_route",
-                          {shape.threads, 1, 1},
-                          {type, swiglu, shape.rows, 1u, vec8, shape.lanes, 1u, s.experts, s.top_k},
-                          sizeof(route_push)};
-    commands.dispatch(pipelines.get(key), route_push, groups, static_cast<uint32_t>(s.assignments()));
-    return;
-  }
   const PipelineKey key{"moe_expert_gemv",
                         {shape.threads, 1, 1},
                         {type, swiglu, shape.rows, direct ? 1u : shape.chunk, vec8, shape.lanes, direct ? 1u : 0u},

@@ -31,11 +31,6 @@ constexpr uint32_t kExpertGemvMaxTokens = 128;
 // overrides it (benchmarks).
 constexpr uint32_t kDirectExpertMaxTokens = 16;
 uint32_t direct_expert_max_tokens();
-// Direct steps of up to this many tokens route inside the gate/up GEMV (moe_expert_gemv.comp,
-// Q3N_ROUTE): no routing dispatch and barrier. Every workgroup repeats its token's routing, so
-// only where the gate/up grid is about one wave of a large GPU (640 workgroups a token at the 80B
-// shapes); the routing kernel serves larger steps with the same bits.
-constexpr uint32_t kRouteInGateUpMaxTokens = 2;
 
 // Where the matrix-unit expert GEMM is faster than the expert GEMV: steps of more tokens take it
 // when the graph does not ask for batch invariance. On the H200's compute-only queue (80B-A3B q4,
@@ -95,15 +90,11 @@ struct MoeArgs {
   // right after the routing dispatch: the two depend on nothing of each other, so they share one
   // barrier instead of taking one each. Unset where the caller records it before record_moe.
   std::optional<LinearArgs> shared_down;
-  // Direct steps of at most kRouteInGateUpMaxTokens tokens route inside the gate/up GEMV; false
-  // keeps the routing dispatch (tests compare the two).
-  bool route_in_gate_up = true;
 };
 
 // route -> group -> gate/up -> down -> combine, with barriers between; with the CPU shapes the
 // down product and the combine are one dispatch (moe_expert_down_combine_rowwise.comp); direct
-// steps (kDirectExpertMaxTokens) route -> gate/up -> down with the combine inside, and the
-// smallest of them (kRouteInGateUpMaxTokens) route inside the gate/up GEMV. Every path
+// steps (kDirectExpertMaxTokens) route -> gate/up -> down with the combine inside. Every path
 // gives an assignment the same bits at the same expert GEMV lanes (batch invariance).
 void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& args, const MoeScratch& scratch);
 

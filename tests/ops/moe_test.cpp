@@ -44,20 +44,6 @@ struct MoeScratchBuffers {
 
 class MoeOpTest : public GpuTest {
  protected:
-  // record_moe's arguments for a step without a shared expert or status word.
-  static ops::MoeArgs moe_args(const Allocation& x, const Allocation& logits, uint32_t logit_stride,
-                               const Allocation& gate_up, const Allocation& down, ops::WeightType type,
-                               const Allocation& out, const ops::MoeShape& shape) {
-    return {.x = x.range(),
-            .logits = logits.range(),
-            .logit_stride = logit_stride,
-            .gate_up = gate_up.range(),
-            .down = down.range(),
-            .type = type,
-            .out = out.range(),
-            .shape = shape};
-  }
-
   MoeScratchBuffers poisoned_scratch(const ops::MoeShape& s) {
     const ops::MoeScratchBytes need = ops::moe_scratch_bytes(s);
     return {.ids = poisoned(need.ids / 4),
@@ -283,8 +269,8 @@ INSTANTIATE_TEST_SUITE_P(
 // Batch invariance of the decode expert kernel: the last token's MoE output is bitwise the same
 // whether its experts hold only its row or rows of up to 127 other tokens (several passes of the
 // kernel), for each weight type. Routing favours experts 1 and 2 so that they fill up. On GPU
-// shapes 1, 2 and 6 tokens take the direct path (the combine inside the down product; 1 and 2
-// route inside the gate/up GEMV) and 37 and 128 the grouped one (moe_combine.comp): the same bits.
+// shapes 1, 2 and 6 tokens take the direct path (the combine inside the down product) and 37
+// and 128 the grouped one (moe_combine.comp): the same bits.
 TEST_F(MoeOpTest, ExpertGemvRowsDoNotDependOnTheOtherRows) {
   const uint32_t H = 96, E = 12, K = 3, I = 64, most = ops::kExpertGemvMaxTokens;
   for (const ops::WeightType type :
@@ -376,8 +362,7 @@ TEST_F(MoeOpTest, TexelReadsGiveTheBitsOfAddressReads) {
 
 // NaN and +Inf router logits (corrupt weights, fp16 overflow): routing raises the status word and
 // keeps every expert id in range, finite rows are routed as before, and finite logits leave the
-// status word alone; with 5 tokens (a routing workgroup per token) and 1 (moe_route_group.comp;
-// GPU shapes route it inside the gate/up GEMV).
+// status word alone; with 5 tokens (a routing workgroup per token) and 1 (moe_route_group.comp).
 TEST_F(MoeOpTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
   for (const uint32_t tokens : {5u, 1u}) {
     const uint32_t H = 64, E = 9, K = 3, I = 32;
@@ -420,53 +405,6 @@ TEST_F(MoeOpTest, NonFiniteRouterLogitsAreFlaggedAndContained) {
   }
 }
 
-// The gate/up GEMV that routes inside (moe_expert_gemv.comp, Q3N_ROUTE; direct steps of 1-2
-// tokens on GPU shapes) gives the bits of the routing kernel's path: the same ids, weights and
-// MoE output, at the 80B's 512 experts and top-10 and at 300 experts (sums of 8 that do not
-// divide them), with and without renormalisation. Its workgroup (128 invocations) differs from the
-// routing kernel's, which is what the fixed-order softmax denominator is for.
-TEST_F(MoeOpTest, RoutingInsideTheGateUpGemvGivesTheRoutingKernelsBits) {
-  for (const uint32_t E : {512u, 300u})
-    for (const uint32_t tokens : {1u, 2u})
-      for (const bool normalise : {true, false}) {
-        const uint32_t H = 64, K = 10, I = 32, stride = E + 1;
-        const ops::MoeShape s{
-            .tokens = tokens, .hidden = H, .experts = E, .top_k = K, .expert_dim = I, .normalise = normalise};
-        auto gate_up = random_floats(size_t(E) * 2 * I * H, 83, -0.2f, 0.2f),
-             down = random_floats(size_t(E) * H * I, 84, -0.2f, 0.2f);
-        Allocation dx = upload(random_floats(size_t(tokens) * H, 81, -1, 1)),
-                   dl = upload(random_floats(size_t(tokens) * stride, 82 + E, -4, 4)),
-                   dgu = upload_words(encode_weights(gate_up, ops::WeightType::Q4)),
-                   ddn = upload_words(encode_weights(down, ops::WeightType::Q4)),
-                   dshared = upload(random_floats(size_t(tokens) * H, 85, -1, 1));
-        std::vector<std::vector<float>> outs, weights;
-        std::vector<std::vector<uint32_t>> ids;
-        for (const bool inside : {true, false}) {
-          Allocation dout = poisoned(size_t(tokens) * H), status = upload_words({0});
-          const MoeScratchBuffers scratch = poisoned_scratch(s);
-          ops::MoeArgs args = moe_args(dx, dl, stride, dgu, ddn, ops::WeightType::Q4, dout, s);
-          args.shared_out = dshared.range();
-          args.shared_logit_column = E;
-          args.status = status.range();
-          args.route_in_gate_up = inside;
-          run([&](CommandBuffer& cb) { ops::record_moe(pipelines(), cb, args, scratch.ranges()); });
-          outs.push_back(download(dout, size_t(tokens) * H));
-          weights.push_back(download(scratch.weights, size_t(tokens) * K));
-          ids.push_back(download_words(scratch.ids, size_t(tokens) * K));
-          EXPECT_EQ(download_words(status, 1)[0], 0u);
-        }
-        const std::string at = std::to_string(E) + " experts, " + std::to_string(tokens) + " token(s)" +
-                               (normalise ? "" : ", not renormalised");
-        EXPECT_EQ(ids[0], ids[1]) << at;
-        for (size_t i = 0; i < weights[0].size(); ++i)
-          ASSERT_EQ(weights[0][i], weights[1][i]) << at << ", weight " << i;
-        for (size_t i = 0; i < outs[0].size(); ++i) ASSERT_EQ(outs[0][i], outs[1][i]) << at << ", output " << i;
-      }
-  if (!pipelines().cpu_shapes()) {
-    EXPECT_TRUE(pipelines().built("moe_expert_gemv_route"));
-  }
-}
-
 // Routing alone, at the 80B's width and past it: 300 and 512 experts (not multiples of any
 // subgroup size's share), top-10, with tied logits, against a double reference: ids in order of
 // probability with ties to the lower id, weights renormalised (or not) within 1e-6 relative (fp32
@@ -489,7 +427,14 @@ TEST_F(MoeOpTest, RoutingPicksTopKWithTiesToTheLowerId) {
                    dgu = upload(random_floats(size_t(E) * 2 * I * H, 73, -0.2f, 0.2f)),
                    ddn = upload(random_floats(size_t(E) * H * I, 74, -0.2f, 0.2f)), dout = poisoned(size_t(tokens) * H);
         const MoeScratchBuffers scratch = poisoned_scratch(s);
-        const ops::MoeArgs args = moe_args(dx, dl, stride, dgu, ddn, ops::WeightType::F32, dout, s);
+        const ops::MoeArgs args{.x = dx.range(),
+                                .logits = dl.range(),
+                                .logit_stride = stride,
+                                .gate_up = dgu.range(),
+                                .down = ddn.range(),
+                                .type = ops::WeightType::F32,
+                                .out = dout.range(),
+                                .shape = s};
         run([&](CommandBuffer& cb) { ops::record_moe(pipelines(), cb, args, scratch.ranges()); });
         const auto ids = download_words(scratch.ids, size_t(tokens) * K);
         const auto weights = download(scratch.weights, size_t(tokens) * K);
