@@ -2,7 +2,7 @@
 // 16/32 DeltaNet heads of 128, 16 q / 2 kv heads of 256, 512 experts of 512, top-10), with
 // achieved GB/s and TFLOP/s against the copy bandwidth measured in the same run. GEMM and MoE
 // rows run once per kernel family: portable, and "[coopmat]" where the device has matrix units.
-// Usage: q3n_ops_bench [--device N|NAME] [--sweep-expert-gemv]   (results in bench/NOTES.md)
+// Usage: q3n_ops_bench [--device N|NAME] [--sweep-expert-gemv] [--sweep-chains]   (results in bench/NOTES.md)
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +12,7 @@
 
 #include "runtime/error.h"
 #include "runtime/ops/attention.h"
+#include "runtime/ops/chain_probe.h"
 #include "runtime/ops/delta_rule.h"
 #include "runtime/ops/linear.h"
 #include "runtime/ops/moe.h"
@@ -166,24 +167,76 @@ void sweep_expert_gemv(Bench& b, Runtime& rt, double ceiling) {
   rt.pipelines.set_coopmat(rt.device.coopmat());
 }
 
+// What a dependency between two small steps costs: chains of kChainPhases phases of
+// chain_probe.comp, each reading the vector the one before wrote, as one-phase dispatches joined
+// by a pipeline barrier, by counter polls without a barrier, or not at all (the dispatches
+// alone), and as one persistent dispatch with a grid-wide counter wait between phases. Prints
+// microseconds per phase for several grid sizes (1 workgroup up to a few waves of a large GPU).
+constexpr uint32_t kChainPhases = 200;
+void sweep_chains(Bench& b, Runtime& rt) {
+  const uint32_t input_floats = 2048;
+  b.keep.clear();
+  const BufferRange input = b.random(input_floats, -1, 1), status = b.buffer(4, 0);
+  for (const uint32_t workgroups : {1u, 16u, 132u, 264u, 528u, 2048u})
+    for (const ops::ChainWait wait :
+         {ops::ChainWait::Barrier, ops::ChainWait::Counter, ops::ChainWait::Persistent, ops::ChainWait::None}) {
+      const BufferRange vectors = b.buffer(uint64_t(kChainPhases) * workgroups * ops::kChainProbeWorkgroup * 4),
+                        counters = b.buffer(kChainPhases * 4, 0);
+      uint32_t epoch = 0;
+      const double t = b.time(
+          [&](CommandBuffer& cb) {
+            ops::record_chain_probe(rt.pipelines, cb,
+                                    {.input = input,
+                                     .vectors = vectors,
+                                     .counters = counters,
+                                     .status = status,
+                                     .input_floats = input_floats,
+                                     .phases = kChainPhases,
+                                     .workgroups = workgroups,
+                                     .epoch = ++epoch,
+                                     .wait = wait,
+                                     // A fair wait is a few microseconds; a persistent grid
+                                     // larger than the device gives up within ~0.1 s.
+                                     .spin_limit = 1u << 17});
+          },
+          10);
+      const char* how = wait == ops::ChainWait::Barrier      ? "barrier"
+                        : wait == ops::ChainWait::Counter    ? "counter"
+                        : wait == ops::ChainWait::Persistent ? "persistent"
+                                                             : "none";
+      uint32_t gave_up = 0;
+      rt.transfer.download(status, &gave_up, 4);
+      std::printf("chain of %u phases, %4u workgroups, %-10s %7.2f us per phase%s\n", kChainPhases, workgroups, how,
+                  t / kChainPhases * 1e6, gave_up ? "  (a poll gave up: not valid)" : "");
+      if (gave_up) {
+        const uint32_t zero = 0;
+        rt.transfer.upload(status, &zero, 4);
+      }
+      b.keep.resize(2);  // input and status stay
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   RuntimeOptions options;
-  bool sweep = false;  // --sweep-expert-gemv: the expert GEMV shape grid instead of the operator rows
-  std::string only;    // --only SECTION: one section of the operator rows (linear, norm, delta, attention, moe, sample)
+  bool sweep = false;   // --sweep-expert-gemv: the expert GEMV shape grid instead of the operator rows
+  bool chains = false;  // --sweep-chains: what a dependency between two dispatches costs
+  std::string only;  // --only SECTION: one section of the operator rows (linear, norm, delta, attention, moe, sample)
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--device" && i + 1 < argc)
       options.device = argv[++i];
     else if (arg == "--sweep-expert-gemv")
       sweep = true;
+    else if (arg == "--sweep-chains")
+      chains = true;
     else if (arg == "--only" && i + 1 < argc)
       only = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: q3n_ops_bench [--device N|NAME] [--sweep-expert-gemv] [--only "
+                   "usage: q3n_ops_bench [--device N|NAME] [--sweep-expert-gemv] [--sweep-chains] [--only "
                    "linear|norm|delta|attention|moe|sample]\n");
       return 2;
     }
@@ -203,6 +256,10 @@ int main(int argc, char** argv) {
 
   if (sweep) {
     sweep_expert_gemv(b, rt, ceiling);
+    return 0;
+  }
+  if (chains) {
+    sweep_chains(b, rt);
     return 0;
   }
 

@@ -17,6 +17,12 @@ shared float best_value[2][gl_WorkGroupSize.x];
 shared uint best_index[2][gl_WorkGroupSize.x];
 uint argmax_calls = 0u;
 shared float partial[gl_WorkGroupSize.x];
+// The top-k selection: each invocation's largest probability, the k-th largest of those, and the
+// experts at or above it, in no particular order.
+shared float invocation_best[gl_WorkGroupSize.x];
+shared float threshold;
+shared uint candidates;
+shared uint candidate[MAX_EXPERTS];
 
 // The largest (value, -index) over the workgroup: ties go to the lowest index. Subgroup
 // reductions first, then one entry per subgroup (any subgroup size). Every invocation receives it.
@@ -74,27 +80,53 @@ void route_row(uint row) {
   float total;
   Q3N_WORKGROUP_SUM(local_sum, partial, total);
 
-  float chosen_sum = 0.0;
-  for (uint j = 0; j < p.top_k; ++j) {
-    float v = -1.0;
-    uint index = 0xFFFFFFFFu;
-    for (uint e = tid; e < p.experts; e += threads)
-      if (prob[e] > v) {  // strict: the lowest id wins a tie within an invocation
-        v = prob[e];
-        index = e;
-      }
-    workgroup_argmax(v, index);
-    index = min(index, p.experts - 1u);  // never out of bounds, whatever the values were
-    if (tid == 0u) {
-      choice_id[j] = index;
-      choice_probability[j] = v / total;
-    }
-    chosen_sum += v / total;
-    // Taken. Only its owner reads prob[index] (every loop here strides by the workgroup), so
-    // no barrier is needed before the next choice.
-    if (index % threads == tid) prob[index] = -1.0;
+  // The top-k in order of choice, as k serial argmaxes would pick them (largest probability
+  // first, ties to the lower id), with a fixed number of barriers: the k-th largest of the
+  // invocations' own maxima is a lower bound on the k-th largest probability (k invocations hold
+  // a value at least that large), so only probabilities at or above it can be chosen; each such
+  // candidate's place is its rank among the candidates, usually a few past k. Seven barriers in all
+  // where k serial workgroup argmaxes took k + 4 (bench/NOTES.md session 30: routing 18% faster).
+  float own_best = -1.0;  // below every probability: an invocation without experts
+  for (uint e = tid; e < p.experts; e += threads) own_best = max(own_best, prob[e]);
+  invocation_best[tid] = own_best;
+  if (tid == 0u) {
+    candidates = 0u;
+    threshold = -1.0;  // every probability, where fewer than k invocations hold experts
+  }
+  for (uint j = tid; j < p.top_k; j += threads) {  // never read: every place is ranked below
+    choice_id[j] = j;                               // (a valid id whatever happens: k <= experts)
+    choice_probability[j] = 0.0;
   }
   barrier();
+  uint above = 0u;
+  for (uint s = 0u; s < threads; ++s) {
+    const float other = invocation_best[s];
+    above += other > own_best || (other == own_best && s < tid) ? 1u : 0u;
+  }
+  if (above == p.top_k - 1u && own_best >= 0.0) threshold = own_best;  // one invocation at most
+  barrier();
+  const float bound = threshold;
+  for (uint e = tid; e < p.experts; e += threads)
+    if (prob[e] >= bound) candidate[atomicAdd(candidates, 1u)] = e;
+  barrier();
+  const uint count = candidates;
+  for (uint c = tid; c < count; c += threads) {
+    const uint e = candidate[c];
+    const float v = prob[e];
+    uint rank = 0u;
+    for (uint d = 0u; d < count; ++d) {
+      const uint other = candidate[d];
+      const float w = prob[other];
+      rank += w > v || (w == v && other < e) ? 1u : 0u;
+    }
+    if (rank < p.top_k) {
+      choice_id[rank] = e;
+      choice_probability[rank] = v / total;
+    }
+  }
+  barrier();
+  float chosen_sum = 0.0;  // in order of choice, as the serial argmaxes added them
+  for (uint j = 0u; j < p.top_k; ++j) chosen_sum += choice_probability[j];
   // The results in parallel, once: written one by one as they were chosen, then renormalised in
   // place, they were a chain of dependent memory round trips (most of this kernel's time).
   for (uint j = tid; j < p.top_k; j += threads) {

@@ -26,8 +26,9 @@ struct RouteGroupPush {  // shaders/moe_route_group.comp: RoutePush's fields, th
   uint32_t gate_up_columns, down_columns;
 };
 // Invocations routing one token (moe_route.glsl), the same in both routing kernels so a token's
-// weights do not depend on which one ran: its top-k choices are serial workgroup argmaxes, cheaper
-// with few subgroups than with many (512 experts are 8 per invocation).
+// weights do not depend on which one ran. Its top-k selection ranks each invocation's best
+// probability against every other invocation's, so it costs a loop of this length; 512 experts
+// are 8 per invocation.
 constexpr uint32_t kRouteWorkgroup = 64;
 struct GroupPush {
   VkDeviceAddress ids, offsets, sorted, active;
