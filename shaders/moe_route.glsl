@@ -73,21 +73,23 @@ void route_row(uint row) {
   workgroup_argmax(row_max, unused);
   const bool none_finite = row_max == neg_inf;  // then every expert gets the same probability
   float local_sum = 0.0;
+  float own_best = -1.0;  // below every probability: an invocation without experts
   for (uint e = tid; e < p.experts; e += threads) {
     prob[e] = none_finite ? 1.0 : exp(prob[e] - row_max);
     local_sum += prob[e];
+    own_best = max(own_best, prob[e]);
   }
-  float total;
-  Q3N_WORKGROUP_SUM(local_sum, partial, total);
+  // The denominator as Q3N_WORKGROUP_SUM adds it (subgroup sums, then those in subgroup order),
+  // its barrier shared with the top-k's first.
+  const float subgroup_sum = subgroupAdd(local_sum);
+  if (subgroupElect()) partial[gl_SubgroupID] = subgroup_sum;
 
   // The top-k in order of choice, as k serial argmaxes would pick them (largest probability
   // first, ties to the lower id), with a fixed number of barriers: the k-th largest of the
   // invocations' own maxima is a lower bound on the k-th largest probability (k invocations hold
   // a value at least that large), so only probabilities at or above it can be chosen; each such
-  // candidate's place is its rank among the candidates, usually a few past k. Seven barriers in all
-  // where k serial workgroup argmaxes took k + 4 (bench/NOTES.md session 30: routing 18% faster).
-  float own_best = -1.0;  // below every probability: an invocation without experts
-  for (uint e = tid; e < p.experts; e += threads) own_best = max(own_best, prob[e]);
+  // candidate's place is its rank among the candidates, usually a few past k. Five barriers in all
+  // where k serial workgroup argmaxes took k + 4 (bench/NOTES.md session 30).
   invocation_best[tid] = own_best;
   if (tid == 0u) {
     candidates = 0u;
@@ -98,6 +100,8 @@ void route_row(uint row) {
     choice_probability[j] = 0.0;
   }
   barrier();
+  float total = 0.0;
+  for (uint s = 0u; s < gl_NumSubgroups; ++s) total += partial[s];
   uint above = 0u;
   for (uint s = 0u; s < threads; ++s) {
     const float other = invocation_best[s];
