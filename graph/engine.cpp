@@ -52,11 +52,6 @@ StepIO allocate_step_io(Runtime& rt, const ModelConfig& c, const StepShape& shap
     io.hidden_in = rt.allocator.allocate(handoff_bytes(c, shape), MemoryKind::Upload, "hidden state in");
   if (!layers.heads(c))
     io.hidden_out = rt.allocator.allocate(handoff_bytes(c, shape), MemoryKind::Readback, "hidden state out");
-  if (shape.rows() <= ops::kNormTailCounters) {
-    io.norm_tail_counters = rt.allocator.allocate(norm_tail_slots(c) * ops::kNormTailCounters * 4, MemoryKind::Device,
-                                                  "norm tail counters");
-    rt.transfer.fill(io.norm_tail_counters.range(), 0);
-  }
   return io;
 }
 

@@ -60,8 +60,6 @@ class Graph {
   TensorId bind(std::string name, TensorRole role, const BufferRange& range, std::string shape);
   TensorId scratch(std::string name, uint64_t bytes, std::string shape);
   void add(Node node);
-  // The node added last, for a builder that folds the operator after it into it.
-  Node& last() { return nodes_.back(); }
 
   // Drops nodes whose writes nobody needs (neither read later nor Output/State/Weight), e.g.
   // the last layer's MLP in a prefill chunk that produces no logits.

@@ -226,7 +226,6 @@ class Builder {
     const uint32_t H = c_.hidden_size;
     const TensorId w = vector(name + ".weight", weight, H);
     const TensorId out = g_.scratch(name + " out", uint64_t(rows) * H * 4, dims({rows, H}));
-    if (add != kNone && rows == rows_ && first_row == 0 && fold_norm(name, h, add, w, out, zero_centred)) return out;
     std::vector<TensorId> reads = {h, w}, writes = {out};
     if (add != kNone) reads.push_back(add), writes.push_back(h);
     const float eps = float(c_.rms_norm_eps);
@@ -254,57 +253,6 @@ class Builder {
                                       .zero_centred = zero_centred});
             }});
     return out;
-  }
-
-  // The norm after a residual branch, folded into the node that wrote the branch where that node
-  // was just added and its kernels may take it (ops::NormTail): its last workgroup adds the
-  // branch into h and normalises, with the norm node's bits and without its dispatch and barrier.
-  // Only on the GPU shapes and in steps of a few rows (whose IO has the tails' counters).
-  bool fold_norm(const std::string& name, TensorId h, TensorId add, TensorId w, TensorId out, bool zero_centred) {
-    if (!gpu_shapes_ || !io_.norm_tail_counters || tail_.out != add || tail_.node + 1 != g_.nodes().size())
-      return false;
-    const uint64_t bytes = uint64_t(ops::kNormTailCounters) * 4, slot = tail_slots_++;
-    if ((slot + 1) * bytes > io_.norm_tail_counters.size())
-      throw Error("internal: a step has more norm tails than its IO has counters for");
-    const TensorId counters =
-        g_.bind(name + " tail counters", TensorRole::State, io_.norm_tail_counters.range().sub(slot * bytes, bytes),
-                dims({ops::kNormTailCounters}, "u32"));
-    Node& node = g_.last();
-    // "layer 3 moe + input_layernorm" (layer 4's): the norm's name without its layer, so a
-    // profile by node name (Q3N_PROFILE_NODES) adds the layers up.
-    const size_t layer_end = name.rfind("layer ", 0) == 0 ? name.find(' ', 6) : std::string::npos;
-    node.name += " + " + (layer_end == std::string::npos ? name : name.substr(layer_end + 1));
-    node.reads.insert(node.reads.end(), {h, w, counters});
-    node.writes.insert(node.writes.end(), {h, out, counters});
-    const float eps = float(c_.rms_norm_eps);
-    node.record = [record = tail_.record, h, w, out, counters, eps, zero_centred](const Bindings& b, PipelineLibrary& p,
-                                                                                  CommandBuffer& cb) {
-      record(b, p, cb,
-             ops::NormTail{.residual = b[h],
-                           .weight = b[w],
-                           .out = b[out],
-                           .counters = b[counters],
-                           .eps = eps,
-                           .zero_centred = zero_centred});
-    };
-    tail_ = {};
-    return true;
-  }
-  // The last node that wrote a residual branch and how to record it with a norm tail.
-  using TailRecordFn =
-      std::function<void(const Bindings&, PipelineLibrary&, CommandBuffer&, const std::optional<ops::NormTail>&)>;
-  struct TailableNode {
-    size_t node = ~size_t(0);
-    TensorId out = kNone;
-    TailRecordFn record;
-  };
-  // Adds a node that writes a residual branch `out`, recorded by `record` without a tail.
-  void add_tailable(Node node, TensorId out, TailRecordFn record) {
-    node.record = [record](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
-      record(b, p, cb, std::nullopt);
-    };
-    g_.add(std::move(node));
-    tail_ = {g_.nodes().size() - 1, out, std::move(record)};
   }
 
   // y = x W^T over every row of the step.
@@ -338,27 +286,22 @@ class Builder {
     const SplitScratch split = split_scratch(name, groups, m.rows, m.cols);
     std::vector<TensorId> inputs = {x, w}, outputs = {y};
     if (split.tensor != kNone) outputs.push_back(split.tensor);
-    add_tailable(
-        {name, "linear", inputs, outputs}, y,
-        [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb, const std::optional<ops::NormTail>& tail) {
-          // The groups write disjoint rows: no barrier between them. One group takes
-          // the tail itself; several are followed by the norm.
-          for (size_t i = 0; i < groups.size(); ++i) {
-            const RowRange& g = groups[i];
-            ops::record_linear(p, cb,
-                               {.x = b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4),
-                                .weight = b[w],
-                                .y = b[y].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4),
-                                .type = m.type,
-                                .tokens = g.count,
-                                .k = m.cols,
-                                .n = m.rows,
-                                .gemv_max_tokens = g.gemv_max,
-                                .k_split = split.range(b, i),
-                                .norm_tail = groups.size() == 1 ? tail : std::nullopt});
-          }
-          if (tail && groups.size() > 1) ops::record_norm_after(p, cb, b[y], *tail, rows, m.rows);
-        });
+    g_.add({name, "linear", inputs, outputs, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              // The groups write disjoint rows: no barrier between them.
+              for (size_t i = 0; i < groups.size(); ++i) {
+                const RowRange& g = groups[i];
+                ops::record_linear(p, cb,
+                                   {.x = b[x].sub(uint64_t(g.first) * m.cols * 4, uint64_t(g.count) * m.cols * 4),
+                                    .weight = b[w],
+                                    .y = b[y].sub(uint64_t(g.first) * m.rows * 4, uint64_t(g.count) * m.rows * 4),
+                                    .type = m.type,
+                                    .tokens = g.count,
+                                    .k = m.cols,
+                                    .n = m.rows,
+                                    .gemv_max_tokens = g.gemv_max,
+                                    .k_split = split.range(b, i)});
+              }
+            }});
     return y;
   }
 
@@ -821,43 +764,39 @@ class Builder {
     const uint32_t stride = w.router.rows;
     const ops::WeightType type = w.experts_type;
     const RowRange step_rows = linear_groups[0];  // the whole step where `shared` is set
-    const uint32_t rows = rows_;
-    add_tailable(
-        {name + " moe", "moe", reads, writes}, out,
-        [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb, const std::optional<ops::NormTail>& tail) {
-          for (size_t i = 0; i < groups.size(); ++i) {
-            if (i) cb.barrier();  // the groups share the scratch
-            const RowRange g = groups[i];
-            const uint64_t at = uint64_t(g.first) * H * 4, bytes = uint64_t(g.count) * H * 4;
-            ops::MoeShape gs = s;
-            gs.tokens = g.count;
-            std::optional<ops::LinearArgs> shared_down;
-            if (shared) shared_down = shared->args(b, step_rows);  // one group: the whole step
-            ops::record_moe(p, cb,
-                            {.x = b[x].sub(at, bytes),
-                             .logits = b[logits].sub(uint64_t(g.first) * stride * 4, uint64_t(g.count) * stride * 4),
-                             .logit_stride = stride,
-                             .gate_up = b[gu],
-                             .down = b[dn],
-                             .type = type,
-                             .shared_out = shared_out != kNone ? b[shared_out].sub(at, bytes) : BufferRange{},
-                             .shared_logit_column = E,
-                             .out = b[out].sub(at, bytes),
-                             .shape = gs,
-                             .status = b[status],
-                             .gemv_max_tokens = g.gemv_max,
-                             .shared_down = shared_down,
-                             .norm_tail = groups.size() == 1 ? tail : std::nullopt},
-                            {.ids = b[ids],
-                             .weights = b[wts],
-                             .offsets = b[offs],
-                             .sorted = b[sorted],
-                             .active = b[live],
-                             .h = b[hbuf],
-                             .y = b[ybuf]});
-          }
-          if (tail && groups.size() > 1) ops::record_norm_after(p, cb, b[out], *tail, rows, H);
-        });
+    g_.add({name + " moe", "moe", reads, writes, [=](const Bindings& b, PipelineLibrary& p, CommandBuffer& cb) {
+              for (size_t i = 0; i < groups.size(); ++i) {
+                if (i) cb.barrier();  // the groups share the scratch
+                const RowRange g = groups[i];
+                const uint64_t at = uint64_t(g.first) * H * 4, bytes = uint64_t(g.count) * H * 4;
+                ops::MoeShape gs = s;
+                gs.tokens = g.count;
+                std::optional<ops::LinearArgs> shared_down;
+                if (shared) shared_down = shared->args(b, step_rows);  // one group: the whole step
+                ops::record_moe(
+                    p, cb,
+                    {.x = b[x].sub(at, bytes),
+                     .logits = b[logits].sub(uint64_t(g.first) * stride * 4, uint64_t(g.count) * stride * 4),
+                     .logit_stride = stride,
+                     .gate_up = b[gu],
+                     .down = b[dn],
+                     .type = type,
+                     .shared_out = shared_out != kNone ? b[shared_out].sub(at, bytes) : BufferRange{},
+                     .shared_logit_column = E,
+                     .out = b[out].sub(at, bytes),
+                     .shape = gs,
+                     .status = b[status],
+                     .gemv_max_tokens = g.gemv_max,
+                     .shared_down = shared_down},
+                    {.ids = b[ids],
+                     .weights = b[wts],
+                     .offsets = b[offs],
+                     .sorted = b[sorted],
+                     .active = b[live],
+                     .h = b[hbuf],
+                     .y = b[ybuf]});
+              }
+            }});
     return out;
   }
 
@@ -1073,8 +1012,6 @@ class Builder {
   const std::vector<StepSegment> segments_;
   std::vector<SegmentRows> linear_segments_, expert_segments_;
   Graph g_;
-  TailableNode tail_;
-  uint64_t tail_slots_ = 0;  // norm tails folded so far (each takes kNormTailCounters counters)
   TensorId seqs_ = kNone, row_seqs_ = kNone, ids_ = kNone, freq_ = kNone;
   std::vector<DeltaCommit> commits_;
 };

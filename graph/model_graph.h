@@ -86,14 +86,7 @@ struct StepIO {
   // next layer's norm adds into it. From the previous device (every device but the first), to the
   // next (every device but the last). An MTP step reads the model's hidden rows from hidden_in.
   Allocation hidden_in, hidden_out;
-  // Steps of at most ops::kNormTailCounters rows: the counters of the products that take the
-  // decoder norm after them in their last workgroup (ops::NormTail), kNormTailCounters per
-  // product; zeroed once here, and each product leaves its counters zero.
-  Allocation norm_tail_counters;
 };
-// The products of one step that may take a norm tail: two per layer (after the mixer and after
-// the MLP, the final norm included) and the MTP head's.
-inline uint64_t norm_tail_slots(const ModelConfig& c) { return 2 * uint64_t(c.num_hidden_layers) + 4; }
 StepIO allocate_step_io(Runtime& runtime, const ModelConfig& config, const StepShape& shape,
                         const LayerSpan& layers = {});
 // Bytes of the hidden state crossing between devices in one step of `shape`.

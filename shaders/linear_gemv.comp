@@ -22,11 +22,6 @@
 // shared memory, written to pre_conv for the commit, and after the last pass each (row, sequence)
 // walks its T tokens; the state is left for the commit (causal_conv1d.comp's Keep).
 // conv_taps.glsl gives every output causal_conv1d.comp's bits.
-//
-// NORM_TAIL > 0 (out_proj and o_proj in steps of a few rows): the output is a residual branch;
-// the last workgroup to finish adds it into the residual stream and normalises the sums
-// (norm_tail.glsl), so the decoder norm after the product needs no dispatch and barrier of its
-// own. 1: the zero-centred norm (scale by 1 + w), 2: a plain one.
 #include "common.glsl"
 #include "conv_taps.glsl"
 #extension GL_EXT_control_flow_attributes : require
@@ -40,10 +35,6 @@ layout(constant_id = 8) const uint CONV_KERNEL = 0;  // 0: a plain product
 layout(constant_id = 9) const uint CONV_DTYPE = DTYPE_BF16;
 layout(constant_id = 10) const uint CONV_TOKENS = 1;  // tokens per sequence (rows are b * T + t)
 const uint CONV_MAX_ROWS = 128;                       // ops::kGemvMaxTokens
-layout(constant_id = 11) const uint NORM_TAIL = 0;
-
-const uint NORM_ROW_USED = NORM_TAIL;
-#include "norm_tail.glsl"
 
 #define LINEAR_PUSH_CONV
 #include "linear_push.glsl"
@@ -205,10 +196,7 @@ void main() {
           p.pre_conv.v[(t0 + c) * p.n + row0 + r] = total;
         } else {
           if (CONV_KERNEL != 0u) total = conv_output(total, t0 + c, row0 + r);
-          if (NORM_TAIL != 0u)  // the last workgroup reads it back
-            NormF32(p.y).v[(t0 + c) * p.n + row0 + r] = total;
-          else
-            p.y.v[(t0 + c) * p.n + row0 + r] = total;
+          p.y.v[(t0 + c) * p.n + row0 + r] = total;
         }
       }
     }
@@ -216,9 +204,4 @@ void main() {
   }
   if (CONV_KERNEL != 0u && CONV_TOKENS > 1u)  // every pass's conv_rows are visible (the barrier above)
     for (uint i = tid; i < rows * (p.tokens / CONV_TOKENS); i += threads) conv_sequence(i % rows, i / rows, row0 + i % rows);
-  // The workgroups that returned early above wrote nothing: the count is the row groups.
-  if (NORM_TAIL != 0u && norm_tail_is_last(p.seqs, 0u, (p.n + ROWS - 1u) / ROWS))
-    for (uint t = 0; t < p.tokens; ++t)
-      rms_norm_row(NormRow(NormF32(p.y), NormF32(p.conv_state), NormF32(p.conv_weight), NormF32(p.y),
-                           NormF32(p.pre_conv), t * p.n, p.n, p.norm_eps, NORM_TAIL == 1u ? 1.0 : 0.0, true, false));
 }

@@ -31,8 +31,6 @@
 // adds them as moe_combine.comp does, in choice order with the same terms, plus the shared
 // expert: out[t, d] = sum_j w[t, j] y[t top_k + j, d] + sigmoid(shared_logit[t]) shared[t, d].
 // One dispatch and barrier fewer per MoE layer, and the bits of the two kernels.
-// With NORM_TAIL > 0 (as linear_gemv.comp's) the last workgroup of each token adds the token's
-// output into the residual stream and normalises it for the next layer (norm_tail.glsl).
 #include "common.glsl"
 #include "moe_combine_terms.glsl"
 #extension GL_EXT_control_flow_attributes : require
@@ -44,10 +42,7 @@ layout(constant_id = 6) const uint CHUNK = 1;  // expert rows per pass
 layout(constant_id = 7) const uint VEC8 = 1;
 layout(constant_id = 8) const uint LANES = 64;  // invocations per output row; divides the workgroup
 layout(constant_id = 9) const uint DIRECT = 0;  // slot = assignment, no grouping (see above)
-layout(constant_id = 10) const uint NORM_TAIL = 0;  // Q3N_COMBINE only
 
-const uint NORM_ROW_USED = NORM_TAIL;
-#include "norm_tail.glsl"
 #include "moe_expert_push.glsl"
 
 const uint MATRICES = SWIGLU != 0u ? 2u : 1u;  // gate and up, or down
@@ -209,13 +204,7 @@ void main() {
     for (uint j = 0; j < p.top_k; ++j) sum = combine_choice(sum, p.weights.v[token * p.top_k + j], expert_out[j * ROWS + tid]);
     if (p.has_shared != 0u)
       sum = combine_shared_expert(sum, p.shared_logit.v[token * p.logit_stride], p.shared_out.v[token * p.n + col]);
-    if (NORM_TAIL != 0u)  // the token's last workgroup reads it back
-      NormF32(p.dst).v[token * p.n + col] = sum;
-    else
-      p.dst.v[token * p.n + col] = sum;
+    p.dst.v[token * p.n + col] = sum;
   }
-  if (NORM_TAIL != 0u && norm_tail_is_last(p.norm_counters, token, (p.n + ROWS - 1u) / ROWS))
-    rms_norm_row(NormRow(NormF32(p.dst), NormF32(p.sorted), NormF32(p.live), NormF32(p.dst), NormF32(p.y),
-                         token * p.n, p.n, p.norm_eps, NORM_TAIL == 1u ? 1.0 : 0.0, true, false));
 #endif
 }

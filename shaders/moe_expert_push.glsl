@@ -20,10 +20,5 @@ layout(push_constant) uniform Push {
   F32Buf dst;           // [tokens, N]
   uint logit_stride;
   uint has_shared;
-  // NORM_TAIL (norm_tail.glsl): a counter per token. The residual stream [tokens, N], the norm's
-  // f32 weight [N] and the normalised rows [tokens, N] ride in `sorted`, `live` and `y`, which a
-  // combining (DIRECT) down product never touches: the block stays within 128 bytes.
-  U32Buf norm_counters;
-  float norm_eps;
 #endif
 } p;

@@ -89,7 +89,7 @@ void route_row(uint row) {
   // invocations' own maxima is a lower bound on the k-th largest probability (k invocations hold
   // a value at least that large), so only probabilities at or above it can be chosen; each such
   // candidate's place is its rank among the candidates, usually a few past k. Five barriers in all
-  // where k serial workgroup argmaxes took k + 4 (bench/NOTES.md session 30).
+  // where k serial workgroup argmaxes took k + 4 (bench/NOTES.md sessions 30 and 31).
   invocation_best[tid] = own_best;
   if (tid == 0u) {
     candidates = 0u;

@@ -15,10 +15,9 @@ struct Push {  // shaders/linear_push.glsl
   uint32_t k, n, tokens;
   uint32_t weight_texel = 0, x_texel = 0;  // the texel-read variant's offsets in words
 };
-struct GemvPush {  // linear_gemv.comp: Push, then LinearArgs::conv's or norm_tail's addresses
+struct GemvPush {  // linear_gemv.comp: Push, then LinearArgs::conv's addresses
   Push product;
-  VkDeviceAddress conv_weight = 0, conv_state = 0, seqs = 0, pre_conv = 0;  // norm tail: weight, residual,
-  float norm_eps = 0;                                                       // counter, out
+  VkDeviceAddress conv_weight = 0, conv_state = 0, seqs = 0, pre_conv = 0;
 };
 struct SplitSumPush {  // shaders/linear_split_sum.comp
   VkDeviceAddress parts, y;
@@ -93,30 +92,7 @@ bool linear_applies_conv(const PipelineLibrary& pipelines, uint32_t tokens, uint
   return !pipelines.cpu_shapes() && tokens <= std::min(gemv_max_tokens, kGemvMaxTokens);
 }
 
-namespace {
-// Whether record_linear takes linear_gemv.comp (not the CPU shapes' row-wise kernel, not a
-// tiled GEMM) for these arguments. fp32 weights stay off the matrix units, which would round them
-// to fp16; past gemv_max_tokens the matrix units take over, the fp32 tiled GEMM only past
-// kGemvMaxTokens.
-bool matrix_units_take(const PipelineLibrary& pipelines, const LinearArgs& a) {
-  return pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
-}
-bool gemv_takes(const PipelineLibrary& pipelines, const LinearArgs& a) {
-  return a.tokens <= (matrix_units_take(pipelines, a) ? a.gemv_max_tokens : kGemvMaxTokens);
-}
-}  // namespace
-
 void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const LinearArgs& args) {
-  if (args.norm_tail) {
-    require_norm_tail(*args.norm_tail, args.tokens, args.n);
-    if (args.conv || pipelines.cpu_shapes() || !gemv_takes(pipelines, args) || args.tokens > kNormTailGemvMaxTokens) {
-      LinearArgs product = args;
-      product.norm_tail.reset();
-      record_linear(pipelines, commands, product);
-      record_norm_after(pipelines, commands, args.y, *args.norm_tail, args.tokens, args.n);
-      return;
-    }
-  }
   LinearArgs a = args;
   if (a.conv) {
     if (!linear_applies_conv(pipelines, a.tokens, a.gemv_max_tokens) || a.swiglu_input || a.conv->kernel < 1 ||
@@ -134,7 +110,9 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
   if (a.swiglu_input) {
     require_bytes(a.x, uint64_t(a.tokens) * 2 * a.k * 4, "SwiGLU gate|up input");
     // The same choice of kernel as below: only the (non-rowwise) GEMV applies SwiGLU as it reads.
-    if (pipelines.cpu_shapes() || !gemv_takes(pipelines, a)) {  // SwiGLU first, then the plain product of its output
+    const bool matrix_units = pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
+    const bool gemv = a.tokens <= (matrix_units ? a.gemv_max_tokens : kGemvMaxTokens);
+    if (pipelines.cpu_shapes() || !gemv) {  // SwiGLU first, then the plain product of its output
       require_bytes(a.act, uint64_t(a.tokens) * a.k * 4, "SwiGLU activations");
       record_swiglu(pipelines, commands, a.x, a.act, a.tokens, a.k);
       commands.barrier();
@@ -150,13 +128,15 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
     throw Error("internal: a quantised linear needs rows a multiple of 32 long and a 16-byte aligned input");
   const Push push{a.x.address, a.weight.address, a.y.address, a.k, a.n, a.tokens};
   const uint32_t type = static_cast<uint32_t>(a.type);
-  const bool matrix_units = matrix_units_take(pipelines, a);
+  // fp32 weights stay off the matrix units, which would round them to fp16.
+  const bool matrix_units = pipelines.coopmat() && a.type != WeightType::F32 && a.x.address % 16 == 0;
   if (a.gemv_max_tokens > kGemvMaxTokens)
     throw Error("internal: the GEMV serves at most " + std::to_string(kGemvMaxTokens) + " tokens");
+  // Past gemv_max_tokens the matrix units take over; the fp32 tiled GEMM only past kGemvMaxTokens.
   // CPU shapes take linear_gemv_rowwise.comp (one row per invocation, no reduction) at every token
   // count a matrix unit does not take: the tiled GEMM's shared-memory tiles run at half its speed
   // on lavapipe.
-  const bool gemv = gemv_takes(pipelines, a);
+  const bool gemv = a.tokens <= (matrix_units ? a.gemv_max_tokens : kGemvMaxTokens);
   const bool rowwise = pipelines.cpu_shapes() && (gemv || !matrix_units);
   if (rowwise || gemv) {
     const uint32_t vec8 = gemv_units_of_8(a.type, a.k, a.x.address);
@@ -174,8 +154,7 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
       key = {"linear_gemv",
              {shape.threads, 1, 1},
              {type, shape.rows, chunk, vec8, a.swiglu_input ? 1u : 0u, a.conv ? a.conv->kernel : 0u,
-              a.conv ? static_cast<uint32_t>(a.conv->type) : 0u, a.conv ? a.conv->tokens_per_sequence : 1u,
-              a.norm_tail ? norm_tail_mode(*a.norm_tail) : 0u},
+              a.conv ? static_cast<uint32_t>(a.conv->type) : 0u, a.conv ? a.conv->tokens_per_sequence : 1u},
              sizeof(GemvPush)};
     }
     const uint32_t groups = ceil_div(a.n, rows), gx = std::min(groups, kMaxGroupsX);
@@ -191,13 +170,6 @@ void record_linear(PipelineLibrary& pipelines, CommandBuffer& commands, const Li
         gemv_push.conv_state = a.conv->state.address;
         gemv_push.seqs = a.conv->seqs.address;
         gemv_push.pre_conv = a.conv->tokens_per_sequence > 1 ? a.conv->pre_conv.address : 0;
-      }
-      if (a.norm_tail) {  // in the conv's slots (linear_push.glsl)
-        gemv_push.conv_weight = a.norm_tail->weight.address;
-        gemv_push.conv_state = a.norm_tail->residual.address;
-        gemv_push.seqs = a.norm_tail->counters.address;
-        gemv_push.pre_conv = a.norm_tail->out.address;
-        gemv_push.norm_eps = a.norm_tail->eps;
       }
       commands.dispatch(pipeline, gemv_push, gx, ceil_div(groups, gx));
     }

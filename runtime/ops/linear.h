@@ -9,7 +9,6 @@
 #include <span>
 
 #include "runtime/command.h"
-#include "runtime/ops/rms_norm.h"
 #include "runtime/ops/weight_type.h"
 #include "runtime/pipeline.h"
 
@@ -65,14 +64,7 @@ struct LinearArgs {
     BufferRange pre_conv;  // f32 [tokens, n], with tokens_per_sequence > 1
   };
   std::optional<ConvOutput> conv;
-  // y is a residual branch: add it into the residual stream and normalise the sum (the decoder
-  // norm after out_proj / o_proj). The GEMV of at most kNormTailGemvMaxTokens rows does it in its
-  // last workgroup; any other kernel is followed by a barrier and the norm kernel (same bits).
-  std::optional<NormTail> norm_tail;
 };
-// Rows up to which the GEMV takes LinearArgs::norm_tail: its last workgroup normalises the rows
-// one after another, which past two rows costs more than the norm kernel's workgroup per row.
-constexpr uint32_t kNormTailGemvMaxTokens = 2;
 // Whether a product of `tokens` rows can take LinearArgs::conv: the GEMV serves it whatever the
 // matrix units (tokens <= gemv_max_tokens and kGemvMaxTokens) and the pipelines have the GPU
 // shapes (the CPU shapes' row-wise kernel does not apply it).

@@ -43,8 +43,6 @@ struct ExpertCombinePush {  // moe_expert_gemv_combine: moe_expert_push.glsl wit
   ExpertPush expert;
   VkDeviceAddress weights, shared_out, shared_logit, out;
   uint32_t logit_stride, has_shared;
-  VkDeviceAddress norm_counters = 0;  // NORM_TAIL; its other operands ride in expert.sorted, active, y
-  float norm_eps = 0;
 };
 static_assert(offsetof(ExpertCombinePush, weights) == 72, "GLSL places the first address after x_texel at 72");
 struct DownCombinePush {  // shaders/moe_expert_down_combine_rowwise.comp
@@ -170,7 +168,6 @@ bool combine_fits(const PipelineLibrary& pipelines, const MoeShape& s, const Exp
 
 // The down product of a direct step with the combine inside (moe_expert_gemv.comp, Q3N_COMBINE):
 // a workgroup per (down.rows output rows, token), its lane groups the token's top_k assignments.
-// With a.norm_tail, each token's last workgroup also takes the norm after it (norm_tail.glsl).
 void record_expert_down_combine(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
                                 const MoeScratch& scratch, const ExpertGemvShape& down) {
   const MoeShape& s = a.shape;
@@ -183,28 +180,17 @@ void record_expert_down_combine(PipelineLibrary& pipelines, CommandBuffer& comma
                          .logit_stride = a.logit_stride,
                          .has_shared = shared_expert.present};
   push.expert.offsets = scratch.ids.address;  // DIRECT: the expert of each assignment
-  if (a.norm_tail) {                          // in the slots a combining product never reads (moe_expert_push.glsl)
-    push.expert.sorted = a.norm_tail->residual.address;
-    push.expert.active = a.norm_tail->weight.address;
-    push.expert.y = a.norm_tail->out.address;
-    push.norm_counters = a.norm_tail->counters.address;
-    push.norm_eps = a.norm_tail->eps;
-  }
   const uint32_t vec8 = gemv_units_of_8(a.type, s.expert_dim, scratch.h.address);
   const PipelineKey key{"moe_expert_gemv_combine",
                         {combine_workgroup(s, down), 1, 1},
-                        {static_cast<uint32_t>(a.type), 0u, down.rows, 1u, vec8, down.lanes, 1u,
-                         a.norm_tail ? norm_tail_mode(*a.norm_tail) : 0u},
+                        {static_cast<uint32_t>(a.type), 0u, down.rows, 1u, vec8, down.lanes, 1u},
                         sizeof(push)};
   commands.dispatch(pipelines.get(key), push, ceil_div(s.hidden, down.rows), s.tokens);
 }
 
 void record_combine(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch);
 
-namespace {
-// record_moe without a norm tail after a kernel that has none; true where a kernel took it.
-bool record_moe_product(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a,
-                        const MoeScratch& scratch) {
+void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
   const MoeShape& s = a.shape;
   if (s.top_k == 0 || s.top_k > s.experts) throw Error("internal: top-k must be between 1 and the expert count");
   const MoeScratchBytes need = moe_scratch_bytes(s);
@@ -259,15 +245,13 @@ bool record_moe_product(PipelineLibrary& pipelines, CommandBuffer& commands, con
     commands.barrier();
     commands.mark("moe.down");
     if (combine_fits(pipelines, s, plan.down_shape)) {
-      MoeArgs combining = a;  // the tail's counters: one per token
-      if (s.tokens > kNormTailCounters) combining.norm_tail.reset();
-      record_expert_down_combine(pipelines, commands, combining, scratch, plan.down_shape);
-      return combining.norm_tail.has_value();
+      record_expert_down_combine(pipelines, commands, a, scratch, plan.down_shape);
+      return;
     }
     record_expert_gemv(pipelines, commands, a, scratch, false, plan.down_shape);
     commands.barrier();
     record_combine(pipelines, commands, a, scratch);
-    return false;
+    return;
   }
 
   const GroupPush group{scratch.ids.address,
@@ -318,7 +302,7 @@ bool record_moe_product(PipelineLibrary& pipelines, CommandBuffer& commands, con
     commands.mark("moe.down");
     if (pipelines.cpu_shapes()) {  // the down product and the combine in one dispatch
       record_down_combine_rowwise(pipelines, commands, a, scratch);
-      return false;
+      return;
     }
     record_expert_gemv(pipelines, commands, a, scratch, false, plan.down_shape);
   } else {
@@ -335,14 +319,6 @@ bool record_moe_product(PipelineLibrary& pipelines, CommandBuffer& commands, con
   }
   commands.barrier();
   record_combine(pipelines, commands, a, scratch);
-  return false;
-}
-}  // namespace
-
-void record_moe(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {
-  if (a.norm_tail) require_norm_tail(*a.norm_tail, a.shape.tokens, a.shape.hidden);
-  if (!record_moe_product(pipelines, commands, a, scratch) && a.norm_tail)
-    record_norm_after(pipelines, commands, a.out, *a.norm_tail, a.shape.tokens, a.shape.hidden);
 }
 
 void record_combine(PipelineLibrary& pipelines, CommandBuffer& commands, const MoeArgs& a, const MoeScratch& scratch) {

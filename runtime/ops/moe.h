@@ -90,10 +90,6 @@ struct MoeArgs {
   // right after the routing dispatch: the two depend on nothing of each other, so they share one
   // barrier instead of taking one each. Unset where the caller records it before record_moe.
   std::optional<LinearArgs> shared_down;
-  // `out` is a residual branch: add it into the residual stream and normalise the sum (the next
-  // layer's input norm). A direct step's combining down product does it in its last workgroup of
-  // each token; every other path is followed by a barrier and the norm kernel (same bits).
-  std::optional<NormTail> norm_tail;
 };
 
 // route -> group -> gate/up -> down -> combine, with barriers between; with the CPU shapes the

@@ -35,25 +35,4 @@ void record_rms_norm(PipelineLibrary& pipelines, CommandBuffer& commands, const 
   commands.dispatch(pipeline, push, a.rows);
 }
 
-void require_norm_tail(const NormTail& t, uint32_t rows, uint32_t n) {
-  const uint64_t elements = uint64_t(rows) * n;
-  if (t.residual.size < elements * 4 || t.out.size < elements * 4 || t.weight.size < uint64_t(n) * 4 ||
-      t.counters.size < uint64_t(kNormTailCounters) * 4)
-    throw Error("internal: a norm tail's buffers are smaller than rows x n (or its counters missing)");
-}
-
-void record_norm_after(PipelineLibrary& pipelines, CommandBuffer& commands, const BufferRange& addend,
-                       const NormTail& t, uint32_t rows, uint32_t n) {
-  commands.barrier();
-  record_rms_norm(pipelines, commands,
-                  {.x = addend,
-                   .weight = t.weight,
-                   .out = t.out,
-                   .residual = t.residual,
-                   .rows = rows,
-                   .n = n,
-                   .eps = t.eps,
-                   .zero_centred = t.zero_centred});
-}
-
 }  // namespace q3n::ops
