@@ -44,14 +44,17 @@ std::string matrix_kernels(const Runtime& rt, bool batch_invariant) {
 }
 
 // Device copy bandwidth, (bytes read + bytes written) / time, best of three batches of copies.
+// A batch holds up to 10 copies of up to 1 GiB (far past any GPU's L2), but no more copies than fill
+// kBatchSeconds: one copy of 1 GiB takes ~0.7 ms on an H100 (10 copies, as before) and ~0.2 s on a
+// CPU driver, where 40 of them made every `q3n bench` spend ~10 s here.
 double measure_copy_bandwidth(Runtime& rt) {
+  constexpr double kBatchSeconds = 0.02;
+  constexpr int kMostCopies = 10;
   const uint64_t free = rt.device.free_device_memory();
   const uint64_t bytes = std::clamp<uint64_t>(free / 8, 16ull << 20, 1ull << 30) / 16 * 16;
   Allocation src = rt.allocator.allocate(bytes, MemoryKind::Device, "bandwidth probe source");
   Allocation dst = rt.allocator.allocate(bytes, MemoryKind::Device, "bandwidth probe destination");
-  const int copies = 10;
-  double best = 0;
-  for (int attempt = 0; attempt < 4; ++attempt) {  // the first one warms up the pipeline
+  const auto timed_batch = [&](int copies) {
     CommandBuffer cb = rt.pool.allocate();
     cb.begin();
     for (int i = 0; i < copies; ++i) {
@@ -61,9 +64,14 @@ double measure_copy_bandwidth(Runtime& rt) {
     cb.end();
     const auto start = Clock::now();
     rt.queue.submit_and_wait(cb);
-    const double s = seconds_since(start);
-    if (attempt > 0) best = std::max(best, 2.0 * double(bytes) * copies / s);
-  }
+    return seconds_since(start);
+  };
+  timed_batch(1);  // warms up the pipeline
+  const double one = timed_batch(1);
+  const int copies = std::clamp(static_cast<int>(std::ceil(kBatchSeconds / std::max(one, 1e-9))), 1, kMostCopies);
+  double best = 0;
+  for (int attempt = 0; attempt < 3; ++attempt)
+    best = std::max(best, 2.0 * double(bytes) * copies / timed_batch(copies));
   return best;
 }
 
