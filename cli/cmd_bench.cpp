@@ -46,7 +46,7 @@ std::string matrix_kernels(const Runtime& rt, bool batch_invariant) {
 // Device copy bandwidth, (bytes read + bytes written) / time, best of three batches of copies.
 // A batch holds up to 10 copies of up to 1 GiB (far past any GPU's L2), but no more copies than fill
 // kBatchSeconds: one copy of 1 GiB takes ~0.7 ms on an H100 (10 copies, as before) and ~0.2 s on a
-// CPU driver, where 40 of them made every `q3n bench` spend ~10 s here.
+// CPU driver, where 2 x 40 of them made every `q3n bench` spend ~13 s here.
 double measure_copy_bandwidth(Runtime& rt) {
   constexpr double kBatchSeconds = 0.02;
   constexpr int kMostCopies = 10;
