@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 glslc_args=()
 if glslc_path=$(scripts/fetch-glslc.sh 2>/dev/null); then glslc_args=(-DGLSLC="$glslc_path"); fi
-cmake -S . -B build-asan -DQ3N_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+cmake -S . -B build-asan -DQ3N_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1" \
   -DQ3N_BUILD_BENCH=OFF "${glslc_args[@]}" >/dev/null
 cmake --build build-asan -j"$(nproc)" >/dev/null
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_stack_use_after_return=0}
